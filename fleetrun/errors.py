@@ -1,0 +1,48 @@
+"""Errors the user can act on; `str(error)` is the sentence they read, and each carries its exit status."""
+
+from __future__ import annotations
+
+from fleetrun.status import ExitStatus
+
+
+class FleetrunError(Exception):
+    """Base class: a problem reported as one line on stderr with a documented exit status."""
+
+    exit_status: ExitStatus = ExitStatus.INTERNAL
+
+
+class UsageError(FleetrunError):
+    """Bad flags, arguments or local input: nothing ran."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class InventoryError(UsageError):
+    """A mistake in the inventory file; the message names the file, line and key."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class SelectionError(UsageError):
+    """A host pattern that is malformed or selects no host."""
+
+
+class SecretError(UsageError):
+    """A password or passphrase source that cannot be used; never repeats the secret."""
+
+
+class LabError(FleetrunError):
+    """The local lab fleet could not be started or stopped."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class LockedError(FleetrunError):
+    """Another run holds the lock."""
+
+    exit_status = ExitStatus.LOCKED

@@ -1,0 +1,99 @@
+"""Frozen records passed between the stages: hosts, per-host results and the run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fleetrun.status import ExitStatus
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host to act on, with every connection setting already resolved from the inventory."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None  # None: the local user
+    key: str | None = None  # path to a private key file
+    password_env: str | None = None
+    password_file: str | None = None
+    connect_timeout: float | None = None
+    known_hosts: tuple[str, ...] = ()  # extra known_hosts files, besides ~/.ssh/known_hosts
+    groups: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Outcome(str, Enum):
+    """What happened on one host; the value is what the user sees."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth failed"
+    HOST_KEY = "host key"
+    CANCELLED = "cancelled"
+    NOT_STARTED = "not started"
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return _OUTCOME_STATUS[self]
+
+
+_OUTCOME_STATUS: dict[Outcome, ExitStatus] = {
+    Outcome.OK: ExitStatus.OK,
+    Outcome.FAILED: ExitStatus.COMMAND_FAILED,
+    Outcome.TIMEOUT: ExitStatus.TIMEOUT,
+    Outcome.UNREACHABLE: ExitStatus.UNREACHABLE,
+    Outcome.AUTH_FAILED: ExitStatus.UNREACHABLE,
+    Outcome.HOST_KEY: ExitStatus.HOST_KEY,
+    # Cancelled and not-started hosts are explained by the interrupt's own status.
+    Outcome.CANCELLED: ExitStatus.OK,
+    Outcome.NOT_STARTED: ExitStatus.OK,
+}
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """Exactly one of these per selected host, whatever happened."""
+
+    host: Host
+    outcome: Outcome
+    exit_code: int | None = None
+    signal: str | None = None  # e.g. "KILL" when the remote command died from a signal
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration: float = 0.0
+    error: str | None = None  # one line, for every outcome but ok
+    changed: bool | None = None  # push/pull: whether anything was written
+    details: tuple[str, ...] = ()  # push/pull: one line per file, shown with -v
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    """One whole line of live output from a host, for the stream renderer."""
+
+    host: Host
+    stream: str  # "stdout" or "stderr"
+    text: bytes
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Counts and timing for a finished (or interrupted) run."""
+
+    total: int
+    counts: Mapping[Outcome, int]
+    elapsed: float
+    exit_status: ExitStatus
+    interrupted: bool = False
