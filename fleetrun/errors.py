@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleetrun.models import Outcome
 from fleetrun.status import ExitStatus
 
 
@@ -46,3 +47,12 @@ class LockedError(FleetrunError):
     """Another run holds the lock."""
 
     exit_status = ExitStatus.LOCKED
+
+
+class HostFailure(Exception):
+    """One host could not be served; becomes that host's result, never the process's exit."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        self.outcome = outcome
+        self.message = message
+        super().__init__(message)

@@ -1,0 +1,242 @@
+"""The click commands: parse flags, call one core function, render, return an exit status. No paramiko here."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from fleetrun import __version__
+from fleetrun.errors import FleetrunError, UsageError
+from fleetrun.status import ExitStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'4M' → 4194304; plain numbers are bytes."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise UsageError(f"--max-output: {text!r} is not a size like 4M, 512K or 1048576")
+    return int(number) * SIZE_UNITS[unit]
+
+
+def inventory_option(function: F) -> F:
+    return click.option(
+        "-i",
+        "--inventory",
+        metavar="FILE",
+        help="Inventory YAML (default: $FLEETRUN_INVENTORY, ./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
+    )(function)
+
+
+def run_options(function: F) -> F:
+    """Options shared by every command that connects to hosts."""
+    options = [
+        click.option("-H", "--hosts", "pattern", required=True, metavar="PATTERN",
+                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except."),
+        inventory_option,
+        click.option("-u", "--user", help="Log in as USER (overrides the inventory)."),
+        click.option("-p", "--port", type=click.IntRange(1, 65535), help="SSH port (overrides the inventory)."),
+        click.option("-k", "--key", metavar="FILE", help="Private key file (overrides the inventory)."),
+        click.option("--key-passphrase-env", metavar="NAME", help="Read the key passphrase from $NAME."),
+        click.option("--ask-pass", is_flag=True, help="Prompt once for a password (only on a terminal)."),
+        click.option("--no-agent", is_flag=True, help="Do not offer ssh-agent keys."),
+        click.option("--host-key-checking", type=click.Choice(["yes", "accept-new", "no"]), default="yes",
+                     show_default=True, help="accept-new: record unknown keys; no: labs only, never changed keys."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                     help="Seconds for TCP connect, SSH handshake and authentication together."),
+        click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
+                     help="Seconds per host for the command; it is killed on the host when exceeded."),
+        click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
+                     help="Seconds for the whole run; running hosts time out, queued ones are not started."),
+        click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
+                     help="Hosts worked on at once."),
+        click.option("--format", "output_format", type=click.Choice(["table", "stream", "json"]), default="table",
+                     show_default=True, help="table: a row per host; stream: 'host | line' live; json: JSON Lines."),
+        click.option("-v", "--verbose", is_flag=True, help="Show full output in the table."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _read_secret_env(name: str | None, what: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise UsageError(f"{what}: environment variable {name} is not set or empty")
+    return value
+
+
+def _ask_password(ask: bool) -> str | None:
+    if not ask:
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError("--ask-pass needs a terminal; without one use password_env or password_file in the inventory")
+    return getpass.getpass("SSH password: ")
+
+
+def _make_renderer(output_format: str, verbose: bool, out: TextIO, err: TextIO) -> Any:
+    if output_format == "json":
+        from fleetrun.output.json import JsonRenderer
+
+        return JsonRenderer(out)
+    if output_format == "stream":
+        from fleetrun.output.stream import StreamRenderer
+
+        return StreamRenderer(out, err)
+    from fleetrun.output.table import TableRenderer
+
+    return TableRenderer(out, verbose=verbose)
+
+
+def _select(inventory: str | None, pattern: str) -> list[Any]:
+    from fleetrun.inventory import find_inventory, load_inventory
+    from fleetrun.selection import select
+
+    return select(load_inventory(find_inventory(inventory)), pattern)
+
+
+def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
+    """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+    from fleetrun.runner import RunOptions, apply_overrides, execute
+
+    hosts = _select(params["inventory"], params["pattern"])
+    hosts = apply_overrides(hosts, user=params["user"], port=params["port"], key=params["key"])
+    options = RunOptions(
+        forks=params["forks"],
+        connect_timeout=params["connect_timeout"],
+        timeout=params["timeout"],
+        deadline=params["deadline"],
+        max_output=params.get("max_output_bytes", 4 << 20),
+        host_key_checking=params["host_key_checking"],
+        key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
+        password=_ask_password(params["ask_pass"]),
+        use_agent=not params["no_agent"],
+        raw=params.get("raw", False),
+    )
+    out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
+    renderer = _make_renderer(params["output_format"], params["verbose"], out, err)
+    summary = execute(hosts, task_factory(), options, renderer, err)
+    return int(summary.exit_status)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fleetrun")
+def cli() -> None:
+    """Run commands and move files across a fleet over SSH, in parallel, safely.
+
+    Exit status: 0 all ok, 1 a command failed, 2 usage/config error, 3 timeout, 4 unreachable or
+    auth failed, 5 host key refused, 70 internal error, 130/143 interrupted.
+    """
+
+
+@cli.command("exec")
+@click.argument("command")
+@run_options
+@click.option("--max-output", default="4M", show_default=True, metavar="SIZE",
+              help="Output kept per stream per host; the rest is counted and marked truncated.")
+@click.option("--raw", is_flag=True,
+              help="Send the command as is (for non-POSIX login shells); timed-out commands may then keep running.")
+def exec_command(command: str, max_output: str, **params: Any) -> int:
+    """Run COMMAND on every selected host."""
+    from fleetrun.runner import exec_task
+
+    params["max_output_bytes"] = parse_size(max_output)
+    return run_on_hosts(params, lambda: exec_task(command))
+
+
+@cli.command("hosts")
+@click.argument("pattern", default="all")
+@inventory_option
+@click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
+def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
+    """List the hosts PATTERN selects, without connecting."""
+    hosts = _select(inventory, pattern)
+    out = click.get_text_stream("stdout")
+    if names:
+        out.write("".join(f"{host.name}\n" for host in hosts))
+        return int(ExitStatus.OK)
+    from tabulate import tabulate
+
+    local = getpass.getuser()
+    rows = [(h.name, h.address, h.port, h.user or local, ",".join(h.groups)) for h in hosts]
+    out.write(tabulate(rows, headers=("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), disable_numparse=True) + "\n")
+    out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    return int(ExitStatus.OK)
+
+
+@cli.group("lab")
+def lab_group() -> None:
+    """A throwaway local fleet of real sshd processes on loopback (for demos, tests and benchmarks)."""
+
+
+@lab_group.command("up")
+@click.argument("count", type=click.IntRange(1, 5000))
+@click.option("--dir", "directory", default=".lab", show_default=True, help="Where the lab keeps its files.")
+def lab_up(count: int, directory: str) -> int:
+    """Start COUNT sshd hosts on loopback and write an inventory for them."""
+    from fleetrun.lab import start_lab
+
+    lab = start_lab(count, Path(directory).resolve())
+    err = click.get_text_stream("stderr")
+    srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
+    err.write(
+        f"started {len(lab.hosts)} hosts ({lab.hosts[0].address} … {lab.hosts[-1].address}), {srv}\n"
+        f"try:  fleetrun exec -i {lab.inventory} 'hostname; uptime' --hosts all\n"
+        f"stop: fleetrun lab down --dir {lab.directory}\n"
+    )
+    return int(ExitStatus.OK)
+
+
+@lab_group.command("down")
+@click.option("--dir", "directory", default=".lab", show_default=True, help="The lab's directory.")
+def lab_down(directory: str) -> int:
+    """Stop the lab's sshd processes (exactly those it started)."""
+    from fleetrun.lab import stop_lab
+
+    stopped = stop_lab(Path(directory).resolve())
+    click.get_text_stream("stderr").write(f"stopped {stopped} sshd processes\n")
+    return int(ExitStatus.OK)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the one place that turns errors into messages and exit statuses."""
+    err = sys.stderr
+    try:
+        status = cli.main(args=argv, prog_name="fleetrun", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        status = done.exit_code
+    except click.Abort:
+        err.write("fleetrun: aborted\n")
+        status = ExitStatus.INTERRUPTED
+    except click.ClickException as error:
+        error.show(err)
+        status = ExitStatus.USAGE if error.exit_code == 2 else error.exit_code
+    except FleetrunError as error:
+        err.write(f"fleetrun: error: {error}\n")
+        status = error.exit_status
+    except KeyboardInterrupt:
+        err.write("fleetrun: interrupted\n")
+        status = ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say to it; keep Python quiet at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = ExitStatus.OK
+    except Exception as error:
+        if os.environ.get("FLEETRUN_DEBUG"):
+            raise
+        err.write(f"fleetrun: internal error: {error.__class__.__name__}: {error} (set FLEETRUN_DEBUG=1 for a traceback)\n")
+        status = ExitStatus.INTERNAL
+    sys.exit(int(status or 0))

@@ -1,0 +1,74 @@
+"""--format json: JSON Lines, one object per host as it finishes, then one summary object."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from fleetrun.models import Host, HostResult, OutputLine, RunSummary
+from fleetrun.output.base import decode
+
+# Bump when a field changes meaning or disappears; adding a field keeps the version.
+SCHEMA = "fleetrun/1"
+
+
+def result_record(result: HostResult) -> dict[str, Any]:
+    """The JSON object for one host; pinned by tests/unit/test_json_contract.py."""
+    return {
+        "schema": SCHEMA,
+        "type": "host",
+        "host": result.host.name,
+        "address": result.host.address,
+        "port": result.host.port,
+        "status": result.outcome.value,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "stdout": decode(result.stdout),
+        "stderr": decode(result.stderr),
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "duration": round(result.duration, 3),
+        "error": result.error,
+        "changed": result.changed,
+        "details": list(result.details),
+    }
+
+
+def summary_record(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "type": "summary",
+        "total": summary.total,
+        "counts": {outcome.value: count for outcome, count in summary.counts.items() if count},
+        "elapsed": round(summary.elapsed, 3),
+        "exit_status": int(summary.exit_status),
+        "interrupted": summary.interrupted,
+    }
+
+
+class JsonRenderer:
+    wants_lines = False
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def on_start(self, hosts: Sequence[Host]) -> None:
+        pass
+
+    def on_started(self, host: Host) -> None:
+        pass
+
+    def on_line(self, line: OutputLine) -> None:
+        pass
+
+    def on_result(self, result: HostResult) -> None:
+        self._write(result_record(result))
+
+    def on_finish(self, summary: RunSummary) -> None:
+        self._write(summary_record(summary))
+
+    def _write(self, record: dict[str, Any]) -> None:
+        # ensure_ascii keeps each record one line of plain ASCII whatever bytes the host sent.
+        self.out.write(json.dumps(record, ensure_ascii=True) + "\n")
+        self.out.flush()

@@ -1,0 +1,81 @@
+"""--format table (default): one row per host in inventory order, then the summary line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
+from fleetrun.output.base import decode, status_text, summary_line
+
+EXCERPT_LINES = 3  # lines of output shown per host without -v
+EXCERPT_WIDTH = 120  # characters per shown line without -v; the full text is in -v, --out-dir and JSON
+
+
+@dataclass(frozen=True)
+class _Row:
+    order: int
+    cells: tuple[str, str, str, str, str]
+
+
+def excerpt(text: str, lines: int, width: int) -> str:
+    """The first `lines` lines, each cut to `width`, with a count of what was left out."""
+    all_lines = text.rstrip("\n").splitlines()
+    shown = [line if len(line) <= width else line[: width - 1] + "…" for line in all_lines[:lines]]
+    if len(all_lines) > lines:
+        shown.append(f"… ({len(all_lines) - lines} more lines)")
+    return "\n".join(shown)
+
+
+class TableRenderer:
+    wants_lines = False
+
+    def __init__(self, out: TextIO, *, verbose: bool = False) -> None:
+        self.out = out
+        self.verbose = verbose
+        self.order: dict[str, int] = {}
+        # Only the rendered cells are kept, not the results: memory stays small at 1000 hosts.
+        self.rows: list[_Row] = []
+
+    def on_start(self, hosts: Sequence[Host]) -> None:
+        self.order = {host.name: index for index, host in enumerate(hosts)}
+
+    def on_started(self, host: Host) -> None:
+        pass
+
+    def on_line(self, line: OutputLine) -> None:
+        pass
+
+    def on_result(self, result: HostResult) -> None:
+        exit_text = "" if result.exit_code is None else str(result.exit_code)
+        cells = (result.host.name, status_text(result), exit_text, f"{result.duration:.1f}s", self.output_cell(result))
+        self.rows.append(_Row(self.order.get(result.host.name, len(self.order)), cells))
+
+    def output_cell(self, result: HostResult) -> str:
+        parts: list[str] = []
+        if result.error and result.outcome is not Outcome.OK:
+            parts.append(result.error)
+        if self.verbose:
+            parts += [decode(result.stdout).rstrip("\n"), decode(result.stderr).rstrip("\n")]
+            parts += list(result.details)
+            if result.stdout_truncated or result.stderr_truncated:
+                parts.append("[output truncated at --max-output]")
+        else:
+            stdout = excerpt(decode(result.stdout), EXCERPT_LINES, EXCERPT_WIDTH)
+            # A failing host's stderr usually says why; an ok host's is noise at fleet scale.
+            stderr = "" if result.ok else excerpt(decode(result.stderr), EXCERPT_LINES, EXCERPT_WIDTH)
+            parts += [stdout, stderr]
+            if result.stdout_truncated or result.stderr_truncated:
+                parts.append("[truncated: see -v or --format json]")
+        return "\n".join(part for part in parts if part)
+
+    def on_finish(self, summary: RunSummary) -> None:
+        from tabulate import tabulate  # imported here: `fleetrun --help` should not pay for it
+
+        rows = [row.cells for row in sorted(self.rows, key=lambda row: row.order)]
+        if rows:
+            headers = ("HOST", "STATUS", "EXIT", "TIME", "OUTPUT")
+            self.out.write(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True) + "\n")
+        self.out.write(summary_line(summary) + "\n")
+        self.out.flush()

@@ -1,0 +1,133 @@
+"""Bounded job queue → N worker threads → one collector thread; knows nothing about SSH."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from fleetrun.cancel import Cancel
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+# How often blocked waits in the main thread wake to let signal handlers run and deadlines hold.
+TICK = 0.2
+_STOP = object()  # sentinel: one per worker on the job queue, one for the collector
+
+
+@dataclass(frozen=True)
+class Started(Generic[Job]):
+    """A worker has picked up this job (for progress displays)."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class Finished(Generic[Job, Result]):
+    """The one result for this job."""
+
+    job: Job
+    result: Result
+
+
+Emit = Callable[[object], None]
+
+
+@dataclass
+class PoolCallbacks(Generic[Job, Result]):
+    """What the pool calls; the runner supplies them. Only `handle` runs on the collector thread."""
+
+    work: Callable[[Job, Emit], Result]  # runs on a worker; may emit progress events through Emit
+    not_started: Callable[[Job], Result]  # the result for a job never started (cancelled run)
+    crashed: Callable[[Job, BaseException], Result]  # the result when `work` raised anyway
+    handle: Callable[[object], None]  # consumes every event, in order, on the collector thread
+
+
+def run_pool(
+    jobs: Iterable[Job],
+    callbacks: PoolCallbacks[Job, Result],
+    *,
+    forks: int,
+    cancel: Cancel,
+    deadline_check: Callable[[], None] = lambda: None,
+) -> list[BaseException]:
+    """Run every job, yielding exactly one Finished event per job to `callbacks.handle`.
+
+    The main thread is the producer: a full job queue blocks it (back-pressure keeps memory flat however
+    large the fleet). It only ever waits with timeouts so signal handlers and `deadline_check` run.
+    Returns the errors the collector's handler raised (it keeps draining after one, so workers never block).
+    """
+    job_queue: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 1))
+    events: queue.Queue[object] = queue.Queue(maxsize=max(64 * forks, 1024))
+    handler_errors: list[BaseException] = []
+
+    def emit(event: object) -> None:
+        events.put(event)
+
+    def worker() -> None:
+        while True:
+            job = job_queue.get()
+            if job is _STOP:
+                return
+            typed_job: Job = job  # type: ignore[assignment]
+            if cancel.is_set():
+                emit(Finished(typed_job, callbacks.not_started(typed_job)))
+                continue
+            emit(Started(typed_job))
+            try:
+                result = callbacks.work(typed_job, emit)
+            except BaseException as error:  # a worker never dies from a job
+                result = callbacks.crashed(typed_job, error)
+            emit(Finished(typed_job, result))
+
+    def collector() -> None:
+        while True:
+            event = events.get()
+            if event is _STOP:
+                return
+            try:
+                callbacks.handle(event)
+            except BaseException as error:
+                handler_errors.append(error)
+
+    collector_thread = threading.Thread(target=collector, name="fleetrun-collector")
+    collector_thread.start()
+    workers = [threading.Thread(target=worker, name=f"fleetrun-worker-{n}") for n in range(forks)]
+    for thread in workers:
+        thread.start()
+    try:
+        for job in jobs:
+            while True:
+                deadline_check()
+                if cancel.is_set():
+                    emit(Finished(job, callbacks.not_started(job)))
+                    break
+                try:
+                    job_queue.put(job, timeout=TICK)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        for _ in workers:
+            _put_patiently(job_queue, _STOP, deadline_check)
+        for thread in workers:
+            while thread.is_alive():
+                deadline_check()
+                thread.join(TICK)
+        events.put(_STOP)
+        while collector_thread.is_alive():
+            collector_thread.join(TICK)
+    return handler_errors
+
+
+def _put_patiently(target: queue.Queue[object], item: object, tick: Callable[[], None]) -> None:
+    while True:
+        tick()
+        try:
+            target.put(item, timeout=TICK)
+            return
+        except queue.Full:
+            continue

@@ -1,0 +1,303 @@
+"""Plans a run over the selected hosts: secrets, keys, host keys, limits, signals and deadlines, then the pool."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
+
+from fleetrun.cancel import Cancel
+from fleetrun.errors import HostFailure
+from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
+from fleetrun.output.base import Renderer
+from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
+from fleetrun.status import ExitStatus, worst
+
+if TYPE_CHECKING:
+    from fleetrun.ssh import ConnectSettings, Session
+
+FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
+MAX_LINE = 64 * 1024  # a "line" longer than this is passed on in pieces, so memory stays bounded
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Connection and run settings that apply to every host of one run."""
+
+    forks: int = 64
+    connect_timeout: float = 10.0
+    timeout: float | None = None  # per command
+    deadline: float | None = None  # whole run, seconds from start
+    max_output: int = 4 << 20  # per stream per host
+    host_key_checking: str = "yes"
+    key_passphrase: str | None = None
+    password: str | None = None  # from --ask-pass: for hosts without a password source of their own
+    use_agent: bool = True
+    raw: bool = False
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """What a task gets besides the session: the run's cancel flag and limits, and a way to emit lines."""
+
+    options: RunOptions
+    cancel: Cancel
+    on_output: Callable[[str, bytes], None] | None
+
+
+HostTask = Callable[["Session", Host, HostContext], HostResult]
+
+
+def apply_overrides(hosts: Sequence[Host], *, user: str | None, port: int | None, key: str | None) -> list[Host]:
+    """Command-line --user/--port/--key win over the inventory."""
+    changes: dict[str, object] = {}
+    if user is not None:
+        changes["user"] = user
+    if port is not None:
+        changes["port"] = port
+    if key is not None:
+        changes["key"] = str(Path(key).expanduser())
+    return [replace(host, **changes) for host in hosts] if changes else list(hosts)  # type: ignore[arg-type]
+
+
+def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
+    """Raise the open-files soft limit for `forks` connections; if it can't go that high, lower forks."""
+    forks = max(1, min(forks, hosts))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = forks * FDS_PER_FORK + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+        if soft < needed:
+            fitted = max(1, (soft - 64) // FDS_PER_FORK)
+            warn(f"open-files limit {soft} fits only {fitted} connections: lowering --forks from {forks} to {fitted}")
+            return fitted
+    return forks
+
+
+def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None]) -> ConnectSettings:
+    """Load known_hosts and every distinct key once, before any connection (bad input is exit 2 here)."""
+    from fleetrun.hostkeys import KnownHosts
+    from fleetrun.ssh import ConnectSettings, load_keys
+
+    user_file = Path("~/.ssh/known_hosts").expanduser()
+    files = [str(user_file), *dict.fromkeys(path for host in hosts for path in host.known_hosts)]
+    known = KnownHosts.load(files)
+    for warning in known.warnings:
+        warn(f"known_hosts: {warning}")
+    keys = load_keys([host.key for host in hosts if host.key], options.key_passphrase)
+    return ConnectSettings(
+        known_hosts=known,
+        accept_new_path=user_file,
+        host_key_checking=options.host_key_checking,
+        connect_timeout=options.connect_timeout,
+        keys=keys,
+        use_agent=options.use_agent,
+        warn=warn,
+    )
+
+
+def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, str]:
+    """Every host's password, read before connecting so a bad source stops the run with exit 2."""
+    from fleetrun.secrets import read_password
+
+    passwords: dict[str, str] = {}
+    for host in hosts:
+        password = read_password(host)
+        if password is None:
+            password = fallback
+        if password is not None:
+            passwords[host.name] = password
+    return passwords
+
+
+class _LineSplitter:
+    """Turns one stream's chunks into whole lines for the stream renderer."""
+
+    def __init__(self, host: Host, stream: str, emit: Callable[[object], None]) -> None:
+        self.host, self.stream, self.emit = host, stream, emit
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.pending + chunk
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            self.emit(OutputLine(self.host, self.stream, line))
+        while len(self.pending) > MAX_LINE:
+            self.emit(OutputLine(self.host, self.stream, self.pending[:MAX_LINE]))
+            self.pending = self.pending[MAX_LINE:]
+
+    def flush(self) -> None:
+        if self.pending:
+            self.emit(OutputLine(self.host, self.stream, self.pending))
+            self.pending = b""
+
+
+@contextmanager
+def _signals(cancel: Cancel, err: TextIO) -> Iterator[list[ExitStatus]]:
+    """SIGINT/SIGTERM cancel the run; a second SIGINT exits at once. Yields the interrupt status, if any."""
+    received: list[ExitStatus] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        status = ExitStatus.INTERRUPTED if signum == signal.SIGINT else ExitStatus.TERMINATED
+        if received and signum == signal.SIGINT:
+            os._exit(int(ExitStatus.INTERRUPTED))  # the operator insists: no cleanup, no waiting
+        received.append(status)
+        if cancel.set("interrupted" if signum == signal.SIGINT else "terminated"):
+            err.write("fleetrun: stopping: cancelling running hosts (Ctrl-C again to exit at once)\n")
+            err.flush()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def execute(
+    hosts: Sequence[Host],
+    task: HostTask,
+    options: RunOptions,
+    renderer: Renderer,
+    err: TextIO,
+) -> RunSummary:
+    """Run `task` on every host through the pool; every host ends with exactly one result."""
+    started = time.monotonic()
+    warn_lock = threading.Lock()
+
+    def warn(message: str) -> None:
+        with warn_lock:
+            err.write(f"fleetrun: warning: {message}\n")
+            err.flush()
+
+    passwords = resolve_passwords(hosts, options.password)
+    settings = connect_settings(hosts, options, warn)
+    forks = fit_forks(options.forks, len(hosts), warn)
+    from fleetrun.ssh import connect
+
+    cancel = Cancel()
+    counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+    deadline = None if options.deadline is None else started + options.deadline
+
+    def check_deadline() -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            cancel.set("deadline")
+
+    def work(host: Host, emit: Callable[[object], None]) -> HostResult:
+        begin = time.monotonic()
+        splitters: dict[str, _LineSplitter] = {}
+        on_output = None
+        if renderer.wants_lines:
+            splitters = {name: _LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
+
+            def on_output(stream: str, chunk: bytes) -> None:
+                splitters[stream].feed(chunk)
+
+        context = HostContext(options, cancel, on_output)
+        try:
+            session = connect(host, settings, passwords.get(host.name), cancel)
+            try:
+                result = task(session, host, context)
+            finally:
+                session.close()
+        except HostFailure as failure:
+            result = HostResult(host, failure.outcome, error=failure.message)
+        for splitter in splitters.values():
+            splitter.flush()
+        if result.outcome is Outcome.CANCELLED and cancel.reason == "deadline":
+            result = replace(result, outcome=Outcome.TIMEOUT, error="the run's --deadline was reached")
+        return replace(result, duration=time.monotonic() - begin)
+
+    def not_started(host: Host) -> HostResult:
+        why = "the run's --deadline was reached" if cancel.reason == "deadline" else f"run {cancel.reason}"
+        return HostResult(host, Outcome.NOT_STARTED, error=why)
+
+    def crashed(host: Host, error: BaseException) -> HostResult:
+        # A bug of ours on one host must not take the others down; say what it was so it can be reported.
+        return HostResult(host, Outcome.FAILED, error=f"internal error: {error.__class__.__name__}: {error}")
+
+    def handle(event: object) -> None:
+        if isinstance(event, OutputLine):
+            renderer.on_line(event)
+        elif isinstance(event, Started):
+            renderer.on_started(event.job)
+        elif isinstance(event, Finished):
+            counts[event.result.outcome] += 1
+            renderer.on_result(event.result)
+
+    renderer.on_start(hosts)
+    with _signals(cancel, err) as interrupts:
+        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(work, not_started, crashed, handle)
+        handler_errors = run_pool(hosts, callbacks, forks=forks, cancel=cancel, deadline_check=check_deadline)
+    cancel.close()
+    for error in handler_errors:
+        if not isinstance(error, BrokenPipeError):
+            raise error
+    statuses = [outcome.exit_status for outcome, count in counts.items() if count]
+    status = worst([*statuses, *interrupts])
+    summary = RunSummary(
+        total=len(hosts),
+        counts=counts,
+        elapsed=time.monotonic() - started,
+        exit_status=status,
+        interrupted=bool(interrupts),
+    )
+    if not any(isinstance(error, BrokenPipeError) for error in handler_errors):
+        renderer.on_finish(summary)
+    return summary
+
+
+def exec_task(command: str) -> HostTask:
+    """The task behind `fleetrun exec`: run one command and classify how it ended."""
+
+    def run(session: Session, host: Host, context: HostContext) -> HostResult:
+        options = context.options
+        ended = session.run(
+            command,
+            cancel=context.cancel,
+            timeout=options.timeout,
+            max_output=options.max_output,
+            on_output=context.on_output,
+            raw=options.raw,
+        )
+        base = HostResult(
+            host,
+            Outcome.OK,
+            exit_code=ended.exit_code,
+            signal=ended.signal,
+            stdout=ended.stdout,
+            stderr=ended.stderr,
+            stdout_truncated=ended.stdout_truncated,
+            stderr_truncated=ended.stderr_truncated,
+        )
+        if ended.ended == "timeout":
+            error = f"command timed out after {options.timeout:g} s and was killed on the host"
+            return replace(base, outcome=Outcome.TIMEOUT, error=error)
+        if ended.ended == "cancelled":
+            return replace(base, outcome=Outcome.CANCELLED, error="cancelled; command killed on the host")
+        if ended.ended == "lost":
+            return replace(base, outcome=Outcome.UNREACHABLE, error="connection lost mid-command")
+        if ended.signal is not None:
+            return replace(base, outcome=Outcome.FAILED, error=f"killed by signal {ended.signal}")
+        if ended.exit_code != 0:
+            return replace(base, outcome=Outcome.FAILED, error=f"exit status {ended.exit_code}")
+        return base
+
+    return run

@@ -1,0 +1,72 @@
+"""Renderers with hand-made results: the table, the stream, and the pinned JSON contract."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
+from fleetrun.output.json import SCHEMA, JsonRenderer
+from fleetrun.output.stream import StreamRenderer
+from fleetrun.output.table import TableRenderer
+from fleetrun.status import ExitStatus
+
+WEB1 = Host("web01", "10.0.0.1")
+WEB2 = Host("web02", "10.0.0.2", port=2222)
+
+
+def summary(**counts: int) -> RunSummary:
+    by_outcome = {Outcome(name.replace("_", " ")): n for name, n in counts.items()}
+    return RunSummary(total=sum(counts.values()), counts=by_outcome, elapsed=3.42, exit_status=ExitStatus.COMMAND_FAILED)
+
+
+def test_table_is_in_inventory_order_with_summary():
+    out = io.StringIO()
+    table = TableRenderer(out)
+    table.on_start([WEB1, WEB2])
+    table.on_result(HostResult(WEB2, Outcome.FAILED, exit_code=3, stderr=b"boom\n", error="exit status 3", duration=0.5))
+    table.on_result(HostResult(WEB1, Outcome.OK, exit_code=0, stdout=b"a\nb\nc\nd\ne\n", duration=1.25))
+    table.on_finish(summary(ok=1, failed=1))
+    text = out.getvalue()
+    assert text.index("web01") < text.index("web02")
+    assert "… (2 more lines)" in text and "boom" in text and "exit status 3" in text
+    assert text.rstrip().endswith("1 ok, 1 failed in 3.4 s")
+
+
+def test_table_verbose_shows_everything():
+    out = io.StringIO()
+    table = TableRenderer(out, verbose=True)
+    table.on_start([WEB1])
+    table.on_result(HostResult(WEB1, Outcome.OK, exit_code=0, stdout=b"1\n2\n3\n4\n5\n"))
+    table.on_finish(summary(ok=1))
+    assert "5" in out.getvalue() and "more lines" not in out.getvalue()
+
+
+def test_stream_lines_whole_and_prefixed():
+    out, err = io.StringIO(), io.StringIO()
+    stream = StreamRenderer(out, err)
+    stream.on_start([WEB1, WEB2])
+    stream.on_line(OutputLine(WEB1, "stdout", b"hello \xff"))
+    stream.on_line(OutputLine(WEB2, "stderr", b"oops"))
+    stream.on_result(HostResult(WEB2, Outcome.FAILED, exit_code=1, error="exit status 1"))
+    stream.on_finish(summary(failed=1))
+    assert out.getvalue() == "web01 | hello \ufffd\n"
+    assert "web02 | oops\n" in err.getvalue() and "web02 ! failed: exit status 1" in err.getvalue()
+
+
+def test_json_contract_is_pinned():
+    out = io.StringIO()
+    renderer = JsonRenderer(out)
+    renderer.on_result(HostResult(WEB2, Outcome.FAILED, exit_code=2, stdout=b"\xffok\n", error="exit status 2",
+                                  duration=1.23456))
+    renderer.on_finish(summary(failed=1))
+    host, final = (json.loads(line) for line in out.getvalue().splitlines())
+    assert SCHEMA == "fleetrun/1"
+    assert host == {
+        "schema": "fleetrun/1", "type": "host", "host": "web02", "address": "10.0.0.2", "port": 2222,
+        "status": "failed", "exit_code": 2, "signal": None, "stdout": "\ufffdok\n", "stderr": "",
+        "stdout_truncated": False, "stderr_truncated": False, "duration": 1.235, "error": "exit status 2",
+        "changed": None, "details": [],
+    }
+    assert final == {"schema": "fleetrun/1", "type": "summary", "total": 1, "counts": {"failed": 1},
+                     "elapsed": 3.42, "exit_status": 1, "interrupted": False}
