@@ -126,7 +126,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
-    out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
+    out, err = sys.stdout, sys.stderr
     renderer = _make_renderer(params["output_format"], params["verbose"], out, err)
     summary = execute(hosts, task_factory(), options, renderer, err)
     return int(summary.exit_status)
@@ -157,6 +157,44 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
     return run_on_hosts(params, lambda: exec_task(command))
 
 
+@cli.command("push")
+@click.argument("local")
+@click.argument("remote")
+@run_options
+@click.option("-r", "--recursive", is_flag=True, help="Push a directory tree.")
+@click.option("--mode", metavar="OCTAL", help="File mode on the host, e.g. 0644 (default: the local file's).")
+@click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
+@click.option("--backup", is_flag=True, help="Keep the replaced file as NAME.fleetrun-bak.")
+@click.option("--owner", metavar="USER[:GROUP]", help="chown the pushed files (needs the right to).")
+@click.option("--verify", is_flag=True, help="Check the SHA-256 on the host after uploading, before the rename.")
+@click.option("--max-transfers", type=click.IntRange(min=1), default=None,
+              help="Uploads in flight at once across all hosts (default: --forks).")
+def push_command(local: str, remote: str, recursive: bool, mode: str | None, mkdir: bool, backup: bool,
+                 owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
+    """Copy LOCAL to REMOTE on every selected host: atomically, and only where it differs.
+
+    REMOTE ending in / (or an existing directory there) means "into this directory".
+    """
+    from fleetrun.transfer import parse_mode, plan_push, push_task
+
+    plan = plan_push(local, remote, recursive=recursive, mode=parse_mode(mode), mkdir=mkdir, backup=backup,
+                     owner=owner, verify=verify)
+    return run_on_hosts(params, lambda: push_task(plan, max_transfers or params["forks"]))
+
+
+@cli.command("pull")
+@click.argument("remote")
+@click.argument("local_dir", metavar="LOCALDIR")
+@run_options
+@click.option("-r", "--recursive", is_flag=True, help="Pull a directory tree.")
+def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) -> int:
+    """Copy REMOTE from every selected host to LOCALDIR/<host>/."""
+    from fleetrun.pull import plan_pull, pull_task
+
+    plan = plan_pull(remote, local_dir, recursive=recursive)
+    return run_on_hosts(params, lambda: pull_task(plan))
+
+
 @cli.command("hosts")
 @click.argument("pattern", default="all")
 @inventory_option
@@ -164,7 +202,7 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
     """List the hosts PATTERN selects, without connecting."""
     hosts = _select(inventory, pattern)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if names:
         out.write("".join(f"{host.name}\n" for host in hosts))
         return int(ExitStatus.OK)
@@ -190,7 +228,7 @@ def lab_up(count: int, directory: str) -> int:
     from fleetrun.lab import start_lab
 
     lab = start_lab(count, Path(directory).resolve())
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
     err.write(
         f"started {len(lab.hosts)} hosts ({lab.hosts[0].address} … {lab.hosts[-1].address}), {srv}\n"
@@ -207,7 +245,7 @@ def lab_down(directory: str) -> int:
     from fleetrun.lab import stop_lab
 
     stopped = stop_lab(Path(directory).resolve())
-    click.get_text_stream("stderr").write(f"stopped {stopped} sshd processes\n")
+    sys.stderr.write(f"stopped {stopped} sshd processes\n")
     return int(ExitStatus.OK)
 
 
@@ -237,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if os.environ.get("FLEETRUN_DEBUG"):
             raise
-        err.write(f"fleetrun: internal error: {error.__class__.__name__}: {error} (set FLEETRUN_DEBUG=1 for a traceback)\n")
+        name = error.__class__.__name__
+        err.write(f"fleetrun: internal error: {name}: {error} (set FLEETRUN_DEBUG=1 for a traceback)\n")
         status = ExitStatus.INTERNAL
     sys.exit(int(status or 0))

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
-from fleetrun.output.base import Renderer
+from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.status import ExitStatus, worst
 
@@ -123,6 +123,14 @@ def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, 
     return passwords
 
 
+@dataclass(frozen=True)
+class _Lines:
+    """The whole lines one chunk completed: one queue event per chunk, not per line, keeps the collector
+    ahead of hundreds of hosts printing as fast as they can (a put/get per line costs a thread switch)."""
+
+    lines: tuple[OutputLine, ...]
+
+
 class _LineSplitter:
     """Turns one stream's chunks into whole lines for the stream renderer."""
 
@@ -132,18 +140,34 @@ class _LineSplitter:
 
     def feed(self, chunk: bytes) -> None:
         data = self.pending + chunk
-        lines = data.split(b"\n")
-        self.pending = lines.pop()
-        for line in lines:
-            self.emit(OutputLine(self.host, self.stream, line))
+        parts = data.split(b"\n")
+        self.pending = parts.pop()
         while len(self.pending) > MAX_LINE:
-            self.emit(OutputLine(self.host, self.stream, self.pending[:MAX_LINE]))
+            parts.append(self.pending[:MAX_LINE])
             self.pending = self.pending[MAX_LINE:]
+        if parts:
+            self.emit(_Lines(tuple(OutputLine(self.host, self.stream, part) for part in parts)))
 
     def flush(self) -> None:
         if self.pending:
-            self.emit(OutputLine(self.host, self.stream, self.pending))
+            self.emit(_Lines((OutputLine(self.host, self.stream, self.pending),)))
             self.pending = b""
+
+
+def _output_callback(
+    splitters: dict[str, _LineSplitter], sink: OutputSink | None
+) -> Callable[[str, bytes], None] | None:
+    """What the session calls with each chunk: the line splitters, the raw sink, both or neither."""
+    if not splitters and sink is None:
+        return None
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        if sink is not None:
+            sink.write(stream, chunk)  # before the splitter: the raw copy is complete whatever the screen does
+        if splitters:
+            splitters[stream].feed(chunk)
+
+    return on_output
 
 
 @contextmanager
@@ -177,8 +201,14 @@ def execute(
     options: RunOptions,
     renderer: Renderer,
     err: TextIO,
+    *,
+    sinks: SinkFactory | None = None,
 ) -> RunSummary:
-    """Run `task` on every host through the pool; every host ends with exactly one result."""
+    """Run `task` on every host through the pool; every host ends with exactly one result.
+
+    `sinks`, when given, makes one OutputSink per started host that gets every chunk of its output as it
+    arrives on the worker, uncapped by --max-output (for --out-dir), and is closed before the host's result.
+    """
     started = time.monotonic()
     warn_lock = threading.Lock()
 
@@ -203,14 +233,10 @@ def execute(
     def work(host: Host, emit: Callable[[object], None]) -> HostResult:
         begin = time.monotonic()
         splitters: dict[str, _LineSplitter] = {}
-        on_output = None
         if renderer.wants_lines:
             splitters = {name: _LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
-
-            def on_output(stream: str, chunk: bytes) -> None:
-                splitters[stream].feed(chunk)
-
-        context = HostContext(options, cancel, on_output)
+        sink = sinks(host) if sinks is not None else None
+        context = HostContext(options, cancel, _output_callback(splitters, sink))
         try:
             session = connect(host, settings, passwords.get(host.name), cancel)
             try:
@@ -219,6 +245,9 @@ def execute(
                 session.close()
         except HostFailure as failure:
             result = HostResult(host, failure.outcome, error=failure.message)
+        finally:
+            if sink is not None:
+                sink.close()
         for splitter in splitters.values():
             splitter.flush()
         if result.outcome is Outcome.CANCELLED and cancel.reason == "deadline":
@@ -234,8 +263,9 @@ def execute(
         return HostResult(host, Outcome.FAILED, error=f"internal error: {error.__class__.__name__}: {error}")
 
     def handle(event: object) -> None:
-        if isinstance(event, OutputLine):
-            renderer.on_line(event)
+        if isinstance(event, _Lines):
+            for line in event.lines:
+                renderer.on_line(line)
         elif isinstance(event, Started):
             renderer.on_started(event.job)
         elif isinstance(event, Finished):
@@ -259,7 +289,8 @@ def execute(
         exit_status=status,
         interrupted=bool(interrupts),
     )
-    if not any(isinstance(error, BrokenPipeError) for error in handler_errors):
+    # Always finished, even after a broken pipe: a fan-out still has files (--junit, --out-dir) to complete.
+    with suppress(BrokenPipeError):
         renderer.on_finish(summary)
     return summary
 

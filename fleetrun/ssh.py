@@ -28,12 +28,14 @@ OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just receiv
 # itself would leave `sleep 60` running). A command killed by a signal is re-raised on the wrapper so
 # sshd reports it as exit-signal, as it would without the wrapper.
 _WRAPPER = (
-    'if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & '
-    'else sh -c "$1" </dev/null & fi; '
+    # Background jobs of a non-interactive shell get /dev/null as stdin; keep the channel's stdin on fd 3.
+    "exec 3<&0; "
+    'if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null 3<&- & '
+    'else sh -c "$1" </dev/null 3<&- & fi; '
     "c=$!; "
-    "{ cat >/dev/null; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; "
+    "{ cat <&3 >/dev/null; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; "
     "sleep 2; kill -KILL -$c 2>/dev/null; } >/dev/null 2>&1 & "
-    "w=$!; wait $c; r=$?; kill $w 2>/dev/null; "
+    "w=$!; exec 3<&-; wait $c 2>/dev/null; r=$?; kill $w 2>/dev/null; "
     'if [ "$r" -gt 128 ] && [ "$r" -lt 160 ]; then kill -$((r - 128)) $$; fi; exit $r'
 )
 
@@ -345,10 +347,10 @@ def _handshake(
         )
     if settings.host_key_checking == "accept-new":
         target = Path(host.known_hosts[0]) if host.known_hosts else settings.accept_new_path
-        if not settings.known_hosts.add(target, names[0], key.get_name(), blob):
-            # Another thread added a key for this name since we checked: judge against that one.
-            if settings.known_hosts.check(names, key.get_name(), blob) is not Verdict.KNOWN:
-                raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing")
+        added = settings.known_hosts.add(target, names[0], key.get_name(), blob)
+        # Not added: another process recorded a key for this name since we checked; judge against that one.
+        if not added and settings.known_hosts.check(names, key.get_name(), blob) is not Verdict.KNOWN:
+            raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing")
         return
     if settings.host_key_checking == "no":
         settings.warn(f"{host.name}: host key NOT verified ({offered}): --host-key-checking no is for labs only")

@@ -17,14 +17,16 @@ WEB2 = Host("web02", "10.0.0.2", port=2222)
 
 def summary(**counts: int) -> RunSummary:
     by_outcome = {Outcome(name.replace("_", " ")): n for name, n in counts.items()}
-    return RunSummary(total=sum(counts.values()), counts=by_outcome, elapsed=3.42, exit_status=ExitStatus.COMMAND_FAILED)
+    status = ExitStatus.COMMAND_FAILED
+    return RunSummary(total=sum(counts.values()), counts=by_outcome, elapsed=3.42, exit_status=status)
 
 
 def test_table_is_in_inventory_order_with_summary():
     out = io.StringIO()
     table = TableRenderer(out)
     table.on_start([WEB1, WEB2])
-    table.on_result(HostResult(WEB2, Outcome.FAILED, exit_code=3, stderr=b"boom\n", error="exit status 3", duration=0.5))
+    failed = HostResult(WEB2, Outcome.FAILED, exit_code=3, stderr=b"boom\n", error="exit status 3", duration=0.5)
+    table.on_result(failed)
     table.on_result(HostResult(WEB1, Outcome.OK, exit_code=0, stdout=b"a\nb\nc\nd\ne\n", duration=1.25))
     table.on_finish(summary(ok=1, failed=1))
     text = out.getvalue()

@@ -1,0 +1,51 @@
+"""Helpers for integration tests: run the real `fleetrun` CLI like a shell session would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """(host records by name, summary record) from --format json output."""
+        records = [json.loads(line) for line in self.out.splitlines()]
+        hosts = {r["host"]: r for r in records if r["type"] == "host"}
+        assert len(hosts) == len(records) - 1, "one record per host, no duplicates"
+        return hosts, records[-1]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """No agent, and a HOME without the real user's ~/.ssh."""
+    env = {k: v for k, v in os.environ.items() if k not in {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY"}}
+    env["HOME"] = str(home)
+    return env
+
+
+def fleetrun(*args: str, home: Path, timeout: float = 120, prefix: tuple[str, ...] = (), **env: str) -> Run:
+    command = [*prefix, sys.executable, "-m", "fleetrun", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**clean_env(home), **env})
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_inventory(path: Path, lab_inventory: Path, *, extra_hosts: dict[str, Any] | None = None,
+                    **defaults: Any) -> Path:
+    """A copy of the lab's inventory with changed defaults and extra hosts."""
+    data = yaml.safe_load(lab_inventory.read_text())
+    data["defaults"].update(defaults)
+    data["hosts"].update(extra_hosts or {})
+    path.write_text(yaml.safe_dump(data))
+    return path

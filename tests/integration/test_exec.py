@@ -1,0 +1,268 @@
+"""`fleetrun exec` end to end against real sshd processes from fleetrun.lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from fleet import clean_env, fleetrun, write_inventory
+
+pytestmark = pytest.mark.integration
+
+
+def remote_processes(pattern: str) -> list[str]:
+    """Lab hosts run on this machine, so their processes are visible here."""
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line and "fleetrun" not in line]
+
+
+def test_exec_on_20_hosts_returns_20_results(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "echo $FLEETRUN_LAB_HOST", "--hosts", "all",
+                   "--format", "json", home=tmp_path)
+    assert run.code == 0, run.err
+    hosts, summary = run.json()
+    assert sorted(hosts) == sorted(h.name for h in lab.hosts)
+    assert all(record["stdout"] == f"{name}\n" and record["status"] == "ok" for name, record in hosts.items())
+    assert summary["counts"] == {"ok": 20} and summary["exit_status"] == 0
+
+
+def test_table_output_and_summary(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "echo hi-$FLEETRUN_LAB_HOST", "-H", "lab0[1-3]",
+                   home=tmp_path)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert [line.split()[0] for line in lines[2:5]] == ["lab01", "lab02", "lab03"]
+    assert "hi-lab02" in run.out
+    assert lines[-1].startswith("3 ok in ")
+
+
+def test_mixed_exit_codes(lab, tmp_path):
+    command = 'case $FLEETRUN_LAB_HOST in lab03) exit 3;; lab05) kill -KILL $$;; esac; echo fine'
+    run = fleetrun("exec", "-i", str(lab.inventory), command, "--hosts", "lab0[1-6]", "--format", "json",
+                   home=tmp_path)
+    assert run.code == 1, run.err
+    hosts, summary = run.json()
+    assert hosts["lab03"]["status"] == "failed" and hosts["lab03"]["exit_code"] == 3
+    assert hosts["lab05"]["status"] == "failed" and hosts["lab05"]["signal"] == "KILL"
+    assert hosts["lab05"]["error"] == "killed by signal KILL"
+    assert {hosts[n]["status"] for n in ("lab01", "lab02", "lab04", "lab06")} == {"ok"}
+    assert summary["counts"] == {"ok": 4, "failed": 2}
+
+
+def test_stream_format(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "echo one; echo two >&2; echo three", "-H", "lab01,lab02",
+                   "--format", "stream", home=tmp_path)
+    assert run.code == 0, run.err
+    assert sorted(run.out.splitlines()) == ["lab01 | one", "lab01 | three", "lab02 | one", "lab02 | three"]
+    assert "lab01 | two" in run.err and "2 ok in" in run.err
+
+
+def test_unknown_host_key_is_refused_before_auth(lab, tmp_path, mocker, monkeypatch, capsys):
+    import paramiko
+
+    from fleetrun.cli import main
+
+    known = tmp_path / "known_hosts"
+    known.write_text("# nothing yet\n")
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, known_hosts=str(known))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    auth = mocker.spy(paramiko.Transport, "auth_publickey")
+    with pytest.raises(SystemExit) as done:
+        main(["exec", "-i", str(inventory), "true", "-H", "lab01,lab02", "--format", "json"])
+    assert done.value.code == 5
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in records[:-1]] == ["host key", "host key"]
+    assert "SHA256:" in records[0]["error"] and "accept-new" in records[0]["error"]
+    assert auth.call_count == 0, "no credentials may be offered to an unverified host"
+    assert known.read_text() == "# nothing yet\n"
+    assert not (tmp_path / ".ssh" / "known_hosts").exists()
+
+
+@pytest.mark.parametrize("mode", ["yes", "accept-new", "no"])
+def test_changed_host_key_is_refused_in_every_mode(lab, tmp_path, mode):
+    wrong = lab.known_hosts.read_text().splitlines()
+    # Give lab01's entry the key of lab02: the server now offers a key that differs from the known one.
+    first, second = wrong[0].split(), wrong[1].split()
+    wrong[0] = " ".join([first[0], second[1], second[2]])
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(wrong) + "\n")
+    before = known.read_bytes()
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, known_hosts=str(known))
+    run = fleetrun("exec", "-i", str(inventory), "true", "-H", "lab01,lab02", "--host-key-checking", mode,
+                   "--format", "json", home=tmp_path)
+    assert run.code == 5, run.err
+    hosts, _ = run.json()
+    assert hosts["lab01"]["status"] == "host key" and "CHANGED" in hosts["lab01"]["error"]
+    assert hosts["lab02"]["status"] == "ok"
+    assert known.read_bytes() == before
+
+
+def test_accept_new_records_30_hosts_exactly_once(make_lab, tmp_path):
+    lab30 = make_lab(30)
+    known = tmp_path / "known_hosts"
+    known.write_text("# existing entry\n")
+    inventory = write_inventory(tmp_path / "inv.yaml", lab30.inventory, known_hosts=str(known))
+    run = fleetrun("exec", "-i", str(inventory), "true", "-H", "all", "--host-key-checking", "accept-new",
+                   "--forks", "30", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    lines = known.read_text().splitlines()
+    assert lines[0] == "# existing entry" and len(lines) == 31
+    expected = {line.split()[0]: line.split()[1:3] for line in lab30.known_hosts.read_text().splitlines()}
+    assert {line.split()[0]: line.split()[1:3] for line in lines[1:]} == expected
+    again = fleetrun("exec", "-i", str(inventory), "true", "-H", "all", home=tmp_path)
+    assert again.code == 0 and len(known.read_text().splitlines()) == 31
+
+
+def test_no_checking_warns_per_host(lab, tmp_path):
+    known = tmp_path / "empty"
+    known.write_text("")
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, known_hosts=str(known))
+    run = fleetrun("exec", "-i", str(inventory), "true", "-H", "lab01,lab02", "--host-key-checking", "no",
+                   home=tmp_path)
+    assert run.code == 0
+    assert run.err.count("host key NOT verified") == 2 and known.read_text() == ""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_closed_port_and_unresolvable_name_are_unreachable(lab, tmp_path):
+    # The name must fail to resolve without any DNS packet leaving this machine: run fleetrun in a private
+    # mount namespace whose resolv.conf points at loopback, where nothing answers.
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    extra = {"closed": {"address": "127.0.0.1", "port": free_port()},
+             "nowhere": {"address": "no-such-host.invalid"}}
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, extra_hosts=extra)
+    userns = () if os.geteuid() == 0 else ("-r",)
+    script = f"mount --bind {resolv} /etc/resolv.conf && exec \"$0\" \"$@\""
+    prefix = ("unshare", *userns, "-m", "sh", "-c", script)
+    run = fleetrun("exec", "-i", str(inventory), "echo up", "-H", "lab01,lab02,closed,nowhere", "--format", "json",
+                   home=tmp_path, prefix=prefix)
+    assert run.code == 4, run.err
+    hosts, _ = run.json()
+    assert hosts["closed"]["status"] == "unreachable" and "refused" in hosts["closed"]["error"]
+    assert hosts["nowhere"]["status"] == "unreachable" and "resolve" in hosts["nowhere"]["error"]
+    assert hosts["lab01"]["status"] == hosts["lab02"]["status"] == "ok"
+
+
+def test_wrong_key_is_auth_failed_after_exactly_one_attempt(lab, tmp_path, mocker, monkeypatch, capsys):
+    import paramiko
+
+    from fleetrun.cli import main
+
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    auth = mocker.spy(paramiko.Transport, "auth_publickey")
+    with pytest.raises(SystemExit) as done:
+        main(["exec", "-i", str(lab.inventory), "true", "-H", "lab01", "--key", str(other), "--format", "json"])
+    assert done.value.code == 4
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["status"] == "auth failed" and str(other) in record["error"]
+    assert auth.call_count == 1
+
+
+def test_timeout_kills_the_remote_command(lab, tmp_path):
+    started = time.monotonic()
+    run = fleetrun("exec", "-i", str(lab.inventory), "sleep 60", "-H", "lab07", "--timeout", "2",
+                   "--format", "json", home=tmp_path)
+    elapsed = time.monotonic() - started
+    assert run.code == 3, run.err
+    hosts, _ = run.json()
+    assert hosts["lab07"]["status"] == "timeout" and "killed" in hosts["lab07"]["error"]
+    assert 2 <= elapsed < 15
+    time.sleep(0.5)
+    assert remote_processes("^sleep 60$") == []
+
+
+def test_10mb_on_both_streams_and_non_utf8(lab, tmp_path):
+    command = ("head -c 10000000 /dev/zero | tr '\\0' o & head -c 10000000 /dev/zero | tr '\\0' e >&2; wait; "
+               "printf 'bad \\377\\376 bytes\\n' >&2")
+    run = fleetrun("exec", "-i", str(lab.inventory), command, "-H", "lab01,lab02", "--max-output", "20M",
+                   "--format", "json", home=tmp_path)
+    assert run.code == 0, run.err[-500:]
+    hosts, _ = run.json()
+    for record in hosts.values():
+        assert record["stdout"] == "o" * 10_000_000
+        assert record["stderr"].startswith("e" * 10_000_000)
+        assert record["stderr"].endswith("bad \ufffd\ufffd bytes\n")
+
+
+def test_output_beyond_max_output_is_truncated_visibly(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "seq 1 100000", "-H", "lab01", "--max-output", "1K",
+                   home=tmp_path)
+    assert run.code == 0
+    assert "truncated" in run.out
+    hosts, _ = fleetrun("exec", "-i", str(lab.inventory), "seq 1 100000", "-H", "lab01", "--max-output", "1K",
+                        "--format", "json", home=tmp_path).json()
+    assert len(hosts["lab01"]["stdout"]) == 1024 and hosts["lab01"]["stdout_truncated"] is True
+
+
+def test_sigint_mid_run_prints_every_host_once_and_exits_130(lab, tmp_path):
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "sleep 45", "-H", "all",
+               "--forks", "4"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    deadline = time.monotonic() + 20
+    while len(remote_processes("^sleep 45$")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    rows = [line.split()[0:2] for line in out.splitlines() if line.startswith("lab")]
+    assert sorted(name for name, _ in rows) == sorted(h.name for h in lab.hosts)
+    statuses = [status for _, status in rows]
+    assert statuses.count("cancelled") == 4 and statuses.count("not") == 16  # "not started"
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert remote_processes("^sleep 45$") == []
+
+
+def test_deadline_bounds_the_whole_run(lab, tmp_path):
+    started = time.monotonic()
+    run = fleetrun("exec", "-i", str(lab.inventory), "sleep 30", "-H", "all", "--forks", "5", "--deadline", "2",
+                   "--format", "json", home=tmp_path)
+    assert time.monotonic() - started < 15
+    assert run.code == 3
+    hosts, _ = run.json()
+    assert len(hosts) == 20
+    assert {r["status"] for r in hosts.values()} == {"timeout", "not started"}
+
+
+def test_hosts_command_lists_without_connecting(lab, tmp_path):
+    run = fleetrun("hosts", "odd&lab0*", "-i", str(lab.inventory), home=tmp_path)
+    assert run.code == 0
+    assert [line.split()[0] for line in run.out.splitlines()[2:-1]] == [f"lab0{n}" for n in (1, 3, 5, 7, 9)]
+    names = fleetrun("hosts", "all!even", "-i", str(lab.inventory), "--names", home=tmp_path)
+    assert names.out.split() == [h.name for h in lab.hosts][::2]
+
+
+def test_bad_pattern_is_exit_2_with_suggestion(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "lab1", home=tmp_path)
+    assert run.code == 2
+    assert "'lab1'" in run.err and "did you mean lab1" in run.err and "Traceback" not in run.err
+    assert len(run.err.strip().splitlines()) == 1
+
+
+def test_ask_pass_without_terminal_is_exit_2_at_once(lab, tmp_path):
+    started = time.monotonic()
+    run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "all", "--ask-pass", home=tmp_path)
+    assert run.code == 2 and "terminal" in run.err and time.monotonic() - started < 10
+
+
+def test_missing_passphrase_env_is_exit_2(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "all", "--key-passphrase-env", "NOPE_UNSET",
+                   home=tmp_path)
+    assert run.code == 2 and "NOPE_UNSET" in run.err

@@ -1,0 +1,226 @@
+"""`fleetrun push` and `pull` against real sshd hosts, each with its own /srv."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fleet import clean_env, fleetrun
+
+pytestmark = pytest.mark.integration
+
+
+def srv(host, path: str = "") -> Path:
+    """A lab host's private /srv, seen from here through its sshd's mount namespace."""
+    return Path(f"/proc/{host.pid}/root/srv") / path
+
+
+def push(lab, *args: str, home: Path, fmt: str = "json"):
+    return fleetrun("push", "-i", str(lab.inventory), *args, "--format", fmt, home=home)
+
+
+@pytest.fixture
+def lab10(make_lab):
+    lab = make_lab(10)
+    if not lab.private_srv:
+        pytest.fail("push tests need a private /srv per host (run as root)")
+    return lab
+
+
+def test_push_file_is_idempotent_and_reports_changes(lab10, tmp_path):
+    payload = tmp_path / "app.conf"
+    payload.write_bytes(os.urandom(300_000))
+    payload.chmod(0o640)
+    run = push(lab10, str(payload), "/srv/etc/", "-H", "all", "--mkdir", home=tmp_path)
+    assert run.code == 0, run.err
+    hosts, _ = run.json()
+    assert {r["status"] for r in hosts.values()} == {"ok"} and all(r["changed"] for r in hosts.values())
+    inodes = {}
+    for host in lab10.hosts:
+        copy = srv(host, "etc/app.conf")
+        assert copy.read_bytes() == payload.read_bytes()
+        assert copy.stat().st_mode & 0o7777 == 0o640
+        inodes[host.name] = copy.stat().st_ino
+        assert [p.name for p in srv(host, "etc").iterdir()] == ["app.conf"], "no temp file left behind"
+
+    again = push(lab10, str(payload), "/srv/etc/app.conf", "-H", "all", home=tmp_path)
+    hosts, _ = again.json()
+    assert again.code == 0 and not any(r["changed"] for r in hosts.values())
+    assert {h.name: srv(h, "etc/app.conf").stat().st_ino for h in lab10.hosts} == inodes, "nothing re-uploaded"
+
+    srv(lab10.hosts[3], "etc/app.conf").write_bytes(b"drifted")
+    third = push(lab10, str(payload), "/srv/etc/", "-H", "all", home=tmp_path)
+    hosts, _ = third.json()
+    assert [name for name, r in hosts.items() if r["changed"]] == [lab10.hosts[3].name]
+    assert srv(lab10.hosts[3], "etc/app.conf").read_bytes() == payload.read_bytes()
+
+
+def test_push_mode_backup_and_table_words(lab10, tmp_path):
+    payload = tmp_path / "run.sh"
+    payload.write_text("#!/bin/sh\necho v1\n")
+    host = lab10.hosts[0]
+    srv(host).joinpath("run.sh").write_text("old\n")
+    run = push(lab10, str(payload), "/srv/run.sh", "-H", host.name, "--mode", "0755", "--backup", home=tmp_path,
+               fmt="table")
+    assert run.code == 0, run.err
+    assert "changed" in run.out
+    assert srv(host, "run.sh").stat().st_mode & 0o7777 == 0o755
+    assert srv(host, "run.sh.fleetrun-bak").read_text() == "old\n"
+    chmod_only = push(lab10, str(payload), "/srv/run.sh", "-H", host.name, "--mode", "0700", "-v",
+                      home=tmp_path, fmt="table")
+    assert "mode 0700" in chmod_only.out and srv(host, "run.sh").stat().st_mode & 0o7777 == 0o700
+
+
+def test_push_tree_recursively(lab10, tmp_path):
+    tree = tmp_path / "site"
+    (tree / "css").mkdir(parents=True)
+    (tree / "index.html").write_text("<h1>hi</h1>\n")
+    (tree / "css" / "main.css").write_text("body{}\n")
+    (tree / "bin").mkdir()
+    (tree / "bin" / "tool").write_bytes(b"\x7fELF...")
+    (tree / "bin" / "tool").chmod(0o751)
+    run = push(lab10, str(tree), "/srv/www/", "-r", "-H", "all", "--mkdir", home=tmp_path)
+    assert run.code == 0, run.err
+    for host in lab10.hosts:
+        root = srv(host, "www/site")
+        assert (root / "index.html").read_text() == "<h1>hi</h1>\n"
+        assert (root / "css" / "main.css").read_text() == "body{}\n"
+        assert (root / "bin" / "tool").stat().st_mode & 0o777 == 0o751
+    again = push(lab10, str(tree), "/srv/www/", "-r", "-H", "all", home=tmp_path)
+    hosts, _ = again.json()
+    assert not any(r["changed"] for r in hosts.values())
+
+
+def test_interrupted_upload_leaves_old_file_intact(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    old = os.urandom(1_000_000)
+    srv(host, "big.bin").write_bytes(old)
+    payload = tmp_path / "big.bin"
+    with payload.open("wb") as out:
+        for _ in range(200):
+            out.write(os.urandom(1 << 20))
+    command = [sys.executable, "-m", "fleetrun", "push", "-i", str(lab.inventory), str(payload), "/srv/big.bin",
+               "-H", "all", "--format", "json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    deadline = time.monotonic() + 60
+    temps: list[Path] = []
+    while time.monotonic() < deadline:
+        temps = [p for p in srv(host).iterdir() if ".fleetrun-tmp-" in p.name]
+        if temps and temps[0].stat().st_size > 5_000_000:
+            break
+        time.sleep(0.05)
+    assert temps, "the upload never started"
+    # Cut the connection from the server side: kill the per-connection sshd processes.
+    children = subprocess.run(["pgrep", "-P", str(host.pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert '"connection lost during the transfer"' in out
+    assert srv(host, "big.bin").read_bytes() == old
+
+    small = tmp_path / "big.bin"
+    small.write_bytes(b"new content")
+    run = push(lab, str(small), "/srv/big.bin", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    assert srv(host, "big.bin").read_bytes() == b"new content"
+    assert [p.name for p in srv(host).iterdir()] == ["big.bin"], "the leftover temp file was removed"
+
+
+def test_per_host_failures_are_results(make_lab, tmp_path):
+    lab = make_lab(4, srv_size="4m")
+    full, readonly, locked, fine = lab.hosts
+    srv(full, "filler").write_bytes(b"\0" * 3_500_000)
+    srv(readonly, "ro").mkdir()
+    subprocess.run(["nsenter", "-t", str(readonly.pid), "-m", "mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                    str(Path("/srv/ro"))], check=True)
+    payload = tmp_path / "data.bin"
+    payload.write_bytes(os.urandom(1_000_000))
+    for host in (full, readonly, fine):
+        srv(host).joinpath("data.bin").write_bytes(b"previous")
+
+    run = push(lab, str(payload), "/srv/data.bin", "-H", f"{full.name},{fine.name}", home=tmp_path)
+    assert run.code == 1, run.err
+    hosts, _ = run.json()
+    assert hosts[full.name]["status"] == "failed" and "disk full" in hosts[full.name]["error"]
+    assert hosts[fine.name]["status"] == "ok"
+    assert srv(full, "data.bin").read_bytes() == b"previous"
+    assert not [p for p in srv(full).iterdir() if ".fleetrun-tmp-" in p.name]
+
+    run = push(lab, str(payload), "/srv/ro/data.bin", "-H", readonly.name, home=tmp_path)
+    hosts, _ = run.json()
+    assert run.code == 1 and "read-only" in hosts[readonly.name]["error"].lower()
+
+    run = push(lab, str(payload), "/srv/missing/data.bin", "-H", fine.name, home=tmp_path)
+    hosts, _ = run.json()
+    assert run.code == 1 and "--mkdir" in hosts[fine.name]["error"]
+
+    # An unprivileged login (SFTP works for nobody; it has no shell) cannot write to root's /srv.
+    # sshd reads authorized_keys as that user: let nobody traverse the test's private temp directories.
+    for directory in [lab.directory, *lab.directory.parents]:
+        if directory == Path("/tmp"):
+            break
+        directory.chmod(directory.stat().st_mode | 0o711)
+    (lab.directory / "authorized_keys").chmod(0o644)
+    run = fleetrun("push", "-i", str(lab.inventory), str(payload), "/srv/data.bin", "-H", locked.name,
+                   "-u", "nobody", "--format", "json", home=tmp_path)
+    hosts, _ = run.json()
+    assert run.code == 1 and "permission denied" in hosts[locked.name]["error"]
+
+
+def test_pull_from_10_hosts(lab10, tmp_path):
+    for host in lab10.hosts:
+        srv(host, "logs").mkdir()
+        srv(host, "logs/app.log").write_bytes(f"log of {host.name}\n".encode() + os.urandom(200_000))
+    target = tmp_path / "collected"
+    run = fleetrun("pull", "-i", str(lab10.inventory), "/srv/logs/app.log", str(target), "-H", "all",
+                   "--format", "json", home=tmp_path)
+    assert run.code == 0, run.err
+    for host in lab10.hosts:
+        pulled = target / host.name / "app.log"
+        assert hashlib.sha256(pulled.read_bytes()).digest() == hashlib.sha256(
+            srv(host, "logs/app.log").read_bytes()).digest()
+    tree = fleetrun("pull", "-i", str(lab10.inventory), "/srv/logs", str(tmp_path / "trees"), "-r", "-H", "lab01",
+                    home=tmp_path)
+    assert tree.code == 0 and (tmp_path / "trees" / "lab01" / "logs" / "app.log").is_file()
+    missing = fleetrun("pull", "-i", str(lab10.inventory), "/srv/nope.log", str(target), "-H", "lab01,lab02",
+                       "--format", "json", home=tmp_path)
+    hosts, _ = missing.json()
+    assert missing.code == 1 and "no such file" in hosts["lab01"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/no/such/file", "/srv/x"], "does not exist"),
+        (["{dir}", "/srv/x"], "pass -r"),
+        (["{file}", "srv/relative"], "must be absolute"),
+        (["{file}", "/srv/x", "--mode", "999"], "octal"),
+    ],
+)
+def test_bad_local_input_is_exit_2_before_connecting(tmp_path, args, message):
+    (tmp_path / "file").write_text("x")
+    # The inventory points at a closed port: any connection attempt would show as 'unreachable', not exit 2.
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text("hosts:\n  h1: {address: 127.0.0.1, port: 9}\n")
+    filled = [a.format(dir=tmp_path, file=tmp_path / "file") for a in args]
+    run = fleetrun("push", "-i", str(inventory), *filled, "-H", "all", home=tmp_path)
+    assert run.code == 2 and message in run.err and run.out == ""
+
+
+def test_pull_bad_input(tmp_path):
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text("hosts:\n  h1: {address: 127.0.0.1, port: 9}\n")
+    (tmp_path / "afile").write_text("")
+    run = fleetrun("pull", "-i", str(inventory), "/etc/hosts", str(tmp_path / "afile"), "-H", "all", home=tmp_path)
+    assert run.code == 2 and "not a directory" in run.err
+    run = fleetrun("pull", "-i", str(inventory), "relative", str(tmp_path), "-H", "all", home=tmp_path)
+    assert run.code == 2 and "absolute" in run.err
