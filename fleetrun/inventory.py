@@ -1,0 +1,420 @@
+"""Load the YAML inventory into validated, resolved Host records; every mistake names file, line and key.
+
+Precedence, least to most specific: `defaults`, then each group the host belongs to, then the host's own
+entry. Groups apply ancestors first, so a child group overrides its parents; between groups where neither is
+an ancestor of the other, the one defined later in the file wins. `vars` merge the same way, key by key. A
+`null` value resets a setting to the built-in default; setting password_env or password_file replaces both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from fleetrun.errors import InventoryError, UsageError
+from fleetrun.models import Host
+from fleetrun.selection import expand_ranges
+
+# The C parser is ~10x faster; only its node tree is used, nothing gets constructed from tags.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SCALARS = yaml.constructor.SafeConstructor()  # only its stateless scalar builders (int, float, bool) run
+_T = "tag:yaml.org,2002:"
+_STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_T + tag for tag in ("str", "int", "null", "seq", "map", "merge"))
+# Timestamps stay the text the user wrote: vars end up in commands and JSON, where a datetime is a surprise.
+_SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_CONN_KEYS = ("user", "port", "key", "password_env", "password_file", "connect_timeout", "known_hosts")
+_TOP_KEYS = ("defaults", "hosts", "groups")
+_HOST_KEYS = ("address", *_CONN_KEYS, "groups", "vars")
+_GROUP_KEYS = ("hosts", "children", "vars", *_CONN_KEYS)
+_SETTINGS = {"address", *_CONN_KEYS}  # the keys that resolve by precedence (only hosts may set address)
+_BAD_NAME = re.compile(r"[\s,&!*?\[\]]")  # characters the selection language gives a meaning to
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_DEPTH = 100
+_NO_PASSWORD = (
+    "a literal password is not allowed in the inventory; set password_env (the name of an environment "
+    "variable) or password_file (a file readable only by you)"
+)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every host, fully resolved, and every group with its members (children flattened), in file order."""
+
+    path: Path
+    hosts: dict[str, Host]
+    groups: dict[str, tuple[str, ...]]
+
+
+def find_inventory(explicit: str | None) -> Path:
+    """-i FILE, else $FLEETRUN_INVENTORY, else ./inventory.yaml, else ~/.config/fleetrun/inventory.yaml."""
+    if explicit:
+        return Path(explicit).expanduser()
+    from_env = os.environ.get("FLEETRUN_INVENTORY")
+    if from_env:
+        return Path(from_env).expanduser()
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    for candidate in (Path("inventory.yaml"), config / "fleetrun" / "inventory.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"no inventory found: looked at $FLEETRUN_INVENTORY (not set), ./inventory.yaml and "
+                     f"{config / 'fleetrun' / 'inventory.yaml'}; pass -i FILE")
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read, validate and resolve one inventory file; raises InventoryError, never a YAML or OS error."""
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as error:
+        raise InventoryError(str(path), None, f"cannot read the inventory: {error.strerror}; "
+                             "check the path or pass -i FILE") from None
+    except UnicodeDecodeError as error:
+        bad_line = raw[: error.start].count(b"\n") + 1
+        raise InventoryError(str(path), bad_line, "not UTF-8 text; save the file as UTF-8") from None
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        # problem/context only: str(error) quotes the offending source line, which may hold a secret.
+        what = " ".join("; ".join(str(part) for part in (error.context, error.problem) if part).split())
+        line = mark.line + 1 if mark else None
+        raise InventoryError(str(path), line, f"invalid YAML: {what}; fix the syntax") from None
+    except yaml.YAMLError as error:
+        position = getattr(error, "position", None)
+        where = text[:position].count("\n") + 1 if isinstance(position, int) else None
+        raise InventoryError(str(path), where, "invalid YAML: unreadable character; remove it") from None
+    if root is None or root.tag == _NULL:
+        raise InventoryError(str(path), 1, "the inventory is empty; add a 'hosts:' mapping (see the example)")
+    try:
+        return _Reader(path).inventory(root)
+    except RecursionError:
+        raise InventoryError(str(path), None, "the inventory is nested too deeply; flatten it") from None
+
+
+@dataclass
+class _Entry:
+    """One host or group as written, before precedence is applied."""
+
+    node: Node  # its key, for error lines
+    settings: dict[str, Any]
+    vars: dict[str, Any]
+
+
+def _apply(resolved: dict[str, Any], level: dict[str, Any]) -> None:
+    # password_env and password_file are one choice: a more specific level picking one drops the other.
+    if "password_env" in level or "password_file" in level:
+        resolved.pop("password_env", None)
+        resolved.pop("password_file", None)
+    resolved.update(level)
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, ScalarNode) and node.tag in _SCALAR_TAGS:
+        return "null" if node.tag == _NULL else repr(node.value)
+    if node.tag not in (_SEQ, _MAP):
+        tag = node.tag.replace(_T, "!!")
+        return f"the YAML tag {tag!r} (only plain values, lists and mappings are allowed)"
+    return "a list" if isinstance(node, SequenceNode) else "a mapping"
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Reader:
+    """Walks the composed node tree of one file; every failure becomes an InventoryError at a node's line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.absolute().parent
+        self.active: set[int] = set()  # mappings/lists being walked: an alias back into one is a loop
+        self.built: dict[int, Any] = {}  # aliases share nodes: build each once so alias bombs stay linear
+        self.entries_by_host: dict[str, _Entry] = {}
+        self.entries_by_group: dict[str, _Entry] = {}
+        self.direct: dict[str, set[str]] = {}  # group -> hosts listed directly, from either side
+        self.children: dict[str, list[tuple[str, Node]]] = {}
+        self.defined: dict[str, Node] = {}  # group -> where it is defined: the "later wins" order
+
+    def fail(self, node: Node | None, message: str) -> NoReturn:
+        line = node.start_mark.line + 1 if node is not None else None
+        raise InventoryError(str(self.path), line, " ".join(message.splitlines()))
+
+    def enter(self, node: Node, where: str) -> None:
+        if id(node) in self.active:
+            self.fail(node, f"{where} contains itself through a YAML alias; remove the loop")
+        if len(self.active) >= MAX_DEPTH:  # well before Python's recursion limit
+            self.fail(node, f"{where} is nested more than {MAX_DEPTH} levels deep; flatten it")
+        self.active.add(id(node))
+
+    def pairs(self, node: Node, where: str, noun: str = "key") -> list[tuple[str, Node, Node]]:
+        """A mapping's (key, key node, value node); applies `<<` merges, refuses duplicates and passwords."""
+        if node.tag == _NULL:
+            return []
+        if not isinstance(node, MappingNode) or node.tag != _MAP:
+            self.fail(node, f"{where} must be a mapping, got {_kind(node)}")
+        merged: dict[str, tuple[str, Node, Node]] = {}
+        own: dict[str, tuple[str, Node, Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag != _STR or key_node.__class__ is not ScalarNode:
+                if key_node.tag != _MERGE:
+                    self.fail(key_node, f"{where}: the {noun} {_kind(key_node)} is not a string; quote it")
+                self.enter(node, where)
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:  # earlier sources win, as YAML's merge key says
+                    for pair in self.pairs(source, where, noun):
+                        merged.setdefault(pair[0], pair)
+                self.active.discard(id(node))
+                continue
+            key = key_node.value
+            if key in own:
+                first = own[key][1].start_mark.line + 1
+                self.fail(key_node, f"{where}: duplicate {noun} {key!r} (first at line {first}); keep one")
+            if len(key) == 8 and key.lower() == "password":
+                self.fail(key_node, f"{where}: {_NO_PASSWORD}")
+            own[key] = (key, key_node, value_node)
+        return list({**merged, **own}.values() if merged else own.values())
+
+    def section(self, node: Node, where: str, allowed: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+        """A mapping whose keys must come from `allowed`; null counts as empty."""
+        fields: dict[str, tuple[Node, Node]] = {}
+        for key, key_node, value_node in self.pairs(node, where):
+            if key not in allowed:
+                hint = _suggest(key, allowed) or f"; valid keys: {', '.join(allowed)}"
+                self.fail(key_node, f"{where}: unknown key {key!r}{hint}")
+            fields[key] = (key_node, value_node)
+        return fields
+
+    def scalar(self, node: Node, where: str) -> Any:
+        if not isinstance(node, ScalarNode) or node.tag not in _SCALAR_TAGS:
+            self.fail(node, f"{where} must be a single value, got {_kind(node)}")
+        if node.tag in (_STR, _T + "timestamp"):
+            return node.value
+        if node.tag == _INT and node.value.isdigit() and node.value[0] != "0":  # skips YAML 1.1 octal/base 60
+            return int(node.value)
+        try:
+            return _SCALARS.yaml_constructors[node.tag](_SCALARS, node)
+        except (ValueError, KeyError, yaml.YAMLError):  # e.g. `!!int abc`, `!!bool maybe`
+            self.fail(node, f"{where}: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
+
+    def data(self, node: Node, where: str) -> Any:
+        """Plain data (for vars): scalars, lists and mappings, nothing else."""
+        if id(node) in self.built:
+            return self.built[id(node)]
+        if isinstance(node, ScalarNode):
+            return self.scalar(node, where)
+        self.enter(node, where)
+        if isinstance(node, SequenceNode) and node.tag == _SEQ:
+            value: Any = [self.data(item, where) for item in node.value]
+        else:
+            value = {key: self.data(item, f"{where}.{key}") for key, _, item in self.pairs(node, where)}
+        self.active.discard(id(node))
+        self.built[id(node)] = value
+        return value
+
+    def names(self, node: Node | None, where: str) -> list[tuple[str, Node]]:
+        """A list of names (a single name is accepted too), each with its node for error lines."""
+        if node is None or node.tag == _NULL:
+            return []
+        items = node.value if isinstance(node, SequenceNode) and node.tag == _SEQ else [node]
+        out: list[tuple[str, Node]] = []
+        for item in items:
+            if not isinstance(item, ScalarNode) or item.tag != _STR or not item.value.strip():
+                self.fail(item, f"{where} must be a list of names, got {_kind(item)}")
+            out.append((item.value.strip(), item))
+        return out
+
+    def check_name(self, name: str, node: Node, kind: str) -> None:
+        if not name or _BAD_NAME.search(name) or name == "all":
+            self.fail(node, f"{kind} name {name!r} is not usable in host patterns; avoid 'all', spaces "
+                      "and , & ! * ? [ ] (brackets only as ranges like web[01:12])")
+
+    def path_value(self, value: str) -> str:
+        # Relative to the inventory, not the working directory: cron and CI run from anywhere.
+        return os.path.normpath(self.base / os.path.expanduser(value))
+
+    def setting(self, key: str, node: Node, where: str) -> Any:
+        label = f"{where}: {key}"
+        if key == "known_hosts" and node.tag != _NULL:
+            return tuple(self.path_value(name) for name, _ in self.names(node, label))
+        value = self.scalar(node, label)
+        if value is None:
+            return None
+        if key == "port":
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+                self.fail(node, f"{label} must be an integer from 1 to 65535, got {value!r}")
+        elif key == "connect_timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                self.fail(node, f"{label} must be a positive number of seconds, got {value!r}")
+            return float(value)
+        elif not isinstance(value, str) or not value.strip():
+            self.fail(node, f"{label} must be a non-empty string, got {value!r}")
+        elif key == "password_env" and not _ENV_NAME.match(value):
+            # Not echoed: a value that is not a variable name may well be the password itself.
+            self.fail(node, f"{label} must be the name of an environment variable (letters, digits, _), "
+                      "not the password itself")
+        elif key in ("key", "password_file"):
+            return self.path_value(value)
+        return value
+
+    def entry(self, key_node: Node, fields: dict[str, tuple[Node, Node]], where: str) -> _Entry:
+        settings = {key: self.setting(key, node, where) for key, (_, node) in fields.items() if key in _SETTINGS}
+        if settings.get("password_env") and settings.get("password_file"):
+            self.fail(fields["password_file"][0], f"{where}: set password_env or password_file, not both")
+        variables = self.data(fields["vars"][1], f"{where}: vars") if "vars" in fields else None
+        if not isinstance(variables, (dict, type(None))):
+            self.fail(fields["vars"][1], f"{where}: vars must be a mapping, got {_kind(fields['vars'][1])}")
+        return _Entry(key_node, settings, dict(variables or {}))
+
+    def expand(self, text: str, node: Node, where: str) -> list[str]:
+        try:
+            return expand_ranges(text)
+        except ValueError as error:
+            self.fail(node, f"{where}: {error}")
+
+    def inventory(self, root: Node) -> Inventory:
+        top = self.section(root, "the top level", _TOP_KEYS)
+        if "hosts" not in top:
+            self.fail(root, "no 'hosts:' section; add one mapping each host name to its settings")
+        defaults = self.entry(root, self.section(top["defaults"][1], "defaults", _CONN_KEYS), "defaults") \
+            if "defaults" in top else _Entry(root, {}, {})
+        self.hosts(top["hosts"][1])
+        self.groups(top["groups"][1] if "groups" in top else None)
+        order = sorted(self.defined, key=lambda group: self.defined[group].start_mark.index)
+        for name in order:
+            if name in self.entries_by_host:
+                self.fail(self.defined[name], f"{name!r} is both a host and a group; rename one of them")
+            for child, item in self.children.setdefault(name, []):
+                if child not in self.defined:
+                    hint = "; it is a host: list it under hosts" if child in self.entries_by_host \
+                        else _suggest(child, order)
+                    self.fail(item, f"group {name!r}: unknown child group {child!r}{hint}")
+        return self.resolve(defaults, order, self.flatten(order))
+
+    def hosts(self, node: Node) -> None:
+        """Read `hosts:`; group mentions in a host's `groups:` count as membership."""
+        hosts = self.entries_by_host
+        for text, key_node, value_node in self.pairs(node, "hosts", noun="host"):
+            where = f"host {text!r}"
+            names = self.expand(text, key_node, where)
+            fields = self.section(value_node, where, _HOST_KEYS)
+            entry = self.entry(key_node, fields, where)
+            if len(names) > 1 and entry.settings.get("address"):
+                self.fail(fields["address"][0], f"{where}: the {len(names)} hosts of a range cannot "
+                          "share one address; list them separately")
+            for name in names:
+                self.check_name(name, key_node, "host")
+                if name in hosts:
+                    first = hosts[name].node  # may be a range that made this name too
+                    self.fail(key_node, f"{where}: duplicate host {name!r} (also made by {first.value!r} on "
+                              f"line {first.start_mark.line + 1}); keep one")
+                hosts[name] = entry
+            for group, item in self.names(fields["groups"][1], f"{where}: groups") if "groups" in fields else []:
+                self.check_name(group, item, "group")
+                self.defined.setdefault(group, item)
+                self.direct.setdefault(group, set()).update(names)
+        if not hosts:
+            self.fail(node, "'hosts:' is empty; add at least one host")
+
+    def groups(self, node: Node | None) -> None:
+        """Read `groups:`: a list of members, or a mapping with hosts, children, vars and settings."""
+        declared = self.pairs(node, "groups", "group") if node is not None else []
+        known = {name for name, _, _ in declared} | set(self.defined)
+        for name, key_node, value_node in declared:
+            where = f"group {name!r}"
+            self.check_name(name, key_node, "group")
+            spec: dict[str, tuple[Node, Node]] = {"hosts": (key_node, value_node)} \
+                if isinstance(value_node, SequenceNode) else self.section(value_node, where, _GROUP_KEYS)
+            self.entries_by_group[name] = self.entry(key_node, spec, where)
+            self.defined[name] = key_node  # its own entry, not a host's mention, is what "defined later" means
+            self.children[name] = self.names(spec["children"][1], f"{where}: children") \
+                if "children" in spec else []
+            for text, item in self.names(spec["hosts"][1], f"{where}: hosts") if "hosts" in spec else []:
+                for host in self.expand(text, item, where):
+                    if host not in self.entries_by_host:
+                        hint = "; it is a group: list it under children" if host in known \
+                            else _suggest(host, self.entries_by_host)
+                        self.fail(item, f"{where}: unknown host {host!r}{hint}")
+                    self.direct.setdefault(name, set()).add(host)
+
+    def flatten(self, order: list[str]) -> dict[str, set[str]]:
+        """Every group's hosts, its children's included; a group met again on the way down is a cycle."""
+        members: dict[str, set[str]] = {}
+        trail: list[str] = []
+
+        def visit(group: str) -> set[str]:
+            if group not in members:
+                trail.append(group)
+                found = set(self.direct.get(group, ()))
+                for child, item in self.children[group]:
+                    if child in trail:
+                        cycle = " -> ".join([*trail[trail.index(child):], child])
+                        self.fail(item, f"cycle in group children: {cycle}; remove one of these links")
+                    found |= visit(child)
+                members[group] = found
+                trail.pop()
+            return members[group]
+
+        for name in order:
+            visit(name)
+        return members
+
+    def resolve(self, defaults: _Entry, order: list[str], members: dict[str, set[str]]) -> Inventory:
+        hosts, groups = self.entries_by_host, self.entries_by_group
+        rank = _precedence(order, self.children)
+        belongs: dict[str, list[str]] = {host: [] for host in hosts}
+        for name in order:
+            for host in members[name]:
+                belongs[host].append(name)
+        resolved: dict[str, Host] = {}
+        for host, entry in hosts.items():
+            settings = dict(defaults.settings)
+            variables: dict[str, Any] = {}
+            for name in sorted(belongs[host], key=rank.__getitem__):
+                if name in groups:
+                    _apply(settings, groups[name].settings)
+                    variables.update(groups[name].vars)
+            _apply(settings, entry.settings)
+            variables.update(entry.vars)
+            resolved[host] = Host(
+                name=host, address=settings.get("address") or host, port=settings.get("port") or 22,
+                user=settings.get("user"), key=settings.get("key"),
+                password_env=settings.get("password_env"), password_file=settings.get("password_file"),
+                connect_timeout=settings.get("connect_timeout"),
+                known_hosts=settings.get("known_hosts") or (), groups=tuple(belongs[host]), vars=variables,
+            )
+        position = {name: index for index, name in enumerate(hosts)}
+        members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}
+        return Inventory(path=self.path, hosts=resolved, groups=members_in_order)
+
+
+def _precedence(order: list[str], children: dict[str, list[tuple[str, Node]]]) -> dict[str, int]:
+    """Rank groups parents before children, file order among the rest (Kahn's sort, earliest first)."""
+    index = {name: i for i, name in enumerate(order)}
+    kids = {name: {child for child, _ in children[name]} for name in order}
+    waiting = dict.fromkeys(order, 0)
+    for name in order:
+        for child in kids[name]:
+            waiting[child] += 1
+    ready = [index[name] for name in order if not waiting[name]]
+    heapq.heapify(ready)
+    rank: dict[str, int] = {}
+    while ready:
+        name = order[heapq.heappop(ready)]
+        rank[name] = len(rank)
+        for child in kids[name]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                heapq.heappush(ready, index[child])
+    return rank

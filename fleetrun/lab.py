@@ -1,0 +1,456 @@
+"""A throwaway local fleet of real OpenSSH sshd processes on loopback, for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fleetrun.errors import LabError
+
+SSHD_FALLBACK = "/usr/sbin/sshd"
+STATE_FILE = "lab.json"
+MAX_HOSTS = 10_000
+_HEADER = "# fleetrun lab:"
+# Ports below Linux's ephemeral range (32768+), so no client socket can be holding the one we pick.
+_PORTS = (20_000, 32_000)
+# Second octet of 127.B.x.y; 127.0.x.x is left alone because systems use it (127.0.0.53, 127.0.1.1).
+_BLOCKS = range(16, 255)
+_ATTEMPTS = 4
+_rng = random.Random()  # module-level so a test can make the choice of block and port predictable
+# sshd_config, YAML and the cmdline check all take these paths unquoted; '%' would be an sshd token.
+_SAFE_PATH = re.compile(r"[\w./@+,=-]+")
+_SIZE = re.compile(r"[1-9][0-9]*[kmgKMG%]?")
+# Python ignores SIGPIPE and a caller may ignore others; sshd and the shells it starts need the defaults.
+_SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+_OUR_NAMES = ("sshd", "sh", "unshare")  # a lab host's process, before and after its execs
+_SSHD_CONFIG = """\
+# fleetrun lab host {name}; rewritten on every start
+ListenAddress {address}:{port}
+HostKey {host_key}
+PidFile none
+AuthorizedKeysFile {directory}/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+# Without PAM sshd also runs unprivileged; StrictModes would reject a lab under a shared temp dir.
+UsePAM no
+StrictModes no
+UseDNS no
+PermitRootLogin prohibit-password
+# Benchmarks open hundreds of connections to one host at once.
+MaxStartups 200:30:400
+MaxSessions 64
+LoginGraceTime 30
+LogLevel ERROR
+PrintMotd no
+PrintLastLog no
+# Every lab host runs on this machine: this is how a command tells which one it is on. SHLVL=1 stops
+# bash from sourcing ~/.bashrc for each command (as it does when run by sshd): a developer's rc file
+# (pyenv init, ...) would otherwise cost every lab command 0.2-2 s and swamp tests and benchmarks.
+SetEnv FLEETRUN_LAB_HOST={name} SHLVL=1
+# Push and pull work wherever the distribution put sftp-server.
+Subsystem sftp internal-sftp
+"""
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host: an sshd listening on its own loopback address."""
+
+    name: str
+    address: str
+    port: int
+    pid: int
+    host_key: Path  # private key; the public one is host_key.with_suffix(".pub")
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running lab and the files a client needs to reach it."""
+
+    directory: Path
+    hosts: tuple[LabHost, ...]
+    inventory: Path
+    known_hosts: Path
+    client_key: Path
+    user: str
+    private_srv: bool
+
+
+def _find_tool(name: str, package: str, fallback: str) -> str:
+    found = shutil.which(name) or (fallback if os.access(fallback, os.X_OK) else None)
+    if found is None:
+        raise LabError(f"{name} not found: install the {package} package (apt-get install {package})")
+    # sshd re-executes itself for every connection and refuses to start from a relative path.
+    return os.path.abspath(found)
+
+
+def _run(argv: list[str], what: str, advice: str) -> None:
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.decode(errors="replace").split()) or f"status {done.returncode}"
+        raise LabError(f"{what} ({detail}): {advice}")
+
+
+def _free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as sshd does, so TIME_WAIT is no clash
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_block(count: int) -> tuple[list[str], int]:
+    """Loopback addresses and a port that no other lab or service is using right now."""
+    for _ in range(50):
+        block, port = _rng.choice(_BLOCKS), _rng.randrange(*_PORTS)
+        addresses = [f"127.{block}.{i // 254}.{i % 254 + 1}" for i in range(count)]
+        if all(_free(address, port) for address in addresses):
+            return addresses, port
+    raise LabError("no free block of loopback addresses for the lab: stop other labs (fleetrun lab down)")
+
+
+def _host_key(path: Path, comment: str) -> None:
+    # In-process: one ssh-keygen exec per host costs ~13 ms of CPU, which is 13 s for a 1000-host lab.
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    path.unlink(missing_ok=True)  # O_CREAT keeps an old file's mode; sshd rejects a readable host key
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(private)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path.with_suffix(".pub").write_bytes(public + f" {comment}\n".encode())
+
+
+def _spawn(argv: list[str], log: Path) -> int:
+    # posix_spawn, not Popen: no pipes, no Popen objects warning at exit, no fd in the parent per host.
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    # A new session, so a Ctrl-C in the caller's terminal does not reach the lab.
+    return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
+
+
+def _srv_script(srv_size: str, then: list[str]) -> str:
+    return f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && exec {shlex.join(then)}"
+
+
+def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str) -> list[str]:
+    argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
+    if unshare is None:
+        return argv
+    # exec, so the pid we record is sshd itself and all it starts shares its private /srv.
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv)]
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    with contextlib.suppress(OSError):
+        return " | ".join(line.strip() for line in log.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def _banner(host: LabHost, deadline: float, abort: threading.Event) -> bytes:
+    with socket.create_connection((host.address, host.port), timeout=1.0) as sock:
+        banner = b""
+        # Once connected, wait for the banner as long as the deadline allows: giving up early and
+        # reconnecting would pile more work on an sshd that is only slow because the machine is busy.
+        while b"\n" not in banner and len(banner) < 256 and not abort.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                if not (chunk := sock.recv(256)):
+                    break
+                banner += chunk
+        if banner.startswith(b"SSH-2.0-"):
+            # Answer in kind and let sshd close first: its log then stays free of probe errors.
+            sock.sendall(b"SSH-2.0-fleetrun_lab_probe\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass
+        return banner
+
+
+def _wait_one(host: LabHost, deadline: float, abort: threading.Event) -> str | None:
+    """None once the host sends an SSH-2.0 banner, else why it did not."""
+    while not abort.is_set():
+        try:
+            done, status = os.waitpid(host.pid, os.WNOHANG)
+        except ChildProcessError:
+            return "sshd exited"
+        if done:
+            return f"sshd exited with status {os.waitstatus_to_exitcode(status)}"
+        with contextlib.suppress(OSError):
+            if _banner(host, deadline, abort).startswith(b"SSH-2.0-"):
+                return None
+        if time.monotonic() >= deadline:
+            return "no SSH-2.0 banner before the deadline"
+        time.sleep(0.05)
+    return None  # another host failed first; that one is reported
+
+
+def _wait_ready(hosts: list[LabHost], timeout: float) -> tuple[LabHost, str] | None:
+    deadline, abort = time.monotonic() + timeout, threading.Event()
+
+    def one(host: LabHost) -> tuple[LabHost, str] | None:
+        reason = _wait_one(host, deadline, abort)
+        if reason is None:
+            return None
+        abort.set()  # one failure fails the lab: stop waiting for the others
+        return host, reason
+
+    # Bounded threads keep the parent's open sockets bounded, whatever the fleet size.
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts)), thread_name_prefix="fleetrun-lab-ready") as pool:
+        try:
+            failures = [failure for failure in pool.map(one, hosts) if failure is not None]
+        finally:
+            abort.set()  # on Ctrl-C too: the pool's exit waits for its threads, so let them return now
+    return failures[0] if failures else None
+
+
+def _proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(command name, state, parent pid) of a process, or None if there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rindex(")") + 2 :].split()
+    return text[text.index("(") + 1 : text.rindex(")")], rest[0], int(rest[1])
+
+
+def _ours(pid: int, config: str) -> bool:
+    # The pid may have been reused since the lab started: only a process started with this config counts.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return f"-f {config}" in cmdline
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    # Reap only a dead lab process of our own: never steal the exit status of another child of ours.
+    if stat is not None and stat[1] == "Z" and stat[0] in _OUR_NAMES and stat[2] == os.getpid():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return stat is not None and stat[1] != "Z"  # a zombie nobody reaps has stopped all the same
+
+
+def _terminate(processes: list[tuple[int, str]], grace: float = 5.0) -> int:
+    """SIGTERM the processes still running their lab config, SIGKILL them after `grace`; how many."""
+    targets = []
+    for pid, config in processes:
+        if _ours(pid, config):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                targets.append(pid)
+        else:
+            _alive(pid)  # reaps it if it is our own zombie
+
+    def wait(pids: list[int], seconds: float) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while (pids := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pids
+
+    for pid in wait(targets, grace):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait(targets, 2.0)
+    return len(targets)
+
+
+def _write_files(lab: Lab, started: str) -> None:
+    names = [host.name for host in lab.hosts]
+    lines = [
+        f"{_HEADER} {len(names)} hosts on loopback, started {started}",
+        "defaults:",
+        f"  user: {lab.user}",
+        f"  key: {lab.client_key}",  # plain YAML: start_lab only takes paths of plain characters
+        f"  known_hosts: {lab.known_hosts}",
+        "  connect_timeout: 10",
+        "hosts:",
+        *(f"  {host.name}: {{address: {host.address}, port: {host.port}}}" for host in lab.hosts),
+        "groups:",
+        f"  lab: [{', '.join(names)}]",
+        f"  odd: [{', '.join(names[0::2])}]",
+        f"  even: [{', '.join(names[1::2])}]",
+    ]
+    lab.inventory.write_text("\n".join(lines) + "\n")
+    known = []
+    for host in lab.hosts:
+        key_type, key = host.host_key.with_suffix(".pub").read_text().split()[:2]
+        where = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+        known.append(f"{where} {key_type} {key}\n")
+    lab.known_hosts.write_text("".join(known))
+
+
+def _write_state(lab: Lab, started: str, srv_size: str) -> None:
+    hosts = [
+        {**vars(host), "host_key": str(host.host_key), "config": f"{lab.directory / host.name}.sshd_config"}
+        for host in lab.hosts
+    ]
+    state = {"version": 1, "started": started, "user": lab.user, "private_srv": lab.private_srv}
+    state |= {"srv_size": srv_size, "client_key": str(lab.client_key), "hosts": hosts}
+    temporary = lab.directory / f"{STATE_FILE}.tmp"
+    temporary.write_text(json.dumps(state, indent=1) + "\n")
+    temporary.replace(lab.directory / STATE_FILE)  # never a half-written state file for `lab down`
+
+
+def _read_state(directory: Path) -> dict[str, Any]:
+    path = directory / STATE_FILE
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"no lab in {directory}: start one there first (fleetrun lab up)") from None
+    except (OSError, ValueError) as error:
+        raise LabError(f"cannot read {path} ({error}): stop its sshd by hand, then delete it") from None
+    return state
+
+
+def load_lab(directory: Path) -> Lab:
+    """The lab recorded in `directory`, as start_lab returned it."""
+    directory = Path(directory).absolute()
+    state = _read_state(directory)
+    hosts = tuple(
+        LabHost(h["name"], h["address"], int(h["port"]), int(h["pid"]), Path(h["host_key"])) for h in state["hosts"]
+    )
+    files = directory / "inventory.yaml", directory / "known_hosts", Path(state["client_key"])
+    return Lab(directory, hosts, *files, state["user"], bool(state["private_srv"]))
+
+
+def stop_lab(directory: Path) -> int:
+    """Stop the sshd processes of the lab in `directory`; returns how many were still running."""
+    directory = Path(directory).absolute()
+    if not (directory / STATE_FILE).exists():
+        with contextlib.suppress(OSError), (directory / "inventory.yaml").open() as inventory:
+            if inventory.readline().startswith(_HEADER):
+                return 0  # a lab that was stopped already: stopping twice is harmless
+    state = _read_state(directory)
+    stopped = _terminate([(int(host["pid"]), host["config"]) for host in state["hosts"]])
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def _check_login(user: str) -> None:
+    # Without PAM, sshd refuses an account whose password is locked with '!', even for key logins.
+    with contextlib.suppress(OSError), open("/etc/shadow") as shadow:
+        for line in shadow:
+            if line.startswith(f"{user}:") and line.split(":")[1].startswith("!"):
+                advice = f"allow key logins with: usermod -p '*' {user}"
+                raise LabError(f"account {user} is locked and sshd without PAM refuses it: {advice}")
+
+
+def _prepare(directory: Path, private_srv: bool, srv_size: str) -> str | None:
+    """Check and set up what the lab needs before anything starts; the unshare path if /srv is private."""
+    root, unshare = os.geteuid() == 0, None
+    if private_srv:
+        if not root:
+            raise LabError("a private /srv per lab host needs root: run as root or go without it")
+        if not _SIZE.fullmatch(srv_size):
+            raise LabError(f"bad /srv size {srv_size!r}: give a tmpfs size such as 256m or 1g")
+        unshare = _find_tool("unshare", "util-linux", "/usr/bin/unshare")
+        # One trial mount now gives one clear error, rather than every host failing the same way.
+        probe = [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, ["true"])]
+        _run(probe, "cannot give lab hosts a private /srv", "allow mount namespaces or go without it")
+    if root:
+        _check_login(pwd.getpwuid(0).pw_name)
+        # sshd running as root confines its pre-auth child to this (empty, root-owned) directory.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+    if (directory / STATE_FILE).exists():
+        running = load_lab(directory)
+        if any(_ours(host.pid, f"{directory / host.name}.sshd_config") for host in running.hosts):
+            raise LabError(f"a lab is already running in {directory}: stop it first (fleetrun lab down)")
+    return unshare
+
+
+def start_lab(count: int, directory: Path, *, private_srv: bool | None = None, srv_size: str = "256m") -> Lab:
+    """Start `count` sshd processes on loopback, each its own host, and write the files to reach them."""
+    if not 1 <= count <= MAX_HOSTS:
+        raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
+    directory = Path(directory).absolute()
+    if not _SAFE_PATH.fullmatch(str(directory)):
+        raise LabError(f"lab directory {directory} has spaces or special characters: use a plain path")
+    sshd = _find_tool("sshd", "openssh-server", SSHD_FALLBACK)
+    keygen = _find_tool("ssh-keygen", "openssh-client", "/usr/bin/ssh-keygen")
+    private_srv = os.geteuid() == 0 if private_srv is None else private_srv
+    unshare = _prepare(directory, private_srv, srv_size)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+
+    client_key = directory / "id_ed25519"
+    for stale in (client_key, client_key.with_suffix(".pub")):
+        stale.unlink(missing_ok=True)  # ssh-keygen would otherwise ask before overwriting
+    argv = [keygen, "-q", "-t", "ed25519", "-C", "fleetrun-lab-client", "-f", str(client_key), "-N", ""]
+    _run(argv, f"ssh-keygen failed for {client_key}", "check that ssh-keygen works")
+    (directory / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
+    width = max(2, len(str(count)))
+    names = [f"lab{i:0{width}d}" for i in range(1, count + 1)]
+    host_keys = [directory / f"{name}_host_ed25519_key" for name in names]
+    for name, host_key in zip(names, host_keys, strict=True):
+        _host_key(host_key, f"fleetrun-{name}")
+
+    for attempt in range(1, _ATTEMPTS + 1):
+        addresses, port = _pick_block(count)
+        started = datetime.now().astimezone().isoformat(timespec="seconds")
+        spawned: list[tuple[int, str]] = []
+        hosts: list[LabHost] = []
+        try:
+            for name, address, host_key in zip(names, addresses, host_keys, strict=True):
+                config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
+                fields = {"name": name, "address": address, "port": port, "host_key": host_key}
+                config.write_text(_SSHD_CONFIG.format(directory=directory, **fields))
+                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
+                spawned.append((pid, str(config)))
+                hosts.append(LabHost(name, address, port, pid, host_key))
+            files = directory / "inventory.yaml", directory / "known_hosts", client_key
+            lab = Lab(directory, tuple(hosts), *files, user, private_srv)
+            # Recorded before waiting, so `lab down` can clean up after an interrupted start.
+            _write_state(lab, started, srv_size)
+            failure = _wait_ready(hosts, 15 + 0.03 * count)
+        except BaseException as error:
+            _terminate(spawned)
+            (directory / STATE_FILE).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise LabError(
+                    f"cannot start the lab ({error}): free processes or disk, or start fewer hosts"
+                ) from None
+            raise
+        if failure is None:
+            _write_files(lab, started)
+            return lab
+        _terminate(spawned)
+        (directory / STATE_FILE).unlink(missing_ok=True)
+        host, reason = failure
+        tail = _tail(directory / f"{host.name}.log")
+        # Another lab may have taken the address between our probe and sshd's bind: try another block.
+        if attempt < _ATTEMPTS and ("Address already in use" in tail or "Cannot bind any address" in tail):
+            continue
+        where = f"lab host {host.name} ({host.address}:{host.port})"
+        raise LabError(f"{where} did not start: {reason}; its log {directory / host.name}.log ends: {tail}")
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,0 +1,147 @@
+"""The host-pattern language: turn a pattern like `web&prod,db01!web03` into hosts, in inventory order."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import itertools
+import math
+import re
+from typing import TYPE_CHECKING
+
+from fleetrun.errors import SelectionError
+from fleetrun.models import Host
+
+if TYPE_CHECKING:  # inventory imports expand_ranges from here: its names use the same range syntax
+    from fleetrun.inventory import Inventory
+
+_OPERATORS = ",&!"  # union, intersection, difference
+_RANGE_ITEM = re.compile(r"([0-9]+)(?:[:-]([0-9]+))?\Z")
+MAX_RANGE = 100_000  # a typo like web[1:10000000] must fail fast, not eat the memory
+
+
+def select(inventory: Inventory, pattern: str) -> list[Host]:
+    """The hosts `pattern` names, in inventory order and without duplicates; raises SelectionError.
+
+    A pattern is atoms joined by operators, evaluated strictly left to right with no precedence:
+    `,` union, `&` intersection, `!` difference. `web&prod,db01!web03` is (((web & prod) , db01) ! web03).
+    A leading `!` subtracts from every host: `!db` is all hosts but the db group.
+
+    An atom (surrounding whitespace ignored) is one of: `all` or `*` (every host); a group name (its hosts,
+    children included); a host name; a glob over host names (`web*`, `db?`); a numeric range over names
+    (`web[01-05]`, `web[01:05]`, `web[01-03,07]`: a comma inside brackets is part of the range, not a union).
+    Each name a range produces is looked up as a group, a host or a glob; names that match nothing are
+    skipped, but an atom that matches nothing at all is an error (a typo, with suggestions), and so is a
+    pattern that selects no host in the end.
+    """
+    chosen: set[str] = set()
+    for operator, atom in _parse(pattern):
+        if operator == "all-but":
+            chosen = set(inventory.hosts) - _match(inventory, atom, pattern)
+        elif operator == ",":
+            chosen |= _match(inventory, atom, pattern)
+        elif operator == "&":
+            chosen &= _match(inventory, atom, pattern)
+        else:
+            chosen -= _match(inventory, atom, pattern)
+    if not chosen:
+        raise SelectionError(f"pattern {pattern!r} selects no host")
+    return [host for name, host in inventory.hosts.items() if name in chosen]
+
+
+def _parse(pattern: str) -> list[tuple[str, str]]:
+    """Split on operators outside brackets: [(operator, atom), ...]; the first operator is `,` or all-but."""
+    text = pattern.strip()
+    if not text:
+        raise SelectionError("empty host pattern; name a host, a group, 'all', or a pattern like 'web&prod'")
+    everything = text.startswith("!")  # a leading `!` subtracts from every host
+    text = text[1:] if everything else text
+    terms: list[tuple[str, str]] = []
+    operator, start, depth = ",", 0, 0
+    for index, char in enumerate(text + ","):  # the sentinel comma closes the last atom
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if not 0 <= depth <= 1:
+            raise SelectionError(f"pattern {pattern!r}: unbalanced or nested brackets; write web[01-05]")
+        if depth or char not in _OPERATORS:
+            continue
+        atom = text[start:index].strip()
+        start = index + 1
+        if not atom:
+            before = operator if terms else ("!" if everything else None)
+            if index == len(text):
+                raise SelectionError(f"pattern {pattern!r} ends with {before!r}; add a host or group")
+            where = f"has nothing between {before!r} and" if before else "starts with"
+            raise SelectionError(f"pattern {pattern!r} {where} {char!r}; put a host or group there")
+        terms.append((operator if terms or not everything else "all-but", atom))
+        operator = char
+    if depth:
+        raise SelectionError(f"pattern {pattern!r}: a '[' is never closed; write web[01-05]")
+    return terms
+
+
+def _match(inventory: Inventory, atom: str, pattern: str) -> set[str]:
+    """The host names one atom stands for; never empty (an empty match is a typo, reported with hints)."""
+    if atom in ("all", "*"):
+        return set(inventory.hosts)
+    if atom in inventory.groups:
+        if not inventory.groups[atom]:
+            raise SelectionError(f"group {atom!r} has no host")
+        return set(inventory.groups[atom])
+    if atom in inventory.hosts:
+        return {atom}
+    try:
+        names = expand_ranges(atom)
+    except ValueError as error:
+        raise SelectionError(f"pattern {pattern!r}: {error}") from None
+    found: set[str] = set()
+    for name in names:
+        if name in inventory.groups:
+            found.update(inventory.groups[name])
+        elif name in inventory.hosts:
+            found.add(name)
+        elif "*" in name or "?" in name:
+            # Brackets were expanded above, so only * and ? remain: fnmatch's [...] classes never apply.
+            matches = re.compile(fnmatch.translate(name)).match
+            found.update(host for host in inventory.hosts if matches(host))
+    if not found:
+        close = difflib.get_close_matches(atom, [*inventory.hosts, *inventory.groups], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SelectionError(f"no host or group matches {atom!r}{hint}")
+    return found
+
+
+def expand_ranges(text: str) -> list[str]:
+    """`web[01:03,7].lan` -> web01.lan web02.lan web03.lan web7.lan (`-` works as `:`); ValueError if bad."""
+    if "[" not in text and "]" not in text:
+        return [text]
+    parts = re.split(r"(\[[^\[\]]*\])", text)
+    choices: list[list[str]] = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            choices.append(_expand_bracket(part, text))
+        elif "[" in part or "]" in part:
+            raise ValueError(f"unbalanced bracket in {text!r}")
+        else:
+            choices.append([part])
+    if math.prod(len(choice) for choice in choices) > MAX_RANGE:
+        raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
+    return ["".join(combination) for combination in itertools.product(*choices)]
+
+
+def _expand_bracket(bracket: str, text: str) -> list[str]:
+    names: list[str] = []
+    for item in bracket[1:-1].split(","):
+        match = _RANGE_ITEM.match(item.strip())
+        if not match:
+            raise ValueError(f"malformed range {bracket!r} in {text!r}: use digits, e.g. [01:12] or [1-3,7]")
+        start, end = match.group(1), match.group(2)
+        if end is None:
+            names.append(start)
+        elif int(start) > int(end):
+            raise ValueError(f"range {bracket!r} in {text!r} goes backwards: put the smaller bound first")
+        elif int(end) - int(start) >= MAX_RANGE:
+            raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
+        else:
+            # The start bound's width sets the zero padding: [01:12] gives 01..12, [1:12] gives 1..12.
+            names.extend(str(n).zfill(len(start)) for n in range(int(start), int(end) + 1))
+    return names
