@@ -156,14 +156,14 @@ class _Reader:
             self.fail(node, f"{where} is nested more than {MAX_DEPTH} levels deep; flatten it")
         self.active.add(id(node))
 
-    def pairs(self, node: Node, where: str, noun: str = "key") -> list[tuple[str, Node, Node]]:
-        """A mapping's (key, key node, value node); applies `<<` merges, refuses duplicates and passwords."""
+    def pairs(self, node: Node, where: str, noun: str = "key") -> dict[str, tuple[Node, Node]]:
+        """A mapping as key -> (key node, value node); applies `<<` merges, refuses duplicates and passwords."""
         if node.tag == _NULL:
-            return []
+            return {}
         if not isinstance(node, MappingNode) or node.tag != _MAP:
             self.fail(node, f"{where} must be a mapping, got {_kind(node)}")
-        merged: dict[str, tuple[str, Node, Node]] = {}
-        own: dict[str, tuple[str, Node, Node]] = {}
+        merged: dict[str, tuple[Node, Node]] = {}
+        own: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             if key_node.tag != _STR or key_node.__class__ is not ScalarNode:
                 if key_node.tag != _MERGE:
@@ -171,27 +171,26 @@ class _Reader:
                 self.enter(node, where)
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:  # earlier sources win, as YAML's merge key says
-                    for pair in self.pairs(source, where, noun):
-                        merged.setdefault(pair[0], pair)
+                    for key, pair in self.pairs(source, where, noun).items():
+                        merged.setdefault(key, pair)
                 self.active.discard(id(node))
                 continue
             key = key_node.value
             if key in own:
-                first = own[key][1].start_mark.line + 1
+                first = own[key][0].start_mark.line + 1
                 self.fail(key_node, f"{where}: duplicate {noun} {key!r} (first at line {first}); keep one")
             if len(key) == 8 and key.lower() == "password":
                 self.fail(key_node, f"{where}: {_NO_PASSWORD}")
-            own[key] = (key, key_node, value_node)
-        return list({**merged, **own}.values() if merged else own.values())
+            own[key] = (key_node, value_node)
+        return {**merged, **own} if merged else own
 
     def section(self, node: Node, where: str, allowed: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys must come from `allowed`; null counts as empty."""
-        fields: dict[str, tuple[Node, Node]] = {}
-        for key, key_node, value_node in self.pairs(node, where):
+        fields = self.pairs(node, where)
+        for key, (key_node, _) in fields.items():
             if key not in allowed:
                 hint = _suggest(key, allowed) or f"; valid keys: {', '.join(allowed)}"
                 self.fail(key_node, f"{where}: unknown key {key!r}{hint}")
-            fields[key] = (key_node, value_node)
         return fields
 
     def scalar(self, node: Node, where: str) -> Any:
@@ -216,7 +215,7 @@ class _Reader:
         if isinstance(node, SequenceNode) and node.tag == _SEQ:
             value: Any = [self.data(item, where) for item in node.value]
         else:
-            value = {key: self.data(item, f"{where}.{key}") for key, _, item in self.pairs(node, where)}
+            value = {key: self.data(item, f"{where}.{key}") for key, (_, item) in self.pairs(node, where).items()}
         self.active.discard(id(node))
         self.built[id(node)] = value
         return value
@@ -305,7 +304,7 @@ class _Reader:
     def hosts(self, node: Node) -> None:
         """Read `hosts:`; group mentions in a host's `groups:` count as membership."""
         hosts = self.entries_by_host
-        for text, key_node, value_node in self.pairs(node, "hosts", noun="host"):
+        for text, (key_node, value_node) in self.pairs(node, "hosts", noun="host").items():
             where = f"host {text!r}"
             names = self.expand(text, key_node, where)
             fields = self.section(value_node, where, _HOST_KEYS)
@@ -329,9 +328,9 @@ class _Reader:
 
     def groups(self, node: Node | None) -> None:
         """Read `groups:`: a list of members, or a mapping with hosts, children, vars and settings."""
-        declared = self.pairs(node, "groups", "group") if node is not None else []
-        known = {name for name, _, _ in declared} | set(self.defined)
-        for name, key_node, value_node in declared:
+        declared = self.pairs(node, "groups", "group") if node is not None else {}
+        known = declared.keys() | self.defined.keys()
+        for name, (key_node, value_node) in declared.items():
             where = f"group {name!r}"
             self.check_name(name, key_node, "group")
             spec: dict[str, tuple[Node, Node]] = {"hosts": (key_node, value_node)} \
@@ -378,13 +377,17 @@ class _Reader:
             for host in members[name]:
                 belongs[host].append(name)
         resolved: dict[str, Host] = {}
+        inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}  # hosts share group sets
         for host, entry in hosts.items():
-            settings = dict(defaults.settings)
-            variables: dict[str, Any] = {}
-            for name in sorted(belongs[host], key=rank.__getitem__):
-                if name in groups:
-                    _apply(settings, groups[name].settings)
-                    variables.update(groups[name].vars)
+            member_of = tuple(belongs[host])
+            if member_of not in inherited:
+                settings, variables = dict(defaults.settings), {}
+                for name in sorted(member_of, key=rank.__getitem__):
+                    if name in groups:
+                        _apply(settings, groups[name].settings)
+                        variables.update(groups[name].vars)
+                inherited[member_of] = settings, variables
+            settings, variables = dict(inherited[member_of][0]), dict(inherited[member_of][1])
             _apply(settings, entry.settings)
             variables.update(entry.vars)
             resolved[host] = Host(
@@ -392,7 +395,7 @@ class _Reader:
                 user=settings.get("user"), key=settings.get("key"),
                 password_env=settings.get("password_env"), password_file=settings.get("password_file"),
                 connect_timeout=settings.get("connect_timeout"),
-                known_hosts=settings.get("known_hosts") or (), groups=tuple(belongs[host]), vars=variables,
+                known_hosts=settings.get("known_hosts") or (), groups=member_of, vars=variables,
             )
         position = {name: index for index, name in enumerate(hosts)}
         members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import select
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,18 +77,22 @@ class ExecResult:
 def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramiko.PKey]:
     """Load each distinct private key file once; a key that cannot be used is a usage error (exit 2)."""
     keys: dict[str, paramiko.PKey] = {}
+    secret = passphrase.encode() if passphrase is not None else None  # cryptography wants bytes
     for path in dict.fromkeys(paths):
         try:
-            keys[path] = paramiko.PKey.from_path(path, password=passphrase)
+            keys[path] = paramiko.PKey.from_path(path, password=secret)  # type: ignore[arg-type]  # stubs say str
         except FileNotFoundError:
             raise UsageError(f"key file {path} does not exist: fix 'key' in the inventory or --key") from None
         except PermissionError:
             raise UsageError(f"key file {path} is not readable by this user") from None
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError) as error:
+            if "password" not in str(error).lower():
+                raise UsageError(f"key file {path} cannot be loaded: {error}") from None
+            # cryptography says "password-protected, but password was not provided" with a TypeError.
             raise UsageError(
                 f"key file {path} is encrypted: pass --key-passphrase-env NAME with the passphrase in $NAME"
             ) from None
-        except (paramiko.SSHException, ValueError, TypeError) as error:
+        except (paramiko.SSHException, ValueError) as error:
             hint = "wrong passphrase?" if passphrase else "is it a private key in PEM or OpenSSH format?"
             raise UsageError(f"key file {path} cannot be loaded ({error.__class__.__name__}): {hint}") from None
     return keys
@@ -152,14 +156,16 @@ class Session:
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {error}") from None
         stdout, stderr = _Capture(max_output), _Capture(max_output)
+        waker, handle = _watch(chan, cancel)
         try:
-            ended = self._pump(chan, stdout, stderr, cancel, timeout, on_output)
+            ended = self._pump(chan, waker, stdout, stderr, cancel, timeout, on_output)
             if ended != "exited":
                 # EOF on stdin is the wrapper's signal to kill the process group; give it a moment.
-                _stop_remote(chan, stdout, stderr, on_output)
+                _stop_remote(chan, waker, stdout, stderr, on_output)
             elif not chan.status_event.wait(self._timeout):
                 ended = "lost"
         finally:
+            cancel.remove_callback(handle)
             chan.close()
         signal = getattr(chan, "fleetrun_exit_signal", None)
         exit_code = chan.exit_status if chan.exit_status >= 0 else None
@@ -178,6 +184,7 @@ class Session:
     def _pump(
         self,
         chan: paramiko.Channel,
+        waker: _Waker,
         stdout: _Capture,
         stderr: _Capture,
         cancel: Cancel,
@@ -185,19 +192,18 @@ class Session:
         on_output: OutputCallback | None,
     ) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
-        channel_fd = chan.fileno()
         while True:
+            waker.rearm()  # before draining: anything arriving from here on sets it again
             _drain(chan, stdout, stderr, on_output)
             if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
                 return "exited"
             if chan.closed or not self.transport.is_active():
                 _drain(chan, stdout, stderr, on_output)
                 return "exited" if chan.exit_status >= 0 else "lost"
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([channel_fd, cancel.fileno()], [], [], wait)
             if cancel.is_set():
                 return "cancelled"
-            if not ready:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if (wait is not None and wait <= 0) or not waker.wait(wait):
                 return "timeout"
 
 
@@ -215,6 +221,41 @@ class _Capture:
             self.truncated = True
             chunk = chunk[: max(room, 0)]
         self.data += chunk
+
+
+class _Waker:
+    """Wakes the reading worker when a channel buffer gets data, EOF or closes, or the run is cancelled.
+
+    Given to paramiko's buffers in place of the pipe that `Channel.fileno()` builds: that pipe merges
+    stdout and stderr readiness without a lock, and a set racing a clear can leave it clear with data
+    waiting, so `select` sleeps forever. Here paramiko may only set; the reader clears before it drains,
+    so a wake-up can never be lost. It also costs no file descriptors.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def clear(self) -> None:
+        pass  # paramiko clears when a buffer runs empty; the reader decides instead (see above)
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.event.wait(timeout)
+
+    def rearm(self) -> None:
+        self.event.clear()
+
+
+def _watch(chan: paramiko.Channel, cancel: Cancel) -> tuple[_Waker, int]:
+    waker = _Waker()
+    chan.in_buffer.set_event(waker)  # type: ignore[arg-type]
+    chan.in_stderr_buffer.set_event(waker)  # type: ignore[arg-type]
+    return waker, cancel.add_callback(waker.set)
 
 
 def _drain(
@@ -238,7 +279,7 @@ def _drain(
 
 
 def _stop_remote(
-    chan: paramiko.Channel, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
+    chan: paramiko.Channel, waker: _Waker, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
 ) -> None:
     """Send EOF (the wrapper then kills the process group) and drain until it closes or the grace ends."""
     try:
@@ -246,13 +287,14 @@ def _stop_remote(
     except (OSError, EOFError, paramiko.SSHException):
         return
     end = time.monotonic() + STOP_GRACE
-    fd = chan.fileno()
     while not chan.closed and not chan.eof_received:
         remaining = end - time.monotonic()
         if remaining <= 0:
             return
-        select.select([fd], [], [], remaining)
+        waker.rearm()
         _drain(chan, stdout, stderr, on_output)
+        waker.wait(remaining)
+    _drain(chan, stdout, stderr, on_output)
 
 
 def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel) -> Session:

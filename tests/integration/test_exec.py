@@ -266,3 +266,15 @@ def test_missing_passphrase_env_is_exit_2(lab, tmp_path):
     run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "all", "--key-passphrase-env", "NOPE_UNSET",
                    home=tmp_path)
     assert run.code == 2 and "NOPE_UNSET" in run.err
+
+
+def test_heavy_output_on_both_streams_never_stalls(lab, tmp_path):
+    # Both streams full at once on every host: the pattern that made a reader relying on paramiko's merged
+    # readiness pipe sleep forever (a set racing a clear, about one run in two). Each host must finish.
+    command = "head -c 3000000 /dev/zero | tr '\\0' o & head -c 3000000 /dev/zero | tr '\\0' e >&2; wait"
+    for _ in range(3):
+        run = fleetrun("exec", "-i", str(lab.inventory), command, "-H", "all", "--timeout", "60", "--format", "json",
+                       home=tmp_path, timeout=300)
+        assert run.code == 0, [(r["host"], r["status"]) for r in run.json()[0].values() if r["status"] != "ok"]
+        hosts, _ = run.json()
+        assert all(len(r["stdout"]) == len(r["stderr"]) == 3_000_000 for r in hosts.values())
