@@ -50,7 +50,7 @@ HostKey {host_key}
 PidFile none
 AuthorizedKeysFile {directory}/authorized_keys
 PubkeyAuthentication yes
-PasswordAuthentication no
+PasswordAuthentication {password_auth}
 KbdInteractiveAuthentication no
 # Without PAM sshd also runs unprivileged; StrictModes would reject a lab under a shared temp dir.
 UsePAM no
@@ -390,8 +390,18 @@ def _prepare(directory: Path, private_srv: bool, srv_size: str) -> str | None:
     return unshare
 
 
-def start_lab(count: int, directory: Path, *, private_srv: bool | None = None, srv_size: str = "256m") -> Lab:
-    """Start `count` sshd processes on loopback, each its own host, and write the files to reach them."""
+def start_lab(
+    count: int,
+    directory: Path,
+    *,
+    private_srv: bool | None = None,
+    srv_size: str = "256m",
+    password_auth: bool = False,
+) -> Lab:
+    """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
+
+    `password_auth` also lets accounts log in with their system password (tests of password auth).
+    """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
     directory = Path(directory).absolute()
@@ -424,7 +434,8 @@ def start_lab(count: int, directory: Path, *, private_srv: bool | None = None, s
             for name, address, host_key in zip(names, addresses, host_keys, strict=True):
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
-                config.write_text(_SSHD_CONFIG.format(directory=directory, **fields))
+                yes_no = "yes" if password_auth else "no"
+                config.write_text(_SSHD_CONFIG.format(directory=directory, password_auth=yes_no, **fields))
                 pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))

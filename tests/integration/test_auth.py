@@ -76,3 +76,45 @@ def test_missing_key_file_is_exit_2(lab1, tmp_path):
     run = fleetrun("exec", "-i", str(lab1.inventory), "true", "-H", "all", "--key", str(tmp_path / "nope"),
                    home=tmp_path)
     assert run.code == 2 and "does not exist" in run.err
+
+
+@pytest.fixture
+def password_user() -> Iterator[tuple[str, str]]:
+    """A throwaway local account with a password, removed afterwards (creating one needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a throwaway account with a password needs root (CI runs as root)")
+    name, password = f"fleetrun-pw{os.getpid() % 100000}", "Corr3ct-horse-battery"
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+        yield name, password
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_password_from_env_and_file(make_lab, tmp_path, password_user):
+    name, password = password_user
+    lab = make_lab(1, password_auth=True)
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, key=None, user=name,
+                                password_env="FLEET_TEST_PW")
+    run = fleetrun("exec", "-i", str(inventory), "id -un", "-H", "all", "--no-agent", home=tmp_path,
+                   FLEET_TEST_PW=password)
+    assert run.code == 0, run.out + run.err
+    assert name in run.out and password not in run.out + run.err
+
+    wrong = fleetrun("exec", "-i", str(inventory), "id -un", "-H", "all", "--no-agent", "--format", "json",
+                     home=tmp_path, FLEET_TEST_PW="not-it")
+    hosts, _ = wrong.json()
+    assert wrong.code == 4 and [r["status"] for r in hosts.values()] == ["auth failed"]
+    assert "password" in next(iter(hosts.values()))["error"] and "not-it" not in wrong.out
+
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(password + "\n")
+    secret_file.chmod(0o600)
+    from_file = write_inventory(tmp_path / "inv2.yaml", lab.inventory, key=None, user=name,
+                                password_file=str(secret_file))
+    run = fleetrun("exec", "-i", str(from_file), "id -un", "-H", "all", "--no-agent", home=tmp_path)
+    assert run.code == 0 and name in run.out
+    secret_file.chmod(0o644)
+    loose = fleetrun("exec", "-i", str(from_file), "id -un", "-H", "all", "--no-agent", home=tmp_path)
+    assert loose.code == 2 and "chmod 600" in loose.err and password not in loose.err
