@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
 MAX_LINE = 64 * 1024  # a "line" longer than this is passed on in pieces, so memory stays bounded
+# Lines travel to the collector in batches of about this many bytes: few enough queue events to keep up with
+# hundreds of hosts printing flat out, small enough that a full event queue still holds little memory.
+LINE_BATCH = 8 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class RunOptions:
     """Connection and run settings that apply to every host of one run."""
 
     forks: int = 64
-    connect_timeout: float = 10.0
+    connect_timeout: float = 10.0  # for hosts whose inventory sets none
     timeout: float | None = None  # per command
     deadline: float | None = None  # whole run, seconds from start
     max_output: int = 4 << 20  # per stream per host
@@ -56,9 +59,18 @@ class HostContext:
 HostTask = Callable[["Session", Host, HostContext], HostResult]
 
 
-def apply_overrides(hosts: Sequence[Host], *, user: str | None, port: int | None, key: str | None) -> list[Host]:
-    """Command-line --user/--port/--key win over the inventory."""
+def apply_overrides(
+    hosts: Sequence[Host],
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    key: str | None = None,
+    connect_timeout: float | None = None,
+) -> list[Host]:
+    """Command-line --user/--port/--key/--connect-timeout win over the inventory."""
     changes: dict[str, object] = {}
+    if connect_timeout is not None:
+        changes["connect_timeout"] = connect_timeout
     if user is not None:
         changes["user"] = user
     if port is not None:
@@ -145,8 +157,16 @@ class _LineSplitter:
         while len(self.pending) > MAX_LINE:
             parts.append(self.pending[:MAX_LINE])
             self.pending = self.pending[MAX_LINE:]
-        if parts:
-            self.emit(_Lines(tuple(OutputLine(self.host, self.stream, part) for part in parts)))
+        batch: list[OutputLine] = []
+        size = 0
+        for part in parts:
+            batch.append(OutputLine(self.host, self.stream, part))
+            size += len(part) + 1
+            if size >= LINE_BATCH:
+                self.emit(_Lines(tuple(batch)))
+                batch, size = [], 0
+        if batch:
+            self.emit(_Lines(tuple(batch)))
 
     def flush(self) -> None:
         if self.pending:

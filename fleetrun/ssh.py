@@ -333,7 +333,7 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     transport = paramiko.Transport(sock)
     try:
         transport._channel_handler_table = _HANDLERS  # type: ignore[attr-defined]
-        _handshake(host, settings, transport, remaining)
+        _handshake(host, settings, transport, remaining, limit)
         _authenticate(host, settings, transport, password, remaining)
         transport.set_keepalive(30)
         return Session(host, transport, limit)
@@ -363,7 +363,11 @@ def _describe_connect_error(error: BaseException, limit: float) -> str:
 
 
 def _handshake(
-    host: Host, settings: ConnectSettings, transport: paramiko.Transport, remaining: Callable[[], float]
+    host: Host,
+    settings: ConnectSettings,
+    transport: paramiko.Transport,
+    remaining: Callable[[], float],
+    limit: float,
 ) -> None:
     names = [known_hosts_name(host.address, host.port)]
     if host.name != host.address:
@@ -372,6 +376,9 @@ def _handshake(
     options.key_types = _preferred_key_types(settings.known_hosts.key_types_for(names), options.key_types)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())
+    if not transport.is_active() or not getattr(transport, "initial_kex_done", True):
+        # start_client returns quietly, without raising, when its timeout runs out.
+        raise HostFailure(Outcome.UNREACHABLE, f"no SSH handshake within {limit:g} s: is an SSH server listening?")
 
     key = transport.get_remote_server_key()
     blob = key.asbytes()

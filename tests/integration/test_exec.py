@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -278,3 +279,59 @@ def test_heavy_output_on_both_streams_never_stalls(lab, tmp_path):
         assert run.code == 0, [(r["host"], r["status"]) for r in run.json()[0].values() if r["status"] != "ok"]
         hosts, _ = run.json()
         assert all(len(r["stdout"]) == len(r["stderr"]) == 3_000_000 for r in hosts.values())
+
+
+def test_silent_listener_is_unreachable_within_connect_timeout(lab, tmp_path):
+    # Accepts TCP (the kernel completes the handshake from the backlog) but never says a word.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        extra = {"silent": {"address": "127.0.0.1", "port": silent.getsockname()[1]}}
+        inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, extra_hosts=extra)
+        started = time.monotonic()
+        run = fleetrun("exec", "-i", str(inventory), "true", "-H", "silent,lab01", "--connect-timeout", "2",
+                       "--format", "json", home=tmp_path)
+        elapsed = time.monotonic() - started
+    assert run.code == 4
+    hosts, _ = run.json()
+    assert hosts["silent"]["status"] == "unreachable" and "2 s" in hosts["silent"]["error"]
+    assert hosts["lab01"]["status"] == "ok"
+    assert elapsed < 20
+
+
+def descendants(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = [int(child) for child in children]
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
+def test_server_frozen_mid_command_does_not_hang_fleetrun(make_lab, tmp_path):
+    frozen_lab = make_lab(2)
+    host = frozen_lab.hosts[0]
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(frozen_lab.inventory), "sleep 30; echo done",
+               "-H", "all", "--timeout", "4", "--format", "json"]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    frozen: list[int] = []
+    try:
+        deadline = time.monotonic() + 15
+        while not frozen and time.monotonic() < deadline:
+            time.sleep(0.2)
+            frozen = descendants(host.pid)  # the session's sshd processes and the command under them
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+    assert frozen, "never saw the session start"
+    assert time.monotonic() - started < 30
+    records = {r["host"]: r for r in map(json.loads, out.splitlines()) if r["type"] == "host"}
+    assert records[host.name]["status"] == "timeout"
+    assert records[frozen_lab.hosts[1].name]["status"] == "timeout"
+    assert proc.returncode == 3, err
