@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import os
+from collections.abc import Callable, Sequence
+from typing import Protocol, TextIO
 
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 
@@ -22,6 +23,17 @@ class Renderer(Protocol):
     def on_result(self, result: HostResult) -> None: ...
 
     def on_finish(self, summary: RunSummary) -> None: ...
+
+
+class OutputSink(Protocol):
+    """Gets one host's raw output chunks as they arrive, on its worker thread; closed once at the end."""
+
+    def write(self, stream: str, chunk: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+SinkFactory = Callable[[Host], OutputSink]
 
 
 def decode(data: bytes) -> str:
@@ -44,3 +56,31 @@ def status_text(result: HostResult) -> str:
     if result.changed is not None and result.outcome is Outcome.OK:
         return "changed" if result.changed else "unchanged"
     return result.outcome.value
+
+
+# SGR codes per outcome: green for ok, red for what needs action, yellow for what may pass on a retry.
+_COLOURS: dict[Outcome, str] = {
+    Outcome.OK: "32",
+    Outcome.FAILED: "31",
+    Outcome.TIMEOUT: "33",
+    Outcome.UNREACHABLE: "35",
+    Outcome.AUTH_FAILED: "35",
+    Outcome.HOST_KEY: "1;31",
+    Outcome.CANCELLED: "2",
+    Outcome.NOT_STARTED: "2",
+}
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colours only on a terminal, and never when NO_COLOR is set and not empty (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or fake stream
+        return False
+
+
+def paint(text: str, outcome: Outcome, colour: bool) -> str:
+    """`text` in the outcome's colour when `colour` is on."""
+    return f"\x1b[{_COLOURS[outcome]}m{text}\x1b[0m" if colour else text
