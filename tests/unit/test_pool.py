@@ -113,8 +113,10 @@ def test_cancel_wakes_select_waiters_and_runs_callbacks():
     cancel = Cancel()
     calls: list[str] = []
     cancel.add_callback(lambda: calls.append("closed"))
-    threading.Timer(0.1, lambda: cancel.set("deadline")).start()
+    timer = threading.Timer(0.1, lambda: cancel.set("deadline"))
+    timer.start()
     ready, _, _ = select.select([cancel.fileno()], [], [], 5)
+    timer.join(5)  # callbacks run on the cancelling thread, right after the wake-up
     assert ready and cancel.reason == "deadline" and calls == ["closed"]
     assert cancel.set("interrupted") is False and cancel.reason == "deadline"
     cancel.close()
