@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from fleetrun import __version__
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.status import ExitStatus
+
+if TYPE_CHECKING:  # imported where used: `fleetrun --help` stays quick
+    from fleetrun.output.base import Renderer, SinkFactory
+    from fleetrun.output.progress import ProgressRenderer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,17 +58,27 @@ def run_options(function: F) -> F:
         click.option("--no-agent", is_flag=True, help="Do not offer ssh-agent keys."),
         click.option("--host-key-checking", type=click.Choice(["yes", "accept-new", "no"]), default="yes",
                      show_default=True, help="accept-new: record unknown keys; no: labs only, never changed keys."),
-        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-                     help="Seconds for TCP connect, SSH handshake and authentication together."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=None,
+                     help="Seconds for TCP connect, SSH handshake and authentication together "
+                     "(overrides the inventory; default 10)."),
         click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds for the whole run; running hosts time out, queued ones are not started."),
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
-        click.option("--format", "output_format", type=click.Choice(["table", "stream", "json"]), default="table",
-                     show_default=True, help="table: a row per host; stream: 'host | line' live; json: JSON Lines."),
-        click.option("-v", "--verbose", is_flag=True, help="Show full output in the table."),
+        click.option("--format", "output_format", type=click.Choice(["table", "gather", "stream", "json"]),
+                     default="table", show_default=True,
+                     help="table: a row per host; gather: hosts with the same output folded into one block; "
+                          "stream: 'host | line' live; json: JSON Lines."),
+        click.option("-g", "gather", is_flag=True, help="Same as --format gather."),
+        click.option("--diff", is_flag=True, help="Gather, showing each minority group as a diff against the largest."),
+        click.option("-v", "--verbose", is_flag=True, help="Show full output (table, gather: stderr of ok hosts too)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line."),
+        click.option("--no-progress", is_flag=True, help="No live progress line on the terminal's stderr."),
+        click.option("--out-dir", metavar="DIR",
+                     help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
+        click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -87,7 +102,21 @@ def _ask_password(ask: bool) -> str | None:
     return getpass.getpass("SSH password: ")
 
 
-def _make_renderer(output_format: str, verbose: bool, out: TextIO, err: TextIO) -> Any:
+def _output_format(params: dict[str, Any]) -> str:
+    """--format, with -g and --diff folded in."""
+    output_format: str = params["output_format"]
+    if params["gather"] or params["diff"]:
+        if output_format not in ("table", "gather"):
+            raise UsageError(f"-g/--diff show gathered output; they do not go with --format {output_format}")
+        output_format = "gather"
+    return output_format
+
+
+def _make_renderer(params: dict[str, Any], out: TextIO, err: TextIO) -> Any:
+    """The renderer for the screen, as --format, -v and the terminal ask."""
+    from fleetrun.output.base import use_colour
+
+    output_format, verbose = _output_format(params), params["verbose"]
     if output_format == "json":
         from fleetrun.output.json import JsonRenderer
 
@@ -96,9 +125,48 @@ def _make_renderer(output_format: str, verbose: bool, out: TextIO, err: TextIO) 
         from fleetrun.output.stream import StreamRenderer
 
         return StreamRenderer(out, err)
+    if output_format == "gather":
+        from fleetrun.output.gather import GatherRenderer
+
+        return GatherRenderer(out, diff=params["diff"], verbose=verbose, colour=use_colour(out))
     from fleetrun.output.table import TableRenderer
 
-    return TableRenderer(out, verbose=verbose)
+    width = shutil.get_terminal_size().columns if out.isatty() else None
+    return TableRenderer(out, verbose=verbose, width=width, colour=use_colour(out))
+
+
+def _make_outputs(
+    params: dict[str, Any], out: TextIO, err: TextIO
+) -> tuple[Renderer, SinkFactory | None, ProgressRenderer | None, TextIO]:
+    """(renderer fanning out to screen, progress, --out-dir and --junit; the raw-output sink factory or None;
+    the progress display or None; stderr to use from now on)."""
+    from fleetrun.output.fanout import Fanout, OnlyProblems
+
+    renderers: list[Renderer] = []
+    progress = None
+    if err.isatty() and not params["quiet"] and not params["no_progress"]:
+        from fleetrun.output.progress import ProgressRenderer
+
+        progress = ProgressRenderer(err)
+        out, err = progress.guard(out), progress.guard(err)  # both erase the progress line before writing
+        renderers.append(progress)
+    screen = _make_renderer(params, out, err)
+    renderers.append(OnlyProblems(screen) if params["quiet"] else screen)
+    sinks = None
+    if params["out_dir"]:
+        from fleetrun.output.outdir import OutDirRenderer
+
+        out_dir = OutDirRenderer(params["out_dir"], err)
+        renderers.append(out_dir)
+        sinks = out_dir.open_sink
+    if params["junit"]:
+        from fleetrun.output.junit import JunitRenderer
+
+        context = click.get_current_context()
+        described = {k: v for k, v in context.params.items() if k in ("command", "local", "remote", "pattern")}
+        renderers.append(JunitRenderer(params["junit"], err, suite=context.command_path,
+                                       properties={k: str(v) for k, v in described.items() if v is not None}))
+    return Fanout(renderers), sinks, progress, err
 
 
 def _select(inventory: str | None, pattern: str) -> list[Any]:
@@ -113,10 +181,10 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     from fleetrun.runner import RunOptions, apply_overrides, execute
 
     hosts = _select(params["inventory"], params["pattern"])
-    hosts = apply_overrides(hosts, user=params["user"], port=params["port"], key=params["key"])
+    hosts = apply_overrides(hosts, user=params["user"], port=params["port"], key=params["key"],
+                            connect_timeout=params["connect_timeout"])
     options = RunOptions(
         forks=params["forks"],
-        connect_timeout=params["connect_timeout"],
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),
@@ -126,9 +194,12 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
-    out, err = sys.stdout, sys.stderr
-    renderer = _make_renderer(params["output_format"], params["verbose"], out, err)
-    summary = execute(hosts, task_factory(), options, renderer, err)
+    renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr)
+    try:
+        summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks)
+    finally:
+        if progress is not None:  # also when the run failed before finishing: no line left on the terminal
+            progress.stop()
     return int(summary.exit_status)
 
 

@@ -23,7 +23,7 @@ HostKeyPolicy = str  # "yes" | "accept-new" | "no"
 OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
 
 # Runs the user's command in its own process group with stdin as a lifeline: when our side of the
-# channel sends EOF or the connection dies, sshd closes the pipe, `cat` returns and the whole group is
+# channel sends EOF or the connection dies, sshd closes the pipe, `read` returns and the whole group is
 # killed. That is how a timed-out, cancelled or orphaned command is killed on the remote host (sshd
 # itself would leave `sleep 60` running). A command killed by a signal is re-raised on the wrapper so
 # sshd reports it as exit-signal, as it would without the wrapper.
@@ -33,7 +33,8 @@ _WRAPPER = (
     'if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null 3<&- & '
     'else sh -c "$1" </dev/null 3<&- & fi; '
     "c=$!; "
-    "{ cat <&3 >/dev/null; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; "
+    # The shell's own `read` (not `cat`) waits for EOF: one exec less per host on the server.
+    "{ while read -r _ <&3; do :; done; kill -TERM -$c 2>/dev/null || kill -TERM $c 2>/dev/null; "
     "sleep 2; kill -KILL -$c 2>/dev/null; } >/dev/null 2>&1 & "
     "w=$!; exec 3<&-; wait $c 2>/dev/null; r=$?; kill $w 2>/dev/null; "
     'if [ "$r" -gt 128 ] && [ "$r" -lt 160 ]; then kill -$((r - 128)) $$; fi; exit $r'

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
-from fleetrun.output.base import decode, status_text, summary_line
+from fleetrun.output.base import decode, paint, status_text, summary_line
 
 EXCERPT_LINES = 3  # lines of output shown per host without -v
 EXCERPT_WIDTH = 120  # characters per shown line without -v; the full text is in -v, --out-dir and JSON
+MIN_OUTPUT_WIDTH = 20  # on a narrow terminal the output column keeps this much and the row wraps instead
 
 
 @dataclass(frozen=True)
 class _Row:
     order: int
+    outcome: Outcome
     cells: tuple[str, str, str, str, str]
 
 
@@ -28,12 +30,27 @@ def excerpt(text: str, lines: int, width: int) -> str:
     return "\n".join(shown)
 
 
+def fit(text: str, width: int, *, wrap: bool) -> str:
+    """Each line of `text` cut to `width` (with …), or with `wrap` broken into `width`-wide pieces."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            lines.append(line)
+        elif wrap:
+            lines += [line[start: start + width] for start in range(0, len(line), width)]
+        else:
+            lines.append(line[: width - 1] + "…")
+    return "\n".join(lines)
+
+
 class TableRenderer:
     wants_lines = False
 
-    def __init__(self, out: TextIO, *, verbose: bool = False) -> None:
+    def __init__(self, out: TextIO, *, verbose: bool = False, width: int | None = None, colour: bool = False) -> None:
         self.out = out
         self.verbose = verbose
+        self.width = width  # the terminal's columns: outputs are fitted to them; None (not a TTY): as they are
+        self.colour = colour
         self.order: dict[str, int] = {}
         # Only the rendered cells are kept, not the results: memory stays small at 1000 hosts.
         self.rows: list[_Row] = []
@@ -50,7 +67,7 @@ class TableRenderer:
     def on_result(self, result: HostResult) -> None:
         exit_text = "" if result.exit_code is None else str(result.exit_code)
         cells = (result.host.name, status_text(result), exit_text, f"{result.duration:.1f}s", self.output_cell(result))
-        self.rows.append(_Row(self.order.get(result.host.name, len(self.order)), cells))
+        self.rows.append(_Row(self.order.get(result.host.name, len(self.order)), result.outcome, cells))
 
     def output_cell(self, result: HostResult) -> str:
         parts: list[str] = []
@@ -73,9 +90,20 @@ class TableRenderer:
     def on_finish(self, summary: RunSummary) -> None:
         from tabulate import tabulate  # imported here: `fleetrun --help` should not pay for it
 
-        rows = [row.cells for row in sorted(self.rows, key=lambda row: row.order)]
+        headers = ("HOST", "STATUS", "EXIT", "TIME", "OUTPUT")
+        ordered = sorted(self.rows, key=lambda row: row.order)
+        output_width = None
+        if self.width is not None and ordered:
+            # tabulate's "simple" format pads headers by 2 and puts 2 spaces between columns; OUTPUT gets the rest.
+            used = sum(max(len(headers[i]) + 2, *(len(row.cells[i]) for row in ordered)) + 2 for i in range(4))
+            output_width = max(self.width - used, MIN_OUTPUT_WIDTH)
+        rows = []
+        for row in ordered:
+            name, status, exit_text, duration, output = row.cells
+            if output_width is not None:
+                output = fit(output, output_width, wrap=self.verbose)  # -v keeps every character
+            rows.append((name, paint(status, row.outcome, self.colour), exit_text, duration, output))
         if rows:
-            headers = ("HOST", "STATUS", "EXIT", "TIME", "OUTPUT")
             self.out.write(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True) + "\n")
         self.out.write(summary_line(summary) + "\n")
         self.out.flush()
