@@ -97,3 +97,5 @@ class RunSummary:
     elapsed: float
     exit_status: ExitStatus
     interrupted: bool = False
+    changed: int = 0  # push/pull: ok hosts where something was written
+    unchanged: int = 0  # push/pull: ok hosts that already had it all

@@ -244,6 +244,7 @@ def execute(
 
     cancel = Cancel()
     counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+    changes = {"changed": 0, "unchanged": 0}
     deadline = None if options.deadline is None else started + options.deadline
 
     def check_deadline() -> None:
@@ -290,6 +291,8 @@ def execute(
             renderer.on_started(event.job)
         elif isinstance(event, Finished):
             counts[event.result.outcome] += 1
+            if event.result.ok and event.result.changed is not None:
+                changes["changed" if event.result.changed else "unchanged"] += 1
             renderer.on_result(event.result)
 
     renderer.on_start(hosts)
@@ -308,6 +311,8 @@ def execute(
         elapsed=time.monotonic() - started,
         exit_status=status,
         interrupted=bool(interrupts),
+        changed=changes["changed"],
+        unchanged=changes["unchanged"],
     )
     # Always finished, even after a broken pipe: a fan-out still has files (--junit, --out-dir) to complete.
     with suppress(BrokenPipeError):

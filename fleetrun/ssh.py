@@ -435,7 +435,10 @@ def _authenticate(
         except paramiko.BadAuthenticationType as error:
             allowed = list(error.allowed_types)
             return False
-        except paramiko.AuthenticationException:
+        except paramiko.AuthenticationException as error:
+            if "timeout" in str(error).lower():
+                # The server never answered in time: a slow or overloaded host, not a wrong credential.
+                raise HostFailure(Outcome.UNREACHABLE, f"no answer to authentication ({label}) in time") from None
             return False
         return transport.is_authenticated()
 

@@ -44,6 +44,9 @@ def decode(data: bytes) -> str:
 def summary_line(summary: RunSummary) -> str:
     """'12 ok, 1 failed, 2 unreachable in 3.4 s' — outcomes in a fixed order, zero counts left out."""
     parts = [f"{summary.counts[o]} {o.value}" for o in Outcome if summary.counts.get(o)]
+    if summary.changed or summary.unchanged:  # push/pull: what "ok" meant
+        pairs = ((summary.changed, "changed"), (summary.unchanged, "unchanged"))
+        parts[0] += " (" + ", ".join(f"{n} {word}" for n, word in pairs if n) + ")"  # ok comes first
     text = ", ".join(parts) if parts else "no hosts"
     suffix = " (interrupted)" if summary.interrupted else ""
     return f"{text} in {summary.elapsed:.1f} s{suffix}"

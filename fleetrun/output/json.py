@@ -44,6 +44,8 @@ def summary_record(summary: RunSummary) -> dict[str, Any]:
         "elapsed": round(summary.elapsed, 3),
         "exit_status": int(summary.exit_status),
         "interrupted": summary.interrupted,
+        "changed": summary.changed,
+        "unchanged": summary.unchanged,
     }
 
 

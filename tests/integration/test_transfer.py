@@ -56,8 +56,9 @@ def test_push_file_is_idempotent_and_reports_changes(lab10, tmp_path):
 
     srv(lab10.hosts[3], "etc/app.conf").write_bytes(b"drifted")
     third = push(lab10, str(payload), "/srv/etc/", "-H", "all", home=tmp_path)
-    hosts, _ = third.json()
+    hosts, summary = third.json()
     assert [name for name, r in hosts.items() if r["changed"]] == [lab10.hosts[3].name]
+    assert (summary["changed"], summary["unchanged"]) == (1, 9)
     assert srv(lab10.hosts[3], "etc/app.conf").read_bytes() == payload.read_bytes()
 
 
@@ -69,7 +70,7 @@ def test_push_mode_backup_and_table_words(lab10, tmp_path):
     run = push(lab10, str(payload), "/srv/run.sh", "-H", host.name, "--mode", "0755", "--backup", home=tmp_path,
                fmt="table")
     assert run.code == 0, run.err
-    assert "changed" in run.out
+    assert "changed" in run.out and run.out.rstrip().splitlines()[-1].startswith("1 ok (1 changed) in ")
     assert srv(host, "run.sh").stat().st_mode & 0o7777 == 0o755
     assert srv(host, "run.sh.fleetrun-bak").read_text() == "old\n"
     chmod_only = push(lab10, str(payload), "/srv/run.sh", "-H", host.name, "--mode", "0700", "-v",

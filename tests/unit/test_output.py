@@ -71,4 +71,14 @@ def test_json_contract_is_pinned():
         "changed": None, "details": [],
     }
     assert final == {"schema": "fleetrun/1", "type": "summary", "total": 1, "counts": {"failed": 1},
-                     "elapsed": 3.42, "exit_status": 1, "interrupted": False}
+                     "elapsed": 3.42, "exit_status": 1, "interrupted": False, "changed": 0, "unchanged": 0}
+
+
+def test_summary_line_says_what_ok_meant_for_transfers():
+    from dataclasses import replace
+
+    from fleetrun.output.base import summary_line
+
+    base = summary(ok=5, failed=1)
+    assert summary_line(replace(base, changed=2, unchanged=3)) == "5 ok (2 changed, 3 unchanged), 1 failed in 3.4 s"
+    assert summary_line(replace(base, unchanged=5)) == "5 ok (5 unchanged), 1 failed in 3.4 s"

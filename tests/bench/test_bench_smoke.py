@@ -1,0 +1,48 @@
+"""Smoke run of the benchmark harness (20 hosts, one run, `true`), so bench/ cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench
+
+ROOT = Path(__file__).resolve().parents[2]
+TIME_BOX = 120  # seconds for the whole smoke run, lab start and stop included
+
+
+def _row(table: str, name: str) -> list[str]:
+    """The cells of `name`'s row in the results table (not the versions table above it)."""
+    results = table[table.index("| tool | forks |") :]
+    for line in results.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and re.sub(r"[*]|\(reference\)", "", cells[0]).strip() == name:
+            return cells
+    raise AssertionError(f"no row for {name!r} in:\n{table}")
+
+
+def test_smoke_run_writes_a_table_with_fleetrun_and_the_reference(tmp_path: Path) -> None:
+    if not (shutil.which("sshd") or os.access("/usr/sbin/sshd", os.X_OK)):
+        pytest.skip("sshd is not installed (make sshd)")
+    out = tmp_path / "RESULTS.md"
+    command = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out),
+               "--work", str(tmp_path / "work")]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIME_BOX, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = out.read_text()
+    fleetrun = _row(table, "fleetrun")
+    assert fleetrun[1] == "64"
+    assert "20/20" in fleetrun, f"fleetrun did not succeed on all 20 hosts: {fleetrun}"
+    assert float(fleetrun[2]) > 0  # a wall time, not a failure message
+    reference = _row(table, "bare paramiko loop")
+    assert "20/20" in reference, f"the reference loop did not succeed on all 20 hosts: {reference}"
+    # Whatever else ran, nothing was installed and no lab was left behind.
+    assert "installing" not in done.stdout
+    assert not (tmp_path / "work" / "lab-20" / "lab.json").exists()
