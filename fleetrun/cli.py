@@ -65,6 +65,8 @@ def run_options(function: F) -> F:
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds for the whole run; running hosts time out, queued ones are not started."),
+        click.option("--lock", metavar="FILE",
+                     help="Hold an exclusive lock on FILE for the run; if another run holds it, exit 75."),
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
         click.option("--format", "output_format", type=click.Choice(["table", "gather", "stream", "json"]),
@@ -194,12 +196,15 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
-    renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr)
-    try:
-        summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks)
-    finally:
-        if progress is not None:  # also when the run failed before finishing: no line left on the terminal
-            progress.stop()
+    from fleetrun.lock import run_lock
+
+    with run_lock(params["lock"]):
+        renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr)
+        try:
+            summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks)
+        finally:
+            if progress is not None:  # also when the run failed before finishing: no line left on the terminal
+                progress.stop()
     return int(summary.exit_status)
 
 
