@@ -341,3 +341,17 @@ def test_server_frozen_mid_command_does_not_hang_fleetrun(make_lab, tmp_path):
     assert records[host.name]["status"] == "timeout"
     assert records[frozen_lab.hosts[1].name]["status"] == "timeout"
     assert proc.returncode == 3, err
+
+
+def test_commands_run_in_the_login_shell_exactly_as_ssh_runs_them(lab, tmp_path):
+    host = lab.hosts[0]
+    command = 'echo {1..3}; [[ -n "$BASH_VERSION" ]] && echo bash; echo \'quoted "$x"\'; printf "%s|" a\\ b c'
+    ssh = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(lab.client_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         "-p", str(host.port), f"{lab.user}@{host.address}", command],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    run = fleetrun("exec", "-i", str(lab.inventory), command, "-H", host.name, "--format", "json", home=tmp_path)
+    hosts, _ = run.json()
+    assert ssh.returncode == 0 and run.code == 0
+    assert hosts[host.name]["stdout"] == ssh.stdout
