@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from fleet import clean_env, fleetrun, write_inventory
@@ -313,6 +314,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # already gone
+        return b""
+
+
 def test_server_frozen_mid_command_does_not_hang_fleetrun(make_lab, tmp_path):
     frozen_lab = make_lab(2)
     host = frozen_lab.hosts[0]
@@ -323,18 +331,22 @@ def test_server_frozen_mid_command_does_not_hang_fleetrun(make_lab, tmp_path):
                             stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
     frozen: list[int] = []
     try:
-        deadline = time.monotonic() + 15
-        while not frozen and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             time.sleep(0.2)
-            frozen = descendants(host.pid)  # the session's sshd processes and the command under them
+            # The session's sshd processes and the command under them, once the command itself is running.
+            tree = descendants(host.pid)
+            if any(_cmdline(pid).startswith(b"sleep\x0030") for pid in tree):
+                frozen = tree
+                break
         for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a short-lived helper may already be gone
+                os.kill(pid, signal.SIGSTOP)
         out, err = proc.communicate(timeout=60)
     finally:
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
     assert frozen, "never saw the session start"
     assert time.monotonic() - started < 30
     records = {r["host"]: r for r in map(json.loads, out.splitlines()) if r["type"] == "host"}
