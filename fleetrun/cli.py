@@ -282,11 +282,11 @@ def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
     if names:
         out.write("".join(f"{host.name}\n" for host in hosts))
         return int(ExitStatus.OK)
-    from tabulate import tabulate
+    from fleetrun.output.base import aligned
 
     local = getpass.getuser()
-    rows = [(h.name, h.address, h.port, h.user or local, ",".join(h.groups)) for h in hosts]
-    out.write(tabulate(rows, headers=("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), disable_numparse=True) + "\n")
+    rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
+    out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
     return int(ExitStatus.OK)
 
