@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure, UsageError
 from fleetrun.models import Host, HostResult, Outcome
-from fleetrun.remotefs import CHUNK, TransferError, describe, failure_result, remote_sha256, remote_stat
+from fleetrun.remotefs import CHUNK, TransferError, describe, local_sha256, remote_sha256, remote_stat, transfer_result
 
 if TYPE_CHECKING:
     from fleetrun.runner import HostContext, HostTask
@@ -74,7 +73,12 @@ class _Puller:
     def close(self) -> None:
         self.sftp.close()
 
-    def pull(self) -> None:
+    def move(self) -> bool:
+        """Pull the file or tree; True when any local file was written."""
+        self._pull()
+        return self.changed
+
+    def _pull(self) -> None:
         attributes = remote_stat(self.sftp, self.plan.remote)
         if attributes is None:
             raise TransferError(f"no such file or directory: {self.plan.remote}")
@@ -108,7 +112,7 @@ class _Puller:
     def _pull_file(self, remote: str, attributes: Any, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_file() and local.stat().st_size == attributes.st_size:
-            mine = _local_sha256(local)
+            mine = local_sha256(local)
             if remote_sha256(self.session, self.sftp, [remote], self.cancel).get(remote) == mine:
                 self.details.append(f"unchanged {local}")
                 return
@@ -130,29 +134,10 @@ class _Puller:
         self.details.append(f"changed {local} ({attributes.st_size} bytes)")
 
 
-def _local_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pull_task(plan: PullPlan) -> HostTask:
     """The task behind `fleetrun pull`."""
 
     def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        puller = _Puller(plan, session, host, context.cancel)
-        try:
-            puller.pull()
-        except (TransferError, OSError, EOFError) as error:
-            return failure_result(host, session, error, puller.details)
-        except Exception as error:
-            if session.transport.is_active():
-                raise
-            return failure_result(host, session, error, puller.details)  # e.g. paramiko's SSHException
-        finally:
-            puller.close()
-        return HostResult(host, Outcome.OK, changed=puller.changed, details=tuple(puller.details))
+        return transfer_result(host, session, _Puller(plan, session, host, context.cancel))
 
     return run

@@ -9,7 +9,8 @@ import secrets
 import shlex
 import stat
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
@@ -126,6 +127,39 @@ def make_dirs(sftp: Any, path: str, mode: int = 0o755) -> None:
         except OSError as error:
             if not is_dir(remote_stat(sftp, directory)):
                 raise TransferError(f"cannot create directory: {describe(error, directory)}") from None
+
+
+def local_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Mover(Protocol):
+    """One host's push or pull: does the work, lists what it did, holds an SFTP session to close."""
+
+    details: list[str]
+
+    def move(self) -> bool: ...  # True when anything was written
+
+    def close(self) -> None: ...
+
+
+def transfer_result(host: Host, session: Session, mover: Mover) -> HostResult:
+    """Run a push or pull on one host and turn every way it can end into that host's result."""
+    try:
+        changed = mover.move()
+    except (TransferError, OSError, EOFError) as error:
+        return failure_result(host, session, error, mover.details)
+    except Exception as error:
+        if session.transport.is_active():
+            raise  # a bug of ours: the pool reports it as this host's internal error
+        return failure_result(host, session, error, mover.details)  # e.g. paramiko's SSHException
+    finally:
+        mover.close()
+    return HostResult(host, Outcome.OK, changed=changed, details=tuple(mover.details))
 
 
 def failure_result(host: Host, session: Session, error: BaseException, details: Sequence[str]) -> HostResult:

@@ -266,20 +266,18 @@ def _drain(
     chan: paramiko.Channel, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
 ) -> None:
     """Read whatever both streams hold right now; reading both is what keeps the window open."""
-    while chan.recv_ready():
-        chunk = chan.recv(READ_SIZE)
-        if not chunk:
-            break
-        stdout.add(chunk)
-        if on_output is not None:
-            on_output("stdout", chunk)
-    while chan.recv_stderr_ready():
-        chunk = chan.recv_stderr(READ_SIZE)
-        if not chunk:
-            break
-        stderr.add(chunk)
-        if on_output is not None:
-            on_output("stderr", chunk)
+    streams = (
+        ("stdout", chan.recv_ready, chan.recv, stdout),
+        ("stderr", chan.recv_stderr_ready, chan.recv_stderr, stderr),
+    )
+    for name, ready, receive, capture in streams:
+        while ready():
+            chunk = receive(READ_SIZE)
+            if not chunk:
+                break
+            capture.add(chunk)
+            if on_output is not None:
+                on_output(name, chunk)
 
 
 def _stop_remote(

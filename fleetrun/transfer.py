@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import shlex
@@ -21,13 +20,14 @@ from fleetrun.remotefs import (
     CHUNK,
     TransferError,
     describe,
-    failure_result,
     is_dir,
+    local_sha256,
     make_dirs,
     remote_sha256,
     remote_stat,
     remove_leftovers,
     temp_name,
+    transfer_result,
 )
 
 if TYPE_CHECKING:
@@ -62,18 +62,10 @@ class PushPlan:
     verify: bool = False
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(LOCAL_READ):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _local_file(path: Path, relative: str) -> LocalFile:
     try:
         info = path.stat()
-        return LocalFile(path, relative, info.st_size, stat.S_IMODE(info.st_mode), _sha256(path))
+        return LocalFile(path, relative, info.st_size, stat.S_IMODE(info.st_mode), local_sha256(path))
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
@@ -174,7 +166,7 @@ class _Pusher:
             make_dirs(self.sftp, posixpath.join(root, directory) if directory else root)
         return [(f, posixpath.join(root, f.relative)) for f in plan.files]
 
-    def push(self) -> bool:
+    def move(self) -> bool:
         """Push every file; True when anything on the host changed."""
         pairs = self.destinations()
         current = {dest: remote_stat(self.sftp, dest) for _, dest in pairs}
@@ -302,17 +294,6 @@ def push_task(plan: PushPlan, max_transfers: int) -> HostTask:
     transfers = threading.Semaphore(max_transfers)
 
     def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        pusher = _Pusher(plan, session, context, transfers)
-        try:
-            changed = pusher.push()
-        except (TransferError, OSError, EOFError) as error:
-            return failure_result(host, session, error, pusher.details)
-        except Exception as error:
-            if session.transport.is_active():
-                raise
-            return failure_result(host, session, error, pusher.details)  # e.g. paramiko's SSHException
-        finally:
-            pusher.close()
-        return HostResult(host, Outcome.OK, changed=changed, details=tuple(pusher.details))
+        return transfer_result(host, session, _Pusher(plan, session, context, transfers))
 
     return run
