@@ -211,8 +211,11 @@ def _signals(cancel: Cancel, err: TextIO) -> Iterator[list[ExitStatus]]:
     try:
         yield received
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # After an interrupt the handler stays: a further Ctrl-C while the partial result is printed
+        # must still mean "exit now" (130), not a KeyboardInterrupt somewhere in the output code.
+        if not received:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def execute(

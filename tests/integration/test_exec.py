@@ -367,3 +367,46 @@ def test_commands_run_in_the_login_shell_exactly_as_ssh_runs_them(lab, tmp_path)
     hosts, _ = run.json()
     assert ssh.returncode == 0 and run.code == 0
     assert hosts[host.name]["stdout"] == ssh.stdout
+
+
+def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_path):
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "sleep 44", "-H", "all",
+               "--forks", "3", "--format", "json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    deadline = time.monotonic() + 20
+    while len(remote_processes("^sleep 44$")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len([r for r in records if r["type"] == "host"]) == 20 and records[-1]["interrupted"] is True
+    assert gone_within("^sleep 44$") == []
+
+    # A command that ignores TERM keeps its host busy for the wrapper's 2 s grace before KILL: the first
+    # Ctrl-C waits for that, a second one must not.
+    stubborn = [*command[:6], "trap '' TERM; while :; do sleep 1; done", *command[7:]]
+    proc = subprocess.Popen(stubborn, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    deadline = time.monotonic() + 20
+    while len(remote_processes("^sleep 1$")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None, "still cancelling after the first Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - second < 1.5
+    assert gone_within("^sleep 1$") == []  # the lifeline still kills them once the connections drop
+
+
+def test_raw_sends_the_command_untouched(lab, tmp_path):
+    run = fleetrun("exec", "-i", str(lab.inventory), "echo $0; ps -o args= -p $PPID", "-H", "lab01", "--raw",
+                   "--format", "json", home=tmp_path)
+    hosts, _ = run.json()
+    assert run.code == 0 and "fleetrun" not in hosts["lab01"]["stdout"]
+    wrapped = fleetrun("exec", "-i", str(lab.inventory), "ps -o args= -p $PPID", "-H", "lab01", "--format", "json",
+                       home=tmp_path)
+    assert "setsid" in wrapped.json()[0]["lab01"]["stdout"] or "fleetrun" in wrapped.json()[0]["lab01"]["stdout"]

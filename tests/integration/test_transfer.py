@@ -225,3 +225,22 @@ def test_pull_bad_input(tmp_path):
     assert run.code == 2 and "not a directory" in run.err
     run = fleetrun("pull", "-i", str(inventory), "relative", str(tmp_path), "-H", "all", home=tmp_path)
     assert run.code == 2 and "absolute" in run.err
+
+
+def test_push_verify_owner_and_max_transfers(lab10, tmp_path):
+    payload = tmp_path / "owned.txt"
+    payload.write_text("owned by nobody\n")
+    run = push(lab10, str(payload), "/srv/owned.txt", "-H", "all", "--verify", "--owner", "nobody:nogroup",
+               "--max-transfers", "2", home=tmp_path)
+    assert run.code == 0, run.err
+    for host in lab10.hosts:
+        info = srv(host, "owned.txt").stat()
+        assert (info.st_uid, srv(host, "owned.txt").read_text()) == (65534, "owned by nobody\n")
+    again = push(lab10, str(payload), "/srv/owned.txt", "-H", "all", "--owner", "nobody:nogroup", home=tmp_path)
+    _, summary = again.json()
+    assert summary["unchanged"] == 10, "same content and owner: nothing to do"
+    srv(lab10.hosts[0], "owned.txt").chmod(0o600)
+    os.chown(srv(lab10.hosts[0], "owned.txt"), 0, 0)
+    fixed = push(lab10, str(payload), "/srv/owned.txt", "-H", "all", "--owner", "nobody:nogroup", home=tmp_path)
+    _, summary = fixed.json()
+    assert summary["changed"] == 1 and srv(lab10.hosts[0], "owned.txt").stat().st_uid == 65534
