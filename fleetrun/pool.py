@@ -61,7 +61,9 @@ def run_pool(
     Returns the errors the collector's handler raised (it keeps draining after one, so workers never block).
     """
     job_queue: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 1))
-    events: queue.Queue[object] = queue.Queue(maxsize=max(64 * forks, 1024))
+    # Events can carry megabytes (a finished host's output): a few per worker is enough to keep the collector
+    # busy, and a full queue makes workers wait, which the SSH window passes back to the servers.
+    events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
     handler_errors: list[BaseException] = []
 
     def emit(event: object) -> None:
