@@ -12,11 +12,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1, as on this machine; optional
-SAMPLE_EVERY = 0.1  # seconds between memory samples of the client tree
 _ids = itertools.count()
 
 
@@ -28,7 +27,7 @@ class Measurement:
     user: float  # the waited client tree (os.wait4), or the cgroup when it saw more
     system: float
     maxrss_kib: int  # largest single process of the client tree (ru_maxrss)
-    tree_pss_kib: int  # peak of the summed PSS of the whole client tree, sampled
+    tree_kib: int  # peak memory charged to the whole client tree (memory cgroup; else summed RSS, sampled)
     returncode: int
     timed_out: bool
     server_cpu: float  # all lab sshd trees, this run
@@ -105,56 +104,63 @@ class ServerMeter:
 
 
 class _Cgroup:
-    """A cgroup v1 cpuacct group for one run: its member list and CPU cover daemons a tool forgot to wait."""
+    """cgroup v1 groups for one run: cpuacct counts daemons a tool forgot to wait; memory keeps the tree's peak."""
+
+    ROOTS = (Path("/sys/fs/cgroup/cpuacct"), Path("/sys/fs/cgroup/memory"))
 
     def __init__(self) -> None:
-        self.path: Path | None = None
-        if os.geteuid() == 0 and (CGROUP_ROOT / "cgroup.procs").exists():
-            path = CGROUP_ROOT / f"fleetrun-bench-{os.getpid()}-{next(_ids)}"
-            try:
-                path.mkdir()
-                self.path = path
-            except OSError:
-                self.path = None
+        self.paths: dict[str, Path] = {}
+        if os.geteuid() != 0:
+            return
+        name = f"fleetrun-bench-{os.getpid()}-{next(_ids)}"
+        for root in self.ROOTS:
+            if (root / "cgroup.procs").exists():
+                with contextlib.suppress(OSError):
+                    (root / name).mkdir()
+                    self.paths[root.name] = root / name
 
-    def join_fd(self) -> int | None:
-        """An fd the child writes its pid to before exec (opened here: no allocation after fork)."""
-        if self.path is None:
-            return None
-        return os.open(self.path / "cgroup.procs", os.O_WRONLY)
+    def join_fds(self) -> list[int]:
+        """fds the child writes its pid to before exec (opened here: nothing to allocate after fork)."""
+        return [os.open(path / "cgroup.procs", os.O_WRONLY) for path in self.paths.values()]
 
     def pids(self) -> list[int]:
-        if self.path is None:
+        path = self.paths.get("cpuacct") or self.paths.get("memory")
+        if path is None:
             return []
         try:
-            return [int(line) for line in (self.path / "cgroup.procs").read_text().split()]
+            return [int(line) for line in (path / "cgroup.procs").read_text().split()]
         except OSError:
             return []
 
     def cpu(self) -> tuple[float, float] | None:
-        if self.path is None:
+        path = self.paths.get("cpuacct")
+        if path is None:
             return None
         try:
-            user = int((self.path / "cpuacct.usage_user").read_text()) / 1e9
-            system = int((self.path / "cpuacct.usage_sys").read_text()) / 1e9
+            user = int((path / "cpuacct.usage_user").read_text()) / 1e9
+            system = int((path / "cpuacct.usage_sys").read_text()) / 1e9
         except (OSError, ValueError):
             return None
         return user, system
 
+    def peak_kib(self) -> int | None:
+        """The most memory the tree ever had charged: its private pages (shared libraries are charged once,
+        to whoever loaded them first), so 64 ssh children are not counted as 64 copies of libcrypto."""
+        path = self.paths.get("memory")
+        if path is None:
+            return None
+        try:
+            return int((path / "memory.max_usage_in_bytes").read_text()) // 1024
+        except (OSError, ValueError):
+            return None
+
     def remove(self) -> None:
-        if self.path is not None:
+        for path in self.paths.values():
             with contextlib.suppress(OSError):
-                self.path.rmdir()
+                path.rmdir()
 
 
-def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
+def _rss_kib(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
     except (OSError, ValueError, IndexError):
@@ -162,7 +168,7 @@ def _pss_kib(pid: int) -> int:
 
 
 class _TreeSampler(threading.Thread):
-    """Samples the summed PSS of the client's processes until stopped; keeps the peak."""
+    """Without a memory cgroup: the summed RSS of the client tree, sampled cheaply (statm, twice a second)."""
 
     def __init__(self, root: int, cgroup: _Cgroup) -> None:
         super().__init__(name="bench-sampler", daemon=True)
@@ -173,8 +179,16 @@ class _TreeSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             pids = self.cgroup.pids() or [self.root]
-            self.peak = max(self.peak, sum(_pss_kib(pid) for pid in pids))
-            self.stop.wait(SAMPLE_EVERY)
+            self.peak = max(self.peak, sum(_rss_kib(pid) for pid in pids))
+            self.stop.wait(0.5)
+
+
+def _copy(source: int, target: BinaryIO) -> None:
+    """Move the tool's stdout from its pipe to a file here, outside its cgroup, so the page cache of a large
+    output is not charged to the tool's memory."""
+    while chunk := os.read(source, 1 << 20):
+        target.write(chunk)
+    os.close(source)
 
 
 def run_measured(
@@ -193,57 +207,76 @@ def run_measured(
     server_before = server.total() if server is not None else 0.0
     load = os.getloadavg()[0]
     cgroup = _Cgroup()
-    join_fd = cgroup.join_fd()
+    try:
+        join_fds = cgroup.join_fds()
+    except BaseException:
+        cgroup.remove()
+        raise
 
     def join_cgroup() -> None:  # runs in the child between fork and exec: os calls only
-        if join_fd is not None:
-            os.write(join_fd, b"0")
+        for fd in join_fds:
+            os.write(fd, b"0")
 
     timed_out = threading.Event()
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        busy_before = machine_busy()
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
-            start_new_session=True, preexec_fn=join_cgroup if join_fd is not None else None,
-        )  # fmt: skip
-        sampler = _TreeSampler(process.pid, cgroup)
-        sampler.start()
+    write_end = -1
+    try:
+        read_end, write_end = os.pipe()
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            copier = threading.Thread(target=_copy, args=(read_end, out), name="bench-stdout", daemon=True)
+            copier.start()
+            busy_before = machine_busy()
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=write_end, stderr=err, env=env, cwd=cwd,
+                start_new_session=True, preexec_fn=join_cgroup if join_fds else None,
+            )  # fmt: skip
+            os.close(write_end)
+            write_end = -1
+            sampler = _TreeSampler(process.pid, cgroup)
+            if cgroup.peak_kib() is None:
+                sampler.start()
 
-        def kill() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            def kill() -> None:
+                timed_out.set()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
 
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - started
-        busy_after = machine_busy()
-        process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: Popen must not wait
-        sampler.stop.set()
-        sampler.join()
-    if join_fd is not None:
-        os.close(join_fd)
-    leftovers = _kill_leftovers(process.pid, cgroup)
-    user, system = usage.ru_utime, usage.ru_stime
-    escaped = 0.0
-    whole = cgroup.cpu()
-    if whole is not None and sum(whole) > user + system:
-        escaped = sum(whole) - (user + system)
-        user, system = max(user, whole[0]), max(system, whole[1])
-    cgroup.remove()
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(process.pid, 0)
+            except BaseException:
+                kill()
+                raise
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - started
+            busy_after = machine_busy()
+            process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: Popen must not wait
+            sampler.stop.set()
+            leftovers = _kill_leftovers(process.pid, cgroup)
+            copier.join(60)
+        user, system = usage.ru_utime, usage.ru_stime
+        escaped = 0.0
+        whole = cgroup.cpu()
+        if whole is not None and sum(whole) > user + system:
+            escaped = sum(whole) - (user + system)
+            user, system = max(user, whole[0]), max(system, whole[1])
+        tree = cgroup.peak_kib()
+    finally:
+        for fd in (*join_fds, write_end):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        cgroup.remove()
     if server is not None:
         server.settle()
     server_cpu = (server.total() - server_before) if server is not None else 0.0
     return Measurement(
         wall=wall, user=user, system=system, maxrss_kib=usage.ru_maxrss,
-        tree_pss_kib=max(sampler.peak, 0), returncode=process.returncode, timed_out=timed_out.is_set(),
-        server_cpu=server_cpu, machine_cpu=busy_after - busy_before, escaped_cpu=escaped,
-        leftovers=leftovers, stdout=stdout, stderr=stderr, load_before=load,
+        tree_kib=tree if tree is not None else sampler.peak, returncode=process.returncode,
+        timed_out=timed_out.is_set(), server_cpu=server_cpu, machine_cpu=busy_after - busy_before,
+        escaped_cpu=escaped, leftovers=leftovers, stdout=stdout, stderr=stderr, load_before=load,
     )  # fmt: skip
 
 

@@ -48,6 +48,7 @@ class Verdict:
     expected: int
     ok: int
     problems: tuple[str, ...] = ()
+    reported: int | None = None  # hosts with a result of any kind ("accounted for"), where the tool says
 
     @property
     def success(self) -> bool:
@@ -102,7 +103,8 @@ def _verdict(fleet: Fleet, by: str, states: HostState, lines: int, rc: int, sile
     if not problems and rc != 0:
         problems.append(f"exit status {rc} although every host looked fine")
     more = (f"… {len(problems) - 5} more",) if len(problems) > 5 else ()
-    return Verdict(len(fleet.hosts), ok, (*problems[:5], *more))
+    reported = sum(1 for h in fleet.hosts if (h.address if by == "address" else h.name) in states)
+    return Verdict(len(fleet.hosts), ok, (*problems[:5], *more), reported)
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -229,7 +231,7 @@ class Peer:
 
     key: str
     label: str
-    role: str  # "fleetrun" | "peer" | "reference"
+    role: str  # "fleetrun" | "variant" (fleetrun with other flags) | "peer" | "reference"
     workloads: tuple[str, ...]
     default_label: str | None  # the tool's own default parallelism, for a second row; None = no such row
     build: Callable[[Fleet, Workload, int | None, Tools], Invocation]
@@ -250,6 +252,18 @@ def _fleetrun(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools)
         if "--format" in tools.push_help:
             argv += ["--format", "json"]
     return Invocation(argv, fleet.env(), _check_fleetrun(fleet, workload))
+
+
+def _fleetrun_raw(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
+    """fleetrun without its kill-on-EOF wrapper: what the wrapper's extra processes cost the servers."""
+    invocation = _fleetrun(fleet, workload, forks, tools)
+    return Invocation([*invocation.argv, "--raw"], invocation.env, invocation.check)
+
+
+def _fleetrun_patient(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
+    """fleetrun with time to connect when hundreds of handshakes queue for two cores (the 1000-host check)."""
+    invocation = _fleetrun(fleet, workload, forks, tools)
+    return Invocation([*invocation.argv, "--connect-timeout", "60"], invocation.env, invocation.check)
 
 
 def _reference(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
@@ -308,6 +322,8 @@ def _ansible(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) 
 EXEC = ("true", "sleep", "output")
 PEERS: tuple[Peer, ...] = (
     Peer("fleetrun", "fleetrun", "fleetrun", (*EXEC, "push"), None, _fleetrun),
+    Peer("fleetrun-raw", "fleetrun --raw", "variant", ("true",), None, _fleetrun_raw),
+    Peer("fleetrun-patient", "fleetrun --connect-timeout 60", "variant", ("true",), None, _fleetrun_patient),
     Peer("paramiko", "bare paramiko loop", "reference", EXEC, None, _reference),
     Peer("sftp", "bare paramiko sftp loop", "reference", ("push",), None, _sftp),
     Peer("pdsh", "pdsh -R ssh", "peer", EXEC, "32", _pdsh, ("pdsh",)),

@@ -65,7 +65,7 @@ def summarise(raw: Path, top: int) -> str:
         rows += [f"| {n / total:.1%} | {n} | `{name}` |" for name, n in counter.most_common(top)]
         return [*rows, ""]
 
-    lines = [f"{total} samples of non-idle threads", ""]
+    lines = [f"{total} samples", ""]
     lines += table("By package (leaf frame)", package)
     lines += table("Innermost fleetrun frame on the stack", ours)
     lines += table("Self (leaf) time", leaf)
@@ -80,6 +80,9 @@ def main() -> int:
     parser.add_argument("--command", default="true")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--gil", action=argparse.BooleanOptionalAction, default=True,
+                        help="sample only the thread holding the GIL: where Python-level CPU goes (default)")
+    parser.add_argument("--native", action="store_true", help="include C frames (cryptography, OpenSSL)")
     parser.add_argument("--work", default=str(Path(__file__).resolve().parent / "work" / "profile"))
     args = parser.parse_args()
     if not PY_SPY.exists():
@@ -96,7 +99,8 @@ def main() -> int:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}
         for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
             record = [str(PY_SPY), "record", "--rate", str(args.rate), "--format", fmt, "--output",
-                      str(work / name), "--nonblocking", "--", *fleetrun]  # fmt: skip
+                      str(work / name), *(["--gil"] if args.gil else []), *(["--native"] if args.native else []),
+                      "--", *fleetrun]  # fmt: skip
             done = subprocess.run(record, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   check=False)  # fmt: skip
             if done.returncode != 0:

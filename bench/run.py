@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep rows from earlier runs in WORK/results.json that this run does not measure")
     parser.add_argument("--kex", default="curve25519-sha256",
                         help="KexAlgorithms for the OpenSSH-based tools ('default': OpenSSH's own, sntrup761x25519)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite --out from WORK/results.json; run nothing")
     parser.add_argument("--timeout", type=float, default=600, help="time box: seconds before one tool run is killed")
     parser.add_argument("--slow", type=float, default=90,
                         help="a row whose first run takes longer than this is not repeated")
@@ -168,8 +169,8 @@ class Bench:
             for key in workloads:
                 workload = WORKLOADS[key]
                 if scale_only:
-                    fleetrun = next(p for p in PEERS if p.key == "fleetrun")
-                    rows = [(fleetrun, self.args.scale_forks, str(self.args.scale_forks))]
+                    keys = [key for key in ("fleetrun", "fleetrun-patient") if key in self.args.tools]
+                    rows = [(p, self.args.scale_forks, str(self.args.scale_forks)) for p in PEERS if p.key in keys]
                 else:
                     rows = self.rows_for(workload, hosts)
                 target = fleet
@@ -261,10 +262,10 @@ class Bench:
         if workload.command is None:
             verdict = self._check_push(fleet, verdict)
         if measured.timed_out:
-            verdict = Verdict(verdict.expected, 0, (f"killed after the {self.args.timeout:g} s timeout",))
+            verdict = Verdict(verdict.expected, 0, (f"killed after the {self.args.timeout:g} s timeout",), 0)
         stderr_head = measured.stderr.read_bytes()[-4000:].decode(errors="replace")
         if "Too many open files" in stderr_head:
-            verdict = Verdict(verdict.expected, verdict.ok, (*verdict.problems, "Too many open files"))
+            verdict = replace(verdict, problems=(*verdict.problems, "Too many open files"))
         result = self._summarise(measured, verdict, busy)
         status = "ok" if verdict.success else f"FAILED {verdict.ok}/{verdict.expected}: {'; '.join(verdict.problems)}"
         print(f"  {len(fleet.hosts):>5} {workload.key:<6} {peer.label:<24} {label:<14} run {run + 1}: "
@@ -279,7 +280,8 @@ class Bench:
     def _summarise(measured: Measurement, verdict: Verdict, busy: float) -> dict[str, Any]:
         data = {key: value for key, value in asdict(measured).items() if key not in ("stdout", "stderr", "notes")}
         data.update(cpu=measured.cpu, foreign_cpu=measured.foreign_cpu, busy_before=busy, ok=verdict.ok,
-                    expected=verdict.expected, problems=list(verdict.problems), success=verdict.success)  # fmt: skip
+                    expected=verdict.expected, problems=list(verdict.problems), success=verdict.success,
+                    reported=verdict.reported)  # fmt: skip
         return data
 
     # ---- push ------------------------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ class Bench:
                 problems.append(f"{host.name}: {PUSH_REMOTE} differs from the local file")
                 bad += 1
         ok = min(verdict.ok, len(fleet.hosts) - bad)
-        return Verdict(verdict.expected, ok, tuple(problems[:5]))
+        return Verdict(verdict.expected, ok, tuple(problems[:5]), verdict.reported)
 
     # ---- start-up ------------------------------------------------------------------------------------------------
     def measure_startup(self, repeats: int = 7) -> None:
@@ -359,6 +361,7 @@ class Bench:
             data = json.loads(self.results_path.read_text())
             self.rows = data.get("rows", [])
             self.startup = data.get("startup", {})
+            self.meta = data.get("meta", {})
 
     def save(self) -> None:
         data = {"meta": self.meta, "rows": self.rows, "startup": self.startup}
@@ -375,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     bench = Bench(args)
-    if args.merge:
+    if args.merge or args.report_only:
         bench.load_previous()
+    if args.report_only:
+        Path(args.out).write_text(report.render(bench.meta, bench.rows, bench.startup, args))
+        print(f"wrote {args.out}", flush=True)
+        return 0
     bench.prepare()
     if bench.missing:
         for key, why in sorted(bench.missing.items()):
@@ -386,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.startup:
             bench.measure_startup()
-        for hosts in args.hosts:
-            bench.measure_lab(hosts, args.workloads)
+        for index, hosts in enumerate(args.hosts):
+            # The push always goes to the first 20 hosts: measure it on the first lab only.
+            workloads = tuple(w for w in args.workloads if index == 0 or WORKLOADS[w].hosts is None)
+            bench.measure_lab(hosts, workloads)
         for hosts in args.scale:
             if hosts in args.hosts and "true" in args.workloads:
                 continue  # measured with the other rows already
