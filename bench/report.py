@@ -44,7 +44,7 @@ def _row_line(row: Row, base: Row | None, meta: dict[str, Any]) -> str:
         return f"| {name} | {forks} | slower than the {meta.get('timeout', '?'):g} s time box: killed |||||||"
     if not _ok(row):
         failed = next(run for run in row["runs"] if not run["success"])
-        why = "; ".join(failed["problems"]) or f"exit {failed['returncode']}"
+        why = "; ".join(failed["problems"][:2] + failed["problems"][-1:]) or f"exit {failed['returncode']}"
         good = sum(run["success"] for run in row["runs"])
         return (f"| {name} | {forks} | **failed** ({failed['ok']}/{failed['expected']} hosts ok; {good}/"
                 f"{len(row['runs'])} runs ok): {why} |||||||")  # fmt: skip
@@ -159,7 +159,9 @@ def render(meta: dict[str, Any], rows: list[Row], startup: dict[str, Any], args:
     out = ["# fleetrun benchmark results", ""]
     if meta.get("smoke"):
         out += ["*Smoke run (N=20, one run): proves the harness works, measures nothing worth quoting.*", ""]
-    out += [f"Generated {meta.get('generated', '?')} by `{meta.get('command', 'bench/run.py')}`.", ""]
+    commands = meta.get("commands") or [meta.get("command", "bench/run.py")]
+    out += [f"Generated {meta.get('generated', '?')} by " + ", then ".join(f"`{c}`" for c in commands) + "."]
+    out += [""]
     out += ["## Machine and versions", "", "| | |", "|---|---|"]
     out += [f"| {key} | {value} |" for key, value in meta.get("machine", {}).items()]
     out += [f"| {key} | {value} |" for key, value in meta.get("versions", {}).items()]

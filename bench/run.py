@@ -123,14 +123,17 @@ class Bench:
             raise SystemExit(f"bench: fleetrun itself cannot run: {self.missing['fleetrun']}")
         if "push" in self.args.workloads:
             self.tools.push_local = self._push_file()
+        command = " ".join(["bench/run.py", *sys.argv[1:]])
+        earlier = self.meta.get("commands", []) if self.args.merge else []
         self.meta = {
             "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": command,
+            "commands": [*earlier, command],
             "machine": install.machine(),
             "versions": install.versions(self.tools),
             "forks": self.args.forks,
             "runs": self.args.runs,
-            "missing": self.missing,
+            "missing": {**(self.meta.get("missing", {}) if self.args.merge else {}), **self.missing},
             "smoke": self.args.smoke,
             "kex": self.args.kex or "OpenSSH default",
             "timeout": self.args.timeout,
