@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +26,7 @@ def _row(table: str, name: str) -> list[str]:
 
 
 def test_smoke_run_writes_a_table_with_fleetrun_and_the_reference(tmp_path: Path) -> None:
-    if not (shutil.which("sshd") or os.access("/usr/sbin/sshd", os.X_OK)):
-        pytest.skip("sshd is not installed (make sshd)")
+    # No skip without sshd: like every lab test, it then fails with the lab's "install openssh-server".
     out = tmp_path / "RESULTS.md"
     command = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out),
                "--work", str(tmp_path / "work")]  # fmt: skip

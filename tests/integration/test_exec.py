@@ -219,14 +219,20 @@ def test_output_beyond_max_output_is_truncated_visibly(lab, tmp_path):
     assert len(hosts["lab01"]["stdout"]) == 1024 and hosts["lab01"]["stdout_truncated"] is True
 
 
+def start_fleetrun(command: list[str], home: Path, pattern: str, running: int) -> subprocess.Popen[str]:
+    """Start fleetrun in the background and wait (up to 20 s) until `running` remote commands match `pattern`."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(home))
+    deadline = time.monotonic() + 20
+    while len(remote_processes(pattern)) < running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc
+
+
 def test_sigint_mid_run_prints_every_host_once_and_exits_130(lab, tmp_path):
     command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "sleep 45", "-H", "all",
                "--forks", "4"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
-    deadline = time.monotonic() + 20
-    while len(remote_processes("^sleep 45$")) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc = start_fleetrun(command, tmp_path, "^sleep 45$", 4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
@@ -372,11 +378,7 @@ def test_commands_run_in_the_login_shell_exactly_as_ssh_runs_them(lab, tmp_path)
 def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_path):
     command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "sleep 44", "-H", "all",
                "--forks", "3", "--format", "json"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
-    deadline = time.monotonic() + 20
-    while len(remote_processes("^sleep 44$")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc = start_fleetrun(command, tmp_path, "^sleep 44$", 3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
@@ -387,11 +389,7 @@ def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_pa
     # A command that ignores TERM keeps its host busy for the wrapper's 2 s grace before KILL: the first
     # Ctrl-C waits for that, a second one must not.
     stubborn = [*command[:6], "trap '' TERM; while :; do sleep 1; done", *command[7:]]
-    proc = subprocess.Popen(stubborn, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
-    deadline = time.monotonic() + 20
-    while len(remote_processes("^sleep 1$")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc = start_fleetrun(stubborn, tmp_path, "^sleep 1$", 3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     assert proc.poll() is None, "still cancelling after the first Ctrl-C"
