@@ -8,6 +8,7 @@ import posixpath
 import secrets
 import shlex
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -154,7 +155,7 @@ def transfer_result(host: Host, session: Session, mover: Mover) -> HostResult:
     except (TransferError, OSError, EOFError) as error:
         return failure_result(host, session, error, mover.details)
     except Exception as error:
-        if session.transport.is_active():
+        if _still_connected(session, patient=True):
             raise  # a bug of ours: the pool reports it as this host's internal error
         return failure_result(host, session, error, mover.details)  # e.g. paramiko's SSHException
     finally:
@@ -162,9 +163,20 @@ def transfer_result(host: Host, session: Session, mover: Mover) -> HostResult:
     return HostResult(host, Outcome.OK, changed=changed, details=tuple(mover.details))
 
 
+def _still_connected(session: Session, *, patient: bool) -> bool:
+    """Whether the SSH connection is alive. For errors that are not SFTP status replies, give paramiko's
+    reader thread a moment: a write can fail on a closed channel just before it marks the link dead."""
+    deadline = time.monotonic() + (0.5 if patient else 0.0)
+    while session.transport.is_active():
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def failure_result(host: Host, session: Session, error: BaseException, details: Sequence[str]) -> HostResult:
     """One host's failed transfer as a result: a lost connection is 'unreachable', the rest 'failed'."""
-    if not session.transport.is_active():
+    if not _still_connected(session, patient=not isinstance(error, TransferError)):
         lost = "connection lost during the transfer"
         return HostResult(host, Outcome.UNREACHABLE, error=lost, details=tuple(details))
     text = str(error) if isinstance(error, TransferError) else describe(error, "transfer")

@@ -235,6 +235,8 @@ class _Pusher:
                     for start in range(0, len(chunk), CHUNK):
                         target.write(chunk[start : start + CHUNK])
         except OSError as error:
+            if getattr(error, "errno", None) is None and str(error) not in ("Failure", ""):
+                raise  # not an SFTP status reply ("Socket is closed"...): transfer_result tells if the link died
             raise TransferError(self._explain_write_error(error, temp)) from None
 
     def _explain_write_error(self, error: OSError, temp: str) -> str:
