@@ -1,0 +1,222 @@
+"""One authenticated connection: run a command draining both streams, stop it, open SFTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
+
+from fleetrun.cancel import Cancel
+from fleetrun.errors import HostFailure
+from fleetrun.models import Host, Outcome
+from fleetrun.ssh.wrapper import wrap_command
+
+OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
+
+READ_SIZE = 65536
+STOP_GRACE = 2.0  # seconds to wait for the remote side to exit after we sent EOF
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a remote command ended, before it is turned into a HostResult."""
+
+    ended: str  # "exited" | "timeout" | "cancelled" | "lost"
+    exit_code: int | None
+    signal: str | None
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+def _handle_channel_request(chan: paramiko.Channel, message: paramiko.Message) -> None:
+    """Like paramiko's handler, but also records `exit-signal`, which paramiko ignores."""
+    start = message.packet.tell()
+    if message.get_text() == "exit-signal":
+        message.get_boolean()  # want_reply: never set for exit-signal
+        chan.fleetrun_exit_signal = message.get_text()  # type: ignore[attr-defined]
+        chan.status_event.set()
+        return
+    message.packet.seek(start)
+    paramiko.Channel._handle_request(chan, message)  # type: ignore[attr-defined]
+
+
+HANDLERS = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _handle_channel_request}  # type: ignore[attr-defined]
+
+
+class Session:
+    """An authenticated SSH connection to one host; owned by one worker thread, closed in `finally`."""
+
+    def __init__(self, host: Host, transport: paramiko.Transport, timeout: float) -> None:
+        self.host = host
+        self.transport = transport
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def open_sftp(self) -> paramiko.SFTPClient:
+        client = paramiko.SFTPClient.from_transport(self.transport)
+        if client is None:
+            raise HostFailure(Outcome.UNREACHABLE, "the server refused the SFTP subsystem")
+        return client
+
+    def run(
+        self,
+        command: str,
+        *,
+        cancel: Cancel,
+        timeout: float | None = None,
+        max_output: int = 4 << 20,
+        on_output: OutputCallback | None = None,
+        raw: bool = False,
+    ) -> ExecResult:
+        """Run one command, draining stdout and stderr together until it exits, times out or is cancelled."""
+        try:
+            chan = self.transport.open_session(timeout=self._timeout)
+            chan.exec_command(command if raw else wrap_command(command))
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {error}") from None
+        stdout, stderr = _Capture(max_output), _Capture(max_output)
+        waker, handle = _watch(chan, cancel)
+        try:
+            ended = self._pump(chan, waker, stdout, stderr, cancel, timeout, on_output)
+            if ended != "exited":
+                # EOF on stdin is the wrapper's signal to kill the process group; give it a moment.
+                _stop_remote(chan, waker, stdout, stderr, on_output)
+            elif not chan.status_event.wait(self._timeout):
+                ended = "lost"
+        finally:
+            cancel.remove_callback(handle)
+            chan.close()
+        signal = getattr(chan, "fleetrun_exit_signal", None)
+        exit_code = chan.exit_status if chan.exit_status >= 0 else None
+        if ended == "exited" and exit_code is None and signal is None:
+            ended = "lost"  # the channel closed without telling how the command ended
+        return ExecResult(
+            ended=ended,
+            exit_code=exit_code,
+            signal=signal,
+            stdout=bytes(stdout.data),
+            stderr=bytes(stderr.data),
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+        )
+
+    def _pump(
+        self,
+        chan: paramiko.Channel,
+        waker: _Waker,
+        stdout: _Capture,
+        stderr: _Capture,
+        cancel: Cancel,
+        timeout: float | None,
+        on_output: OutputCallback | None,
+    ) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waker.rearm()  # before draining: anything arriving from here on sets it again
+            _drain(chan, stdout, stderr, on_output)
+            if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+                return "exited"
+            if chan.closed or not self.transport.is_active():
+                _drain(chan, stdout, stderr, on_output)
+                return "exited" if chan.exit_status >= 0 else "lost"
+            if cancel.is_set():
+                return "cancelled"
+            wait = None if deadline is None else deadline - time.monotonic()
+            if (wait is not None and wait <= 0) or not waker.wait(wait):
+                return "timeout"
+
+
+class _Capture:
+    """Keeps the first `limit` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.data += chunk
+
+
+class _Waker:
+    """Wakes the reading worker when a channel buffer gets data, EOF or closes, or the run is cancelled.
+
+    Given to paramiko's buffers in place of the pipe that `Channel.fileno()` builds: that pipe merges
+    stdout and stderr readiness without a lock, and a set racing a clear can leave it clear with data
+    waiting, so `select` sleeps forever. Here paramiko may only set; the reader clears before it drains,
+    so a wake-up can never be lost. It also costs no file descriptors.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def clear(self) -> None:
+        pass  # paramiko clears when a buffer runs empty; the reader decides instead (see above)
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.event.wait(timeout)
+
+    def rearm(self) -> None:
+        self.event.clear()
+
+
+def _watch(chan: paramiko.Channel, cancel: Cancel) -> tuple[_Waker, int]:
+    waker = _Waker()
+    chan.in_buffer.set_event(waker)  # type: ignore[arg-type]
+    chan.in_stderr_buffer.set_event(waker)  # type: ignore[arg-type]
+    return waker, cancel.add_callback(waker.set)
+
+
+def _drain(
+    chan: paramiko.Channel, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
+) -> None:
+    """Read whatever both streams hold right now; reading both is what keeps the window open."""
+    streams = (
+        ("stdout", chan.recv_ready, chan.recv, stdout),
+        ("stderr", chan.recv_stderr_ready, chan.recv_stderr, stderr),
+    )
+    for name, ready, receive, capture in streams:
+        while ready():
+            chunk = receive(READ_SIZE)
+            if not chunk:
+                break
+            capture.add(chunk)
+            if on_output is not None:
+                on_output(name, chunk)
+
+
+def _stop_remote(
+    chan: paramiko.Channel, waker: _Waker, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
+) -> None:
+    """Send EOF (the wrapper then kills the process group) and drain until it closes or the grace ends."""
+    try:
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        return
+    end = time.monotonic() + STOP_GRACE
+    while not chan.closed and not chan.eof_received:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return
+        waker.rearm()
+        _drain(chan, stdout, stderr, on_output)
+        waker.wait(remaining)
+    _drain(chan, stdout, stderr, on_output)
