@@ -25,6 +25,20 @@ class Host:
     known_hosts: tuple[str, ...] = ()  # extra known_hosts files, besides ~/.ssh/known_hosts
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Which connection settings the inventory (or the command line) set for this host; the others may still
+    # come from ssh_config, which ranks below the inventory (issue 9).
+    explicit: frozenset[str] = frozenset()
+    # ProxyJump hops as written ("[user@]host[:port]"), visited first to last; () means explicitly none,
+    # None means not set here (ssh_config may set it). Exclusive with proxy_command (issue 9).
+    jump: tuple[str, ...] | None = None
+    proxy_command: str | None = None
+    # sudo (issue 10): run the command as become_user through sudo; the password from one of the two sources.
+    become: bool = False
+    become_user: str | None = None
+    become_password_env: str | None = None
+    become_password_file: str | None = None
+    # Environment variables exported to the remote command (issue 14).
+    env: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 class Outcome(str, Enum):
