@@ -43,7 +43,7 @@ class Redactor:
         two at its end; the piece of it that is there is masked too."""
         if self._bytes is None:
             return data
-        masked = self._bytes.sub(_MASK_BYTES, data)
+        masked = self._bytes.sub(_MASK_BYTES, data) if self._holds_secret(data) else data
         if cut:
             start = self._partial_tail(masked)
             if start < len(masked):
@@ -65,6 +65,11 @@ class Redactor:
             error=None if result.error is None else self.text(result.error),
             details=tuple(self.text(line) for line in result.details),
         )
+
+    def _holds_secret(self, data: bytes) -> bool:
+        # A substring test per secret runs at memory speed; the regex alternation of several secrets is ten
+        # times slower, and most output holds no secret at all.
+        return any(secret in data for secret in self._encoded)
 
     def _partial_tail(self, data: bytes) -> int:
         """Where the longest end of `data` that is the start of a secret (but not a whole one) begins;
@@ -97,6 +102,9 @@ class StreamRedactor:
         # From `hold` on, the data may be the start of a secret that continues in the next chunk. Before it,
         # every position is decided: a secret starting there lies wholly in `data` or not at all.
         hold = self._redactor._partial_tail(data)
+        if not self._redactor._holds_secret(data):
+            self._pending = data[hold:]
+            return data[:hold]
         parts: list[bytes] = []
         position = 0
         for match in pattern.finditer(data):
