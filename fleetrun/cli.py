@@ -314,10 +314,15 @@ def lab_up(count: int, directory: str) -> int:
     lab = start_lab(count, Path(directory).resolve())
     err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
+
+    def shown(path: Path) -> str:  # as typed when it is under the current directory: shorter to copy
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd().resolve()) else str(path)
+
+    # All the hosts run on this machine: $FLEETRUN_LAB_HOST is what tells them apart.
     err.write(
         f"started {len(lab.hosts)} hosts ({lab.hosts[0].address} … {lab.hosts[-1].address}), {srv}\n"
-        f"try:  fleetrun exec -i {lab.inventory} 'hostname; uptime' --hosts all\n"
-        f"stop: fleetrun lab down --dir {lab.directory}\n"
+        f"try:  fleetrun exec -i {shown(lab.inventory)} 'echo $FLEETRUN_LAB_HOST; uptime' --hosts all\n"
+        f"stop: fleetrun lab down --dir {shown(lab.directory)}\n"
     )
     return int(ExitStatus.OK)
 
