@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -42,8 +42,9 @@ class RunOptions:
     deadline: float | None = None  # whole run, seconds from start
     max_output: int = 4 << 20  # per stream per host
     host_key_checking: str = "yes"
-    key_passphrase: str | None = None
-    password: str | None = None  # from --ask-pass: for hosts without a password source of their own
+    # Secrets: never in a repr, so no log line or debugger print of the options can show them.
+    key_passphrase: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)  # --ask-pass: for hosts without a source of their own
     use_agent: bool = True
     raw: bool = False
 

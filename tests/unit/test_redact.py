@@ -34,6 +34,12 @@ def test_text_and_bytes_are_masked_longest_first():
     assert Redactor(["pässwörd"]).data("x pässwörd y".encode()) == b"x *** y"
 
 
+def test_run_options_never_show_their_secrets():
+    options = RunOptions(key_passphrase=PASSPHRASE, password=SECRET)
+    assert PASSPHRASE not in repr(options) and SECRET not in repr(options)
+    assert options.password == SECRET
+
+
 def test_no_secrets_changes_nothing():
     redactor = Redactor([None, ""])
     assert not redactor
