@@ -9,10 +9,18 @@ LAB    := .lab/demo
 
 all: test
 
+# pip's own lines (one per package) show that something is happening: the first run takes about a minute.
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): fleetrun and its test tools (first run only, about a minute)"
+	@if ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing python3-venv (needed to create $(VENV))"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	fi
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+	@echo "$(VENV) is ready: $(BIN)/fleetrun is the command (see README, Install, to put it on your PATH)"
 
 # The lab, the tests and the demo run real OpenSSH servers; install them when missing and we may.
 sshd:
@@ -39,12 +47,23 @@ unit: $(STAMP)
 integration: $(STAMP) sshd
 	$(BIN)/pytest -q tests/integration
 
+# The lab's hosts all run on this machine, so the demo prints each one's $FLEETRUN_LAB_HOST to tell them apart.
+DEMO_COMMAND := echo $$FLEETRUN_LAB_HOST; uptime
+DEMO_SHOWN   := echo \$$FLEETRUN_LAB_HOST; uptime
 demo: $(STAMP) sshd
 	@$(BIN)/fleetrun lab down --dir $(LAB) >/dev/null 2>&1 || true
-	$(BIN)/fleetrun lab up 5 --dir $(LAB)
+	@echo "== make demo: 5 real sshd hosts on loopback, one command on all of them, then the lab is stopped again"
+	@mkdir -p $(dir $(LAB))
+	@$(BIN)/fleetrun lab up 5 --dir $(LAB) 2>$(LAB).log || { status=$$?; cat $(LAB).log; exit $$status; }; \
+	head -n 1 $(LAB).log  # its "try:" hint would point at a lab the demo stops: the end says how to keep one
+	@echo "\$$ fleetrun exec -i $(LAB)/inventory.yaml '$(DEMO_SHOWN)' --hosts all"
 	@status=0; \
-	$(BIN)/fleetrun exec -i $(LAB)/inventory.yaml 'hostname; uptime' --hosts all || status=$$?; \
+	$(BIN)/fleetrun exec -i $(LAB)/inventory.yaml '$(DEMO_COMMAND)' --hosts all || status=$$?; \
 	$(BIN)/fleetrun lab down --dir $(LAB); \
+	echo "== the demo's lab is stopped. To keep one running and try things yourself:"; \
+	echo "     $(BIN)/fleetrun lab up 5 --dir .lab/try"; \
+	echo "     $(BIN)/fleetrun exec -i .lab/try/inventory.yaml '$(DEMO_SHOWN)' --hosts all"; \
+	echo "     $(BIN)/fleetrun lab down --dir .lab/try"; \
 	exit $$status
 
 bench: $(STAMP) sshd
@@ -52,4 +71,5 @@ bench: $(STAMP) sshd
 
 clean:
 	-$(BIN)/fleetrun lab down --dir $(LAB) 2>/dev/null
+	-$(BIN)/fleetrun lab down --dir .lab/try 2>/dev/null
 	rm -rf $(VENV) .lab .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -88,12 +88,9 @@ def run_options(function: F) -> F:
 
 
 def _read_secret_env(name: str | None, what: str) -> str | None:
-    if name is None:
-        return None
-    value = os.environ.get(name)
-    if not value:
-        raise UsageError(f"{what}: environment variable {name} is not set or empty")
-    return value
+    from fleetrun.secrets import read_env_secret
+
+    return read_env_secret(name, what)  # taken out of the environment, and masked wherever it would show
 
 
 def _ask_password(ask: bool) -> str | None:
@@ -101,7 +98,18 @@ def _ask_password(ask: bool) -> str | None:
         return None
     if not sys.stdin.isatty():
         raise UsageError("--ask-pass needs a terminal; without one use password_env or password_file in the inventory")
-    return getpass.getpass("SSH password: ")
+    from fleetrun.secrets import remember
+
+    password = getpass.getpass("SSH password: ")
+    remember(password)
+    return password
+
+
+def _masked(text: str) -> str:
+    """`text` with every secret this process read masked: an error's text may come from anywhere."""
+    from fleetrun.secrets import redact
+
+    return redact(text)
 
 
 def _output_format(params: dict[str, Any]) -> str:
@@ -306,10 +314,15 @@ def lab_up(count: int, directory: str) -> int:
     lab = start_lab(count, Path(directory).resolve())
     err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
+
+    def shown(path: Path) -> str:  # as typed when it is under the current directory: shorter to copy
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd().resolve()) else str(path)
+
+    # All the hosts run on this machine: $FLEETRUN_LAB_HOST is what tells them apart.
     err.write(
         f"started {len(lab.hosts)} hosts ({lab.hosts[0].address} … {lab.hosts[-1].address}), {srv}\n"
-        f"try:  fleetrun exec -i {lab.inventory} 'hostname; uptime' --hosts all\n"
-        f"stop: fleetrun lab down --dir {lab.directory}\n"
+        f"try:  fleetrun exec -i {shown(lab.inventory)} 'echo $FLEETRUN_LAB_HOST; uptime' --hosts all\n"
+        f"stop: fleetrun lab down --dir {shown(lab.directory)}\n"
     )
     return int(ExitStatus.OK)
 
@@ -342,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         error.show(err)
         status = ExitStatus.USAGE if error.exit_code == 2 else error.exit_code
     except FleetrunError as error:
-        err.write(f"fleetrun: error: {error}\n")
+        err.write(f"fleetrun: error: {_masked(str(error))}\n")
         status = error.exit_status
     except KeyboardInterrupt:
         err.write("fleetrun: interrupted\n")
@@ -352,9 +365,13 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = ExitStatus.OK
     except Exception as error:
+        hint = " (set FLEETRUN_DEBUG=1 for a traceback)"
         if os.environ.get("FLEETRUN_DEBUG"):
-            raise
-        name = error.__class__.__name__
-        err.write(f"fleetrun: internal error: {name}: {error} (set FLEETRUN_DEBUG=1 for a traceback)\n")
+            import traceback
+
+            # Printed here rather than re-raised: a traceback shows the error's text, which may hold a secret.
+            err.write(_masked("".join(traceback.format_exception(error))))
+            hint = ""
+        err.write(_masked(f"fleetrun: internal error: {error.__class__.__name__}: {error}{hint}\n"))
         status = ExitStatus.INTERNAL
     sys.exit(int(status or 0))

@@ -21,8 +21,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fleetrun.errors import InventoryError, UsageError
+from fleetrun.hostnames import expand_ranges
 from fleetrun.models import Host
-from fleetrun.selection import expand_ranges
 
 # The C parser is ~10x faster; only its node tree is used, nothing gets constructed from tags.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -19,6 +19,7 @@ from fleetrun.errors import HostFailure
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
+from fleetrun.redact import Redactor
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ class RunOptions:
     deadline: float | None = None  # whole run, seconds from start
     max_output: int = 4 << 20  # per stream per host
     host_key_checking: str = "yes"
-    key_passphrase: str | None = None
-    password: str | None = None  # from --ask-pass: for hosts without a password source of their own
+    # Secrets: never in a repr, so no log line or debugger print of the options can show them.
+    key_passphrase: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)  # --ask-pass: for hosts without a source of their own
     use_agent: bool = True
     raw: bool = False
 
@@ -174,20 +176,40 @@ class _LineSplitter:
             self.pending = b""
 
 
+class _OutputTap:
+    """What the session calls with each chunk: secrets masked first, then the raw sink and the line splitters.
+
+    Masking holds back the end of a chunk that could be the start of a secret; `finish`, once the command
+    is over and before the sink closes, passes that on.
+    """
+
+    def __init__(self, splitters: dict[str, _LineSplitter], sink: OutputSink | None, redactor: Redactor) -> None:
+        self.splitters, self.sink = splitters, sink
+        self.masks = {name: redactor.stream() for name in ("stdout", "stderr")}
+
+    def __call__(self, stream: str, chunk: bytes) -> None:
+        self._deliver(stream, self.masks[stream].feed(chunk))
+
+    def finish(self) -> None:
+        for stream, mask in self.masks.items():
+            self._deliver(stream, mask.flush())
+
+    def _deliver(self, stream: str, data: bytes) -> None:
+        if not data:
+            return
+        if self.sink is not None:
+            self.sink.write(stream, data)  # before the splitter: the raw copy is complete whatever the screen does
+        if self.splitters:
+            self.splitters[stream].feed(data)
+
+
 def _output_callback(
-    splitters: dict[str, _LineSplitter], sink: OutputSink | None
-) -> Callable[[str, bytes], None] | None:
-    """What the session calls with each chunk: the line splitters, the raw sink, both or neither."""
+    splitters: dict[str, _LineSplitter], sink: OutputSink | None, redactor: Redactor | None = None
+) -> _OutputTap | None:
+    """The session's output callback: the line splitters, the raw sink, both or neither."""
     if not splitters and sink is None:
         return None
-
-    def on_output(stream: str, chunk: bytes) -> None:
-        if sink is not None:
-            sink.write(stream, chunk)  # before the splitter: the raw copy is complete whatever the screen does
-        if splitters:
-            splitters[stream].feed(chunk)
-
-    return on_output
+    return _OutputTap(splitters, sink, redactor or Redactor())
 
 
 @contextmanager
@@ -232,15 +254,22 @@ def execute(
     `sinks`, when given, makes one OutputSink per started host that gets every chunk of its output as it
     arrives on the worker, uncapped by --max-output (for --out-dir), and is closed before the host's result.
     """
+    from fleetrun import secrets
+
     started = time.monotonic()
     warn_lock = threading.Lock()
+    passwords = resolve_passwords(hosts, options.password)
+    for secret in (options.key_passphrase, options.password):
+        secrets.remember(secret)
+    # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
+    # error lines, details and warnings. New secret sources only need to call secrets.remember().
+    redactor = Redactor(secrets.held())
 
     def warn(message: str) -> None:
         with warn_lock:
-            err.write(f"fleetrun: warning: {message}\n")
+            err.write(f"fleetrun: warning: {redactor.text(message)}\n")
             err.flush()
 
-    passwords = resolve_passwords(hosts, options.password)
     settings = connect_settings(hosts, options, warn)
     forks = fit_forks(options.forks, len(hosts), warn)
     from fleetrun.ssh import connect
@@ -260,7 +289,8 @@ def execute(
         if renderer.wants_lines:
             splitters = {name: _LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
         sink = sinks(host) if sinks is not None else None
-        context = HostContext(options, cancel, _output_callback(splitters, sink))
+        tap = _output_callback(splitters, sink, redactor)
+        context = HostContext(options, cancel, tap)
         try:
             session = connect(host, settings, passwords.get(host.name), cancel)
             try:
@@ -270,10 +300,13 @@ def execute(
         except HostFailure as failure:
             result = HostResult(host, failure.outcome, error=failure.message)
         finally:
+            if tap is not None:
+                tap.finish()
             if sink is not None:
                 sink.close()
         for splitter in splitters.values():
             splitter.flush()
+        result = redactor.result(result)
         if result.outcome is Outcome.CANCELLED and cancel.reason == "deadline":
             result = replace(result, outcome=Outcome.TIMEOUT, error="the run's --deadline was reached")
         return replace(result, duration=time.monotonic() - begin)
@@ -284,7 +317,8 @@ def execute(
 
     def crashed(host: Host, error: BaseException) -> HostResult:
         # A bug of ours on one host must not take the others down; say what it was so it can be reported.
-        return HostResult(host, Outcome.FAILED, error=f"internal error: {error.__class__.__name__}: {error}")
+        message = redactor.text(f"internal error: {error.__class__.__name__}: {error}")
+        return HostResult(host, Outcome.FAILED, error=message)
 
     def handle(event: object) -> None:
         if isinstance(event, _Lines):

@@ -1,36 +1,93 @@
-"""Password sources (an environment variable or a private file) and redaction of secrets from text."""
+"""Password sources (an environment variable or a private file), and the secrets this process holds."""
 
 from __future__ import annotations
 
 import os
-import re
 import stat
+import threading
 from collections.abc import Iterable
 
 from fleetrun.errors import SecretError
 from fleetrun.models import Host
+from fleetrun.redact import Redactor
 
 MAX_PASSWORD_FILE = 64 * 1024  # a password file holds one line; anything bigger is the wrong file
+
+# Every secret read so far (passwords, passphrases; sudo passwords later), in the order read. Whatever reads
+# a secret calls remember(), and everything fleetrun prints or writes is masked with these: the renderers
+# through the runner, and cli.main's error lines, whose exception may come from anywhere.
+_lock = threading.Lock()
+_held: dict[str, None] = {}
+# Variables taken out of os.environ (so child processes never inherit them), with their values: several
+# hosts may name the same variable, and each must still find it.
+_taken: dict[str, str] = {}
+
+
+def remember(secret: str | None) -> None:
+    """Record a secret in use, so that it is masked wherever fleetrun would show it."""
+    if secret:
+        with _lock:
+            _held[secret] = None
+
+
+def held() -> tuple[str, ...]:
+    """The secrets remembered so far."""
+    with _lock:
+        return tuple(_held)
+
+
+def forget_all() -> None:
+    """Drop every remembered secret and taken variable (for tests: one process, many runs)."""
+    with _lock:
+        _held.clear()
+        _taken.clear()
+
+
+def take_env(name: str) -> str | None:
+    """The value of environment variable `name`, removed from os.environ so that no child process (a
+    ProxyCommand, ssh -G) inherits it; None when it is not set and was never taken. Not remembered."""
+    with _lock:
+        value = os.environ.pop(name, None)
+        if value is None:
+            return _taken.get(name)
+        _taken[name] = value
+        return value
+
+
+def read_env_secret(name: str | None, what: str) -> str | None:
+    """A secret (e.g. --key-passphrase-env's) from environment variable `name`, taken and remembered;
+    None when no variable is named. Raises SecretError when it is unset or empty."""
+    if name is None:
+        return None
+    value = take_env(name)
+    if not value:
+        raise SecretError(f"{what}: environment variable {name} is not set or empty")
+    remember(value)
+    return value
 
 
 def read_password(host: Host) -> str | None:
     """The password for `host` from password_env or else password_file; None when neither is set.
 
     Raises SecretError naming the host and the variable or file (never the value) when the source is unusable.
-    One trailing newline is dropped, since `echo secret > file` and editors add one.
+    The password is the first line: what follows a newline (`echo secret > file` adds one, a note on a second
+    line is common) is never sent. The variable is taken out of the environment (see take_env), and the
+    password is remembered for masking.
     """
     if host.password_env:
-        value = os.environ.get(host.password_env)
+        value = take_env(host.password_env)
         where = f"host {host.name}: password_env names the environment variable {host.password_env}, which"
         if value is None:
             raise SecretError(f"{where} is not set; export it before running fleetrun")
-        value = _strip_newline(value)
-        if not value:
-            raise SecretError(f"{where} is empty; set it to the password")
-        return value
-    if host.password_file:
-        return _read_private_file(f"host {host.name}", host.password_file)
-    return None
+        password = _first_line(value)
+        if not password:
+            raise SecretError(f"{where} {_why_empty(value)}; set it to the password")
+    elif host.password_file:
+        password = _read_private_file(f"host {host.name}", host.password_file)
+    else:
+        return None
+    remember(password)
+    return password
 
 
 def _read_private_file(name: str, path: str) -> str:
@@ -54,11 +111,12 @@ def _read_private_file(name: str, path: str) -> str:
         raise SecretError(f"{name}: password_file {path} is larger than {MAX_PASSWORD_FILE} bytes; "
                           "it should hold only the password")
     try:
-        value = _strip_newline(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretError(f"{name}: password_file {path} is not UTF-8 text; save it as UTF-8") from None
+    value = _first_line(text)
     if not value:
-        raise SecretError(f"{name}: password_file {path} is empty; write the password into it")
+        raise SecretError(f"{name}: password_file {path} {_why_empty(text)}; write the password on its first line")
     return value
 
 
@@ -74,16 +132,17 @@ def _check_private(info: os.stat_result, name: str, path: str) -> None:
                           f"(uid {os.geteuid()}); use a file of your own and chmod 600 {path}")
 
 
-def _strip_newline(value: str) -> str:
-    if value.endswith("\r\n"):
-        return value[:-2]
-    return value[:-1] if value.endswith("\n") else value
+def _first_line(value: str) -> str:
+    """Up to the first newline, without the carriage return of a CRLF file."""
+    line = value.split("\n", 1)[0]
+    return line[:-1] if line.endswith("\r") else line
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each non-empty secret replaced by ***."""
-    # Longest first, in one pass: a secret that contains another must not be left half masked.
-    unique = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
-    if not unique:
-        return text
-    return re.sub("|".join(re.escape(secret) for secret in unique), "***", text)
+def _why_empty(value: str) -> str:
+    return "is empty" if not value.strip("\r\n") else "starts with an empty line"
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """`text` with every occurrence of each non-empty secret replaced by ***; by default every secret
+    remembered so far."""
+    return Redactor(held() if secrets is None else secrets).text(text)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import itertools
-import math
 import re
 from typing import TYPE_CHECKING
 
 from fleetrun.errors import SelectionError
+from fleetrun.hostnames import expand_ranges
 from fleetrun.models import Host
 
-if TYPE_CHECKING:  # inventory imports expand_ranges from here: its names use the same range syntax
+if TYPE_CHECKING:
     from fleetrun.inventory import Inventory
 
 _OPERATORS = ",&!"  # union, intersection, difference
-_RANGE_ITEM = re.compile(r"([0-9]+)(?:[:-]([0-9]+))?\Z")
-MAX_RANGE = 100_000  # a typo like web[1:10000000] must fail fast, not eat the memory
 
 
 def select(inventory: Inventory, pattern: str) -> list[Host]:
@@ -109,39 +106,3 @@ def _match(inventory: Inventory, atom: str, pattern: str) -> set[str]:
         raise SelectionError(f"no host or group matches {atom!r}{hint}")
     return found
 
-
-def expand_ranges(text: str) -> list[str]:
-    """`web[01:03,7].lan` -> web01.lan web02.lan web03.lan web7.lan (`-` works as `:`); ValueError if bad."""
-    if "[" not in text and "]" not in text:
-        return [text]
-    parts = re.split(r"(\[[^\[\]]*\])", text)
-    choices: list[list[str]] = []
-    for index, part in enumerate(parts):
-        if index % 2:
-            choices.append(_expand_bracket(part, text))
-        elif "[" in part or "]" in part:
-            raise ValueError(f"unbalanced bracket in {text!r}")
-        else:
-            choices.append([part])
-    if math.prod(len(choice) for choice in choices) > MAX_RANGE:
-        raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
-    return ["".join(combination) for combination in itertools.product(*choices)]
-
-
-def _expand_bracket(bracket: str, text: str) -> list[str]:
-    names: list[str] = []
-    for item in bracket[1:-1].split(","):
-        match = _RANGE_ITEM.match(item.strip())
-        if not match:
-            raise ValueError(f"malformed range {bracket!r} in {text!r}: use digits, e.g. [01:12] or [1-3,7]")
-        start, end = match.group(1), match.group(2)
-        if end is None:
-            names.append(start)
-        elif int(start) > int(end):
-            raise ValueError(f"range {bracket!r} in {text!r} goes backwards: put the smaller bound first")
-        elif int(end) - int(start) >= MAX_RANGE:
-            raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
-        else:
-            # The start bound's width sets the zero padding: [01:12] gives 01..12, [1:12] gives 1..12.
-            names.extend(str(n).zfill(len(start)) for n in range(int(start), int(end) + 1))
-    return names

@@ -8,9 +8,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from fleetrun.hostnames import fold
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import decode, paint, status_text, summary_line
-from fleetrun.output.hostlist import fold
 
 STDERR_TAIL_LINES = 3  # stderr lines shown per failing host without -v; all of it is in -v, --out-dir, JSON
 STDERR_TAIL_WIDTH = 200

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from fleetrun import secrets
 from fleetrun.errors import SecretError, UsageError
 from fleetrun.models import Host
-from fleetrun.secrets import MAX_PASSWORD_FILE, read_password, redact
+from fleetrun.secrets import MAX_PASSWORD_FILE, read_env_secret, read_password, redact
 
 SECRET = "s3cr3t-Hunter2"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets():
+    secrets.forget_all()
+    yield
+    secrets.forget_all()
 
 
 def host(password_env: str | None = None, password_file: str | None = None) -> Host:
@@ -47,9 +55,41 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert read_password(host(password_env="FLEET_PW")) == SECRET
 
 
-def test_environment_value_loses_one_trailing_newline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEET_PW", SECRET + "\n\n")
-    assert read_password(host(password_env="FLEET_PW")) == SECRET + "\n"
+@pytest.mark.parametrize("value", [SECRET + "\n", SECRET + "\n\n", SECRET + "\r\n", SECRET + "\nnote: rotate in May\n"])
+def test_environment_value_is_its_first_line(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("FLEET_PW", value)
+    assert read_password(host(password_env="FLEET_PW")) == SECRET
+
+
+def test_environment_variable_is_taken_out_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_PW", SECRET)
+    assert read_password(host(password_env="FLEET_PW")) == SECRET
+    assert "FLEET_PW" not in os.environ  # a ProxyCommand or ssh -G started later never inherits it
+    # Several hosts name the same variable: the second one still gets the password.
+    assert read_password(Host(name="web02", address="10.0.0.2", password_env="FLEET_PW")) == SECRET
+    monkeypatch.setenv("FLEET_PW", "rotated")  # set again later in this process: the new value wins
+    assert read_password(host(password_env="FLEET_PW")) == "rotated"
+    assert "FLEET_PW" not in os.environ
+
+
+def test_passwords_read_are_remembered_for_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_PW", "from-env\nnote")
+    read_password(host(password_env="FLEET_PW"))
+    read_password(host(password_file=str(password_file(tmp_path, SECRET + "\nsecond line\n"))))
+    assert secrets.held() == ("from-env", SECRET)
+    assert redact(f"a from-env b {SECRET} c note") == "a *** b *** c note"
+
+
+def test_env_secret_for_a_key_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert read_env_secret(None, "--key-passphrase-env") is None
+    monkeypatch.setenv("KEY_PASS", "pass phrase")
+    assert read_env_secret("KEY_PASS", "--key-passphrase-env") == "pass phrase"
+    assert "KEY_PASS" not in os.environ and secrets.held() == ("pass phrase",)
+    monkeypatch.setenv("EMPTY", "")
+    for name in ("EMPTY", "UNSET_FLEET_VARIABLE"):
+        with pytest.raises(SecretError) as caught:
+            read_env_secret(name, "--key-passphrase-env")
+        assert str(caught.value) == f"--key-passphrase-env: environment variable {name} is not set or empty"
 
 
 def test_environment_variable_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,10 +99,11 @@ def test_environment_variable_missing(monkeypatch: pytest.MonkeyPatch) -> None:
                        "export it before running fleetrun")
 
 
-@pytest.mark.parametrize("value", ["", "\n"])
-def test_environment_variable_empty(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+@pytest.mark.parametrize(("value", "why"), [("", "is empty"), ("\n", "is empty"),
+                                          ("\n" + SECRET, "starts with an empty line")])
+def test_environment_variable_empty(monkeypatch: pytest.MonkeyPatch, value: str, why: str) -> None:
     monkeypatch.setenv("FLEET_PW", value)
-    assert "FLEET_PW, which is empty" in refused(host(password_env="FLEET_PW"))
+    assert f"FLEET_PW, which {why}; set it to the password" in refused(host(password_env="FLEET_PW"))
 
 
 def test_environment_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,11 +124,13 @@ def test_from_private_file(tmp_path: Path, mode: int) -> None:
     (SECRET, SECRET),
     (SECRET + "\n", SECRET),
     (SECRET + "\r\n", SECRET),
-    (SECRET + "\n\n", SECRET + "\n"),
+    (SECRET + "\n\n", SECRET),
+    (SECRET + "\nnote: the old one was hunter1\n", SECRET),  # printf 'pw\nnote\n': only the first line is sent
+    (SECRET + "\r\nsecond\r\n", SECRET),
     (" " + SECRET + " \n", " " + SECRET + " "),
     ("pässwörd\n", "pässwörd"),
 ])
-def test_file_loses_exactly_one_trailing_newline(tmp_path: Path, content: str, expected: str) -> None:
+def test_file_gives_its_first_line(tmp_path: Path, content: str, expected: str) -> None:
     assert read_password(host(password_file=str(password_file(tmp_path, content)))) == expected
 
 
@@ -133,6 +176,7 @@ def test_file_owned_by_someone_else(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(("content", "fragment"), [
     ("", "is empty"),
     ("\n", "is empty"),
+    ("\n" + SECRET + "\n", "starts with an empty line"),
     (b"\xff\xfe" + SECRET.encode(), "is not UTF-8 text"),
     ("x" * (MAX_PASSWORD_FILE + 1), f"is larger than {MAX_PASSWORD_FILE} bytes"),
 ])

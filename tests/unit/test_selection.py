@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from fleetrun.errors import SelectionError, UsageError
+from fleetrun.hostnames import MAX_RANGE, expand_ranges
 from fleetrun.inventory import Inventory, load_inventory
 from fleetrun.models import Host
-from fleetrun.selection import MAX_RANGE, expand_ranges, select
+from fleetrun.selection import select
 
 HOSTS = ["web01", "web02", "web03", "web04", "web05", "web07", "web10",
          "db01", "db02", "dbx", "lb.example.com"]
