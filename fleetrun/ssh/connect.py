@@ -87,7 +87,7 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     try:
         transport._channel_handler_table = HANDLERS  # type: ignore[attr-defined]
         _handshake(host, settings, transport, remaining, limit)
-        recorder.stop()
+        recorder.stop()  # what the server sent has served its purpose: from here on, no copy
         authenticate(host, settings, transport, password, remaining)
         transport.set_keepalive(30)
         return Session(host, transport, limit)
@@ -106,6 +106,8 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
         if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
+            if transport.initial_kex_done:
+                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where)) from None
             message = _describe_connect_error(error, recorder, transport, where, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message) from None
         raise

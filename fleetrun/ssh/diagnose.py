@@ -201,6 +201,18 @@ def describe(error: BaseException | None, hello: ServerHello, client: Ours, wher
     return f"SSH handshake with {where} failed: {text or error.__class__.__name__}"
 
 
+def describe_after_handshake(error: BaseException, where: str) -> str:
+    """One line for a connection that failed once the handshake was done (during authentication)."""
+    causes = _causes(error)
+    if any(isinstance(cause, ConnectionResetError) for cause in causes):
+        return f"connection reset by {where} during authentication"
+    if any(isinstance(cause, EOFError | ConnectionAbortedError | BrokenPipeError) for cause in causes) or (
+        "No existing session" in str(error)  # paramiko's words for a transport that died under it
+    ):
+        return f"{where} closed the connection during authentication"
+    return f"authentication with {where} failed: {error or error.__class__.__name__}"
+
+
 class RecordingSocket:
     """The socket paramiko reads through during the handshake: it keeps the first bytes the server sends.
 

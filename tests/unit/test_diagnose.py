@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from fleetrun.ssh.diagnose import RECORD_LIMIT, Ours, RecordingSocket, describe, read_hello
+from fleetrun.ssh.diagnose import RECORD_LIMIT, Ours, RecordingSocket, describe, describe_after_handshake, read_hello
 
 WHERE = "10.0.0.7:22"
 BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n"
@@ -158,3 +158,16 @@ def test_recording_socket_is_bounded_and_notes_the_first_socket_error():
             recorder.send(b"y" * 1_000_000)
             recorder.send(b"y" * 1_000_000)
         assert isinstance(recorder.error, OSError)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (EOFError(), "10.0.0.7:22 closed the connection during authentication"),
+        (RuntimeError("No existing session"), "10.0.0.7:22 closed the connection during authentication"),
+        (wrapped(ConnectionResetError(104, "reset")), "connection reset by 10.0.0.7:22 during authentication"),
+        (RuntimeError("Oops, unhandled type 3"), "authentication with 10.0.0.7:22 failed: Oops, unhandled type 3"),
+    ],
+)
+def test_failures_after_the_handshake_are_not_told_as_missing_banners(error, line):
+    assert describe_after_handshake(error, WHERE) == line
