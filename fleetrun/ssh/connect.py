@@ -92,23 +92,27 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
         transport.set_keepalive(30)
         return Session(host, transport, limit)
     except HostFailure:
-        # A HostFailure before the key exchange finished is start_client's quiet timeout: say which step hung.
-        stalled = transport.is_active() and not transport.initial_kex_done
+        # Raised once paramiko's thread was started (it has an ident) but before the key exchange finished, it is
+        # start_client's quiet timeout: say which step hung, and with what, if the thread died meanwhile.
+        # Read before close(): closing makes the thread fail with an EOF of our own making.
+        stalled = transport.ident is not None and not transport.initial_kex_done
+        died_of, hello = transport.get_exception(), recorder.hello()
         transport.close()
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
         if stalled:
-            message = _describe_connect_error(None, recorder, transport, where, time.monotonic() - started)
+            message = _describe_connect_error(died_of, hello, transport, where, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message) from None
         raise
     except BaseException as error:
+        hello = recorder.hello()
         transport.close()
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
         if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
             if transport.initial_kex_done:
                 raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where)) from None
-            message = _describe_connect_error(error, recorder, transport, where, time.monotonic() - started)
+            message = _describe_connect_error(error, hello, transport, where, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message) from None
         raise
     finally:
@@ -116,10 +120,9 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
 
 
 def _describe_connect_error(
-    error: BaseException | None, recorder: RecordingSocket, transport: paramiko.Transport, where: str, waited: float
+    error: BaseException | None, hello: diagnose.ServerHello, transport: paramiko.Transport, where: str, waited: float
 ) -> str:
     """What went wrong before login, from what the server really sent (see fleetrun.ssh.diagnose)."""
-    hello = diagnose.read_hello(recorder.received, recorder.error)
     return diagnose.describe(error, hello, diagnose.ours(transport), where, waited)
 
 

@@ -253,6 +253,10 @@ class RecordingSocket:
     def received(self) -> bytes:
         return bytes(self._received)
 
+    def hello(self) -> ServerHello:
+        """What the server sent so far, and the socket's first error; take it before closing the transport."""
+        return read_hello(self.received, self.error)
+
     def stop(self) -> None:
         self.recv, self.send = self._sock.recv, self._sock.send
         self._received = bytearray()

@@ -159,9 +159,15 @@ def test_a_silent_listener_always_gets_the_same_words(listeners, tmp_path):
     run = fleetrun("exec", "-i", str(inventory), "true", "-H", "all", "--connect-timeout", "1", "--format", "json",
                    home=tmp_path)
     assert run.code == 4 and run.err == ""
-    assert {record["error"].split(" within ")[0].split(" from ")[0] for record in run.json()[0].values()} == {
-        "no SSH banner"
-    }
+    assert all(record["error"].startswith("no SSH banner from 127.0.0.1:") for record in run.json()[0].values())
+
+
+def test_fleetrun_debug_shows_what_paramiko_logged(listeners, tmp_path):
+    listeners.add("closed", close_after_hello)
+    run = fleetrun("exec", "-i", str(listeners.inventory(tmp_path / "inv.yaml")), "true", "-H", "all",
+                   home=tmp_path, FLEETRUN_DEBUG="1")
+    assert run.code == 4
+    assert "paramiko: " in run.err and "Error reading SSH protocol banner" in run.err
 
 
 def test_table_output_for_silent_hosts_has_no_traceback_on_stderr(listeners, tmp_path):

@@ -140,6 +140,7 @@ def test_recording_socket_keeps_what_came_until_stopped_then_is_the_plain_socket
         recorder.settimeout(1.0)  # everything else is the socket's own
         assert ours.gettimeout() == 1.0
         assert recorder.send(b"hi") == 2 and theirs.recv(2) == b"hi"
+        assert recorder.hello().banner == BANNER.decode().strip()
         recorder.stop()
         assert recorder.recv == ours.recv and recorder.send == ours.send and recorder.received == b""
 
