@@ -38,7 +38,7 @@ def result_record(result: HostResult) -> dict[str, Any]:
 def inventory_record(host: Host, local_user: str) -> str:
     """`fleetrun hosts --format json`: one JSON line per host, as the inventory resolved it (no connection).
 
-    Pinned by tests/unit/test_hosts_json_contract.py. `user` is the one fleetrun logs in as (the local user
+    Pinned by tests/unit/test_cli_help_and_hosts.py. `user` is the one fleetrun logs in as (the local user
     when the inventory sets none); `vars` are the host's merged variables.
     """
     record = {

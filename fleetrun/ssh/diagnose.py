@@ -186,7 +186,8 @@ def describe(error: BaseException | None, hello: ServerHello, client: Ours, wher
             return f"no SSH banner from {where} within {waited:.1f} s: the port accepts connections but nothing answers"
         return f"SSH handshake with {where} failed before the banner: {text or error.__class__.__name__}"
     banner = _quote(hello.banner)
-    version = hello.banner.split("-")[1] if hello.banner.count("-") >= 2 else ""
+    # Server-sent text reaches the operator's terminal only through _quote/_PRINTABLE: no escape sequences.
+    version = _PRINTABLE.sub("?", hello.banner.split("-")[1])[:20] if hello.banner.count("-") >= 2 else ""
     if version not in ("2.0", "1.99"):
         return f"{where} speaks SSH protocol {version or '?'} ({banner}), not 2.0: fleetrun needs SSH 2"
     mismatch = _mismatch(hello, client, where)

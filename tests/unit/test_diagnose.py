@@ -126,6 +126,13 @@ def test_each_failure_is_told_as_what_happened(received, error, socket_error, wo
         assert word in line, line
 
 
+def test_text_from_the_server_cannot_put_escape_sequences_on_the_terminal():
+    for received in (b"\x1b[2J\x1b]0;owned\x07\r\n", b"SSH-1\x1b[31m.5-x\r\n", BANNER.replace(b"OpenSSH", b"\x1b[5m")
+                     + kexinit(kex="diffie-hellman-group1-sha1")):
+        line = describe(EOFError(), read_hello(received), CLIENT, WHERE, 1.0)
+        assert "\x1b" not in line and "\x07" not in line, line
+
+
 def test_an_error_without_words_still_names_its_kind():
     line = describe(OSError(), read_hello(b""), CLIENT, WHERE, 1.0)
     assert line == "SSH handshake with 10.0.0.7:22 failed before the banner: OSError"
