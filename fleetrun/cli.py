@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -93,16 +94,26 @@ def _read_secret_env(name: str | None, what: str) -> str | None:
     return read_env_secret(name, what)  # taken out of the environment, and masked wherever it would show
 
 
-def _ask_password(ask: bool) -> str | None:
+def _password_prompt(ask: bool) -> Callable[[], str] | None:
+    """--ask-pass: the prompt the run calls once its keys and files are read, or None.
+
+    No terminal (stdin a pipe, a file, /dev/null or closed) is exit 2 at once, before anything else.
+    """
     if not ask:
         return None
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():
         raise UsageError("--ask-pass needs a terminal; without one use password_env or password_file in the inventory")
-    from fleetrun.secrets import remember
+    def prompt() -> str:
+        from fleetrun.secrets import remember
 
-    password = getpass.getpass("SSH password: ")
-    remember(password)
-    return password
+        try:
+            password = getpass.getpass("SSH password: ")
+        except EOFError:  # Ctrl-D
+            raise UsageError("--ask-pass: no password entered") from None
+        remember(password)
+        return password
+
+    return prompt
 
 
 def _masked(text: str) -> str:
@@ -200,7 +211,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         max_output=params.get("max_output_bytes", 4 << 20),
         host_key_checking=params["host_key_checking"],
         key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
-        password=_ask_password(params["ask_pass"]),
+        ask_password=_password_prompt(params["ask_pass"]),
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
@@ -221,8 +232,19 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
 def cli() -> None:
     """Run commands and move files across a fleet over SSH, in parallel, safely.
 
-    Exit status: 0 all ok, 1 a command failed, 2 usage/config error, 3 timeout, 4 unreachable or
-    auth failed, 5 host key refused, 70 internal error, 130/143 interrupted.
+    \b
+    Exit status (when several apply, the first in this order wins: 143, 130, 129, 5, 4, 3, 1, 0):
+      0    every host ok
+      1    a command failed (non-zero exit or killed by a signal), or a transfer failed
+      2    usage or configuration error; nothing ran
+      3    a host timed out (--timeout, or --deadline reached)
+      4    a host could not be reached or authenticated
+      5    host key verification failed (unknown, changed or revoked)
+      70   internal error (a bug; FLEETRUN_DEBUG=1 shows the traceback)
+      75   another run holds the --lock file
+      129  hung up (SIGHUP: the terminal or ssh session went away)
+      130  interrupted (SIGINT, Ctrl-C)
+      143  terminated (SIGTERM)
     """
 
 
@@ -280,19 +302,33 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
 
 
 @cli.command("hosts")
-@click.argument("pattern", default="all")
+@click.argument("pattern", required=False)
+@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN",
+              help="Hosts to list, as for exec (default: all). The PATTERN argument does the same.")
 @inventory_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
-def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: JSON Lines, one object per host (name, address, port, user, groups, vars).")
+def hosts_command(pattern: str | None, hosts_pattern: str | None, inventory: str | None, names: bool,
+                  output_format: str) -> int:
     """List the hosts PATTERN selects, without connecting."""
-    hosts = _select(inventory, pattern)
+    if pattern is not None and hosts_pattern is not None and pattern != hosts_pattern:
+        raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
+    if names and output_format == "json":
+        raise UsageError("--names and --format json do not go together: pick one")
+    hosts = _select(inventory, hosts_pattern or pattern or "all")
     out = sys.stdout
+    local = getpass.getuser()
     if names:
         out.write("".join(f"{host.name}\n" for host in hosts))
         return int(ExitStatus.OK)
+    if output_format == "json":
+        from fleetrun.output.json import inventory_record
+
+        out.write("".join(inventory_record(host, local) for host in hosts))
+        return int(ExitStatus.OK)
     from fleetrun.output.base import aligned
 
-    local = getpass.getuser()
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
@@ -344,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     # paramiko imports `invoke` (and with it unittest.mock) only for ssh_config's "Match exec", which fleetrun
     # never reads: 0.1-0.2 s of CPU per run for nothing. paramiko handles the ImportError. CLI process only.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
+    from fleetrun import quiet
+
+    quiet.install(debug=bool(os.environ.get("FLEETRUN_DEBUG")))
     try:
         status = cli.main(args=argv, prog_name="fleetrun", standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -374,4 +413,20 @@ def main(argv: list[str] | None = None) -> None:
             hint = ""
         err.write(_masked(f"fleetrun: internal error: {error.__class__.__name__}: {error}{hint}\n"))
         status = ExitStatus.INTERNAL
+    _flush_or_drop()
     sys.exit(int(status or 0))
+
+
+def _flush_or_drop() -> None:
+    """Flush stdout and stderr now; one that cannot be written (a hung-up terminal, a closed pipe) is pointed at
+    /dev/null, so Python's own flush at exit neither prints a traceback nor turns the exit status into 120."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetrun.errors import LabError
@@ -132,9 +133,12 @@ def _pick_block(count: int) -> tuple[list[str], int]:
     raise LabError("no free block of loopback addresses for the lab: stop other labs (fleetrun lab down)")
 
 
-def _host_key(path: Path, comment: str) -> None:
+HOST_KEY_TYPES = ("ed25519", "rsa")
+
+
+def _host_key(path: Path, comment: str, key_type: str = "ed25519") -> None:
     # In-process: one ssh-keygen exec per host costs ~13 ms of CPU, which is 13 s for a 1000-host lab.
-    key = Ed25519PrivateKey.generate()
+    key = rsa.generate_private_key(65537, 2048) if key_type == "rsa" else Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
@@ -143,6 +147,22 @@ def _host_key(path: Path, comment: str) -> None:
         out.write(private)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     path.with_suffix(".pub").write_bytes(public + f" {comment}\n".encode())
+
+
+def _keyword(line: str) -> str:
+    words = line.split(None, 1)
+    return words[0].lower() if words and not words[0].startswith("#") else ""
+
+
+def _with_extra(config: str, extra: str) -> str:
+    """The lab's sshd_config with each keyword of `extra` replacing the lab's line for it.
+
+    Replaced, not just added: sshd keeps the first value of most keywords but the last of some (MaxStartups).
+    """
+    extra_lines = [line.strip() for line in extra.splitlines() if _keyword(line)]
+    replaced = {_keyword(line) for line in extra_lines}
+    kept = [line for line in config.splitlines() if _keyword(line) not in replaced]
+    return "\n".join([*kept, *extra_lines]) + "\n"
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -397,13 +417,21 @@ def start_lab(
     private_srv: bool | None = None,
     srv_size: str = "256m",
     password_auth: bool = False,
+    host_key_type: str = "ed25519",
+    extra_config: str = "",
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
     `password_auth` also lets accounts log in with their system password (tests of password auth).
+    `host_key_type` is "ed25519" or "rsa". `extra_config` is sshd_config text whose keywords replace the lab's
+    own (e.g. "MaxStartups 1", "KexAlgorithms diffie-hellman-group14-sha1"); it must not hold a Match block.
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
+    if host_key_type not in HOST_KEY_TYPES:
+        raise LabError(f"host key type {host_key_type!r} is not one of {', '.join(HOST_KEY_TYPES)}")
+    if re.search(r"^\s*match\b", extra_config, re.IGNORECASE | re.MULTILINE):
+        raise LabError("extra_config must not hold a Match block: it would swallow the lab's own settings")
     directory = Path(directory).absolute()
     if not _SAFE_PATH.fullmatch(str(directory)):
         raise LabError(f"lab directory {directory} has spaces or special characters: use a plain path")
@@ -421,9 +449,9 @@ def start_lab(
     (directory / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
     width = max(2, len(str(count)))
     names = [f"lab{i:0{width}d}" for i in range(1, count + 1)]
-    host_keys = [directory / f"{name}_host_ed25519_key" for name in names]
+    host_keys = [directory / f"{name}_host_{host_key_type}_key" for name in names]
     for name, host_key in zip(names, host_keys, strict=True):
-        _host_key(host_key, f"fleetrun-{name}")
+        _host_key(host_key, f"fleetrun-{name}", host_key_type)
 
     for attempt in range(1, _ATTEMPTS + 1):
         addresses, port = _pick_block(count)
@@ -435,7 +463,8 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                config.write_text(_SSHD_CONFIG.format(directory=directory, password_auth=yes_no, **fields))
+                text = _SSHD_CONFIG.format(directory=directory, password_auth=yes_no, **fields)
+                config.write_text(_with_extra(text, extra_config))
                 pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))

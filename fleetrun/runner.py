@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -44,7 +45,9 @@ class RunOptions:
     host_key_checking: str = "yes"
     # Secrets: never in a repr, so no log line or debugger print of the options can show them.
     key_passphrase: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)  # --ask-pass: for hosts without a source of their own
+    password: str | None = field(default=None, repr=False)  # for hosts without a password source of their own
+    # --ask-pass: asked once, after all local input was read.
+    ask_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
 
@@ -212,24 +215,57 @@ def _output_callback(
     return _OutputTap(splitters, sink, redactor or Redactor())
 
 
+# The signals that stop a run the orderly way: every host accounted for, files completed, then this status.
+_STOPPING: dict[int, tuple[ExitStatus, str]] = {
+    signal.SIGINT: (ExitStatus.INTERRUPTED, "interrupted"),
+    signal.SIGTERM: (ExitStatus.TERMINATED, "terminated"),
+    signal.SIGHUP: (ExitStatus.HANGUP, "hung up"),  # the operator's terminal or ssh session went away
+}
+
+
+def _drop_dead_outputs() -> None:
+    """Point stdout/stderr at /dev/null if they are a terminal that hung up (writes fail with EIO) or a pipe
+    nobody reads (EPIPE): the table has no reader left, and a failing write must not stop --junit/--out-dir."""
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")  # a hung-up terminal refuses even an empty write
+        except OSError as error:
+            if error.errno in (errno.EIO, errno.EPIPE):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+
+
 @contextmanager
 def _signals(cancel: Cancel, err: TextIO) -> Iterator[list[ExitStatus]]:
-    """SIGINT/SIGTERM cancel the run; a second SIGINT exits at once. Yields the interrupt status, if any."""
+    """SIGINT/SIGTERM/SIGHUP cancel the run; a second SIGINT exits at once. Yields the interrupt statuses.
+
+    SIGHUP is left alone when it is ignored on entry: under `nohup` the operator asked the run to outlive the
+    terminal.
+    """
     received: list[ExitStatus] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        status = ExitStatus.INTERRUPTED if signum == signal.SIGINT else ExitStatus.TERMINATED
+        status, reason = _STOPPING[signum]
         if received and signum == signal.SIGINT:
             os._exit(int(ExitStatus.INTERRUPTED))  # the operator insists: no cleanup, no waiting
+        if signum == signal.SIGHUP:
+            _drop_dead_outputs()
         received.append(status)
-        if cancel.set("interrupted" if signum == signal.SIGINT else "terminated"):
-            err.write("fleetrun: stopping: cancelling running hosts (Ctrl-C again to exit at once)\n")
-            err.flush()
+        if cancel.set(reason):
+            # The handler runs between any two bytecodes of the main thread: an error here would surface there.
+            with suppress(OSError, ValueError):
+                err.write(f"fleetrun: stopping ({reason}): cancelling running hosts (Ctrl-C again to exit at once)\n")
+                err.flush()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, on_signal)
+        for sig in _STOPPING
+        if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN)
+    }
     try:
         yield received
     finally:
@@ -258,19 +294,24 @@ def execute(
 
     started = time.monotonic()
     warn_lock = threading.Lock()
-    passwords = resolve_passwords(hosts, options.password)
     for secret in (options.key_passphrase, options.password):
         secrets.remember(secret)
-    # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
-    # error lines, details and warnings. New secret sources only need to call secrets.remember().
-    redactor = Redactor(secrets.held())
 
     def warn(message: str) -> None:
         with warn_lock:
-            err.write(f"fleetrun: warning: {redactor.text(message)}\n")
+            err.write(f"fleetrun: warning: {secrets.redact(message)}\n")
             err.flush()
 
+    # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
+    # must fail at once, not after the operator typed a password.
+    passwords = resolve_passwords(hosts, None)
     settings = connect_settings(hosts, options, warn)
+    fallback = options.password if options.ask_password is None else options.ask_password()
+    if fallback is not None:
+        passwords.update({host.name: fallback for host in hosts if host.name not in passwords})
+    # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
+    # error lines, details and warnings. New secret sources only need to call secrets.remember().
+    redactor = Redactor(secrets.held())
     forks = fit_forks(options.forks, len(hosts), warn)
     from fleetrun.ssh import connect
 
@@ -337,8 +378,11 @@ def execute(
         callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(work, not_started, crashed, handle)
         handler_errors = run_pool(hosts, callbacks, forks=forks, cancel=cancel, deadline_check=check_deadline)
     cancel.close()
+    # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
+    # a write just before the signal arrived.
+    gone: tuple[type[BaseException], ...] = (OSError,) if ExitStatus.HANGUP in interrupts else (BrokenPipeError,)
     for error in handler_errors:
-        if not isinstance(error, BrokenPipeError):
+        if not isinstance(error, gone):
             raise error
     statuses = [outcome.exit_status for outcome, count in counts.items() if count]
     status = worst([*statuses, *interrupts])
@@ -352,7 +396,7 @@ def execute(
         unchanged=changes["unchanged"],
     )
     # Always finished, even after a broken pipe: a fan-out still has files (--junit, --out-dir) to complete.
-    with suppress(BrokenPipeError):
+    with suppress(*gone):
         renderer.on_finish(summary)
     return summary
 

@@ -17,6 +17,7 @@ class ExitStatus(IntEnum):
     HOST_KEY = 5
     INTERNAL = 70
     LOCKED = 75
+    HANGUP = 129
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -25,6 +26,7 @@ class ExitStatus(IntEnum):
 PRECEDENCE: tuple[ExitStatus, ...] = (
     ExitStatus.TERMINATED,
     ExitStatus.INTERRUPTED,
+    ExitStatus.HANGUP,
     ExitStatus.HOST_KEY,
     ExitStatus.UNREACHABLE,
     ExitStatus.TIMEOUT,

@@ -35,6 +35,26 @@ def result_record(result: HostResult) -> dict[str, Any]:
     }
 
 
+def inventory_record(host: Host, local_user: str) -> str:
+    """`fleetrun hosts --format json`: one JSON line per host, as the inventory resolved it (no connection).
+
+    Pinned by tests/unit/test_cli_help_and_hosts.py. `user` is the one fleetrun logs in as (the local user
+    when the inventory sets none); `vars` are the host's merged variables.
+    """
+    record = {
+        "schema": SCHEMA,
+        "type": "inventory_host",
+        "name": host.name,
+        "address": host.address,
+        "port": host.port,
+        "user": host.user or local_user,
+        "groups": list(host.groups),
+        "vars": dict(host.vars),
+    }
+    # default=str: an inventory value YAML typed as something JSON lacks still prints (as its text).
+    return json.dumps(record, ensure_ascii=True, default=str) + "\n"
+
+
 def summary_record(summary: RunSummary) -> dict[str, Any]:
     return {
         "schema": SCHEMA,

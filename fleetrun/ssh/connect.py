@@ -14,7 +14,9 @@ from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.hostkeys import KnownHosts, Verdict, fingerprint, known_hosts_name
 from fleetrun.models import Host, Outcome
+from fleetrun.ssh import diagnose
 from fleetrun.ssh.auth import authenticate
+from fleetrun.ssh.diagnose import RecordingSocket
 from fleetrun.ssh.session import HANDLERS, Session
 
 HostKeyPolicy = str  # "yes" | "accept-new" | "no"
@@ -50,7 +52,8 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     Raises HostFailure with the outcome (unreachable, host key, auth failed, cancelled) and one line.
     """
     limit = host.connect_timeout or settings.connect_timeout
-    deadline = time.monotonic() + limit
+    started = time.monotonic()
+    deadline = started + limit
 
     def remaining() -> float:
         left = deadline - time.monotonic()
@@ -77,36 +80,50 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
             pass
 
     handle = cancel.add_callback(abort)
-    transport = paramiko.Transport(sock)
+    recorder = RecordingSocket(sock)
+    transport = paramiko.Transport(recorder)  # type: ignore[arg-type]  # any object with socket's methods
+    # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
+    transport.handshake_timeout = limit + 5
     try:
         transport._channel_handler_table = HANDLERS  # type: ignore[attr-defined]
         _handshake(host, settings, transport, remaining, limit)
+        recorder.stop()  # what the server sent has served its purpose: from here on, no copy
         authenticate(host, settings, transport, password, remaining)
         transport.set_keepalive(30)
         return Session(host, transport, limit)
     except HostFailure:
+        # Raised once paramiko's thread was started (it has an ident) but before the key exchange finished, it is
+        # start_client's quiet timeout: say which step hung, and with what, if the thread died meanwhile.
+        # Read before close(): closing makes the thread fail with an EOF of our own making.
+        stalled = transport.ident is not None and not transport.initial_kex_done
+        died_of, hello = transport.get_exception(), recorder.hello()
         transport.close()
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
+        if stalled:
+            message = _describe_connect_error(died_of, hello, transport, where, time.monotonic() - started)
+            raise HostFailure(Outcome.UNREACHABLE, message) from None
         raise
     except BaseException as error:
+        hello = recorder.hello()
         transport.close()
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
         if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
-            raise HostFailure(Outcome.UNREACHABLE, _describe_connect_error(error, limit)) from None
+            if transport.initial_kex_done:
+                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where)) from None
+            message = _describe_connect_error(error, hello, transport, where, time.monotonic() - started)
+            raise HostFailure(Outcome.UNREACHABLE, message) from None
         raise
     finally:
         cancel.remove_callback(handle)
 
 
-def _describe_connect_error(error: BaseException, limit: float) -> str:
-    text = str(error) or error.__class__.__name__
-    if "banner" in text.lower():
-        return f"no SSH banner within {limit:g} s: is an SSH server listening there?"
-    if isinstance(error, EOFError) or "EOF" in text:
-        return "the server closed the connection during the SSH handshake"
-    return f"SSH handshake failed: {text}"
+def _describe_connect_error(
+    error: BaseException | None, hello: diagnose.ServerHello, transport: paramiko.Transport, where: str, waited: float
+) -> str:
+    """What went wrong before login, from what the server really sent (see fleetrun.ssh.diagnose)."""
+    return diagnose.describe(error, hello, diagnose.ours(transport), where, waited)
 
 
 def _handshake(

@@ -141,8 +141,8 @@ def test_a_host_that_cannot_start_is_named_with_its_log_and_nothing_is_left(monk
         spawned.append(real_spawn(argv, log))
         return spawned[-1]
 
-    def broken_second_key(path: Path, comment: str) -> None:
-        real_host_key(path, comment)
+    def broken_second_key(path: Path, comment: str, *key_type: str) -> None:
+        real_host_key(path, comment, *key_type)
         if comment.endswith("lab02"):
             path.write_text("not a key\n")
 

@@ -16,6 +16,9 @@ def test_precedence():
     assert worst([ExitStatus.UNREACHABLE, ExitStatus.HOST_KEY, ExitStatus.OK]) is ExitStatus.HOST_KEY
     assert worst([ExitStatus.HOST_KEY, ExitStatus.INTERRUPTED]) is ExitStatus.INTERRUPTED
     assert worst([ExitStatus.INTERRUPTED, ExitStatus.TERMINATED]) is ExitStatus.TERMINATED
+    assert worst([ExitStatus.HOST_KEY, ExitStatus.HANGUP, ExitStatus.OK]) is ExitStatus.HANGUP
+    assert worst([ExitStatus.HANGUP, ExitStatus.INTERRUPTED]) is ExitStatus.INTERRUPTED
+    assert int(ExitStatus.HANGUP) == 129  # 128 + SIGHUP, as a shell reports a process the hangup killed
 
 
 def test_outcomes_map_to_statuses():
