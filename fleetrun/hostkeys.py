@@ -191,8 +191,9 @@ def _parse_line(line: str, path: str, lineno: int) -> _Entry | None:
 
     None for a blank or comment line; ValueError (the reason) for a line OpenSSH skips.
     """
-    # A CRLF file's '\r' would end up in the key text, where OpenSSH's base64 decoder skips it.
-    cp = line.removesuffix("\r").lstrip(" \t")
+    # OpenSSH reads a line as a C string, so a NUL ends it. A CRLF file's '\r' would end up in the key text,
+    # where OpenSSH's base64 decoder skips it.
+    cp = line.split("\0", 1)[0].removesuffix("\r").lstrip(" \t")
     if not cp or cp[0] == "#":
         return None
     marker = None
@@ -248,12 +249,13 @@ class HostKeyCheck:
         """
         name, line = _show(self.name), self.line
         if self.verdict is Verdict.REVOKED and line is not None:
-            return (f"REVOKED host key for {name}: the server offered {self.offered}, which {line.where} marks "
-                    "@revoked; refusing (a revoked key may be in an attacker's hands)")
+            return (f"REVOKED host key for {name}: it offered {self.offered}, which {line.where} marks @revoked; "
+                    "refusing (a revoked key may be in an attacker's hands)")
         if self.verdict is Verdict.CHANGED and line is not None:
-            return (f"HOST KEY CHANGED for {name}: the server offered {self.offered}, but {line.where} records "
-                    f"{line.keytype} {line.fingerprint}; possible man-in-the-middle attack. If the host was "
-                    f"rebuilt, verify its new key, then {_removal_hint(self.name, line, user_file)}")
+            recorded = line.fingerprint if line.keytype == self.keytype else f"{line.keytype} {line.fingerprint}"
+            return (f"HOST KEY CHANGED for {name}: it offered {self.offered}, but {line.where} records {recorded} "
+                    "(possible man-in-the-middle attack). If the host was rebuilt, verify its new key, then "
+                    + _removal_hint(self.name, line, user_file))
         return (f"unknown host key for {name} ({self.offered}): verify the fingerprint, then add it to "
                 "known_hosts or run once with --host-key-checking accept-new")
 
@@ -281,7 +283,7 @@ def _removal_hint(name: str, line: KeyLine, user_file: Path | None) -> str:
     command = ["ssh-keygen", "-R", _show(name)]
     if not _same_file(line.path, user_file or default_known_hosts()):
         command += ["-f", line.path]
-    return "remove the old one: " + shlex.join(command)
+    return "run: " + shlex.join(command)
 
 
 class KnownHosts:
