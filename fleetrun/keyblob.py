@@ -102,7 +102,8 @@ class PublicKey:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.blob)
+        """As ssh-keygen -l prints it; a certificate's is its plain key's (sshkey_fingerprint forces plain)."""
+        return fingerprint(self.plain)
 
 
 def fingerprint(blob: bytes) -> str:
