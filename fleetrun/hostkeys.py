@@ -408,9 +408,10 @@ class KnownHosts:
         if not lines:
             return ()
         with self._ca_lock:
-            new = [e for e in lines if id(e) not in self._ca_reported]
-            self._ca_reported.update(id(e) for e in new)
-        return tuple(e.location for e in new)
+            # A line can match both [host]:port and the bare name: report it once all the same.
+            new = {id(e): e for e in lines if id(e) not in self._ca_reported}
+            self._ca_reported.update(new)
+        return tuple(e.location for e in new.values())
 
     def check(self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None) -> Verdict:
         """`judge`'s verdict alone."""

@@ -145,9 +145,9 @@ def _host_key(path: Path, comment: str) -> None:
     path.with_suffix(".pub").write_bytes(public + f" {comment}\n".encode())
 
 
-def host_key_path(directory: Path, name: str, keytype: str = "ed25519") -> Path:
-    """Where a lab host's private host key of one type lives (the public key has `.pub` added)."""
-    return directory / f"{name}_host_{keytype}_key"
+def extra_host_key_path(directory: Path, keytype: str) -> Path:
+    """Where a lab's extra host key of one type lives, shared by all its hosts (the public key adds `.pub`)."""
+    return directory / f"lab_host_{keytype}_key"
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -407,8 +407,9 @@ def start_lab(
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
     `password_auth` also lets accounts log in with their system password (tests of password auth).
-    `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives every host more host keys besides its
-    Ed25519 one, at `host_key_path(directory, name, type)`; the lab's known_hosts still lists Ed25519 only.
+    `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives the hosts more host keys besides their
+    own Ed25519 one: one key per type at `extra_host_key_path`, shared by all hosts (an RSA key per host would
+    cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -429,19 +430,17 @@ def start_lab(
     (directory / "authorized_keys").write_text(client_key.with_suffix(".pub").read_text())
     width = max(2, len(str(count)))
     names = [f"lab{i:0{width}d}" for i in range(1, count + 1)]
-    host_keys = [host_key_path(directory, name) for name in names]
+    host_keys = [directory / f"{name}_host_ed25519_key" for name in names]
     for name, host_key in zip(names, host_keys, strict=True):
         _host_key(host_key, f"fleetrun-{name}")
-    extra: dict[str, str] = {}
-    for name in names:
-        extra[name] = ""
-        for keytype in extra_host_key_types:
-            path = host_key_path(directory, name, keytype)
-            for stale in (path, path.with_suffix(".pub")):
-                stale.unlink(missing_ok=True)
-            argv = [keygen, "-q", "-t", keytype, "-C", f"fleetrun-{name}", "-f", str(path), "-N", ""]
-            _run(argv, f"ssh-keygen -t {keytype} failed for {path}", "pick a key type ssh-keygen knows")
-            extra[name] += f"HostKey {path}\n"
+    extra_host_keys = ""
+    for keytype in extra_host_key_types:
+        path = extra_host_key_path(directory, keytype)
+        for stale in (path, path.with_suffix(".pub")):
+            stale.unlink(missing_ok=True)
+        argv = [keygen, "-q", "-t", keytype, "-C", f"fleetrun-lab-{keytype}", "-f", str(path), "-N", ""]
+        _run(argv, f"ssh-keygen -t {keytype} failed for {path}", "pick a key type ssh-keygen knows")
+        extra_host_keys += f"HostKey {path}\n"
 
     for attempt in range(1, _ATTEMPTS + 1):
         addresses, port = _pick_block(count)
@@ -453,7 +452,7 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra[name]}
+                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
                 config.write_text(_SSHD_CONFIG.format(**settings, **fields))
                 pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
                 spawned.append((pid, str(config)))
