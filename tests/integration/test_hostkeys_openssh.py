@@ -25,7 +25,7 @@ import pytest
 from fleet import fleetrun
 
 from fleetrun.errors import LabError
-from fleetrun.hostkeys import KnownHosts
+from fleetrun.hostkeys import KnownHosts, fingerprint
 from fleetrun.lab import Lab, LabHost, extra_host_key_path, start_lab, stop_lab
 from fleetrun.ssh.connect import _preferred_key_types
 
@@ -313,3 +313,54 @@ def test_host_key_algorithms_are_asked_in_the_order_ssh_asks(
     theirs = [alg for alg in proposal(done) if alg in supported]
     known = KnownHosts.load([path]).key_types_for([name])  # the bare ECDSA line must not count
     assert _preferred_key_types(known, supported) == theirs
+
+
+def test_changed_key_message_gives_a_fix_that_works(setup: Setup, tmp_path: Path) -> None:
+    lab, host = setup.lab, setup.lab.hosts[-2]
+    name = f"[{host.address}]:{host.port}"
+    known = tmp_path / "inventory_known_hosts"
+    known.write_text(f"# inventory file\n{name} {setup.stale['ed']}\n")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({
+        "defaults": {"user": lab.user, "key": str(lab.client_key), "known_hosts": [str(known)]},
+        "hosts": {host.address: {"address": host.address, "port": host.port}}}))
+    args = ("exec", "-i", str(inventory), "true", "-H", "all")
+    run = fleetrun(*args, "--format", "json", home=setup.home)
+    assert run.code == 5
+    error = run.json()[0][host.address]["error"]
+    offered = fingerprint(base64.b64decode(setup.keys[host.name].ed.split()[1]))
+    recorded = fingerprint(base64.b64decode(setup.stale["ed"].split()[1]))
+    assert f"it offered ssh-ed25519 {offered}, but {known}:2 records {recorded} " in error
+    # One line per host: the table row carries all of it.
+    table = fleetrun(*args, home=setup.home)
+    assert any("HOST KEY CHANGED" in line and line.endswith(f"-f {known}") for line in table.out.splitlines())
+    # ~/.ssh/known_hosts is not where the key came from: the hint must say which file to edit.
+    command = error.split("then run: ", 1)[1]
+    assert command == f"ssh-keygen -R '{name}' -f {known}"
+    subprocess.run(command.replace("'", "").split(), check=True, capture_output=True)
+    assert known.read_text().splitlines()[0] == "# inventory file" and name not in known.read_text()
+    fixed = fleetrun(*args, "--host-key-checking", "accept-new", home=setup.home)
+    assert fixed.code == 0, fixed.out + fixed.err
+    assert fleetrun(*args, home=setup.home).code == 0
+
+
+def test_host_key_verified_in_json_and_status_files(setup: Setup, tmp_path: Path) -> None:
+    lab = setup.lab
+    first, second = lab.hosts[-3], lab.hosts[-4]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{first.address}]:{first.port} {setup.keys[first.name].ed}\n")
+    hosts = {h.address: {"address": h.address, "port": h.port} for h in (first, second)}
+    hosts["closed"] = {"address": "127.0.0.1", "port": 1}
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({"defaults": {"user": lab.user, "key": str(lab.client_key),
+                                                  "known_hosts": [str(known)]}, "hosts": hosts}))
+    base = ("exec", "-i", str(inventory), "true", "-H", "all", "--format", "json")
+    strict = fleetrun(*base, home=setup.home).json()[0]
+    assert [strict[n]["host_key_verified"] for n in (first.address, second.address, "closed")] == [True, False, None]
+    out = tmp_path / "out"
+    unchecked = fleetrun(*base, "--host-key-checking", "no", "--out-dir", str(out), home=setup.home).json()[0]
+    assert unchecked[first.address]["host_key_verified"] is True  # known_hosts still vouches where it can
+    assert unchecked[second.address]["status"] == "ok" and unchecked[second.address]["host_key_verified"] is False
+    assert unchecked["closed"]["host_key_verified"] is None
+    status = json.loads((out / f"{second.address}.status").read_text())
+    assert status["host_key_verified"] is False
