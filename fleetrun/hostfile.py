@@ -22,9 +22,14 @@ _FIELD_END = re.compile("[ \t]")  # OpenSSH splits known_hosts fields on spaces 
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
+def _lower(text: str) -> str:
+    """ASCII letters lowercased, as C's tolower does; nothing else."""
+    return text.lower() if text.isascii() else text.translate(ASCII_LOWER)
+
+
 def fold(name: str) -> str:
     """A name as OpenSSH compares it: one character per byte, ASCII letters lowercased (C tolower)."""
-    return name.encode("utf-8", "surrogateescape").decode("latin-1").translate(ASCII_LOWER)
+    return _lower(name if name.isascii() else name.encode("utf-8", "surrogateescape").decode("latin-1"))
 
 
 def show(text: str) -> str:
@@ -77,13 +82,21 @@ class KeyLine:
 
 
 class Entry:
-    """One valid key line; host patterns are lowercased because host names are case-insensitive."""
+    """One key line; host patterns are lowercased because host names are case-insensitive.
 
-    __slots__ = ("hashed", "key", "location", "negative", "positive", "wildcard")
+    The key is decoded on first use, as OpenSSH decodes only the lines that match the host it looks up:
+    a big known_hosts loads fast, and a bad key is reported when a host it names is connected.
+    """
 
-    def __init__(self, location: KeyLine, hosts: str, key: PublicKey) -> None:
-        self.location = location
-        self.key = key
+    __slots__ = ("_key", "_key_text", "_keytype", "_location", "error", "hashed", "hosts", "lineno", "marker",
+                 "negative", "path", "positive", "wildcard")
+
+    def __init__(self, path: str, lineno: int, marker: str | None, hosts: str, keytype: str, key_text: str) -> None:
+        self.path, self.lineno, self.marker, self.hosts = path, lineno, marker, hosts
+        self._keytype, self._key_text = keytype, key_text
+        self._key: PublicKey | None = None
+        self._location: KeyLine | None = None
+        self.error: str | None = None  # why the key cannot be read, once that is known
         self.positive: tuple[str, ...] = ()  # literal patterns: the keys of the name index
         self.wildcard: re.Pattern[str] | None = None  # all positive patterns, if any is a glob
         self.negative: re.Pattern[str] | None = None
@@ -91,19 +104,49 @@ class Entry:
         if hosts.startswith("|"):
             self.hashed = _hashed_host(hosts)
             return
-        patterns = [p.translate(ASCII_LOWER) for p in hosts.split(",")]
-        if any(len(p.removeprefix("!")) > _SUBPATTERN_MAX for p in patterns):
+        # The cheap tests first: a big file's lines are mostly one or two literal names.
+        patterns = _lower(hosts).split(",")
+        if len(hosts) > _SUBPATTERN_MAX and any(len(p.removeprefix("!")) > _SUBPATTERN_MAX for p in patterns):
             raise ValueError(f"a host pattern is longer than {_SUBPATTERN_MAX} characters: OpenSSH never matches it")
-        # An empty pattern matches only an empty name, which no host has.
-        negated = tuple(p[1:] for p in patterns if p.startswith("!") and len(p) > 1)
-        self.negative = _pattern_regex(negated) if negated else None
-        self.positive = tuple(p for p in patterns if p and not p.startswith("!"))
-        if any(is_wild(p) for p in self.positive):
+        if "!" in hosts:
+            # An empty pattern matches only an empty name, which no host has.
+            negated = tuple(p[1:] for p in patterns if p.startswith("!") and len(p) > 1)
+            self.negative = _pattern_regex(negated) if negated else None
+            patterns = [p for p in patterns if not p.startswith("!")]
+        self.positive = tuple(p for p in patterns if p)
+        if ("*" in hosts or "?" in hosts) and any(is_wild(p) for p in self.positive):
             self.wildcard = _pattern_regex(self.positive)
 
+    def load_key(self) -> bool:
+        """Decode the key if not done yet (sshkey_read's rules); False, with `error` set, if it cannot be read.
+
+        Idempotent, so threads racing on one line at worst decode it twice.
+        """
+        if self._location is not None:
+            return True
+        if self.error is not None:
+            return False
+        try:
+            key = parse_blob(b64decode(self._key_text))
+            if key.keytype != self._keytype:
+                # The blob names its own type; trusting the label would let `ssh-rsa` text stand for another key.
+                raise ValueError(f"key data is not a {show(self._keytype)} key")
+        except ValueError as exc:
+            self.error = f"{self.path}:{self.lineno}: {exc}; line skipped"
+            return False
+        self._key = key
+        self._location = KeyLine(self.path, self.lineno, self.marker, key.keytype, key.fingerprint, show(self.hosts))
+        return True
+
     @property
-    def marker(self) -> str | None:
-        return self.location.marker
+    def key(self) -> PublicKey:
+        assert self._key is not None, "load_key() first"
+        return self._key
+
+    @property
+    def location(self) -> KeyLine:
+        assert self._location is not None, "load_key() first"
+        return self._location
 
     def matches(self, name: str) -> bool:
         """OpenSSH semantics: a matching negated pattern excludes the line whatever else matches."""
@@ -145,6 +188,9 @@ def _hashed_host(hosts: str) -> tuple[_Hash, _Hash, bytes]:
 
 def _field(text: str) -> tuple[str, str | None]:
     """(first field, the rest after its blanks), or (text, None) when no blank ends the field."""
+    if "\t" not in text:
+        field, blank, rest = text.partition(" ")  # the common case, without a regex
+        return (field, rest.lstrip(" \t")) if blank else (text, None)
     end = _FIELD_END.search(text)
     if end is None:
         return text, None
@@ -154,7 +200,8 @@ def _field(text: str) -> tuple[str, str | None]:
 def parse_line(line: str, path: str, lineno: int) -> Entry | None:
     """One line, as OpenSSH's hostkeys_foreach_file and sshkey_read take it.
 
-    None for a blank or comment line; ValueError (the reason) for a line OpenSSH skips.
+    None for a blank or comment line; ValueError (the reason) for a line OpenSSH skips. The key itself is
+    checked later, by `Entry.load_key`.
     """
     # OpenSSH reads a line as a C string, so a NUL ends it. A CRLF file's '\r' would end up in the key text,
     # where OpenSSH's base64 decoder skips it.
@@ -183,9 +230,4 @@ def parse_line(line: str, path: str, lineno: int) -> Entry | None:
         raise ValueError(f"unknown key type {show(label)!r}")
     if not rest:
         raise ValueError("no key after the key type")
-    key = parse_blob(b64decode(_field(rest)[0]))
-    if key.keytype != keytype:
-        # The blob names its own type; trusting the label would let `ssh-rsa` text stand for another key.
-        raise ValueError(f"key data is not a {show(label)} key")
-    location = KeyLine(path, lineno, marker, key.keytype, key.fingerprint, show(hosts))
-    return Entry(location, hosts, key)
+    return Entry(path, lineno, marker, hosts, keytype, _field(rest)[0])

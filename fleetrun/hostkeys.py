@@ -57,6 +57,7 @@ class HostKeyCheck:
     line: KeyLine | None = None  # matching (known), conflicting (changed) or revoking (revoked)
     without_port: bool = False  # known through the bare host name, as ssh falls back to for [host]:port
     unused_ca: tuple[KeyLine, ...] = ()  # @cert-authority lines for this host, each reported once per run
+    bad_lines: tuple[str, ...] = ()  # lines for this host whose key cannot be read, each reported once per run
 
     @property
     def offered(self) -> str:
@@ -113,13 +114,15 @@ class KnownHosts:
     """
 
     def __init__(self) -> None:
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # bad lines and files: at load, and bad keys once a lookup meets them
         self._entries: list[Entry] = []  # every usable line in load order, whatever its marker
         self._index: dict[str, list[int]] = {}  # literal name -> positions in _entries
-        self._scan: list[int] = []  # hashed and wildcard lines: no key to index them by
-        self._scan_memo: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (len(_scan) covered, hits)
-        self._ca_reported: set[int] = set()
-        self._ca_lock = threading.Lock()
+        # Hashed and wildcard lines have no key to index them by; plain ones apart from marked ones, because
+        # a bare-name lookup often needs only @revoked and @cert-authority lines.
+        self._scan: dict[bool, list[int]] = {False: [], True: []}  # marked? -> positions
+        self._scan_memo: dict[tuple[bool, str], tuple[int, tuple[int, ...]]] = {}  # -> (covered, hits)
+        self._reported: set[int] = set()  # entries whose CA note or bad key was reported
+        self._report_lock = threading.Lock()
 
     @classmethod
     def load(cls, paths: Sequence[str | Path]) -> KnownHosts:
@@ -155,31 +158,56 @@ class KnownHosts:
             for pattern in entry.positive:
                 self._index.setdefault(pattern, []).append(position)
         else:
-            self._scan.append(position)
+            self._scan[entry.marker is not None].append(position)
 
-    def _matching(self, names: Sequence[str], files: Collection[str] | None) -> list[Entry]:
-        """Entries (any marker) whose host field matches any of the folded names, in load order."""
+    def _lookup(
+        self, names: Sequence[str], files: Collection[str] | None, *, plain: bool = True
+    ) -> list[Entry]:
+        """Lines (marked ones always, plain ones if `plain`) matching any of the folded names, in load order,
+        whether their key can be read or not."""
         found: set[int] = set()
         for name in names:
-            found.update(p for p in self._index.get(name, ()) if self._entries[p].matches(name))
-            found.update(self._scan_hits(name))
+            found.update(p for p in self._index.get(name, ())
+                         if (plain or self._entries[p].marker is not None) and self._entries[p].matches(name))
+            for marked in (True, False) if plain else (True,):
+                found.update(self._scan_hits(marked, name))
         entries = (self._entries[position] for position in sorted(found))
-        return [e for e in entries if files is None or e.location.path in files]
+        return [e for e in entries if files is None or e.path in files]
 
-    def _scan_hits(self, name: str) -> tuple[int, ...]:
+    def _scan_hits(self, marked: bool, name: str) -> tuple[int, ...]:
         # Unindexable lines cost a regex or an HMAC each, and a host is looked up more than once
         # (key_types_for, then judge), so remember the hits per name. Entries are only appended,
         # so a memo stays right for the prefix it covered; a racing thread at worst redoes work.
-        covered, hits = self._scan_memo.get(name, (0, ()))
-        end = len(self._scan)
+        scan = self._scan[marked]
+        covered, hits = self._scan_memo.get((marked, name), (0, ()))
+        end = len(scan)
         if covered < end:
-            hits += tuple(p for p in self._scan[covered:end] if self._entries[p].matches(name))
-            self._scan_memo[name] = (end, hits)
+            hits += tuple(p for p in scan[covered:end] if self._entries[p].matches(name))
+            self._scan_memo[(marked, name)] = (end, hits)
         return hits
+
+    def _matching(self, names: Sequence[str], files: Collection[str] | None, *, plain: bool = True) -> list[Entry]:
+        """`_lookup` without the lines whose key cannot be read (OpenSSH skips them)."""
+        return [e for e in self._lookup(names, files, plain=plain) if e.load_key()]
+
+    def _first_reports(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries not reported yet, now marked reported (a line may match several names: once)."""
+        with self._report_lock:
+            new = {id(e): e for e in entries if id(e) not in self._reported}
+            self._reported.update(new)
+        return list(new.values())
 
     def lines_for(self, names: Sequence[str], files: Collection[str] | None = None) -> list[KeyLine]:
         """Every usable line matching any of the names, as `ssh-keygen -l -F NAME` lists them."""
-        return [e.location for e in self._matching([fold(n) for n in names], files)]
+        entries = self._lookup([fold(n) for n in names], files)
+        self._report_bad(entries)
+        return [e.location for e in entries if e.load_key()]
+
+    def _report_bad(self, entries: Sequence[Entry]) -> tuple[str, ...]:
+        bad = self._first_reports([e for e in entries if not e.load_key()])
+        errors = tuple(e.error for e in bad if e.error is not None)
+        self.warnings.extend(errors)
+        return errors
 
     def judge(
         self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None
@@ -197,21 +225,27 @@ class KnownHosts:
             offered = PublicKey(keytype, blob, blob)  # cannot equal any line's key, which all parsed
         folded = [fold(n) for n in names]
         bare = list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
-        entries = self._matching(folded, files)
-        fallback = self._matching(bare, files) if bare else []
-        unused_ca = self._first_reports([e for e in (*entries, *fallback) if e.marker == "@cert-authority"])
+        looked_up = self._lookup(folded, files)
+        entries = [e for e in looked_up if e.load_key()]
+        plain = [e for e in entries if e.marker is None]
+        # The bare name's plain lines only count without any for [host]:port; its @revoked lines always do.
+        looked_up_bare = self._lookup(bare, files, plain=not plain) if bare else []
+        fallback = [e for e in looked_up_bare if e.load_key()]
+        bad_lines = self._report_bad([*looked_up, *looked_up_bare])
+        ca = self._first_reports([e for e in (*entries, *fallback) if e.marker == "@cert-authority"])
+        unused_ca = tuple(e.location for e in ca)
 
         def result(
             verdict: Verdict, entry: Entry | None, among: list[str], without_port: bool = False
         ) -> HostKeyCheck:
             name = next((n for n in among if entry is not None and entry.matches(n)), folded[0] if folded else "")
             location = entry.location if entry is not None else None
-            return HostKeyCheck(verdict, name, offered.keytype, offered.fingerprint, location, without_port, unused_ca)
+            return HostKeyCheck(verdict, name, offered.keytype, offered.fingerprint, location, without_port,
+                                unused_ca, bad_lines)
 
         for entry in (*entries, *fallback):
             if entry.marker == "@revoked" and entry.key.plain == offered.plain:
                 return result(Verdict.REVOKED, entry, [*folded, *bare])
-        plain = [e for e in entries if e.marker is None]
         for entry in plain:
             if entry.key.blob == offered.blob:
                 return result(Verdict.KNOWN, entry, folded)
@@ -223,15 +257,6 @@ class KnownHosts:
             if entry.marker is None and entry.key.blob == offered.blob:
                 return result(Verdict.KNOWN, entry, bare, without_port=True)
         return result(Verdict.UNKNOWN, None, folded)
-
-    def _first_reports(self, lines: list[Entry]) -> tuple[KeyLine, ...]:
-        if not lines:
-            return ()
-        with self._ca_lock:
-            # A line can match both [host]:port and the bare name: report it once all the same.
-            new = {id(e): e for e in lines if id(e) not in self._ca_reported}
-            self._ca_reported.update(new)
-        return tuple(e.location for e in new.values())
 
     def check(self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None) -> Verdict:
         """`judge`'s verdict alone."""
@@ -300,6 +325,6 @@ class KnownHosts:
             finally:
                 os.close(fd)  # also releases the flock
             recorded = parse_line(text, str(path), lineno)
-            assert recorded is not None
+            assert recorded is not None and recorded.load_key()
             self._remember(recorded)
         return True

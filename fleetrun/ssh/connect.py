@@ -170,6 +170,8 @@ def _handshake(
     key = transport.get_remote_server_key()
     blob = key.asbytes()
     check = known.judge(names, key.get_name(), blob, files)
+    for problem in check.bad_lines:
+        settings.warn(f"known_hosts: {problem}")
     for line in check.unused_ca:
         settings.warn(f"known_hosts: {line.where}: @cert-authority line for {check.name} is not used: "
                       "fleetrun does not verify host certificates yet, so only plain key lines vouch for a host")
