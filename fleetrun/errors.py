@@ -52,7 +52,9 @@ class LockedError(FleetrunError):
 class HostFailure(Exception):
     """One host could not be served; becomes that host's result, never the process's exit."""
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
+    def __init__(self, outcome: Outcome, message: str, *, host_key_verified: bool | None = None) -> None:
         self.outcome = outcome
         self.message = message
+        # Whether known_hosts vouched for the host's key; None if the connection never got to the key.
+        self.host_key_verified = host_key_verified
         super().__init__(message)

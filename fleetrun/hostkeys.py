@@ -1,30 +1,29 @@
-"""Read, match and append OpenSSH known_hosts files (paramiko's own loader rejects @-marker lines)."""
+"""Read, match and append OpenSSH known_hosts files, judging keys as ssh(1) does (hostfile.c, sshconnect.c)."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import fcntl
-import hashlib
 import os
+import pwd
 import re
+import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from hashlib import _Hash
+from fleetrun.hostfile import ASCII_LOWER, Entry, KeyLine, fold, is_wild, parse_line, show
+from fleetrun.keyblob import PublicKey, fingerprint, parse_blob
+
+__all__ = ["HostKeyCheck", "KeyLine", "KnownHosts", "Verdict", "fingerprint", "known_hosts_name"]
 
 # flock() already serialises separate opens, even within one process; this lock also makes the
 # "re-check, append, remember" sequence atomic for a KnownHosts shared by worker threads.
 _ADD_LOCK = threading.Lock()
 
-# RSA keys are offered under their signature algorithm names but stored as the key type `ssh-rsa`.
-_RSA_SIGNATURE_TYPES = frozenset({"rsa-sha2-256", "rsa-sha2-512"})
-_MARKERS = frozenset({"@cert-authority", "@revoked"})
+_WITH_PORT = re.compile(r"\[(.*)\]:([0-9]+)", re.DOTALL)
 
 
 class Verdict(Enum):
@@ -41,138 +40,89 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def fingerprint(blob: bytes) -> str:
-    """The SHA256 fingerprint of a public key blob, exactly as `ssh-keygen -l` prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+def _without_port(name: str) -> str | None:
+    """The bare host OpenSSH falls back to for `[host]:port` on another port than 22 ("w/out port")."""
+    found = _WITH_PORT.fullmatch(name)
+    return found.group(1) if found and int(found.group(2)) != 22 else None
 
 
-def _plain_type(keytype: str) -> str:
-    return "ssh-rsa" if keytype in _RSA_SIGNATURE_TYPES else keytype
+@dataclass(frozen=True)
+class HostKeyCheck:
+    """What known_hosts says about one offered key, and the line that decided it."""
+
+    verdict: Verdict
+    name: str  # the lookup name the deciding line matched (the first lookup name when none did)
+    keytype: str  # of the offered key
+    fingerprint: str  # of the offered key
+    line: KeyLine | None = None  # matching (known), conflicting (changed) or revoking (revoked)
+    without_port: bool = False  # known through the bare host name, as ssh falls back to for [host]:port
+    unused_ca: tuple[KeyLine, ...] = ()  # @cert-authority lines for this host, each reported once per run
+    bad_lines: tuple[str, ...] = ()  # lines for this host whose key cannot be read, each reported once per run
+
+    @property
+    def offered(self) -> str:
+        return f"{self.keytype} {self.fingerprint}"
+
+    def explain(self, user_file: Path | None = None) -> str:
+        """The one line a refused host shows: what was offered, what is recorded where, what to do.
+
+        `user_file` is the known_hosts that `ssh-keygen -R` edits without `-f` (see `default_known_hosts`).
+        """
+        name, line = show(self.name), self.line
+        if self.verdict is Verdict.REVOKED and line is not None:
+            return (f"REVOKED host key for {name}: it offered {self.offered}, which {line.where} marks @revoked; "
+                    "refusing (a revoked key may be in an attacker's hands)")
+        if self.verdict is Verdict.CHANGED and line is not None:
+            recorded = line.fingerprint if line.keytype == self.keytype else f"{line.keytype} {line.fingerprint}"
+            return (f"HOST KEY CHANGED for {name}: it offered {self.offered}, but {line.where} records {recorded} "
+                    "(possible man-in-the-middle attack). If the host was rebuilt, verify its new key, then "
+                    + _removal_hint(self.name, line, user_file))
+        return (f"unknown host key for {name} ({self.offered}): verify the fingerprint, then add it to "
+                "known_hosts or run once with --host-key-checking accept-new")
 
 
-@lru_cache(maxsize=64)
-def _blob_prefix(keytype: str) -> bytes:
-    """A key blob starts with its type as an SSH string: uint32 length, then the name."""
-    name = keytype.encode()
-    return len(name).to_bytes(4, "big") + name
-
-
-def _is_wild(pattern: str) -> bool:
-    return "*" in pattern or "?" in pattern
-
-
-@lru_cache(maxsize=4096)
-def _pattern_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex for a comma-list of glob patterns (cached: wildcard lines tend to repeat)."""
-    # Not fnmatch: it treats `[...]` as a character class, which would break `[host]:port` patterns.
-    glob = {"*": ".*", "?": "."}
-    alternatives = ("".join(glob.get(c) or re.escape(c) for c in pattern) for pattern in patterns)
-    return re.compile("(?:" + "|".join(alternatives) + ")", re.DOTALL)
-
-
-def _hmac_sha1_states(salt: bytes) -> tuple[_Hash, _Hash]:
-    """HMAC-SHA1's inner and outer hash states for this key, computed once per hashed line.
-
-    Hashed lines cannot be indexed, so every lookup hashes the name once per hashed line; resuming
-    from precomputed states costs about a third of `hmac.digest` (RFC 2104 allows exactly this).
-    """
-    if len(salt) > 64:
-        salt = hashlib.sha1(salt).digest()
-    salt = salt.ljust(64, b"\0")
-    return hashlib.sha1(bytes(b ^ 0x36 for b in salt)), hashlib.sha1(bytes(b ^ 0x5C for b in salt))
-
-
-class _Entry:
-    """One parsed key line; patterns are lowercased because host names are case-insensitive."""
-
-    __slots__ = ("blob", "hashed", "keytype", "marker", "negative", "positive", "wildcard")
-
-    def __init__(self, marker: str | None, hosts: str, keytype: str, blob: bytes) -> None:
-        self.marker = marker
-        self.keytype = keytype
-        self.blob = blob
-        self.positive: tuple[str, ...] = ()  # literal patterns: the keys of the name index
-        self.wildcard: re.Pattern[str] | None = None  # all positive patterns, if any is a glob
-        self.negative: re.Pattern[str] | None = None
-        self.hashed: tuple[_Hash, _Hash, bytes] | None = None
-        if hosts.startswith("|"):
-            parts = hosts.split("|")
-            if len(parts) != 4 or parts[1] != "1":
-                raise ValueError("unsupported hashed host format")
-            digest = _b64(parts[3])
-            if len(digest) != 20:
-                raise ValueError("hashed host has the wrong length")
-            self.hashed = (*_hmac_sha1_states(_b64(parts[2])), digest)
-            return
-        patterns = hosts.lower().split(",")
-        if "!" in hosts or "" in patterns:
-            negated = tuple(p[1:] for p in patterns if p.startswith("!"))
-            patterns = [p for p in patterns if p and not p.startswith("!")]
-            self.negative = _pattern_regex(negated) if negated else None
-        self.positive = tuple(patterns)
-        if ("*" in hosts or "?" in hosts) and any(_is_wild(p) for p in self.positive):
-            self.wildcard = _pattern_regex(self.positive)
-
-    def matches(self, name: str) -> bool:
-        """OpenSSH semantics: a matching negated pattern excludes the line whatever else matches."""
-        if self.hashed is not None:
-            inner, outer, digest = self.hashed
-            inner, outer = inner.copy(), outer.copy()
-            inner.update(name.encode())
-            outer.update(inner.digest())
-            return outer.digest() == digest  # no need for constant time: the digest is in the file
-        if self.negative is not None and self.negative.fullmatch(name):
-            return False
-        if self.wildcard is not None:
-            return self.wildcard.fullmatch(name) is not None
-        return name in self.positive
-
-
-def _b64(text: str) -> bytes:
-    # a2b_base64 skips junk characters; the round trip rejects them (strict_mode needs Python 3.11).
+def default_known_hosts() -> Path:
+    """The file `ssh-keygen -R` edits without `-f`: ~/.ssh/known_hosts of the passwd home, not of $HOME."""
     try:
-        data = binascii.a2b_base64(text)
-    except binascii.Error as exc:
-        raise ValueError(f"invalid base64 ({exc})") from None
-    if binascii.b2a_base64(data, newline=False) != text.encode():
-        raise ValueError("invalid base64")
-    return data
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        home = os.path.expanduser("~")
+    return Path(home, ".ssh", "known_hosts")
 
 
-def _parse_line(line: str) -> _Entry | None:
-    """Parse one known_hosts line: None for blank/comment lines, ValueError (the reason) if malformed."""
-    fields = line.split()
-    if not fields or fields[0][0] == "#":
-        return None
-    marker = None
-    if fields[0][0] == "@":
-        marker = fields.pop(0)
-        if marker not in _MARKERS:
-            raise ValueError(f"unknown marker {marker}")
-    if len(fields) < 3:
-        raise ValueError("expected HOSTS KEYTYPE BASE64-KEY [COMMENT]")
-    keytype = _plain_type(fields[1])
-    blob = _b64(fields[2])
-    # The blob names its own type; a mismatch means a corrupt or hand-edited line, and trusting
-    # the label would let `ssh-rsa` text stand for a different key.
-    if not blob.startswith(_blob_prefix(keytype)):
-        raise ValueError(f"key data is not a {keytype} key")
-    return _Entry(marker, fields[0], keytype, blob)
+def _same_file(a: str | Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _removal_hint(name: str, line: KeyLine, user_file: Path | None) -> str:
+    if line.is_pattern:
+        # ssh-keygen -R would delete the pattern line and with it the key of every host it covers.
+        return f"fix line {line.line} of {line.path} (its pattern {line.hosts!r} covers other hosts too)"
+    command = ["ssh-keygen", "-R", show(name)]
+    if not _same_file(line.path, user_file or default_known_hosts()):
+        command += ["-f", line.path]
+    return "run: " + shlex.join(command)
 
 
 class KnownHosts:
     """The merged contents of known_hosts files, indexed for fast lookup by host name.
 
-    `check` may run in many threads while another thread calls `add`: entries are only ever appended.
+    `judge` may run in many threads while another thread calls `add`: entries are only ever appended.
     """
 
     def __init__(self) -> None:
-        self.warnings: list[str] = []
-        self._plain: list[_Entry] = []  # plain key lines in file order; @cert-authority lines are dropped
-        self._index: dict[str, list[int]] = {}  # literal name -> positions in _plain
-        self._scan: list[int] = []  # hashed and wildcard lines: no key to index them by
-        self._revoked: list[_Entry] = []
-        self._scan_memo: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (len(_scan) covered, hits)
+        self.warnings: list[str] = []  # bad lines and files: at load, and bad keys once a lookup meets them
+        self._entries: list[Entry] = []  # every usable line in load order, whatever its marker
+        self._index: dict[str, list[int]] = {}  # literal name -> positions in _entries
+        # Hashed and wildcard lines have no key to index them by; plain ones apart from marked ones, because
+        # a bare-name lookup often needs only @revoked and @cert-authority lines.
+        self._scan: dict[bool, list[int]] = {False: [], True: []}  # marked? -> positions
+        self._scan_memo: dict[tuple[bool, str], tuple[int, tuple[int, ...]]] = {}  # -> (covered, hits)
+        self._reported: set[int] = set()  # entries whose CA note or bad key was reported
+        self._report_lock = threading.Lock()
 
     @classmethod
     def load(cls, paths: Sequence[str | Path]) -> KnownHosts:
@@ -190,89 +140,166 @@ class KnownHosts:
         return known
 
     def _load_bytes(self, label: str, data: bytes) -> None:
-        # Split on "\n" only (not str.splitlines) so line numbers agree with OpenSSH and editors.
-        for lineno, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+        # Split on "\n" only (not str.splitlines) so line numbers agree with OpenSSH and editors; latin-1
+        # keeps one character per byte, so wildcards and hashes see the bytes OpenSSH sees.
+        for lineno, line in enumerate(data.decode("latin-1").split("\n"), 1):
             try:
-                entry = _parse_line(line)
+                entry = parse_line(line, label, lineno)
             except ValueError as exc:
-                self.warnings.append(f"{label}:{lineno}: {exc}")
+                self.warnings.append(f"{label}:{lineno}: {exc}; line skipped")
                 continue
             if entry is not None:
                 self._remember(entry)
 
-    def _remember(self, entry: _Entry) -> None:
-        if entry.marker == "@revoked":
-            self._revoked.append(entry)
-            return
-        if entry.marker is not None:
-            return  # @cert-authority: host certificates are not supported, so CA keys vouch for nothing
-        position = len(self._plain)
-        self._plain.append(entry)  # before indexing, so a concurrent reader never sees a dangling index
+    def _remember(self, entry: Entry) -> None:
+        position = len(self._entries)
+        self._entries.append(entry)  # before indexing, so a concurrent reader never sees a dangling index
         if entry.hashed is None and entry.wildcard is None:
             for pattern in entry.positive:
                 self._index.setdefault(pattern, []).append(position)
         else:
-            self._scan.append(position)
+            self._scan[entry.marker is not None].append(position)
 
-    def _matching(self, names: Sequence[str]) -> list[_Entry]:
-        """Plain entries whose host field matches any of the names, in file order."""
+    def _lookup(
+        self, names: Sequence[str], files: Collection[str] | None, *, plain: bool = True
+    ) -> list[Entry]:
+        """Lines (marked ones always, plain ones if `plain`) matching any of the folded names, in load order,
+        whether their key can be read or not."""
         found: set[int] = set()
-        for name in (n.lower() for n in names):
-            found.update(p for p in self._index.get(name, ()) if self._plain[p].matches(name))
-            found.update(self._scan_hits(name))
-        return [self._plain[position] for position in sorted(found)]
+        for name in names:
+            found.update(p for p in self._index.get(name, ())
+                         if (plain or self._entries[p].marker is not None) and self._entries[p].matches(name))
+            for marked in (True, False) if plain else (True,):
+                found.update(self._scan_hits(marked, name))
+        entries = (self._entries[position] for position in sorted(found))
+        return [e for e in entries if files is None or e.path in files]
 
-    def _scan_hits(self, name: str) -> tuple[int, ...]:
+    def _scan_hits(self, marked: bool, name: str) -> tuple[int, ...]:
         # Unindexable lines cost a regex or an HMAC each, and a host is looked up more than once
-        # (key_types_for, then check), so remember the hits per name. Entries are only appended,
+        # (key_types_for, then judge), so remember the hits per name. Entries are only appended,
         # so a memo stays right for the prefix it covered; a racing thread at worst redoes work.
-        covered, hits = self._scan_memo.get(name, (0, ()))
-        end = len(self._scan)
+        scan = self._scan[marked]
+        covered, hits = self._scan_memo.get((marked, name), (0, ()))
+        end = len(scan)
         if covered < end:
-            hits += tuple(p for p in self._scan[covered:end] if self._plain[p].matches(name))
-            self._scan_memo[name] = (end, hits)
+            hits += tuple(p for p in scan[covered:end] if self._entries[p].matches(name))
+            self._scan_memo[(marked, name)] = (end, hits)
         return hits
 
-    def check(self, names: Sequence[str], keytype: str, blob: bytes) -> Verdict:
-        """Judge the key a server offered under any of its lookup names (see `known_hosts_name`)."""
-        lowered = [n.lower() for n in names]
-        for entry in self._revoked:
-            if entry.blob == blob and any(entry.matches(n) for n in lowered):
-                return Verdict.REVOKED
-        entries = self._matching(lowered)
-        if not entries:
-            return Verdict.UNKNOWN
-        keytype = _plain_type(keytype)
-        if any(e.blob == blob and e.keytype == keytype for e in entries):
-            return Verdict.KNOWN
-        # Any other key on record, whatever its type, means the server's identity changed.
-        return Verdict.CHANGED
+    def _matching(self, names: Sequence[str], files: Collection[str] | None, *, plain: bool = True) -> list[Entry]:
+        """`_lookup` without the lines whose key cannot be read (OpenSSH skips them)."""
+        return [e for e in self._lookup(names, files, plain=plain) if e.load_key()]
 
-    def key_types_for(self, names: Sequence[str]) -> list[str]:
-        """Key types on record for these names, in file order, without repeats.
+    def _first_reports(self, entries: Sequence[Entry]) -> list[Entry]:
+        """The entries not reported yet, now marked reported (a line may match several names: once)."""
+        with self._report_lock:
+            new = {id(e): e for e in entries if id(e) not in self._reported}
+            self._reported.update(new)
+        return list(new.values())
 
-        RSA is reported as `ssh-rsa`: callers choosing host key algorithms should offer rsa-sha2-512/256.
+    def lines_for(self, names: Sequence[str], files: Collection[str] | None = None) -> list[KeyLine]:
+        """Every usable line matching any of the names, as `ssh-keygen -l -F NAME` lists them."""
+        entries = self._lookup([fold(n) for n in names], files)
+        self._report_bad(entries)
+        return [e.location for e in entries if e.load_key()]
+
+    def _report_bad(self, entries: Sequence[Entry]) -> tuple[str, ...]:
+        bad = self._first_reports([e for e in entries if not e.load_key()])
+        errors = tuple(e.error for e in bad if e.error is not None)
+        self.warnings.extend(errors)
+        return errors
+
+    def judge(
+        self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None
+    ) -> HostKeyCheck:
+        """Judge the key a server offered under its lookup names (see `known_hosts_name`), as ssh does.
+
+        Only lines from `files` count, when given (a host's own known_hosts files). OpenSSH's rules: a
+        matching plain line makes the key known; any other plain line for the name makes it changed; with
+        none at all, `[host]:port` falls back to the bare host, where only a match counts. One deliberate
+        difference: a key `@revoked` under the bare name is refused even when `[host]:port` vouches for it.
         """
-        return list(dict.fromkeys(e.keytype for e in self._matching(names)))
+        try:
+            offered = parse_blob(blob)
+        except ValueError:
+            offered = PublicKey(keytype, blob, blob)  # cannot equal any line's key, which all parsed
+        folded = [fold(n) for n in names]
+        bare = list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
+        looked_up = self._lookup(folded, files)
+        entries = [e for e in looked_up if e.load_key()]
+        plain = [e for e in entries if e.marker is None]
+        # The bare name's plain lines only count without any for [host]:port; its @revoked lines always do.
+        looked_up_bare = self._lookup(bare, files, plain=not plain) if bare else []
+        fallback = [e for e in looked_up_bare if e.load_key()]
+        bad_lines = self._report_bad([*looked_up, *looked_up_bare])
+        ca = self._first_reports([e for e in (*entries, *fallback) if e.marker == "@cert-authority"])
+        unused_ca = tuple(e.location for e in ca)
 
-    def add(self, path: str | Path, name: str, keytype: str, blob: bytes) -> bool:
+        def result(
+            verdict: Verdict, entry: Entry | None, among: list[str], without_port: bool = False
+        ) -> HostKeyCheck:
+            name = next((n for n in among if entry is not None and entry.matches(n)), folded[0] if folded else "")
+            location = entry.location if entry is not None else None
+            return HostKeyCheck(verdict, name, offered.keytype, offered.fingerprint, location, without_port,
+                                unused_ca, bad_lines)
+
+        for entry in (*entries, *fallback):
+            if entry.marker == "@revoked" and entry.key.plain == offered.plain:
+                return result(Verdict.REVOKED, entry, [*folded, *bare])
+        for entry in plain:
+            if entry.key.blob == offered.blob:
+                return result(Verdict.KNOWN, entry, folded)
+        if plain:
+            # OpenSSH names the last other key; the last one of the offered type is the one that changed.
+            same_type = [e for e in plain if e.key.keytype == offered.keytype]
+            return result(Verdict.CHANGED, (same_type or plain)[-1], folded)
+        for entry in fallback:
+            if entry.marker is None and entry.key.blob == offered.blob:
+                return result(Verdict.KNOWN, entry, bare, without_port=True)
+        return result(Verdict.UNKNOWN, None, folded)
+
+    def check(self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None) -> Verdict:
+        """`judge`'s verdict alone."""
+        return self.judge(names, keytype, blob, files).verdict
+
+    def key_types_for(self, names: Sequence[str], files: Collection[str] | None = None) -> list[str]:
+        """Key types of the plain lines for exactly these names, in file order, without repeats.
+
+        Like OpenSSH's order_hostkeyalgs, no bare-name fallback: that is only for judging a key. RSA is
+        `ssh-rsa`; callers choosing host key algorithms offer rsa-sha2-512/256 for it.
+        """
+        entries = self._matching([fold(n) for n in names], files)
+        return list(dict.fromkeys(e.key.keytype for e in entries if e.marker is None))
+
+    def add(
+        self, path: str | Path, name: str, keytype: str, blob: bytes, files: Collection[str] | None = None
+    ) -> bool:
         """Append `name keytype key` to `path` unless the name already has a key (then False, no write).
 
-        Raises ValueError for a name that is not a single literal host (whitespace, commas, wildcards).
+        `files`, when given, are the only files whose keys count for that (the host's own, as in `judge`).
+
+        Raises ValueError for a name that is not a single literal host (whitespace, commas, wildcards),
+        or a key OpenSSH could not read back.
         """
         path = Path(path)
         # OpenSSH lowercases host names before storing or hashing them; do the same so the line
         # still matches after `ssh-keygen -H`.
-        name = name.lower()
-        text = f"{name} {_plain_type(keytype)} {base64.b64encode(blob).decode('ascii')}"
-        entry = _parse_line(text)  # validates the blob against the key type, too
-        if entry is None or entry.marker or entry.hashed or entry.negative or entry.positive != (name,):
+        name = name.translate(ASCII_LOWER)
+        if not name or any(c.isspace() or not c.isprintable() for c in name):
             raise ValueError(f"cannot add {name!r} to known_hosts: not a single literal host name")
-        if _is_wild(name):
+        key = parse_blob(blob)
+        if key.is_cert:
+            raise ValueError(f"cannot add {name!r} to known_hosts: a certificate is not a host key")
+        text = f"{name} {key.keytype} {base64.b64encode(key.blob).decode('ascii')}"
+        entry = parse_line(text, str(path), 0)
+        folded = fold(name)
+        if entry is None or entry.marker or entry.hashed or entry.negative or entry.positive != (folded,):
+            raise ValueError(f"cannot add {name!r} to known_hosts: not a single literal host name")
+        if is_wild(name):
             raise ValueError(f"cannot add {name!r} to known_hosts: wildcards are not host names")
         line = (text + "\n").encode("utf-8")
         with _ADD_LOCK:
-            if self._matching([name]):
+            if any(e.marker is None for e in self._matching([folded], files)):
                 return False
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # O_APPEND, never a rewrite: a crash mid-write cannot lose the lines already there.
@@ -283,17 +310,21 @@ class KnownHosts:
                 data = path.read_bytes()
                 on_disk = KnownHosts()
                 on_disk._load_bytes(str(path), data)
-                already = on_disk._matching([name])
+                already = [e for e in on_disk._matching([folded], None) if e.marker is None]
                 if already:
                     for found in already:
                         self._remember(found)  # so a re-check in this run sees what is on disk
                     return False
+                lineno = data.count(b"\n") + 1
                 if data and not data.endswith(b"\n"):
                     line = b"\n" + line  # or our line would be glued onto the last one
+                    lineno += 1
                 view = memoryview(line)
                 while view:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)  # also releases the flock
-            self._remember(entry)
+            recorded = parse_line(text, str(path), lineno)
+            assert recorded is not None and recorded.load_key()
+            self._remember(recorded)
         return True

@@ -48,7 +48,7 @@ _SSHD_CONFIG = """\
 # fleetrun lab host {name}; rewritten on every start
 ListenAddress {address}:{port}
 HostKey {host_key}
-PidFile none
+{extra_host_keys}PidFile none
 AuthorizedKeysFile {directory}/authorized_keys
 PubkeyAuthentication yes
 PasswordAuthentication {password_auth}
@@ -163,6 +163,11 @@ def _with_extra(config: str, extra: str) -> str:
     replaced = {_keyword(line) for line in extra_lines}
     kept = [line for line in config.splitlines() if _keyword(line) not in replaced]
     return "\n".join([*kept, *extra_lines]) + "\n"
+
+
+def extra_host_key_path(directory: Path, keytype: str) -> Path:
+    """Where a lab's extra host key of one type lives, shared by all its hosts (the public key adds `.pub`)."""
+    return directory / f"lab_host_{keytype}_key"
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -419,12 +424,16 @@ def start_lab(
     password_auth: bool = False,
     host_key_type: str = "ed25519",
     extra_config: str = "",
+    extra_host_key_types: tuple[str, ...] = (),
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
     `password_auth` also lets accounts log in with their system password (tests of password auth).
     `host_key_type` is "ed25519" or "rsa". `extra_config` is sshd_config text whose keywords replace the lab's
     own (e.g. "MaxStartups 1", "KexAlgorithms diffie-hellman-group14-sha1"); it must not hold a Match block.
+    `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives the hosts more host keys besides their
+    own Ed25519 one: one key per type at `extra_host_key_path`, shared by all hosts (an RSA key per host would
+    cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -452,6 +461,14 @@ def start_lab(
     host_keys = [directory / f"{name}_host_{host_key_type}_key" for name in names]
     for name, host_key in zip(names, host_keys, strict=True):
         _host_key(host_key, f"fleetrun-{name}", host_key_type)
+    extra_host_keys = ""
+    for keytype in extra_host_key_types:
+        path = extra_host_key_path(directory, keytype)
+        for stale in (path, path.with_suffix(".pub")):
+            stale.unlink(missing_ok=True)
+        argv = [keygen, "-q", "-t", keytype, "-C", f"fleetrun-lab-{keytype}", "-f", str(path), "-N", ""]
+        _run(argv, f"ssh-keygen -t {keytype} failed for {path}", "pick a key type ssh-keygen knows")
+        extra_host_keys += f"HostKey {path}\n"
 
     for attempt in range(1, _ATTEMPTS + 1):
         addresses, port = _pick_block(count)
@@ -463,7 +480,8 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                text = _SSHD_CONFIG.format(directory=directory, password_auth=yes_no, **fields)
+                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
+                text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
                 pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
                 spawned.append((pid, str(config)))

@@ -87,6 +87,9 @@ class HostResult:
     error: str | None = None  # one line, for every outcome but ok
     changed: bool | None = None  # push/pull: whether anything was written
     details: tuple[str, ...] = ()  # push/pull: one line per file, shown with -v
+    # True: known_hosts vouched for the host's key. False: the key was not verified (--host-key-checking no,
+    # accept-new recording it now, or refused). None: the connection never got as far as the key.
+    host_key_verified: bool | None = None
 
     @property
     def ok(self) -> bool:

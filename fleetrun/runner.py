@@ -332,13 +332,16 @@ def execute(
         sink = sinks(host) if sinks is not None else None
         tap = _output_callback(splitters, sink, redactor)
         context = HostContext(options, cancel, tap)
+        verified: bool | None = None
         try:
             session = connect(host, settings, passwords.get(host.name), cancel)
+            verified = session.host_key_verified
             try:
                 result = task(session, host, context)
             finally:
                 session.close()
         except HostFailure as failure:
+            verified = failure.host_key_verified if verified is None else verified
             result = HostResult(host, failure.outcome, error=failure.message)
         finally:
             if tap is not None:
@@ -350,7 +353,7 @@ def execute(
         result = redactor.result(result)
         if result.outcome is Outcome.CANCELLED and cancel.reason == "deadline":
             result = replace(result, outcome=Outcome.TIMEOUT, error="the run's --deadline was reached")
-        return replace(result, duration=time.monotonic() - begin)
+        return replace(result, duration=time.monotonic() - begin, host_key_verified=verified)
 
     def not_started(host: Host) -> HostResult:
         why = "the run's --deadline was reached" if cancel.reason == "deadline" else f"run {cancel.reason}"

@@ -32,6 +32,7 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "error": result.error,
         "changed": result.changed,
         "details": list(result.details),
+        "host_key_verified": result.host_key_verified,
     }
 
 

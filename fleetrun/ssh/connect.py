@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import paramiko
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
-from fleetrun.hostkeys import KnownHosts, Verdict, fingerprint, known_hosts_name
+from fleetrun.hostkeys import KnownHosts, Verdict, known_hosts_name
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
 from fleetrun.ssh.auth import authenticate
@@ -27,7 +27,8 @@ class ConnectSettings:
     """Everything `connect` needs besides the host; one per run, shared read-only by all workers."""
 
     known_hosts: KnownHosts
-    accept_new_path: Path  # where accept-new appends for hosts without a known_hosts of their own
+    # ~/.ssh/known_hosts: read for every host, and where accept-new appends for hosts without a file of their own
+    accept_new_path: Path
     host_key_checking: HostKeyPolicy = "yes"
     connect_timeout: float = 10.0
     keys: dict[str, paramiko.PKey] | None = None  # key path -> loaded key, loaded once per run
@@ -35,15 +36,43 @@ class ConnectSettings:
     warn: Callable[[str], None] = lambda message: None
 
 
+# ssh's default HostKeyAlgorithms, best first (OpenSSH 9.2: `ssh -G host | grep hostkeyalgorithms`), each with
+# the key type a known_hosts line must hold to vouch for it.
+OPENSSH_HOST_KEY_ALGORITHMS: dict[str, str] = {
+    "ssh-ed25519-cert-v01@openssh.com": "ssh-ed25519",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com": "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com": "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com": "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519-cert-v01@openssh.com": "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com": "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com": "ssh-rsa",
+    "rsa-sha2-256-cert-v01@openssh.com": "ssh-rsa",
+    "ssh-ed25519": "ssh-ed25519",
+    "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384": "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521": "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com": "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com": "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512": "ssh-rsa",
+    "rsa-sha2-256": "ssh-rsa",
+}
 
-def _preferred_key_types(known: list[str], offered: Sequence[str]) -> list[str]:
-    """Ask the server for a host key type we already know, so a known host is not reported changed."""
-    wanted: list[str] = []
-    for keytype in known:
-        wanted += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if keytype == "ssh-rsa" else [keytype]
-    first = [t for t in dict.fromkeys(wanted) if t in offered]
-    return first + [t for t in offered if t not in first]
 
+def _preferred_key_types(known: Collection[str], supported: Sequence[str]) -> list[str]:
+    """Host key algorithms in the order ssh asks for them (OpenSSH's order_hostkeyalgs), among `supported`.
+
+    ssh keeps its default order when a key of its best algorithm's type is known for the host, and otherwise
+    moves the algorithms of the known key types first, each group in its own order. So a host with a stale
+    line of one type and a right one of the type ssh prefers is asked for the right one, as ssh asks.
+    Certificate algorithms are never asked for: fleetrun does not verify host certificates.
+    """
+    order = list(OPENSSH_HOST_KEY_ALGORITHMS)
+    if OPENSSH_HOST_KEY_ALGORITHMS[order[0]] not in known:
+        first = [alg for alg in order if OPENSSH_HOST_KEY_ALGORITHMS[alg] in known]
+        order = first + [alg for alg in order if alg not in first]
+    # Only what ssh would ask for: an algorithm paramiko has but ssh dropped (ssh-rsa, ssh-dss) stays out.
+    wanted = [alg for alg in order if alg in supported and not alg.endswith("-cert-v01@openssh.com")]
+    return wanted or list(supported)
 
 
 def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel) -> Session:
@@ -84,14 +113,15 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     transport = paramiko.Transport(recorder)  # type: ignore[arg-type]  # any object with socket's methods
     # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
     transport.handshake_timeout = limit + 5
+    verified: bool | None = None  # the host-key check's result: every outcome after it carries it
     try:
         transport._channel_handler_table = HANDLERS  # type: ignore[attr-defined]
-        _handshake(host, settings, transport, remaining, limit)
+        verified = _handshake(host, settings, transport, remaining, limit)
         recorder.stop()  # what the server sent has served its purpose: from here on, no copy
         authenticate(host, settings, transport, password, remaining)
         transport.set_keepalive(30)
-        return Session(host, transport, limit)
-    except HostFailure:
+        return Session(host, transport, limit, host_key_verified=verified)
+    except HostFailure as failure:
         # Raised once paramiko's thread was started (it has an ident) but before the key exchange finished, it is
         # start_client's quiet timeout: say which step hung, and with what, if the thread died meanwhile.
         # Read before close(): closing makes the thread fail with an EOF of our own making.
@@ -99,21 +129,26 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
         died_of, hello = transport.get_exception(), recorder.hello()
         transport.close()
         if cancel.is_set():
-            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
+            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
+                              host_key_verified=verified) from None
         if stalled:
             message = _describe_connect_error(died_of, hello, transport, where, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message) from None
+        if verified is not None:
+            failure.host_key_verified = verified
         raise
     except BaseException as error:
         hello = recorder.hello()
         transport.close()
         if cancel.is_set():
-            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
+            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
+                              host_key_verified=verified) from None
         if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
             if transport.initial_kex_done:
-                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where)) from None
+                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where),
+                                  host_key_verified=verified) from None
             message = _describe_connect_error(error, hello, transport, where, time.monotonic() - started)
-            raise HostFailure(Outcome.UNREACHABLE, message) from None
+            raise HostFailure(Outcome.UNREACHABLE, message, host_key_verified=verified) from None
         raise
     finally:
         cancel.remove_callback(handle)
@@ -132,12 +167,17 @@ def _handshake(
     transport: paramiko.Transport,
     remaining: Callable[[], float],
     limit: float,
-) -> None:
+) -> bool:
+    """Key exchange and host-key verification; True if known_hosts vouched for the key, False if the policy
+    let an unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
     names = [known_hosts_name(host.address, host.port)]
     if host.name != host.address:
         names.append(known_hosts_name(host.name, host.port))
+    # The user's file and the host's own, as ssh reads UserKnownHostsFile per host.
+    files = {str(settings.accept_new_path), *host.known_hosts}
+    known = settings.known_hosts
     options = transport.get_security_options()
-    options.key_types = _preferred_key_types(settings.known_hosts.key_types_for(names), options.key_types)
+    options.key_types = _preferred_key_types(known.key_types_for(names, files), options.key_types)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())
     if not transport.is_active() or not getattr(transport, "initial_kex_done", True):
@@ -146,30 +186,25 @@ def _handshake(
 
     key = transport.get_remote_server_key()
     blob = key.asbytes()
-    offered = f"{key.get_name()} {fingerprint(blob)}"
-    verdict = settings.known_hosts.check(names, key.get_name(), blob)
-    if verdict is Verdict.KNOWN:
-        return
-    if verdict is Verdict.REVOKED:
-        raise HostFailure(Outcome.HOST_KEY, f"host key {offered} for {names[0]} is REVOKED in known_hosts: refusing")
-    if verdict is Verdict.CHANGED:
-        raise HostFailure(
-            Outcome.HOST_KEY,
-            f"HOST KEY CHANGED for {names[0]}: offered {offered} differs from known_hosts; possible attack. "
-            f"If the host was rebuilt, verify the new key and remove the old one: ssh-keygen -R '{names[0]}'",
-        )
+    check = known.judge(names, key.get_name(), blob, files)
+    for problem in check.bad_lines:
+        settings.warn(f"known_hosts: {problem}")
+    for line in check.unused_ca:
+        settings.warn(f"known_hosts: {line.where}: @cert-authority line for {check.name} is not used: "
+                      "fleetrun does not verify host certificates yet, so only plain key lines vouch for a host")
+    if check.verdict is Verdict.KNOWN:
+        return True
+    if check.verdict is not Verdict.UNKNOWN:
+        raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)
     if settings.host_key_checking == "accept-new":
         target = Path(host.known_hosts[0]) if host.known_hosts else settings.accept_new_path
-        added = settings.known_hosts.add(target, names[0], key.get_name(), blob)
+        added = known.add(target, names[0], key.get_name(), blob, files)
         # Not added: another process recorded a key for this name since we checked; judge against that one.
-        if not added and settings.known_hosts.check(names, key.get_name(), blob) is not Verdict.KNOWN:
-            raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing")
-        return
+        if not added and known.check(names, key.get_name(), blob, files) is not Verdict.KNOWN:
+            raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing",
+                              host_key_verified=False)
+        return False
     if settings.host_key_checking == "no":
-        settings.warn(f"{host.name}: host key NOT verified ({offered}): --host-key-checking no is for labs only")
-        return
-    raise HostFailure(
-        Outcome.HOST_KEY,
-        f"unknown host key for {names[0]} ({offered}): verify the fingerprint, then add it to known_hosts "
-        "or run once with --host-key-checking accept-new",
-    )
+        settings.warn(f"{host.name}: host key NOT verified ({check.offered}): --host-key-checking no is for labs only")
+        return False
+    raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)

@@ -52,10 +52,13 @@ HANDLERS = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _h
 class Session:
     """An authenticated SSH connection to one host; owned by one worker thread, closed in `finally`."""
 
-    def __init__(self, host: Host, transport: paramiko.Transport, timeout: float) -> None:
+    def __init__(
+        self, host: Host, transport: paramiko.Transport, timeout: float, *, host_key_verified: bool | None = None
+    ) -> None:
         self.host = host
         self.transport = transport
         self._timeout = timeout
+        self.host_key_verified = host_key_verified  # False when --host-key-checking let an unverified key in
 
     def close(self) -> None:
         self.transport.close()

@@ -125,16 +125,20 @@ def test_realistic_file_loads_and_each_verdict_is_right(user_file: Path, keys: d
     # @cert-authority lines are loaded but vouch for nothing, and are not "a key for this name".
     assert check(["www.example.com"], ca) is Verdict.UNKNOWN
     assert known.key_types_for(["www.example.com"]) == []
-    # Bad lines that look like names are skipped, not trusted.
+    # Bad lines are skipped, not trusted. A line's shape is checked at load; its key, as OpenSSH does it,
+    # once a lookup meets the line.
+    assert [w.split(": ", 1)[0] for w in known.warnings] == [f"{user_file}:{n}" for n in (12, 15)]
     assert check(["mislabelled"], web) is Verdict.UNKNOWN
+    assert check(["broken"], web) is Verdict.UNKNOWN
 
     assert known.key_types_for(["web01"]) == ["ssh-ed25519", "ssh-rsa"]
     assert known.key_types_for(["[vault]:2200", "hashed01"]) == ["ssh-ed25519", "ecdsa-sha2-nistp256"]
 
-    assert [w.split(": ", 1)[0] for w in known.warnings] == [f"{user_file}:{n}" for n in (12, 13, 14, 15)]
-    assert "invalid base64" in known.warnings[1]
-    assert "not a ssh-rsa key" in known.warnings[2]
-    assert "unknown marker" in known.warnings[3]
+    warnings = sorted(known.warnings, key=lambda w: int(w.split(": ", 1)[0].rsplit(":", 1)[1]))
+    assert [w.split(": ", 1)[0] for w in warnings] == [f"{user_file}:{n}" for n in (12, 13, 14, 15)]
+    assert "invalid base64" in warnings[1]
+    assert "not a ssh-rsa key" in warnings[2]
+    assert "unknown marker" in warnings[3]
 
 
 def test_unreadable_file_is_a_warning(tmp_path: Path) -> None:
@@ -300,3 +304,198 @@ def test_large_file_loads_and_checks_correctly(tmp_path: Path, keys: dict[str, K
     ]
     assert set(verdicts) == {Verdict.KNOWN} and not known.warnings
     assert known.check(["x.zone3.fleet"], keys["wild"].keytype, keys["wild"].blob) is Verdict.KNOWN
+
+
+# --- OpenSSH's rules for [host]:port, bad salts, bad blobs, @cert-authority, messages (issue 8) ---------------
+
+
+def write(tmp_path: Path, *lines: str, name: str = "known_hosts") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_port_falls_back_to_the_bare_name_only_without_a_port_entry(tmp_path: Path, keys: dict[str, Key]) -> None:
+    web, other, wild = keys["web"], keys["other"], keys["wild"]
+    hashed = hashed_lines(tmp_path, [web.line("hashedhost")])[0]
+    path = write(
+        tmp_path,
+        web.line("plainhost"),
+        hashed,
+        web.line("*.zone"),
+        web.line("typed") + " bare ed25519",
+        wild.line("[typed]:2222") + " port entry of another type",
+        web.line("stale"),
+        other.line("[stale]:2222"),
+        other.line("elsewhere"),
+    )
+    known = KnownHosts.load([path])
+
+    def judge(name: str, key: Key) -> tuple[Verdict, bool, int | None]:
+        check = known.judge([known_hosts_name(name, 2222)], key.keytype, key.blob)
+        return check.verdict, check.without_port, check.line.line if check.line else None
+
+    # "found matching key w/out port": plain, hashed and wildcard entries under the bare name.
+    assert judge("plainhost", web) == (Verdict.KNOWN, True, 1)
+    assert judge("hashedhost", web) == (Verdict.KNOWN, True, 2)
+    assert judge("db.zone", web) == (Verdict.KNOWN, True, 3)
+    assert known.check(["hashedhost"], web.keytype, web.blob) is Verdict.KNOWN  # port 22: the name itself
+    # A [host]:port entry of any type is the host's record: no fallback, a different key is CHANGED.
+    assert judge("typed", web) == (Verdict.CHANGED, False, 5)
+    assert judge("stale", web) == (Verdict.CHANGED, False, 7)
+    # The bare name only ever adds trust: a different key there leaves [host]:port unknown, as for ssh.
+    assert judge("elsewhere", web) == (Verdict.UNKNOWN, False, None)
+    # Key types for ordering algorithms come from the [host]:port lines alone, as in order_hostkeyalgs.
+    assert known.key_types_for(["[plainhost]:2222"]) == []
+    assert known.key_types_for(["[typed]:2222"]) == ["ecdsa-sha2-nistp256"]
+    # Port 22 is the bare name: nothing to fall back to, and `[h]:22` is not a fallback either.
+    assert known.check(["[plainhost]:22"], web.keytype, web.blob) is Verdict.UNKNOWN
+
+
+def test_revoked_under_the_bare_name_is_refused_for_host_and_port(tmp_path: Path, keys: dict[str, Key]) -> None:
+    web, revoked = keys["web"], keys["revoked"]
+    path = write(
+        tmp_path,
+        "@revoked gone " + revoked.line("").strip(),
+        "@revoked *.fleet " + revoked.line("").strip(),
+        revoked.line("[vouched]:2222"),
+        "@revoked vouched " + revoked.line("").strip(),
+    )
+    known = KnownHosts.load([path])
+    for name, line in [("gone", 1), ("a.fleet", 2), ("vouched", 4)]:
+        check = known.judge([known_hosts_name(name, 2222)], revoked.keytype, revoked.blob)
+        assert (check.verdict, check.line and check.line.line, check.name) == (Verdict.REVOKED, line, name)
+    # Only the revoked key is refused.
+    assert known.check(["[gone]:2222"], web.keytype, web.blob) is Verdict.UNKNOWN
+
+
+def test_hashed_salt_must_be_20_bytes(tmp_path: Path, keys: dict[str, Key]) -> None:
+    import hmac
+
+    web = keys["web"]
+
+    def hashed(salt: bytes, name: str) -> str:
+        digest = hmac.digest(salt, name.encode(), "sha1")
+        return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+    path = write(
+        tmp_path,
+        web.line(hashed(b"s" * 16, "short")),  # a correct HMAC, but OpenSSH ignores a 16-byte salt
+        web.line(hashed(b"s" * 32, "long")),
+        web.line(hashed(b"s" * 20, "right")),
+        web.line("|1||" + hashed(b"s" * 20, "empty").rsplit("|", 1)[1]),
+        web.line("|2|" + hashed(b"s" * 20, "magic")[3:]),
+    )
+    known = KnownHosts.load([path])
+    assert known.check(["short"], web.keytype, web.blob) is Verdict.UNKNOWN  # was trusted
+    assert known.check(["long"], web.keytype, web.blob) is Verdict.UNKNOWN
+    assert known.check(["right"], web.keytype, web.blob) is Verdict.KNOWN
+    assert [w.split(": ", 1)[0] for w in known.warnings] == [f"{path}:{n}" for n in (1, 2, 4, 5)]
+    assert "16-byte salt, not 20" in known.warnings[0] and "32-byte salt" in known.warnings[1]
+    assert all(w.endswith("line skipped") for w in known.warnings)
+    for name in ("short", "long"):  # ssh-keygen agrees: no such host
+        assert keygen("-F", name, "-f", str(path)).returncode == 1
+    assert keygen("-F", "right", "-f", str(path)).returncode == 0
+
+
+def rsa_blob(e: int, n: int) -> bytes:
+    def mpint(v: int) -> bytes:
+        data = v.to_bytes((v.bit_length() + 8) // 8, "big") if v else b""
+        return len(data).to_bytes(4, "big") + data
+
+    return b"\0\0\0\x07ssh-rsa" + mpint(e) + mpint(n)
+
+
+def test_unparseable_key_blobs_are_skipped_with_a_warning(tmp_path: Path, keys: dict[str, Key]) -> None:
+    web, wild = keys["web"], keys["wild"]
+    ecdsa = wild.blob
+    point_at = len(ecdsa) - 65
+    off_curve = ecdsa[:-1] + bytes([ecdsa[-1] ^ 1])
+    compressed = ecdsa[: point_at - 4] + (33).to_bytes(4, "big") + b"\x02" + ecdsa[point_at + 1 : point_at + 33]
+    bad = {
+        "truncated": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+        "short-key": "ssh-ed25519 " + base64.b64encode(web.blob[:-1]).decode(),
+        "trailing": "ssh-ed25519 " + base64.b64encode(web.blob + b"\0").decode(),
+        "off-curve": "ecdsa-sha2-nistp256 " + base64.b64encode(off_curve).decode(),
+        "compressed": "ecdsa-sha2-nistp256 " + base64.b64encode(compressed).decode(),
+        "wrong-curve": "ecdsa-sha2-nistp384 " + base64.b64encode(ecdsa).decode(),
+        "rsa-1023": "ssh-rsa " + base64.b64encode(rsa_blob(65537, 2**1022 + 1)).decode(),
+        "unknown-type": "ssh-foo " + web.text,
+        "no-key": "ssh-ed25519",
+    }
+    lines = [f"{name} {rest}" for name, rest in bad.items()]
+    lines.append("rsa-1024 ssh-rsa " + base64.b64encode(rsa_blob(65537, 2**1023 + 1)).decode())
+    lines.append("sha2-label rsa-sha2-512 " + keys["db"].text)  # OpenSSH reads RSA under these names too
+    path = write(tmp_path, *lines, web.line("crlf") + "\r", "\0" + web.line("nul"), web.line("nul2") + "\0junk")
+    known = KnownHosts.load([path])
+    for at, name in enumerate(bad, 1):
+        # A bad line for the host is not a key on record: unknown, not "changed" (today's false alarm).
+        check = known.judge([name], web.keytype, web.blob)
+        assert check.verdict is Verdict.UNKNOWN, name
+        assert keygen("-l", "-F", name, "-f", str(path)).stdout == "", name  # ssh-keygen skips them too
+        if name not in ("unknown-type", "no-key"):  # these two are bad in shape: warned at load
+            assert [w.split(": ", 1)[0] for w in check.bad_lines] == [f"{path}:{at}"], name
+        assert known.judge([name], web.keytype, web.blob).bad_lines == ()  # reported once per run
+    warnings = sorted(known.warnings, key=lambda w: int(w.split(": ", 1)[0].rsplit(":", 1)[1]))
+    assert [w.split(": ", 1)[0] for w in warnings] == [f"{path}:{n}" for n in range(1, len(bad) + 1)]
+    assert "truncated" in warnings[0] and "not on nistp256" in warnings[3]
+    assert "uncompressed" in warnings[4] and "1023 bits" in warnings[6]
+    assert [line.keytype for line in known.lines_for(["rsa-1024", "sha2-label"])] == ["ssh-rsa", "ssh-rsa"]
+    assert known.check(["crlf"], web.keytype, web.blob) is Verdict.KNOWN  # CRLF files work, as for OpenSSH
+    assert known.check(["nul"], web.keytype, web.blob) is Verdict.UNKNOWN  # a C string ends at the NUL
+    assert known.check(["nul2"], web.keytype, web.blob) is Verdict.KNOWN
+
+
+def test_cert_authority_lines_are_reported_once_per_line(tmp_path: Path, keys: dict[str, Key]) -> None:
+    web, ca = keys["web"], keys["ca"]
+    path = write(tmp_path, "@cert-authority *.fleet " + ca.line("").strip(), web.line("a.fleet,b.fleet"),
+                 "@cert-authority other " + ca.line("").strip())
+    known = KnownHosts.load([path])
+    first = known.judge(["a.fleet"], web.keytype, web.blob)
+    assert first.verdict is Verdict.KNOWN
+    assert [(line.where, line.marker) for line in first.unused_ca] == [(f"{path}:1", "@cert-authority")]
+    assert known.judge(["b.fleet"], web.keytype, web.blob).unused_ca == ()  # same line: said once
+    assert known.judge(["c.other"], web.keytype, web.blob).unused_ca == ()  # no CA line for that host
+    assert [line.line for line in known.judge(["[other]:2222"], web.keytype, web.blob).unused_ca] == [3]
+
+
+def test_changed_message_names_the_line_both_fingerprints_and_a_fix_that_works(
+    tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    web, other, wild = keys["web"], keys["other"], keys["wild"]
+    user_file = write(tmp_path, web.line("[web01]:2222"), name="user_known_hosts")
+    inventory_file = write(tmp_path, "# first", wild.line("db01"), web.line("db01"),
+                           web.line("*.internal"), name="inventory_known_hosts")
+    known = KnownHosts.load([user_file, inventory_file])
+
+    check = known.judge(["db01"], other.keytype, other.blob)
+    message = check.explain(user_file)
+    assert check.verdict is Verdict.CHANGED and check.line is not None
+    assert f"it offered ssh-ed25519 {fingerprint(other.blob)}" in message
+    assert f"but {inventory_file}:3 records {fingerprint(web.blob)}" in message  # the ed25519 line, not line 2
+    assert message.endswith(f"run: ssh-keygen -R db01 -f {inventory_file}") and "\n" not in message
+    # The hint works: ssh-keygen removes the old lines from that file, and the host becomes unknown.
+    assert subprocess.run(message.split("run: ", 1)[1].split(), capture_output=True, check=False).returncode == 0
+    assert KnownHosts.load([user_file, inventory_file]).check(["db01"], other.keytype, other.blob) is Verdict.UNKNOWN
+
+    # In the file ssh-keygen edits by default, no -f.
+    changed = known.judge(["[web01]:2222"], other.keytype, other.blob).explain(user_file)
+    assert f"records {fingerprint(web.blob)}" in changed and changed.endswith("run: ssh-keygen -R '[web01]:2222'")
+    # A key of another type is named with its type.
+    other_type = known.judge(["[web01]:2222"], wild.keytype, wild.blob).explain(user_file)
+    assert f"records ssh-ed25519 {fingerprint(web.blob)}" in other_type
+    # A pattern line covers other hosts: say so instead of deleting it with ssh-keygen -R.
+    pattern = known.judge(["db.internal"], other.keytype, other.blob).explain(user_file)
+    assert pattern.endswith(f"fix line 4 of {inventory_file} (its pattern '*.internal' covers other hosts too)")
+
+
+def test_files_limit_which_lines_count(tmp_path: Path, keys: dict[str, Key]) -> None:
+    web, other = keys["web"], keys["other"]
+    mine, theirs = write(tmp_path, web.line("web01"), name="mine"), write(tmp_path, other.line("web01"), name="theirs")
+    known = KnownHosts.load([mine, theirs])
+    # Every loaded file counts by default; a host's own files are what ssh's UserKnownHostsFile would read.
+    assert known.check(["web01"], other.keytype, other.blob) is Verdict.KNOWN
+    assert known.check(["web01"], other.keytype, other.blob, {str(mine)}) is Verdict.CHANGED
+    assert known.check(["web01"], web.keytype, web.blob, {str(theirs)}) is Verdict.CHANGED
+    assert known.key_types_for(["web01"], {str(tmp_path / "none")}) == []
+    assert known.add(tmp_path / "third", "web01", web.keytype, web.blob, {str(tmp_path / "third")}) is True

@@ -60,16 +60,20 @@ def test_json_contract_is_pinned():
     out = io.StringIO()
     renderer = JsonRenderer(out)
     renderer.on_result(HostResult(WEB2, Outcome.FAILED, exit_code=2, stdout=b"\xffok\n", error="exit status 2",
-                                  duration=1.23456))
+                                  duration=1.23456, host_key_verified=True))
+    renderer.on_result(HostResult(WEB1, Outcome.OK, exit_code=0, host_key_verified=False))
+    renderer.on_result(HostResult(WEB1, Outcome.UNREACHABLE, error="connection refused by 10.0.0.1:22"))
     renderer.on_finish(summary(failed=1))
-    host, final = (json.loads(line) for line in out.getvalue().splitlines())
+    host, unverified, unreachable, final = (json.loads(line) for line in out.getvalue().splitlines())
     assert SCHEMA == "fleetrun/1"
     assert host == {
         "schema": "fleetrun/1", "type": "host", "host": "web02", "address": "10.0.0.2", "port": 2222,
         "status": "failed", "exit_code": 2, "signal": None, "stdout": "\ufffdok\n", "stderr": "",
         "stdout_truncated": False, "stderr_truncated": False, "duration": 1.235, "error": "exit status 2",
-        "changed": None, "details": [],
+        "changed": None, "details": [], "host_key_verified": True,
     }
+    # false: connected without known_hosts vouching for the key; null: never got as far as the key.
+    assert unverified["host_key_verified"] is False and unreachable["host_key_verified"] is None
     assert final == {"schema": "fleetrun/1", "type": "summary", "total": 1, "counts": {"failed": 1},
                      "elapsed": 3.42, "exit_status": 1, "interrupted": False, "changed": 0, "unchanged": 0}
 

@@ -1,0 +1,48 @@
+"""The order fleetrun asks a server for host key algorithms: ssh's own (OpenSSH's order_hostkeyalgs).
+
+The same rule is held against the real `ssh -vvv` proposal in tests/integration/test_hostkeys_openssh.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from fleetrun.ssh.connect import OPENSSH_HOST_KEY_ALGORITHMS, _preferred_key_types
+
+PARAMIKO = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
+            "rsa-sha2-256"]
+ED, P256, P384, P521, RSA512, RSA256 = PARAMIKO
+
+
+@pytest.mark.parametrize(("known", "expected"), [
+    ([], PARAMIKO),
+    # The issue's case: a stale ECDSA line first in the file, the right Ed25519 line after it.
+    (["ecdsa-sha2-nistp256", "ssh-ed25519"], PARAMIKO),
+    (["ecdsa-sha2-nistp256"], [P256, ED, P384, P521, RSA512, RSA256]),
+    (["ecdsa-sha2-nistp384", "ssh-rsa"], [P384, RSA512, RSA256, ED, P256, P521]),
+    (["ssh-rsa"], [RSA512, RSA256, ED, P256, P384, P521]),
+    # ssh keeps its whole list as it is once its best type is known, so ECDSA stays ahead of a known RSA.
+    (["ssh-rsa", "ssh-ed25519"], PARAMIKO),
+    # Types paramiko cannot check (security keys, DSA) move nothing it can.
+    (["sk-ssh-ed25519@openssh.com", "ssh-dss"], PARAMIKO),
+])
+def test_known_types_first_in_ssh_order(known: list[str], expected: list[str]) -> None:
+    assert _preferred_key_types(known, PARAMIKO) == expected
+
+
+def test_only_what_ssh_asks_for() -> None:
+    # An algorithm ssh no longer asks for by default is not asked for, even if the library has it.
+    assert _preferred_key_types(["ssh-rsa"], [*PARAMIKO, "ssh-rsa", "ssh-dss"]) == [RSA512, RSA256, ED, P256, P384,
+                                                                                   P521]
+    assert _preferred_key_types([], ["ssh-ed25519-cert-v01@openssh.com", ED]) == [ED]  # no host certificates
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
+def test_the_list_is_ssh_s_default() -> None:
+    printed = subprocess.run(["ssh", "-G", "-F", "/dev/null", "example.invalid"], capture_output=True, text=True,
+                             check=True, stdin=subprocess.DEVNULL).stdout
+    line = next(line for line in printed.splitlines() if line.startswith("hostkeyalgorithms "))
+    assert line.split()[1].split(",") == list(OPENSSH_HOST_KEY_ALGORITHMS)
