@@ -168,6 +168,8 @@ class Collect:
 
 
 class FakeSession:
+    host_key_verified = True
+
     def close(self) -> None:
         pass
 
