@@ -29,6 +29,7 @@ class ConnectSettings:
     host_key_checking: HostKeyPolicy = "yes"
     connect_timeout: float = 10.0
     keys: dict[str, paramiko.PKey] | None = None  # key path -> loaded key, loaded once per run
+    encrypted_identities: dict[str, bytes] | None = None  # encrypted key path -> public blob (agent may sign)
     use_agent: bool = True
     warn: Callable[[str], None] = lambda message: None
 
@@ -141,14 +142,15 @@ def _handshake(
             f"HOST KEY CHANGED for {names[0]}: offered {offered} differs from known_hosts; possible attack. "
             f"If the host was rebuilt, verify the new key and remove the old one: ssh-keygen -R '{names[0]}'",
         )
-    if settings.host_key_checking == "accept-new":
+    policy = host.host_key_checking or settings.host_key_checking  # ssh_config's StrictHostKeyChecking, mapped
+    if policy == "accept-new":
         target = Path(host.known_hosts[0]) if host.known_hosts else settings.accept_new_path
         added = settings.known_hosts.add(target, names[0], key.get_name(), blob)
         # Not added: another process recorded a key for this name since we checked; judge against that one.
         if not added and settings.known_hosts.check(names, key.get_name(), blob) is not Verdict.KNOWN:
             raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing")
         return
-    if settings.host_key_checking == "no":
+    if policy == "no":
         settings.warn(f"{host.name}: host key NOT verified ({offered}): --host-key-checking no is for labs only")
         return
     raise HostFailure(
