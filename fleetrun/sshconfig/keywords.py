@@ -182,6 +182,12 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     return user, host, port
 
 
+def format_hop(user: str | None, host: str, port: int | None) -> str:
+    """The `[user@]host[:port]` spelling of a parsed hop (IPv6 addresses in brackets)."""
+    text = f"[{host}]" if ":" in host else host
+    return f"{user + '@' if user else ''}{text}{f':{port}' if port else ''}"
+
+
 def _proxy_jump(args: list[str], rest: str) -> tuple[str, ...]:
     """ProxyJump: `none`, or comma-separated hops; every hop's syntax is checked, as readconf.c does."""
     text = rest.lstrip(" \t\r\n=")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetrun.sshconfig.evaluate import Listed, Lookup
-from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, parse_hop
+from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
 from fleetrun.sshconfig.tokens import TokenError, connection_hash, local_info, percent_expand, tilde_expand
 
@@ -40,7 +40,7 @@ class Settings:
     certificate_files: tuple[Identity, ...]
     identities_only: bool
     identity_agent: str | None  # None: $SSH_AUTH_SOCK; "none": no agent; else the socket path
-    proxy_jump: tuple[str, ...]  # hops, first to last, with %h %n %p %r expanded; () = direct
+    proxy_jump: tuple[str, ...]  # hops "[user@]host[:port]", first to last, %h %n %p %r expanded; () = direct
     proxy_command: str | None  # with %h %n %p %r expanded; None = direct
     connect_timeout: float | None  # seconds; None = not set (0 too: ssh then waits for the system TCP timeout)
     server_alive_interval: int  # 0 = off
@@ -116,8 +116,8 @@ def settle(lookup: Lookup) -> Settings:
     jump: list[str] = []
     for hop in jump_written:
         try:
-            jump.append(percent_expand(hop, proxy_tokens))
-        except TokenError as error:
+            jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+        except (TokenError, ValueError) as error:
             raise _fail(origins["proxyjump"], error) from None
     if jump:
         last_user, last_host, last_port = parse_hop(jump[-1])
