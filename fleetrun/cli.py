@@ -336,11 +336,11 @@ def hosts_command(pattern: str, inventory: str | None, ssh_config: str | None, n
         from fleetrun.resolve import explain as explain_host
 
         for index, host in enumerate(hosts):
-            rows = explain_host(host, local)
-            widths = [max(len(row[column]) for row in rows) for column in (0, 1)]
+            settings = explain_host(host, local)
+            widths = [max(len(row[column]) for row in settings) for column in (0, 1)]
             out.write(("\n" if index else "") + f"{host.name}\n")
             out.write("".join(f"  {name.ljust(widths[0])}  {value.ljust(widths[1])}  {where}\n"
-                              for name, value, where in rows))
+                              for name, value, where in settings))
         return int(ExitStatus.OK)
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
