@@ -25,7 +25,7 @@ class SshConfigSource:
     @classmethod
     def from_option(cls, value: str | None) -> SshConfigSource:
         """--ssh-config: unset means the defaults, `none` turns it off, anything else is the one file."""
-        if value is None:
+        if not value:  # unset, or FLEETRUN_SSH_CONFIG= (empty)
             return cls()
         if value.lower() == "none":
             return cls(disabled=True)
