@@ -205,16 +205,19 @@ def _warner(err: TextIO) -> Callable[[str], None]:
     return warn
 
 
-def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool) -> list[Any]:
+def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
     """Command-line overrides, then ssh_config below them and the inventory (issue 9)."""
-    from fleetrun.resolve import config_source, resolve_hosts
+    from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
     from fleetrun.runner import apply_overrides
 
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
                             host_key_checking=params.get("host_key_checking"))
     source = config_source(params.get("ssh_config"), ssh_config_allowed)
-    return resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
+    resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
+    if connect:
+        refuse_proxies(resolved)
+    return resolved
 
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
@@ -222,7 +225,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     from fleetrun.runner import RunOptions, execute
 
     selected, ssh_config_allowed = _select(params["inventory"], params["pattern"])
-    hosts = _resolve(selected, params, ssh_config_allowed)
+    hosts = _resolve(selected, params, ssh_config_allowed, connect=True)
     options = RunOptions(
         forks=params["forks"],
         timeout=params["timeout"],
@@ -330,7 +333,7 @@ def hosts_command(pattern: str, inventory: str | None, ssh_config: str | None, n
         return int(ExitStatus.OK)
     from fleetrun.output.base import aligned
 
-    hosts = _resolve(selected, {"ssh_config": ssh_config}, ssh_config_allowed)
+    hosts = _resolve(selected, {"ssh_config": ssh_config}, ssh_config_allowed, connect=False)
     local = getpass.getuser()
     if explain:
         from fleetrun.resolve import explain as explain_host

@@ -319,3 +319,18 @@ def test_ssh_config_false_in_the_inventory(lab, tmp_path):
     system = Path("/etc/ssh/ssh_config")
     if system.is_file() and re.search(r"(?im)^\s*HashKnownHosts\s+yes", system.read_text()):
         assert "/etc/ssh/ssh_config:" in allowed.out  # e.g. Debian's `HashKnownHosts yes` under Host *
+
+
+def test_a_bastion_is_refused_until_fleetrun_can_use_one(lab, tmp_path):
+    # Connecting directly when ssh_config says ProxyJump would be a silent difference from ssh: exit 2.
+    config = ssh_config(tmp_path / "cfg", "Host *\n  ProxyJump ops@bastion\n")
+    run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "all", "--ssh-config", str(config),
+                   home=tmp_path)
+    assert run.code == 2 and "ProxyJump ops@bastion (" in run.err and "cfg:2" in run.err
+    listing = fleetrun("hosts", "-i", str(lab.inventory), "--explain", lab.hosts[0].name, "--ssh-config",
+                       str(config), home=tmp_path)
+    assert listing.code == 0 and "ops@bastion" in listing.out  # listing and --explain still show it
+    inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, jump="none")
+    direct = fleetrun("exec", "-i", str(inventory), "true", "-H", "all", "--ssh-config", str(config),
+                      home=tmp_path)
+    assert direct.code == 0, direct.err  # the inventory's `jump: none` wins over ssh_config
