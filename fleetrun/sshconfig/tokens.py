@@ -14,6 +14,7 @@ from functools import lru_cache
 _TIME_PART = re.compile(r"([0-9]+)([sSmMhHdDwW]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 INT_MAX = 2**31 - 1
+_MAYBE_ADDRESS = frozenset("0123456789abcdefABCDEFxX.:%")  # inet_aton forms, IPv6 and zone ids
 
 
 class TokenError(ValueError):
@@ -41,6 +42,8 @@ def local_info() -> LocalInfo:
 
 def percent_expand(text: str, tokens: Mapping[str, str], *, dollar: bool = False) -> str:
     """Replace %X from `tokens` (and `%%`); with `dollar`, also ${VAR} from the environment."""
+    if "%" not in text and not (dollar and "${" in text):
+        return text  # the common case, for every identity file of every host
     out: list[str] = []
     index = 0
     while index < len(text):
@@ -114,6 +117,8 @@ def connection_hash(local_host: str, host: str, port: str, user: str) -> str:
 
 def is_address(host: str) -> bool:
     """True for a numeric IPv4/IPv6 address, which ssh(1) does not lower-case."""
+    if not _MAYBE_ADDRESS.issuperset(host):
+        return False  # a letter beyond hex digits: a name (saves a getaddrinfo call per host)
     try:
         socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
