@@ -191,6 +191,8 @@ def _select(inventory: str | None, pattern: str) -> tuple[list[Any], bool]:
     try:
         found = load_inventory(find_inventory(inventory))
     except NoInventory:
+        if pattern.strip() in ("all", "*"):
+            raise  # "all" of nothing: say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
         return adhoc_hosts(pattern), True
