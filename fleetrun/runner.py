@@ -70,15 +70,15 @@ def apply_overrides(
 ) -> list[Host]:
     """Command-line --user/--port/--key/--connect-timeout/--host-key-checking win over the inventory and
     ssh_config: each becomes an explicit setting of every host, with the flag as its origin."""
-    changes: dict[str, object] = {}
-    flags: dict[str, str] = {}
-    for name, value, flag in (("connect_timeout", connect_timeout, "--connect-timeout"), ("user", user, "--user"),
-                              ("port", port, "--port"), ("host_key_checking", host_key_checking,
-                                                         "--host-key-checking")):
-        if value is not None:
-            changes[name], flags[name] = value, flag
-    if key is not None:
-        changes["key"], flags["key"] = str(Path(key).expanduser()), "--key"
+    given = {
+        "connect_timeout": (connect_timeout, "--connect-timeout"),
+        "user": (user, "--user"),
+        "port": (port, "--port"),
+        "key": (str(Path(key).expanduser()) if key is not None else None, "--key"),
+        "host_key_checking": (host_key_checking, "--host-key-checking"),
+    }
+    changes = {name: value for name, (value, _) in given.items() if value is not None}
+    flags = {name: flag for name, (value, flag) in given.items() if value is not None}
     if not changes:
         return list(hosts)
     origins = {name: (flag,) for name, flag in flags.items()}
