@@ -122,6 +122,9 @@ CASES = {
                                          files={"web.conf": "Port 2219\nHost *\n  User w\n"}),
     "include-match-does-not-leak": Case("Host web01\n  Include {d}/m.conf\n  Port 2220\n", "web01",
                                         files={"m.conf": "Match host nope\n  User n\n"}),
+    "include-loop": Case("Include {d}/a.conf\n", "x", files={"a.conf": "Include {d}/b.conf\n",
+                                                             "b.conf": "Port 2\nInclude {d}/a.conf\n"},
+                         error="Include loop"),  # ssh: "Too many recursive configuration includes"
     "include-error-in-inactive-file": Case("Host other\n  Include {d}/bad.conf\n", "web01",
                                            files={"bad.conf": "Port nope\n"}, error="bad port"),
     # Include's ~ (and relative paths, which become ~/.ssh/...) follow $HOME, as glob(3)'s GLOB_TILDE does:
