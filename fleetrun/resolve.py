@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from fleetrun.errors import UsageError
 from fleetrun.models import Host
-from fleetrun.sshconfig import Origin, Preset, Settings, SshConfig, SshConfigSource, load
+from fleetrun.sshconfig import Origin, Preset, Settings, SshConfig, SshConfigSource, load, parse_hop
 
 # ssh's StrictHostKeyChecking -> fleetrun's policy. `ask` would prompt: fleetrun never does, so it means yes.
 # `no`/`off` makes ssh record unknown keys and connect; with a changed key it still connects (without
@@ -128,6 +128,30 @@ def resolve_hosts(hosts: Sequence[Host], source: SshConfigSource, warn: Callable
         hosts_text = f"{count} host{'s' if count != 1 else ''}"
         warn(f"ssh_config {origin}: {_spelled(keyword)} is not applied by fleetrun ({hosts_text}): {why}")
     return Resolution(resolved, config)
+
+
+def resolve_hop(hops: Sequence[str], index: int, config: SshConfig, inventory: dict[str, Host] | None = None) -> Host:
+    """Hop `index` of a jump chain, resolved as ssh resolves it: through the inventory (if the hop names an
+    inventory host), then ssh_config, as `ssh [-l user] [-p port] [-J earlier,hops] hop` would.
+
+    The spec's user and port act as -l/-p; the hops before it act as -J, so they replace the hop's own
+    ProxyJump; the first hop keeps its own (ssh_config may give it a bastion of its own).
+    """
+    user, name, port = parse_hop(hops[index])
+    base = (inventory or {}).get(name) or Host(name=name, address=name)
+    explicit, origins = set(base.explicit), dict(base.origins)
+    changes: dict[str, object] = {}
+    for field_name, value in (("user", user), ("port", port)):
+        if value is not None:
+            changes[field_name] = value
+            explicit.add(field_name)
+            origins[field_name] = (f"ProxyJump {hops[index]}",)
+    if index > 0:
+        changes["jump"] = tuple(hops[:index])
+        explicit.add("jump")
+        origins["jump"] = ("the hops before it",)
+    base = replace(base, **changes, explicit=frozenset(explicit), origins=origins)  # type: ignore[arg-type]
+    return apply_settings(base, config.resolve(base.address, preset_for(base)))
 
 
 def refuse_proxies(hosts: Sequence[Host]) -> None:

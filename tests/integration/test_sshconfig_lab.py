@@ -59,7 +59,8 @@ def test_alias_through_a_relative_include(lab, tmp_path):
     config = ssh_config(tmp_path / "cfg", "Include conf.d/*.conf\n")
     ssh_config(tmp_path / ".ssh" / "conf.d" / "web.conf", f"Host web01\n  HostName {one.address}\n")
     ssh_config(tmp_path / ".ssh" / "conf.d" / "zz-port.conf", f"Host web01\n  Port {one.port}\n")
-    ssh_config(tmp_path / "conf.d" / "web.conf", "Host web01\n  HostName 127.0.0.254\n")  # cwd: never read
+    # Next to the including file (where pyinfra would look): never read.
+    ssh_config(tmp_path / "conf.d" / "web.conf", "Host web01\n  HostName 127.0.0.254\n")
     run = fleetrun("exec", "-i", str(inventory), "--ssh-config", str(config), "echo $FLEETRUN_LAB_HOST",
                    "-H", "web01", home=tmp_path)
     assert run.code == 0, run.out + run.err

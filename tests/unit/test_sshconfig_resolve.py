@@ -211,3 +211,21 @@ def test_adhoc_hosts_from_a_file(tmp_path: Path) -> None:
 def test_adhoc_refuses(pattern: str, message: str) -> None:
     with pytest.raises(SelectionError, match=message):
         adhoc_hosts(pattern)
+
+
+def test_resolve_hop_like_ssh_does(tmp_path: Path) -> None:
+    from fleetrun.resolve import resolve_hop
+    from fleetrun.sshconfig import load
+
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host b1\n  HostName 10.0.0.1\n  User jumper\n  ProxyJump outer\n"
+                          "Host b2\n  Port 2222\n  ProxyJump elsewhere\n")
+    config = load(SshConfigSource(path=str(ssh_config)))
+    inventory = {"b2": Host("b2", "10.0.0.2", port=22, explicit=frozenset({"address", "port"}),
+                            origins={"port": ("inventory hosts.b2",)})}
+    first = resolve_hop(["b1", "ops@b2"], 0, config, inventory)
+    assert (first.address, first.user, first.port, first.jump) == ("10.0.0.1", "jumper", 22, ("outer",))
+    second = resolve_hop(["b1", "ops@b2"], 1, config, inventory)
+    # the inventory's port beats ssh_config's; the spec's user beats both; earlier hops replace its ProxyJump
+    assert (second.address, second.user, second.port, second.jump) == ("10.0.0.2", "ops", 22, ("b1",))
+    assert second.origins["user"] == ("ProxyJump ops@b2",)
