@@ -13,7 +13,7 @@ import heapq
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,8 +31,10 @@ _T = "tag:yaml.org,2002:"
 _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_T + tag for tag in ("str", "int", "null", "seq", "map", "merge"))
 # Timestamps stay the text the user wrote: vars end up in commands and JSON, where a datetime is a surprise.
 _SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
-_CONN_KEYS = ("user", "port", "key", "password_env", "password_file", "connect_timeout", "known_hosts")
-_TOP_KEYS = ("defaults", "hosts", "groups")
+_CONN_KEYS = ("user", "port", "key", "password_env", "password_file", "connect_timeout", "known_hosts", "jump",
+              "proxy_command")
+_TOP_KEYS = ("defaults", "hosts", "groups", "ssh_config")
+_DEFAULTS_KEYS = (*_CONN_KEYS, "ssh_config")
 _HOST_KEYS = ("address", *_CONN_KEYS, "groups", "vars")
 _GROUP_KEYS = ("hosts", "children", "vars", *_CONN_KEYS)
 _SETTINGS = {"address", *_CONN_KEYS}  # the keys that resolve by precedence (only hosts may set address)
@@ -52,6 +54,11 @@ class Inventory:
     path: Path
     hosts: dict[str, Host]
     groups: dict[str, tuple[str, ...]]
+    ssh_config: bool = True  # `ssh_config: false` (top level or defaults): resolve without ~/.ssh/config
+
+
+class NoInventory(UsageError):
+    """No inventory was given or found: -H names are then the hosts themselves (fleetrun.adhoc)."""
 
 
 def find_inventory(explicit: str | None) -> Path:
@@ -65,8 +72,8 @@ def find_inventory(explicit: str | None) -> Path:
     for candidate in (Path("inventory.yaml"), config / "fleetrun" / "inventory.yaml"):
         if candidate.is_file():
             return candidate
-    raise UsageError(f"no inventory found: looked at $FLEETRUN_INVENTORY (not set), ./inventory.yaml and "
-                     f"{config / 'fleetrun' / 'inventory.yaml'}; pass -i FILE")
+    raise NoInventory(f"no inventory found: looked at $FLEETRUN_INVENTORY (not set), ./inventory.yaml and "
+                      f"{config / 'fleetrun' / 'inventory.yaml'}; pass -i FILE")
 
 
 def load_inventory(path: Path) -> Inventory:
@@ -109,12 +116,16 @@ class _Entry:
     vars: dict[str, Any]
 
 
-def _apply(resolved: dict[str, Any], level: dict[str, Any]) -> None:
+def _apply(resolved: dict[str, Any], level: dict[str, Any], sources: dict[str, str], label: str) -> None:
     # password_env and password_file are one choice: a more specific level picking one drops the other.
-    if "password_env" in level or "password_file" in level:
-        resolved.pop("password_env", None)
-        resolved.pop("password_file", None)
+    # So are jump and proxy_command (how to reach the host).
+    for pair in (("password_env", "password_file"), ("jump", "proxy_command")):
+        if pair[0] in level or pair[1] in level:
+            for key in pair:
+                resolved.pop(key, None)
+                sources.pop(key, None)
     resolved.update(level)
+    sources.update(dict.fromkeys(level, label))
 
 
 def _kind(node: Node) -> str:
@@ -245,6 +256,8 @@ class _Reader:
         label = f"{where}: {key}"
         if key == "known_hosts" and node.tag != _NULL:
             return tuple(self.path_value(name) for name, _ in self.names(node, label))
+        if key == "jump" and node.tag != _NULL:
+            return self.jump(node, label)
         value = self.scalar(node, label)
         if value is None:
             return None
@@ -267,10 +280,28 @@ class _Reader:
             return self.path_value(value)
         return value
 
+    def jump(self, node: Node, label: str) -> tuple[str, ...]:
+        """`jump:` one hop, a comma list or a YAML list of `[user@]host[:port]`; `none` means direct."""
+        from fleetrun.sshconfig import parse_hop
+
+        hops = [hop.strip() for name, _ in self.names(node, label) for hop in name.split(",")]
+        if [hop.lower() for hop in hops] == ["none"]:
+            return ()
+        for hop in hops:
+            if hop.lower() == "none":
+                self.fail(node, f"{label}: 'none' must be alone (it means: connect directly)")
+            try:
+                parse_hop(hop)
+            except ValueError as error:
+                self.fail(node, f"{label}: {error}; write [user@]host[:port]")
+        return tuple(hops)
+
     def entry(self, key_node: Node, fields: dict[str, tuple[Node, Node]], where: str) -> _Entry:
         settings = {key: self.setting(key, node, where) for key, (_, node) in fields.items() if key in _SETTINGS}
         if settings.get("password_env") and settings.get("password_file"):
             self.fail(fields["password_file"][0], f"{where}: set password_env or password_file, not both")
+        if settings.get("jump") is not None and settings.get("proxy_command") is not None:
+            self.fail(fields["proxy_command"][0], f"{where}: set jump or proxy_command, not both")
         variables = self.data(fields["vars"][1], f"{where}: vars") if "vars" in fields else None
         if not isinstance(variables, (dict, type(None))):
             self.fail(fields["vars"][1], f"{where}: vars must be a mapping, got {_kind(fields['vars'][1])}")
@@ -286,8 +317,10 @@ class _Reader:
         top = self.section(root, "the top level", _TOP_KEYS)
         if "hosts" not in top:
             self.fail(root, "no 'hosts:' section; add one mapping each host name to its settings")
-        defaults = self.entry(root, self.section(top["defaults"][1], "defaults", _CONN_KEYS), "defaults") \
-            if "defaults" in top else _Entry(root, {}, {})
+        default_fields = self.section(top["defaults"][1], "defaults", _DEFAULTS_KEYS) if "defaults" in top else {}
+        defaults = self.entry(root, default_fields, "defaults") if "defaults" in top else _Entry(root, {}, {})
+        use_ssh_config = all(self.flag(fields["ssh_config"][1], where) for where, fields in
+                             (("ssh_config", top), ("defaults: ssh_config", default_fields)) if "ssh_config" in fields)
         self.hosts(top["hosts"][1])
         self.groups(top["groups"][1] if "groups" in top else None)
         order = sorted(self.defined, key=lambda group: self.defined[group].start_mark.index)
@@ -299,7 +332,13 @@ class _Reader:
                     hint = "; it is a host: list it under hosts" if child in self.entries_by_host \
                         else _suggest(child, order)
                     self.fail(item, f"group {name!r}: unknown child group {child!r}{hint}")
-        return self.resolve(defaults, order, self.flatten(order))
+        return replace(self.resolve(defaults, order, self.flatten(order)), ssh_config=use_ssh_config)
+
+    def flag(self, node: Node, where: str) -> bool:
+        value = self.scalar(node, where)
+        if not isinstance(value, bool):
+            self.fail(node, f"{where} must be true or false, got {value!r}")
+        return value
 
     def hosts(self, node: Node) -> None:
         """Read `hosts:`; group mentions in a host's `groups:` count as membership."""
@@ -377,25 +416,32 @@ class _Reader:
             for host in members[name]:
                 belongs[host].append(name)
         resolved: dict[str, Host] = {}
-        inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}  # hosts share group sets
+        # Hosts share group sets: (settings, vars, where each setting came from) per set of groups.
+        inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {}
         for host, entry in hosts.items():
             member_of = tuple(belongs[host])
             if member_of not in inherited:
                 settings, variables = dict(defaults.settings), {}
+                sources = dict.fromkeys(defaults.settings, "inventory defaults")
                 for name in sorted(member_of, key=rank.__getitem__):
                     if name in groups:
-                        _apply(settings, groups[name].settings)
+                        _apply(settings, groups[name].settings, sources, f"inventory groups.{name}")
                         variables.update(groups[name].vars)
-                inherited[member_of] = settings, variables
+                inherited[member_of] = settings, variables, sources
             settings, variables = dict(inherited[member_of][0]), dict(inherited[member_of][1])
-            _apply(settings, entry.settings)
+            sources = dict(inherited[member_of][2])
+            _apply(settings, entry.settings, sources, f"inventory hosts.{host}")
             variables.update(entry.vars)
+            # null resets a setting: it counts as not set, so ssh_config (which ranks lower) may supply it.
+            given = {key for key, value in settings.items() if value is not None}
             resolved[host] = Host(
                 name=host, address=settings.get("address") or host, port=settings.get("port") or 22,
                 user=settings.get("user"), key=settings.get("key"),
                 password_env=settings.get("password_env"), password_file=settings.get("password_file"),
                 connect_timeout=settings.get("connect_timeout"),
                 known_hosts=settings.get("known_hosts") or (), groups=member_of, vars=variables,
+                explicit=frozenset(given), origins={key: (sources[key],) for key in given},
+                jump=settings.get("jump"), proxy_command=settings.get("proxy_command"),
             )
         position = {name: index for index, name in enumerate(hosts)}
         members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}

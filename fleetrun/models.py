@@ -26,12 +26,33 @@ class Host:
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # Which connection settings the inventory (or the command line) set for this host; the others may still
-    # come from ssh_config, which ranks below the inventory (issue 9).
-    explicit: frozenset[str] = frozenset()
-    # ProxyJump hops as written ("[user@]host[:port]"), visited first to last; () means explicitly none,
-    # None means not set here (ssh_config may set it). Exclusive with proxy_command (issue 9).
+    # come from ssh_config, which ranks below the inventory (issue 9). Field names, e.g. {"port", "user"}.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    # Where each setting came from, for `fleetrun hosts --explain`: field -> one source per value, e.g.
+    # {"port": ("inventory groups.web",), "identity_files": ("~/.ssh/config:3", "default")}.
+    origins: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+    # ProxyJump hops ("[user@]host[:port]", tokens expanded), visited first to last; () means direct. Before
+    # resolution None means "not set here" (ssh_config may set it). Exclusive with proxy_command (issue 9).
     jump: tuple[str, ...] | None = None
+    # Run through the user's shell with `exec`, tokens expanded; "none" before resolution means direct.
     proxy_command: str | None = None
+    # --- Filled in by fleetrun.resolve from ssh_config (issue 9); the defaults mean "not resolved". ---
+    lookup_name: str | None = None  # the name ssh_config matched (inventory address, else name): %n
+    # Every private key file to try, in order: the inventory/--key file first, then ssh_config's IdentityFile
+    # lines; when none is named, ssh's defaults (identity_files_default: absent ones are skipped quietly).
+    identity_files: tuple[str, ...] = ()
+    identity_files_default: bool = False
+    identities_only: bool = False  # only these files (and their agent copies): no other agent keys
+    certificate_files: tuple[str, ...] = ()
+    identity_agent: str | None = None  # None: $SSH_AUTH_SOCK; "none": no agent; else the agent's socket
+    host_key_checking: str | None = None  # "yes" | "accept-new" | "no" (fleetrun's policies); None: the run's
+    user_known_hosts: tuple[str, ...] | None = None  # UserKnownHostsFile (expanded; accept-new writes the first)
+    global_known_hosts: tuple[str, ...] = ()  # GlobalKnownHostsFile, read-only
+    hash_known_hosts: bool = False  # accept-new writes |1| hashed names
+    host_key_alias: str | None = None  # check and record the host key under this name instead of the host's
+    server_alive_interval: float = 0.0  # seconds between keepalive probes; 0: off
+    server_alive_count_max: int = 3  # unanswered probes before the connection counts as lost
+    forward_agent: bool = False
     # sudo (issue 10): run the command as become_user through sudo; the password from one of the two sources.
     become: bool = False
     become_user: str | None = None

@@ -71,18 +71,24 @@ def apply_overrides(
     port: int | None = None,
     key: str | None = None,
     connect_timeout: float | None = None,
+    host_key_checking: str | None = None,
 ) -> list[Host]:
-    """Command-line --user/--port/--key/--connect-timeout win over the inventory."""
-    changes: dict[str, object] = {}
-    if connect_timeout is not None:
-        changes["connect_timeout"] = connect_timeout
-    if user is not None:
-        changes["user"] = user
-    if port is not None:
-        changes["port"] = port
-    if key is not None:
-        changes["key"] = str(Path(key).expanduser())
-    return [replace(host, **changes) for host in hosts] if changes else list(hosts)  # type: ignore[arg-type]
+    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking win over the inventory and
+    ssh_config: each becomes an explicit setting of every host, with the flag as its origin."""
+    given = {
+        "connect_timeout": (connect_timeout, "--connect-timeout"),
+        "user": (user, "--user"),
+        "port": (port, "--port"),
+        "key": (str(Path(key).expanduser()) if key is not None else None, "--key"),
+        "host_key_checking": (host_key_checking, "--host-key-checking"),
+    }
+    changes = {name: value for name, (value, _) in given.items() if value is not None}
+    flags = {name: flag for name, (value, flag) in given.items() if value is not None}
+    if not changes:
+        return list(hosts)
+    origins = {name: (flag,) for name, flag in flags.items()}
+    return [replace(host, **changes, explicit=host.explicit | flags.keys(),  # type: ignore[arg-type]
+                    origins={**host.origins, **origins}) for host in hosts]
 
 
 def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
@@ -107,20 +113,34 @@ def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
 def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None]) -> ConnectSettings:
     """Load known_hosts and every distinct key once, before any connection (bad input is exit 2 here)."""
     from fleetrun.hostkeys import KnownHosts
-    from fleetrun.ssh import ConnectSettings, load_keys
+    from fleetrun.ssh import ConnectSettings, agent_blobs, load_identities, load_keys
 
     user_file = Path("~/.ssh/known_hosts").expanduser()
     files = [str(user_file), *dict.fromkeys(path for host in hosts for path in host.known_hosts)]
     known = KnownHosts.load(files)
     for warning in known.warnings:
         warn(f"known_hosts: {warning}")
+    # The inventory's key and --key must work (exit 2 otherwise); ssh_config's and ssh's default identity
+    # files are skipped when unusable, as ssh skips them.
     keys = load_keys([host.key for host in hosts if host.key], options.key_passphrase)
+    others = [path for host in hosts for path in host.identity_files if path not in keys]
+    configured = {path for host in hosts if not host.identity_files_default for path in host.identity_files}
+    held: set[bytes] | None = None
+
+    def agent_has(blob: bytes) -> bool:
+        nonlocal held
+        if held is None:
+            held = agent_blobs(None) if options.use_agent else set()
+        return blob in held
+
+    more, encrypted = load_identities(others, configured, options.key_passphrase, agent_has, warn)
     return ConnectSettings(
         known_hosts=known,
         accept_new_path=user_file,
         host_key_checking=options.host_key_checking,
         connect_timeout=options.connect_timeout,
-        keys=keys,
+        keys={**keys, **more},
+        encrypted_identities=encrypted,
         use_agent=options.use_agent,
         warn=warn,
     )

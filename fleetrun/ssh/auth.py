@@ -1,12 +1,18 @@
-"""Private keys (loaded once per run) and the authentication chain: key, agent keys, password."""
+"""Private keys (loaded once per run) and the authentication chain: named keys, agent keys, defaults, password."""
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
+import struct
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
+from paramiko.agent import AgentSSH
+from paramiko.pkey import UnknownKeyType
 
 from fleetrun.errors import HostFailure, UsageError
 from fleetrun.models import Host, Outcome
@@ -39,6 +45,111 @@ def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramik
 
 
 
+def _public_blob(path: str) -> bytes | None:
+    """The public half of a key file without its passphrase: `PATH.pub`, or the OpenSSH format's own header."""
+    try:
+        fields = Path(path + ".pub").read_text().split()
+        if len(fields) >= 2:
+            return base64.b64decode(fields[1], validate=True)
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    try:
+        text = Path(path).read_text()
+        body = "".join(text.split("-----BEGIN OPENSSH PRIVATE KEY-----", 1)[1].split("-----END", 1)[0].split())
+        data = base64.b64decode(body)
+        # "openssh-key-v1\0", then cipher, kdf name, kdf options (strings), key count, first public key.
+        offset = len(b"openssh-key-v1\0")
+        for _ in range(3):
+            offset += 4 + struct.unpack(">I", data[offset : offset + 4])[0]
+        offset += 4
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        return data[offset + 4 : offset + 4 + length] or None
+    except (OSError, ValueError, IndexError, UnicodeDecodeError, struct.error):
+        return None
+
+
+def agent_blobs(socket_path: str | None) -> set[bytes]:
+    """The public keys an agent holds (empty if there is none); $SSH_AUTH_SOCK unless a socket is given."""
+    agent = _open_agent(socket_path, 5.0)
+    if agent is None:
+        return set()
+    try:
+        return {key.asbytes() for key in agent.get_keys()}
+    finally:
+        agent.close()
+
+
+def load_identities(
+    paths: Sequence[str],
+    configured: set[str],
+    passphrase: str | None,
+    agent_has: Callable[[bytes], bool],
+    warn: Callable[[str], None],
+) -> tuple[dict[str, paramiko.PKey], dict[str, bytes]]:
+    """Identity files from ssh_config or ssh's defaults: each distinct file loaded once, never a prompt.
+
+    A file that cannot be used is skipped, as ssh skips it: quietly for a default that does not exist, with
+    one warning otherwise. Returns (loaded keys, public blobs of encrypted keys ssh-agent may sign for).
+    """
+    keys: dict[str, paramiko.PKey] = {}
+    encrypted: dict[str, bytes] = {}
+    secret = passphrase.encode() if passphrase is not None else None
+    for path in dict.fromkeys(paths):
+        named = path in configured
+        try:
+            keys[path] = paramiko.PKey.from_path(path, password=secret)  # type: ignore[arg-type]  # stubs say str
+        except FileNotFoundError:
+            if named:
+                warn(f"identity file {path} does not exist: skipped (as ssh does)")
+        except (IsADirectoryError, PermissionError) as error:
+            warn(f"identity file {path} cannot be read ({error.strerror}): skipped")
+        except (paramiko.PasswordRequiredException, TypeError) as error:
+            if "password" not in str(error).lower():
+                warn(f"identity file {path} cannot be loaded ({error}): skipped")
+                continue
+            blob = _public_blob(path)
+            if blob is not None:
+                encrypted[path] = blob
+            if blob is None or not agent_has(blob):
+                warn(f"identity file {path} is encrypted and no passphrase was given (--key-passphrase-env "
+                     "NAME): skipped, fleetrun never prompts")
+        except UnknownKeyType:
+            warn(f"identity file {path} is of a key type fleetrun cannot use (DSA, XMSS or a security key): skipped")
+        except (paramiko.SSHException, ValueError) as error:
+            hint = "wrong passphrase?" if passphrase else "not a private key in PEM or OpenSSH format?"
+            warn(f"identity file {path} cannot be loaded ({error.__class__.__name__}, {hint}): skipped")
+    return keys, encrypted
+
+
+class _SocketAgent(AgentSSH):
+    """An ssh-agent reached through a given socket (IdentityAgent), with a timeout on every exchange."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            self._connect(sock)  # type: ignore[attr-defined]  # paramiko's own Agent does the same
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        self._close()  # type: ignore[attr-defined]
+
+
+def _open_agent(socket_path: str | None, timeout: float) -> _SocketAgent | None:
+    """The agent at `socket_path` (None: $SSH_AUTH_SOCK), or None if there is none to talk to."""
+    path = socket_path or os.environ.get("SSH_AUTH_SOCK")
+    if not path or path == "none":
+        return None
+    try:
+        return _SocketAgent(path, timeout)
+    except (OSError, paramiko.SSHException, EOFError):
+        return None  # no agent listening there: like ssh, carry on without it
+
+
 def authenticate(
     host: Host,
     settings: ConnectSettings,
@@ -46,10 +157,27 @@ def authenticate(
     password: str | None,
     remaining: Callable[[], float],
 ) -> None:
-    """Given key, then agent keys, then password: each tried once, stopping at the first success."""
+    """Keys, then password, each tried once, stopping at the first success. The order (README):
+
+    1. the key files named for this host (--key or the inventory's key, then ssh_config's IdentityFile lines),
+       each through ssh-agent instead when the file is encrypted and the agent holds it;
+    2. the agent's other keys, unless IdentitiesOnly (or --no-agent, or IdentityAgent none);
+    3. ssh's default key files (~/.ssh/id_rsa, id_ecdsa, id_ed25519 …), only when no file was named;
+    4. the password, if the host has one.
+    """
     user = host.user or local_user()
     tried: list[str] = []
     allowed: list[str] | None = None
+    offered: set[bytes] = set()
+    keys = settings.keys or {}
+    encrypted = settings.encrypted_identities or {}
+    files = host.identity_files or ((host.key,) if host.key else ())
+    named, defaults = ((), files) if host.identity_files_default else (files, ())
+    agent: _SocketAgent | None = None
+    agent_keys: list[paramiko.AgentKey] = []
+    if settings.use_agent and host.identity_agent != "none":
+        agent = _open_agent(host.identity_agent, max(0.1, min(remaining(), 10.0)))
+        agent_keys = list(agent.get_keys()) if agent is not None else []
 
     def attempt(label: str, method: Callable[[], object], kind: str) -> bool:
         nonlocal allowed
@@ -69,18 +197,32 @@ def authenticate(
             return False
         return transport.is_authenticated()
 
-    if host.key is not None and settings.keys and host.key in settings.keys:
-        key = settings.keys[host.key]
-        if attempt(f"key {host.key}", lambda: transport.auth_publickey(user, key), "publickey"):
-            return
-    if settings.use_agent and os.environ.get("SSH_AUTH_SOCK"):
-        agent = paramiko.Agent()
-        try:
-            for number, agent_key in enumerate(agent.get_keys(), 1):
-                label = f"agent key {number}"
-                if attempt(label, lambda k=agent_key: transport.auth_publickey(user, k), "publickey"):  # type: ignore[misc]
+    def offer(label: str, key: paramiko.PKey) -> bool:
+        blob = key.asbytes()
+        if blob in offered:
+            return False  # the same key under another name, or already offered by the agent
+        offered.add(blob)
+        return attempt(label, lambda: transport.auth_publickey(user, key), "publickey")
+
+    def offer_file(path: str) -> bool:
+        if path in keys:
+            return offer(f"key {path}", keys[path])
+        twin = next((key for key in agent_keys if key.asbytes() == encrypted.get(path)), None)
+        return twin is not None and offer(f"key {path} (through the agent)", twin)
+
+    try:
+        for path in named:
+            if offer_file(path):
+                return
+        if not host.identities_only:
+            for number, agent_key in enumerate(agent_keys, 1):
+                if offer(f"agent key {number}", agent_key):
                     return
-        finally:
+        for path in defaults:
+            if offer_file(path):
+                return
+    finally:
+        if agent is not None:
             agent.close()
     if password is not None and attempt(
         "password", lambda: transport.auth_password(user, password), "password"

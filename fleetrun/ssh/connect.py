@@ -32,6 +32,7 @@ class ConnectSettings:
     host_key_checking: HostKeyPolicy = "yes"
     connect_timeout: float = 10.0
     keys: dict[str, paramiko.PKey] | None = None  # key path -> loaded key, loaded once per run
+    encrypted_identities: dict[str, bytes] | None = None  # encrypted key path -> public blob (agent may sign)
     use_agent: bool = True
     warn: Callable[[str], None] = lambda message: None
 
@@ -99,6 +100,10 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
         raise HostFailure(Outcome.UNREACHABLE, f"connection refused by {where}") from None
     except TimeoutError:
         raise HostFailure(Outcome.UNREACHABLE, f"TCP connect to {where} timed out after {limit:g} s") from None
+    except ConnectionResetError:
+        # The server accepted and reset at once, before connect() returned (loopback is that fast): the same
+        # event as a reset before the banner, and the same words.
+        raise HostFailure(Outcome.UNREACHABLE, diagnose.reset_before_banner(where)) from None
     except OSError as error:
         raise HostFailure(Outcome.UNREACHABLE, f"cannot connect to {where}: {error.strerror or error}") from None
 
@@ -196,7 +201,8 @@ def _handshake(
         return True
     if check.verdict is not Verdict.UNKNOWN:
         raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)
-    if settings.host_key_checking == "accept-new":
+    policy = host.host_key_checking or settings.host_key_checking  # ssh_config's StrictHostKeyChecking, mapped
+    if policy == "accept-new":
         target = Path(host.known_hosts[0]) if host.known_hosts else settings.accept_new_path
         added = known.add(target, names[0], key.get_name(), blob, files)
         # Not added: another process recorded a key for this name since we checked; judge against that one.
@@ -204,7 +210,7 @@ def _handshake(
             raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing",
                               host_key_verified=False)
         return False
-    if settings.host_key_checking == "no":
+    if policy == "no":
         settings.warn(f"{host.name}: host key NOT verified ({check.offered}): --host-key-checking no is for labs only")
         return False
     raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)

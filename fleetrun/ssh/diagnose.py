@@ -176,10 +176,7 @@ def describe(error: BaseException | None, hello: ServerHello, client: Ours, wher
         if any(line.strip() for line in hello.before):
             return _not_ssh(hello, where)
         if reset:
-            return (
-                f"connection reset by {where} before any SSH banner "
-                "(an sshd past its MaxStartups limit does this: lower --forks?)"
-            )
+            return reset_before_banner(where)
         if closed:
             return f"{where} accepted the connection and closed it without sending an SSH banner"
         if silent:
@@ -264,3 +261,9 @@ class RecordingSocket:
 
     def __getattr__(self, name: str) -> object:  # send, settimeout, close, getpeername, _closed, …
         return getattr(self._sock, name)
+
+
+def reset_before_banner(where: str) -> str:
+    """A reset before the server said anything, whether connect() or the first read saw it."""
+    return (f"connection reset by {where} before any SSH banner "
+            "(an sshd past its MaxStartups limit does this: lower --forks?)")

@@ -28,9 +28,11 @@ class Run:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    """No agent, and a HOME without the real user's ~/.ssh."""
+    """No agent, a HOME without the real user's ~/.ssh, and no ssh_config unless a test passes one: ssh
+    finds ~/.ssh/config through the passwd entry, not $HOME, so only this keeps the user's own out."""
     env = {k: v for k, v in os.environ.items() if k not in {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY"}}
     env["HOME"] = str(home)
+    env["FLEETRUN_SSH_CONFIG"] = "none"
     return env
 
 

@@ -140,7 +140,7 @@ def test_each_misbehaving_server_is_one_line_saying_what_happened(listeners, tmp
     assert {record["status"] for record in run.json()[0].values()} == {"unreachable"}
     where = {name: f"127.0.0.1:{port}" for name, port in listeners.ports.items()}
     assert re.fullmatch(rf"no SSH banner from {where['silent']} within 3\.\d s: .*nothing answers", errors["silent"])
-    assert errors["reset"].startswith(f"connection reset by {where['reset']} before any SSH banner")
+    assert errors["reset"].startswith(f"connection reset by {where['reset']} before any SSH banner"), errors["reset"]
     assert errors["closed"] == f"{where['closed']} accepted the connection and closed it without sending an SSH banner"
     assert errors["http"].startswith(f"the server at {where['http']} speaks HTTP, not SSH")
     assert f"{where['smtp']} is not an SSH server: it sent \"220 mail.example.com ESMTP ready\"" in errors["smtp"]

@@ -1,0 +1,187 @@
+"""Turn one Lookup into final connection settings: defaults filled in and tokens expanded, as ssh(1) does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetrun.sshconfig.evaluate import Listed, Lookup
+from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
+from fleetrun.sshconfig.model import ConfigError, Origin
+from fleetrun.sshconfig.tokens import TokenError, connection_hash, local_info, percent_expand, tilde_expand
+
+DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk", "~/.ssh/id_ed25519",
+                      "~/.ssh/id_ed25519_sk", "~/.ssh/id_xmss", "~/.ssh/id_dsa")  # ssh -G order, OpenSSH 9.2
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+DEFAULT = Origin("default")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One identity (or certificate) file: as written, the path it expands to, and where it came from."""
+
+    written: str
+    path: str
+    user_provided: bool  # ssh reports these when missing; defaults and /etc/ssh/ssh_config ones it skips quietly
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `ssh -G` would print for one destination (the options fleetrun uses), plus each value's origin."""
+
+    host_arg: str
+    hostname: str
+    port: int
+    user: str  # the local user when nothing set one
+    identity_files: tuple[Identity, ...]  # in the order ssh lists them; `IdentityFile none` entries dropped
+    identity_files_default: bool  # nothing named a file: these are ssh's defaults
+    certificate_files: tuple[Identity, ...]
+    identities_only: bool
+    identity_agent: str | None  # None: $SSH_AUTH_SOCK; "none": no agent; else the socket path
+    proxy_jump: tuple[str, ...]  # hops "[user@]host[:port]", first to last, %h %n %p %r expanded; () = direct
+    proxy_command: str | None  # with %h %n %p %r expanded; None = direct
+    connect_timeout: float | None  # seconds; None = not set (0 too: ssh then waits for the system TCP timeout)
+    server_alive_interval: int  # 0 = off
+    server_alive_count_max: int
+    strict_host_key_checking: str  # OpenSSH's meaning: "yes", "accept-new", "off" or "ask"
+    user_known_hosts: tuple[str, ...]
+    global_known_hosts: tuple[str, ...]
+    hash_known_hosts: bool
+    host_key_alias: str | None
+    forward_agent: bool | str  # False, True (the agent in use) or a socket path
+    origins: dict[str, Origin] = field(default_factory=dict)
+    # Options fleetrun does not apply although they matter here: (keyword, why, where), in file order.
+    ignored: tuple[tuple[str, str, Origin], ...] = ()
+    proxy_jump_written: tuple[str, ...] = ()  # ProxyJump as written, for comparison with `ssh -G`
+    proxy_command_written: str | None = None
+
+
+def _fail(origin: Origin, error: Exception) -> ConfigError:
+    return ConfigError(origin.path, origin.line, f"{origin.label}: {error}")
+
+
+def settle(lookup: Lookup) -> Settings:
+    """Fill in OpenSSH's defaults and expand every token; raises ConfigError naming the line at fault."""
+    info = local_info()
+    values = lookup.values
+
+    def get(keyword: str, default: Any = None) -> Any:
+        applied = values.get(keyword)
+        return default if applied is None else applied.value
+
+    origins = {keyword: applied.origin for keyword, applied in values.items()}
+    host, host_arg = lookup.hostname, lookup.host_arg
+    port = get("port", 22)
+    user = get("user") or info.user
+    alias = get("hostkeyalias")
+    alias = alias.lower() if alias else None
+    tokens = {"C": connection_hash(info.hostname, host, str(port), user), "L": info.short_hostname,
+              "i": str(info.uid), "k": alias or host_arg, "l": info.hostname, "n": host_arg, "p": str(port),
+              "d": info.home, "h": host, "r": user, "u": info.user}
+    proxy_tokens = {"h": host, "n": host_arg, "p": str(port), "r": user}
+
+    def path(text: str, origin: Origin, *, percent: bool = True) -> str:
+        try:
+            expanded = tilde_expand(text, info.home)
+            return percent_expand(expanded, tokens, dollar=True) if percent else expanded
+        except TokenError as error:
+            raise _fail(origin, error) from None
+
+    def files(entries: list[Listed]) -> tuple[Identity, ...]:
+        return tuple(Identity(e.text, path(e.text, e.origin), e.user_provided, e.origin)
+                     for e in entries if e.text.lower() != "none")
+
+    identities_default = not lookup.identity_files
+    listed = lookup.identity_files or [Listed(name, False, DEFAULT) for name in DEFAULT_IDENTITIES]
+    identity_files = files(listed)
+
+    def socket_path(keyword: str) -> str | None:
+        # IdentityAgent/ForwardAgent: SSH_AUTH_SOCK or $NAME name a variable; else a path with ~ and tokens.
+        word = get(keyword)
+        if word == "SSH_AUTH_SOCK":
+            return None
+        if word.startswith("$") and not word.startswith("${"):
+            return environment_agent(word) or "none"
+        return path(word, origins[keyword])
+
+    agent = None if get("identityagent") is None else ("none" if get("identityagent") == "none"
+                                                       else socket_path("identityagent"))
+    forward = get("forwardagent", False)
+    if isinstance(forward, str):
+        forward = socket_path("forwardagent") or True
+
+    jump_written: tuple[str, ...] = get("proxyjump", ())
+    jump: list[str] = []
+    for hop in jump_written:
+        try:
+            jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+        except (TokenError, ValueError) as error:
+            raise _fail(origins["proxyjump"], error) from None
+    if jump:
+        last_user, last_host, last_port = parse_hop(jump[-1])
+        if last_host.lower() == host and (last_port or 22) == port and (last_user or user) == user:
+            raise ConfigError(origins["proxyjump"].path, origins["proxyjump"].line,
+                              f"ProxyJump: jumphost loop via {last_host} (the host would be its own bastion; "
+                              "ssh refuses this too): add `ProxyJump none` for it before the line that sets it")
+    command_written = get("proxycommand")
+    command = None
+    if command_written is not None and command_written.lower() != "none":
+        try:
+            command = percent_expand(command_written, proxy_tokens)
+        except TokenError as error:
+            raise _fail(origins["proxycommand"], error) from None
+    else:
+        command_written = None
+
+    user_known = get("userknownhostsfile")
+    user_known_origin = origins.get("userknownhostsfile", DEFAULT)
+    global_known = get("globalknownhostsfile")
+    timeout = get("connecttimeout")
+    ignored = []
+    for keyword, applied in values.items():
+        rule = MEANINGFUL.get(keyword)
+        if rule is not None and rule[0](applied.value):
+            ignored.append((keyword, rule[1], applied.origin))
+    for keyword, entries in lookup.others.items():
+        rule = MEANINGFUL.get(keyword)
+        if rule is not None and entries:
+            ignored.append((keyword, rule[1], entries[0].origin))
+    for line in lookup.unsupported:
+        ignored.append((line.keyword, "OpenSSH does not support it either", line.origin))
+
+    return Settings(
+        host_arg=host_arg,
+        hostname=host,
+        port=port,
+        user=user,
+        identity_files=identity_files,
+        identity_files_default=identities_default,
+        certificate_files=files(lookup.certificate_files),
+        identities_only=get("identitiesonly", False),
+        identity_agent=agent,
+        proxy_jump=tuple(jump),
+        proxy_command=command,
+        connect_timeout=timeout or None,
+        server_alive_interval=get("serveraliveinterval") or 0,
+        server_alive_count_max=get("serveralivecountmax", 3),
+        strict_host_key_checking=get("stricthostkeychecking", "ask"),
+        user_known_hosts=_known_hosts(user_known or DEFAULT_USER_KNOWN_HOSTS,
+                                      lambda text: path(text, user_known_origin)),
+        global_known_hosts=_known_hosts(global_known or DEFAULT_GLOBAL_KNOWN_HOSTS,
+                                        lambda text: tilde_expand(text, info.home)),
+        hash_known_hosts=get("hashknownhosts", False),
+        host_key_alias=alias,
+        forward_agent=forward,
+        origins=origins,
+        ignored=tuple(ignored),
+        proxy_jump_written=jump_written,
+        proxy_command_written=command_written,
+    )
+
+
+def _known_hosts(names: tuple[str, ...], expand: Any) -> tuple[str, ...]:
+    if len(names) == 1 and names[0].lower() == "none":
+        return ()
+    return tuple(expand(name) for name in names)

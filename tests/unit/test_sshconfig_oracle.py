@@ -1,0 +1,230 @@
+"""Oracle corpus: fleetrun's ssh_config resolution must print what `ssh -G -F FILE HOST` prints.
+
+Runs the real OpenSSH client (installed with the lab's openssh packages) on every snippet and compares
+hostname, port, user, identityfile, proxyjump, proxycommand, userknownhostsfile, globalknownhostsfile,
+stricthostkeychecking, connecttimeout and hostkeyalias; snippets ssh refuses must be refused too, with
+file:line. HOME stays the real one (the passwd home) except where a case says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fleetrun.sshconfig import ConfigError, Preset, SshConfigSource, load
+from fleetrun.sshconfig.keywords import format_hop, parse_hop
+from fleetrun.sshconfig.tokens import local_info, tilde_expand
+
+SSH = shutil.which("ssh")
+pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed: make sshd")
+FIELDS = ("hostname", "port", "user", "identityfile", "proxyjump", "proxycommand", "userknownhostsfile",
+          "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias")
+
+
+@dataclass
+class Case:
+    config: str  # {d} is the case's temporary directory
+    host: str
+    files: dict[str, str] = field(default_factory=dict)  # more files under {d}, e.g. for Include
+    user: str | None = None  # like ssh -l (fleetrun: the inventory's or --user's user)
+    port: int | None = None  # like ssh -p
+    fake_home: bool = False  # HOME -> {d}/home (both tools), for Include's ~, which follows $HOME
+    error: str | None = None  # both must refuse; ours must say this (and name the file and line)
+
+
+CASES = {
+    "hostname-port-user": Case("Host web01\n  HostName 10.1.2.3\n  Port 2222\n  User deploy\n", "web01"),
+    "no-match-defaults": Case("Host other\n  Port 1\n", "web01"),
+    "first-value-wins": Case("Host web*\n  Port 2200\nHost web01\n  Port 3300\n  User a\nHost *\n  User b\n",
+                             "web01"),
+    "host-glob-question": Case("Host db?\n  Port 5432\n", "db1"),
+    "host-comma-is-literal": Case("Host a,b\n  Port 1\nHost *\n  Port 3\n", "a"),
+    "host-case-sensitive": Case("Host WEB01\n  Port 1\n", "web01"),
+    "host-negation-wins": Case("Host *.example.com !bad.example.com\n  Port 2\n", "bad.example.com"),
+    "host-negation-other": Case("Host !bad.example.com *.example.com\n  Port 2\n", "good.example.com"),
+    "host-only-negated-never-matches": Case("Host !bad\n  Port 2\n", "good"),
+    "hostname-token": Case("Host web01\n  HostName %h.corp.example\n", "web01"),
+    "hostname-lowercased": Case("Host web01\n  HostName Web01.Example.COM\n", "web01"),
+    "hostname-percent": Case("Host x\n  HostName a%%b\n", "x"),
+    "key-equals-value": Case("Host=web01\nPort=2022\nUser = \"deploy\"\n", "web01"),
+    "quoted-and-comment": Case("Host web01 # the web box\n  User \"ops\" # comment\n  Port 2200 # c\n", "web01"),
+    "connecttimeout-comment": Case("Host *\n  ConnectTimeout 5 # seconds\n", "x"),
+    "connecttimeout-units": Case("Host *\n  ConnectTimeout 1m5s\n", "x"),
+    "connecttimeout-bad": Case("Host *\n  ConnectTimeout soon\n", "x", error="invalid time value"),
+    "port-bad-even-inactive": Case("Host other\n  Port abc\n", "x", error="bad port"),
+    "port-service-name": Case("Host *\n  Port ssh\n", "x"),
+    "identityfile-accumulates": Case("Host web01\n  IdentityFile ~/.ssh/web\nHost *\n  IdentityFile {d}/k_%h\n"
+                                     "  IdentityFile ~/.ssh/web\n", "web01"),
+    "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
+    "proxyjump-chain": Case("Host t\n  ProxyJump u@b1:2222,b2\n", "t"),
+    "proxyjump-ssh-uri": Case("Host t\n  ProxyJump ssh://u@b1:2200\n", "t"),
+    "proxyjump-address": Case("Host t\n  ProxyJump 10.0.0.1\n", "t"),
+    "proxyjump-none-then-star": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "bastion"),
+    "proxyjump-star-applies": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "web01"),
+    "proxyjump-self-loop": Case("Host *\n  ProxyJump bastion\n", "bastion", error="jumphost loop"),
+    "proxycommand-first-wins": Case("Host t\n  ProxyCommand nc %h %p\nHost *\n  ProxyJump b\n", "t"),
+    "proxyjump-first-wins": Case("Host t\n  ProxyJump b\nHost *\n  ProxyCommand nc %h %p\n", "t"),
+    "proxyjump-none-lets-proxycommand": Case("Host t\n  ProxyJump none\nHost *\n  ProxyCommand nc %h %p\n", "t"),
+    "proxycommand-none-blocks-jump": Case("Host t\n  ProxyCommand none\nHost *\n  ProxyJump b\n", "t"),
+    "proxycommand-equals-comment": Case("Host t\n  ProxyCommand = ssh -W %h:%p gw # via gw\n", "t"),
+    "knownhosts-tokens": Case("Host web01\n  HostName h.example\n  Port 2200\n  User bob\n"
+                              "  UserKnownHostsFile ~/.ssh/kh_%h %d/kh/%u_%r_%p_%n_%i_%k_%L_%l_%%_%C\n", "web01"),
+    "knownhosts-none": Case("Host *\n  UserKnownHostsFile none\n  GlobalKnownHostsFile none\n", "x"),
+    "knownhosts-none-not-alone": Case("Host *\n  UserKnownHostsFile a none\n", "x", error='"none" must appear'),
+    "globalknownhosts-tilde": Case("Host *\n  GlobalKnownHostsFile ~/g1 /etc/g2\n", "x"),
+    "strict-ask-default": Case("Host other\n  StrictHostKeyChecking no\n", "x"),
+    "strict-off": Case("Host *\n  StrictHostKeyChecking off\n", "x"),
+    "strict-accept-new": Case("Host *\n  StrictHostKeyChecking accept-new\n", "x"),
+    "strict-yes": Case("Host *\n  StrictHostKeyChecking yes\n", "x"),
+    "hostkeyalias-lowercased": Case("Host web01\n  HostKeyAlias Web-Alias\n", "web01"),
+    "match-host": Case("Host web01\n  HostName 10.0.0.7\nMatch host 10.0.0.*\n  Port 2201\n", "web01"),
+    "match-host-case-insensitive": Case("Match host WEB01\n  Port 7\n", "web01"),
+    "match-originalhost": Case("Host web01\n  HostName 10.0.0.7\nMatch originalhost web01\n  User o\n", "web01"),
+    "match-user-given": Case("Match user deploy\n  Port 2202\n", "web01", user="deploy"),
+    "match-user-from-config": Case("Host web01\n  User app\nMatch user app\n  Port 2203\n", "web01"),
+    "match-localuser": Case(f"Match localuser {local_info().user}\n  Port 2204\n", "x"),
+    "match-negated": Case(f"Match !localuser {local_info().user}\n  Port 1\nMatch all\n  Port 2205\n", "x"),
+    "match-exec-true-token": Case("Match exec \"test %h = web01 && test %n = web01\"\n  Port 2206\n", "web01"),
+    "match-exec-false-negated": Case("Match exec false\n  Port 1\nMatch !exec false\n  Port 2207\n", "x"),
+    "match-exec-skipped-after-failure": Case("Match host nope exec \"exit 1\"\n  Port 1\n", "x"),
+    "match-all-after-one": Case("Match host x all\n  Port 2208\n", "x"),
+    "match-all-combined": Case("Match all host x\n  Port 1\n", "x", error="cannot be combined"),
+    "match-final-second-pass": Case("Host web01\n  HostName 10.9.9.9\nMatch final host 10.9.9.9\n  Port 2209\n"
+                                    "Host 10.9.9.9\n  User final\n", "web01"),
+    "match-final-identities": Case("Host web01\n  HostName h1\nMatch final\n  HostName h2\n  IdentityFile /a\n"
+                                   "Host *\n  IdentityFile /b\n", "web01"),
+    "match-not-final": Case("Match !final\n  Port 2210\nMatch final\n  Port 1\n  User z\n", "x"),
+    "match-canonical": Case("Match canonical\n  Port 2211\nHost x\n  CanonicalizeHostname yes\n", "x"),
+    "match-localnetwork": Case("Match localnetwork 10.0.0.0/8\n  Port 1\n", "x", error="localnetwork"),
+    "match-missing-argument": Case("Match host\n  Port 1\n", "x", error="missing argument"),
+    "unknown-option": Case("Host *\n  Portt 22\n", "x", error="unknown option"),
+    "ignoreunknown": Case("IgnoreUnknown Bog*,UseKeychain\nHost *\n  UseKeychain yes\n  Port 2212\n", "x"),
+    "no-argument": Case("Host *\n  User\n", "x", error="no argument"),
+    "unbalanced-quote": Case("Host *\n  User \"ops\n", "x", error="quote"),
+    "extra-argument": Case("Host *\n  Port 22 23\n", "x", error="extra arguments"),
+    "preset-user-port-win": Case("Host web01\n  User cfg\n  Port 1\n", "web01", user="cli", port=2213),
+    "include-absolute": Case("Include {d}/conf.d/*.conf\nHost *\n  Port 1\n", "web01",
+                             files={"conf.d/b.conf": "Host web01\n  Port 2214\n",
+                                    "conf.d/a.conf": "Host web01\n  User from_a\n",
+                                    "conf.d/c.txt": "Host *\n  User never\n"}),
+    "include-glob-lexical-order": Case("Include {d}/inc/*\n", "x",
+                                       files={"inc/20-b": "Port 2215\n", "inc/10-a": "Port 2216\n"}),
+    "include-nested": Case("Include {d}/one.conf\n", "x",
+                           files={"one.conf": "Include {d}/two.conf\n", "two.conf": "Port 2217\n"}),
+    "include-inside-host": Case("Host web01\n  Include {d}/web.conf\nHost *\n  Port 1\n", "web01",
+                                files={"web.conf": "Port 2218\nUser w\n"}),
+    "include-inside-inactive-host": Case("Host other\n  Include {d}/web.conf\n", "web01",
+                                         files={"web.conf": "Port 2219\nHost *\n  User w\n"}),
+    "include-match-does-not-leak": Case("Host web01\n  Include {d}/m.conf\n  Port 2220\n", "web01",
+                                        files={"m.conf": "Match host nope\n  User n\n"}),
+    "include-loop": Case("Include {d}/a.conf\n", "x", files={"a.conf": "Include {d}/b.conf\n",
+                                                             "b.conf": "Port 2\nInclude {d}/a.conf\n"},
+                         error="Include loop"),  # ssh: "Too many recursive configuration includes"
+    "include-error-in-inactive-file": Case("Host other\n  Include {d}/bad.conf\n", "web01",
+                                           files={"bad.conf": "Port nope\n"}, error="bad port"),
+    # Include's ~ (and relative paths, which become ~/.ssh/...) follow $HOME, as glob(3)'s GLOB_TILDE does:
+    # both tools get the same fake HOME here, so nothing is written to the real ~/.ssh.
+    "include-relative-to-home-ssh": Case("Include conf.d/*.conf\n", "web01", fake_home=True,
+                                         files={"home/.ssh/conf.d/web.conf": "Host web01\n  Port 2221\n"}),
+    "include-tilde": Case("Include ~/.ssh/extra\n", "web01", fake_home=True,
+                          files={"home/.ssh/extra": "Port 2222\n"}),
+}
+
+
+def _ssh_g(config: Path, case: Case, env: dict[str, str]) -> tuple[dict[str, list[str]] | None, str]:
+    argv = [str(SSH), "-G", "-F", str(config)]
+    argv += ["-l", case.user] if case.user else []
+    argv += ["-p", str(case.port)] if case.port else []
+    done = subprocess.run([*argv, case.host], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          timeout=30)
+    if done.returncode != 0:
+        return None, done.stderr
+    printed: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        printed.setdefault(key, []).append(value)
+    return printed, done.stderr
+
+
+def _hops(text: str) -> str:
+    return ",".join(format_hop(*parse_hop(hop.replace("[", "").replace("]", "")
+                                          if ":" not in hop.strip("[]") else hop)) for hop in text.split(",") if hop)
+
+
+def _theirs(printed: dict[str, list[str]]) -> dict[str, object]:
+    home = local_info().home
+
+    def one(key: str) -> str | None:
+        return printed.get(key, [None])[0]
+
+    jump = one("proxyjump")
+    global_files = one("globalknownhostsfile") or ""
+    return {
+        "hostname": one("hostname"), "port": one("port"), "user": one("user"),
+        "identityfile": [name for name in printed.get("identityfile", []) if name.lower() != "none"],
+        # ssh -G spells the last hop its own way (ssh:// URIs undone, numeric hosts in brackets)
+        "proxyjump": None if jump in (None, "none") else _hops(jump),
+        "proxycommand": one("proxycommand"),
+        "userknownhostsfile": one("userknownhostsfile"),
+        # ssh -G prints GlobalKnownHostsFile before its ~ is expanded (ssh expands it when reading the files)
+        "globalknownhostsfile": " ".join(tilde_expand(name, home) for name in global_files.split())
+        if global_files != "none" else "none",
+        "stricthostkeychecking": one("stricthostkeychecking"),
+        "connecttimeout": None if one("connecttimeout") in ("none", "0") else one("connecttimeout"),
+        "hostkeyalias": one("hostkeyalias"),
+    }
+
+
+def _ours(config: Path, case: Case) -> dict[str, object]:
+    settings = load(SshConfigSource(path=str(config))).resolve(case.host, Preset(user=case.user, port=case.port))
+    strict = {"yes": "true", "off": "false"}.get(settings.strict_host_key_checking,
+                                                 settings.strict_host_key_checking)
+    return {
+        "hostname": settings.hostname, "port": str(settings.port), "user": settings.user,
+        "identityfile": [identity.written for identity in settings.identity_files],
+        "proxyjump": _hops(",".join(settings.proxy_jump_written)) or None,
+        "proxycommand": settings.proxy_command_written,
+        "userknownhostsfile": " ".join(settings.user_known_hosts) or "none",
+        "globalknownhostsfile": " ".join(settings.global_known_hosts) or "none",
+        "stricthostkeychecking": strict,
+        "connecttimeout": None if settings.connect_timeout is None else str(int(settings.connect_timeout)),
+        "hostkeyalias": settings.host_key_alias,
+    }
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 30
+    assert sum(case.error is None for case in CASES.values()) >= 30
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_resolution_matches_ssh_G(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = CASES[name]
+    for relative, text in case.files.items():
+        target = tmp_path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text.replace("{d}", str(tmp_path)))
+    config = tmp_path / "ssh_config"
+    config.write_text(case.config.replace("{d}", str(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    if case.fake_home:
+        env["HOME"] = str(tmp_path / "home")
+        monkeypatch.setenv("HOME", env["HOME"])
+    printed, stderr = _ssh_g(config, case, env)
+    if case.error is not None:
+        assert printed is None, f"ssh accepted what the case expects refused: {case.config!r}"
+        with pytest.raises(ConfigError) as refused:
+            _ours(config, case)
+        assert case.error in str(refused.value)
+        assert str(refused.value).startswith(str(config).replace(str(Path.home()), "~")) or \
+            str(refused.value).startswith(str(tmp_path))
+        assert ":" in str(refused.value).split(" ", 1)[0], "the message names file:line"
+        return
+    assert printed is not None, f"ssh refused the snippet: {stderr.strip()}"
+    theirs, ours = _theirs(printed), _ours(config, case)
+    assert ours == theirs, {key: (ours[key], theirs[key]) for key in FIELDS if ours[key] != theirs[key]}
