@@ -13,7 +13,8 @@ import heapq
 import math
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,6 +53,12 @@ class Inventory:
     path: Path
     hosts: dict[str, Host]
     groups: dict[str, tuple[str, ...]]
+    # Filled by fleetrun.sources (issue 12): every source read, warnings to show once, hosts that are listed
+    # but must not be run on (host -> why, with file:line), and whether any source was an Ansible one.
+    sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    ansible: bool = False
 
 
 def find_inventory(explicit: str | None) -> Path:
