@@ -36,11 +36,18 @@ def parse_size(text: str) -> int:
 
 
 def inventory_option(function: F) -> F:
+    function = click.option(
+        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True,
+        help="Read SRC through `ansible-inventory -i SRC --list` (plugins, vault); needs Ansible. Repeatable.",
+    )(function)
     return click.option(
         "-i",
         "--inventory",
-        metavar="FILE",
-        help="Inventory YAML (default: $FLEETRUN_INVENTORY, ./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
+        metavar="SRC",
+        multiple=True,
+        help="Inventory: fleetrun YAML, Ansible INI/YAML, an Ansible inventory directory, an executable, "
+        "--list JSON, or - for JSON on stdin. Repeatable; merged in order (default: $FLEETRUN_INVENTORY, "
+        "./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
     )(function)
 
 
@@ -171,18 +178,41 @@ def _make_outputs(
     return Fanout(renderers), sinks, progress, err
 
 
-def _select(inventory: str | None, pattern: str) -> list[Any]:
-    from fleetrun.inventory import find_inventory, load_inventory
+def _load(params: dict[str, Any]) -> Any:
+    """Every -i and --ansible-inventory source, merged; their warnings go to stderr once."""
+    from fleetrun.inventory import find_inventory
+    from fleetrun.sources import load_sources
+
+    specs = list(params["inventory"] or ())
+    ansible_sources = tuple(params.get("ansible_inventory") or ())
+    if not specs and not ansible_sources:
+        specs = [str(find_inventory(None))]
+    inventory = load_sources(specs, ansible_sources)
+    for warning in inventory.warnings:
+        sys.stderr.write(f"fleetrun: warning: {warning}\n")
+    return inventory
+
+
+def _select(params: dict[str, Any], pattern: str) -> list[Any]:
     from fleetrun.selection import select
 
-    return select(load_inventory(find_inventory(inventory)), pattern)
+    inventory = _load(params)
+    hosts = select(inventory, pattern)
+    refused = [host.name for host in hosts if host.name in inventory.unsupported]
+    if refused:
+        first = refused[0]
+        more = f" (and {len(refused) - 1} more: {', '.join(refused[1:4])}{'…' if len(refused) > 4 else ''})" \
+            if len(refused) > 1 else ""
+        raise UsageError(f"host {first!r}{more} cannot be run on: {inventory.unsupported[first]}; leave it out "
+                         f"of the pattern (e.g. -H '{pattern}:!{first}')")
+    return hosts
 
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
     from fleetrun.runner import RunOptions, apply_overrides, execute
 
-    hosts = _select(params["inventory"], params["pattern"])
+    hosts = _select(params, params["pattern"])
     hosts = apply_overrides(hosts, user=params["user"], port=params["port"], key=params["key"],
                             connect_timeout=params["connect_timeout"])
     options = RunOptions(
@@ -275,9 +305,24 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
 @click.argument("pattern", default="all")
 @inventory_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
-def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
+def hosts_command(pattern: str, names: bool, **params: Any) -> int:
     """List the hosts PATTERN selects, without connecting."""
-    hosts = _select(inventory, pattern)
+    from fleetrun.selection import select, syntax
+
+    inventory = _load(params)
+    hosts = select(inventory, pattern)
+    err = sys.stderr
+    if syntax(inventory, pattern) == "ansible":
+        from fleetrun.ansible_patterns import describe
+
+        err.write(f"fleetrun: pattern read as Ansible syntax (unions, then &, then !): {describe(pattern)}\n")
+    else:
+        err.write("fleetrun: pattern read as fleetrun syntax (',' '&' '!' strictly left to right)\n")
+    refused = [host.name for host in hosts if host.name in inventory.unsupported]
+    for name in refused[:3]:
+        err.write(f"fleetrun: note: {name} cannot be run on: {inventory.unsupported[name]}\n")
+    if len(refused) > 3:
+        err.write(f"fleetrun: note: … and {len(refused) - 3} more hosts that cannot be run on\n")
     out = sys.stdout
     if names:
         out.write("".join(f"{host.name}\n" for host in hosts))
@@ -288,6 +333,28 @@ def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    return int(ExitStatus.OK)
+
+
+@cli.group("inventory")
+def inventory_group() -> None:
+    """Inspect and convert inventories (fleetrun YAML, Ansible INI/YAML/directories/scripts/JSON)."""
+
+
+@inventory_group.command("export")
+@inventory_option
+@click.option("--format", "form", type=click.Choice(["ansible-json", "ansible-yaml", "fleetrun"]),
+              default="ansible-yaml", show_default=True,
+              help="ansible-json: the `ansible-inventory --list` shape; ansible-yaml: an Ansible YAML inventory; "
+              "fleetrun: fleetrun's YAML.")
+def inventory_export(form: str, **params: Any) -> int:
+    """Write the whole inventory to stdout in another format: every host with its resolved settings."""
+    from fleetrun.sources.export import export
+
+    text, warnings = export(_load(params), form)
+    for warning in warnings:
+        sys.stderr.write(f"fleetrun: warning: {warning}\n")
+    sys.stdout.write(text)
     return int(ExitStatus.OK)
 
 

@@ -59,6 +59,7 @@ class Inventory:
     warnings: tuple[str, ...] = ()
     unsupported: Mapping[str, str] = field(default_factory=dict)
     ansible: bool = False
+    ansible_order: tuple[str, ...] = ()  # the hosts as Ansible's `all` group lists them (patterns use it)
 
 
 def find_inventory(explicit: str | None) -> Path:

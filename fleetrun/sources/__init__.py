@@ -9,6 +9,7 @@ Ansible YAML inventory; everything else is Ansible INI.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -60,7 +61,8 @@ def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inv
         resolved = resolve(data)
         ansible_part = Inventory(path=Path(specs[0] if specs else ansible_sources[0]), hosts=resolved.hosts,
                                  groups=resolved.groups, sources=tuple(labels), warnings=resolved.warnings,
-                                 unsupported=resolved.unsupported, ansible=True)
+                                 unsupported=resolved.unsupported, ansible=True,
+                                 ansible_order=resolved.order)
         parts = [ansible_part if part is None else part for part in parts]
     merged = [part for part in parts if part is not None]
     if len(merged) == 1:
@@ -69,8 +71,7 @@ def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inv
 
 
 def _with_sources(inventory: Inventory, labels: list[str]) -> Inventory:
-    return Inventory(path=inventory.path, hosts=inventory.hosts, groups=inventory.groups, sources=tuple(labels),
-                     warnings=inventory.warnings, unsupported=inventory.unsupported, ansible=inventory.ansible)
+    return dataclasses.replace(inventory, sources=tuple(labels))
 
 
 def _merge(parts: list[Inventory], labels: list[str]) -> Inventory:
@@ -82,7 +83,7 @@ def _merge(parts: list[Inventory], labels: list[str]) -> Inventory:
         for name, host in part.hosts.items():
             if name in hosts:  # the later part's settings, both parts' groups
                 union = tuple(sorted(set(hosts[name].groups) | set(host.groups)))
-                host = Host(**{**host.__dict__, "groups": union})
+                host = dataclasses.replace(host, groups=union)
             hosts[name] = host
         for group, members in part.groups.items():
             groups.setdefault(group, {}).update(dict.fromkeys(members))
@@ -144,7 +145,8 @@ def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
         return None
     text = read_text(path)
     if path.suffix == ".json":
-        return _read_json(data, path, text)
+        _read_json(data, path, text)
+        return None
     if path.suffix == ".ini":
         read_ini(data, path, text)
         return None
@@ -216,7 +218,8 @@ def _run_ansible_inventory(data: AnsibleData, spec: str) -> None:
     program = find_ansible_inventory()
     label = f"ansible-inventory -i {spec}"
     # Fail instead of printing an empty inventory when Ansible cannot parse the source.
-    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
+    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+           "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
     output = listjson.run([program, "-i", spec, "--list"], label, time.monotonic() + listjson.timeout(), env=env)
     data.sources.append(Source(Path(spec), adjacent=False, label=label))
     listjson.read_list(data, output, label)

@@ -27,7 +27,8 @@ def is_template(value: Any) -> bool:
 
 
 class Vaulted(str):
-    """An `!vault` value: fleetrun cannot decrypt it (that needs Ansible and the vault password)."""
+    """An `!vault` value, holding its ciphertext: fleetrun cannot decrypt it (that needs Ansible and the vault
+    password), but it can write it back out on export."""
 
 
 @dataclass

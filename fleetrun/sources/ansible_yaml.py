@@ -18,7 +18,7 @@ def read_yaml(data: AnsibleData, path: Path, root: Node) -> None:
     """Add one Ansible YAML inventory (already composed) to `data`: each top-level key is a group."""
     if not isinstance(root, MappingNode):
         fail(line_of(path, root), "an Ansible YAML inventory must be a mapping of group names, e.g. 'all:'")
-    for key_node, value_node in pairs(path, root):
+    for key_node, _ in pairs(path, root):
         if scalar_key(path, key_node) == "plugin":
             fail(line_of(path, key_node), "this is an inventory plugin configuration, not an inventory; read it "
                  "through Ansible with --ansible-inventory FILE")

@@ -63,8 +63,8 @@ def _load(text: str, label: str, what: str) -> Any:
 def _plain(value: Any) -> Any:
     """`{"__ansible_vault": ...}` (how --list prints an encrypted value) becomes an opaque marker."""
     if isinstance(value, dict):
-        if set(value) == {"__ansible_vault"}:
-            return Vaulted("!vault")
+        if set(value) == {"__ansible_vault"} and isinstance(value["__ansible_vault"], str):
+            return Vaulted(value["__ansible_vault"])
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_plain(item) for item in value]

@@ -22,8 +22,9 @@ FLEETRUN_SECRETS = {
     "fleetrun_password_env": "password_env", "fleetrun_password_file": "password_file",
     "fleetrun_become_password_env": "become_password_env", "fleetrun_become_password_file": "become_password_file",
 }
+KNOWN_HOSTS = "fleetrun_known_hosts"  # extra known_hosts files, as fleetrun's own `known_hosts:` key
 # Taken into Host fields and not kept in vars (an export writes them back from the fields).
-CONSUMED = frozenset({*ADDRESS, *PORT, *USER, *KEY, *TIMEOUT, *FLEETRUN_SECRETS})
+CONSUMED = frozenset({*ADDRESS, *PORT, *USER, *KEY, *TIMEOUT, *FLEETRUN_SECRETS, KNOWN_HOSTS})
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart", "ansible.builtin.ssh",
                              "ansible.builtin.paramiko_ssh", "ansible.legacy.ssh"})
 _TRUE = frozenset({"y", "yes", "on", "1", "true", "t"})
@@ -116,6 +117,13 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
                 fail(origin(key), f"{key} must be the name of an environment variable, not the password itself")
             if value:
                 out[field_name] = os.path.expanduser(value) if field_name.endswith("_file") else value
+    files = variables.get(KNOWN_HOSTS)
+    if files is not None:
+        if isinstance(files, str):
+            files = [files]
+        if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+            fail(origin(KNOWN_HOSTS), f"{KNOWN_HOSTS} must be a file name or a list of them, got {files!r}")
+        out["known_hosts"] = tuple(os.path.expanduser(f) for f in files)
     _ssh_args(variables, origins, mapped, blockers, text)
     _become(variables, origins, out, blockers)
     connection = variables.get("ansible_connection")
@@ -178,7 +186,7 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
             out["jump"] = ()
         else:
             out["proxy_command"] = command
-    if "userknownhostsfile" in seen:
+    if "userknownhostsfile" in seen and "known_hosts" not in out:
         out["known_hosts"] = tuple(os.path.expanduser(p) for p in seen["userknownhostsfile"].split())
     # The inventory's own variables come first on Ansible's ssh command line, so they beat these.
     for option, field_name in (("port", "port"), ("user", "user"), ("identityfile", "key"),

@@ -25,6 +25,7 @@ class Resolved:
     groups: dict[str, tuple[str, ...]]
     unsupported: dict[str, str]
     warnings: tuple[str, ...]
+    order: tuple[str, ...]  # as the `all` group lists them; `hosts` keeps the order they were first written
 
 
 def resolve(data: AnsibleData) -> Resolved:
@@ -40,8 +41,7 @@ def resolve(data: AnsibleData) -> Resolved:
     hosts: dict[str, Host] = {}
     unsupported: dict[str, str] = {}
     ignored: Counter[str] = Counter()
-    for name in _members(data, "all"):
-        entry = data.hosts[name]
+    for name, entry in data.hosts.items():
         direct = tuple(entry.groups)
         if direct not in ancestry:
             found: set[str] = set()
@@ -84,7 +84,7 @@ def resolve(data: AnsibleData) -> Resolved:
     for label, names_dropped in data.dropped_secrets.items():
         warnings.append(f"{label}: dropped {', '.join(sorted(names_dropped))}: fleetrun never takes a password from "
                         "an inventory; set fleetrun_password_env or fleetrun_password_file")
-    return Resolved(hosts, members, unsupported, tuple(warnings))
+    return Resolved(hosts, members, unsupported, tuple(warnings), tuple(_members(data, "all")))
 
 
 def _depths(data: AnsibleData) -> dict[str, int]:

@@ -19,11 +19,11 @@ class _Constructor(yaml.constructor.SafeConstructor):
     """SafeConstructor plus Ansible's own tags; timestamps stay the text written (as Ansible prints them)."""
 
 
-def _vault(constructor: yaml.constructor.SafeConstructor, node: Node) -> Vaulted:
-    return Vaulted("!vault")
+def _vault(constructor: _Constructor, node: Node) -> Vaulted:
+    return Vaulted(constructor.construct_scalar(node))  # type: ignore[arg-type]  # the ciphertext, kept for export
 
 
-def _unsafe(constructor: yaml.constructor.SafeConstructor, node: Node) -> Any:
+def _unsafe(constructor: _Constructor, node: Node) -> Any:
     if isinstance(node, ScalarNode):
         return constructor.construct_scalar(node)
     if isinstance(node, SequenceNode):
@@ -31,13 +31,13 @@ def _unsafe(constructor: yaml.constructor.SafeConstructor, node: Node) -> Any:
     return constructor.construct_mapping(node, deep=True)  # type: ignore[arg-type]
 
 
-def _timestamp(constructor: yaml.constructor.SafeConstructor, node: Node) -> Any:
+def _timestamp(constructor: _Constructor, node: Node) -> Any:
     return constructor.construct_scalar(node)  # type: ignore[arg-type]
 
 
-_Constructor.add_constructor("!vault", _vault)
-_Constructor.add_constructor("!unsafe", _unsafe)
-_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+_Constructor.add_constructor("!vault", _vault)  # type: ignore[type-var]
+_Constructor.add_constructor("!unsafe", _unsafe)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)  # type: ignore[type-var]
 
 
 def read_text(path: Path) -> str:
@@ -55,7 +55,7 @@ def read_text(path: Path) -> str:
 def compose(path: Path, text: str) -> Node | None:
     """The node tree of one YAML document; InventoryError at the line of a syntax error."""
     try:
-        return yaml.compose(text, Loader=_LOADER)  # type: ignore[no-any-return]
+        return yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         # problem/context only: str(error) quotes the source line, which may hold a secret.
