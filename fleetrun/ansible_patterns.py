@@ -44,7 +44,7 @@ def is_ansible(inventory: Inventory, pattern: str) -> bool:
         return False
     if "," not in text and ":" in text and len(terms) > 1:
         return True  # `web:db`, `web:&prod`, `all:!db`
-    if any(term.startswith("~") for term in terms) or terms[0].startswith("&"):
+    if any(term.startswith("~") for term in terms):
         return True
     if "," in text and any(term[0] in "&!" for term in terms[1:]):
         return True  # `web,&prod,!web03`: fleetrun's own syntax has no operator after ','
