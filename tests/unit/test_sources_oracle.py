@@ -256,7 +256,7 @@ def test_fleetrun_syntax_keeps_left_to_right(tmp_path: Path) -> None:
 
 def test_an_ansible_term_matching_nothing_is_refused(tmp_path: Path) -> None:
     inventory = load_sources([str(write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts")])
-    with pytest.raises(SelectionError, match="no host or group matches 'dbb'.*did you mean db"):
+    with pytest.raises(SelectionError, match=r"no host or group matches 'dbb'.*did you mean db"):
         select(inventory, "all:!dbb")
     with pytest.raises(SelectionError, match="position 9"):
         select(inventory, "db[9]:web")
