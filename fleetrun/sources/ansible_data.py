@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,12 @@ NOWHERE: Origin = ("", None)
 SECRET_VARS = re.compile(
     r"ansible_(?:(?:ssh_|become_|sudo_|su_)?pass(?:word)?|(?:ssh_)?private_key(?:_passphrase)?)\Z"
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def is_secret(key: str) -> bool:
+    """Whether a variable holds a password or key material (cached: it is asked for every var of every host)."""
+    return bool(SECRET_VARS.match(key))
 
 
 def fail(where: Origin, message: str) -> NoReturn:
@@ -98,7 +105,7 @@ class AnsibleData:
         return name
 
     def check_secret(self, key: str, value: Any, where: Origin) -> None:
-        if SECRET_VARS.match(key) and value not in (None, "") and not isinstance(value, Vaulted) \
+        if is_secret(key) and value not in (None, "") and not isinstance(value, Vaulted) \
                 and not is_template(value):
             fail(where, f"{key}: a literal password or key is not allowed in the inventory; set "
                  "fleetrun_password_env (the name of an environment variable) or fleetrun_password_file "

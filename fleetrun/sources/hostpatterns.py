@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -12,12 +13,12 @@ _RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
 _NUM_RANGE = r"\[[0-9]+:[0-9]+(?::[0-9]+)?\]"
 _HEX_RANGE = r"\[[0-9a-f]+:[0-9a-f]+(?::[0-9]+)?\]"
 _LABEL = rf"(?:\w|{_RANGE})(?:[\w-]|{_RANGE})*(?<![_-])"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z", re.I)
+_HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*\Z"
 _V4_PART = rf"(?:[01]?[0-9]{{1,2}}|2[0-4][0-9]|25[0-5]|{_NUM_RANGE})"
-_IPV4 = re.compile(rf"(?:{_V4_PART}\.){{3}}{_V4_PART}\Z", re.I)
+_IPV4 = rf"(?:{_V4_PART}\.){{3}}{_V4_PART}\Z"
 _H = rf"(?:[0-9a-f]{{1,4}}|{_HEX_RANGE})"
 _V4_TAIL = rf"(?:{_H}\.){{3}}{_H}"
-_IPV6 = re.compile(
+_IPV6 = (
     "(?:" + "|".join([
         rf"(?:{_H}:){{7}}{_H}",
         rf"(?:{_H}:){{1,6}}:",
@@ -27,8 +28,7 @@ _IPV6 = re.compile(
         rf"(?:0:){{6}}{_V4_TAIL}",
         rf"::(?:ffff:)?{_V4_TAIL}",
         rf"(?:0:){{5}}ffff:{_V4_TAIL}",
-    ]) + r")\Z",
-    re.I,
+    ]) + r")\Z"
 )
 _BRACKETED_PORT = re.compile(r"\[(.+)\]:([0-9]+)\Z")
 _NAME_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)\Z")
@@ -36,11 +36,20 @@ _NAME_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)\Z")
 
 def is_address(text: str) -> bool:
     """Whether `text` is a host name, an IPv4 or an IPv6 address as Ansible's address parser reads them."""
-    return bool(_IPV4.match(text) or _IPV6.match(text) or _HOSTNAME.match(text))
+    ipv4, ipv6, hostname = _compiled()
+    return bool(ipv4.match(text) or ipv6.match(text) or hostname.match(text))
+
+
+@functools.cache
+def _compiled() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    # Compiled on first use: the IPv6 one alone costs milliseconds, and most host names have no ':' to split.
+    return re.compile(_IPV4, re.I), re.compile(_IPV6, re.I), re.compile(_HOSTNAME, re.I)
 
 
 def split_port(text: str) -> tuple[str, int | None]:
     """`web[1:3]:2222` -> ("web[1:3]", 2222); anything Ansible would not read as host[:port] stays whole."""
+    if ":" not in text:
+        return text, None  # what Ansible's parser gives too, valid name or not
     address, port = text, None
     for pattern in (_BRACKETED_PORT, _NAME_PORT):
         match = pattern.match(address)

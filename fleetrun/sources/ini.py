@@ -16,6 +16,7 @@ _SECTION = re.compile(r"\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?\Z")
 _GROUP_NAME = re.compile(r"([^:\]\s]+)\s*(?:#.*)?\Z")
 _PLAIN_WORD = re.compile(r"[A-Za-z_][\w.-]*\Z")  # literal_eval would refuse it: it stays the string
 _PLAIN_INT = re.compile(r"(?:[1-9][0-9]*|0)\Z")
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}\Z")  # an IPv4 address or a version: never a Python literal
 _SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c")
 
 
@@ -23,7 +24,7 @@ def parse_value(text: str) -> Any:
     """A value as Ansible's INI plugin reads it: a Python literal if it is one (`010` stays "010"), else text."""
     if _PLAIN_INT.match(text):
         return int(text)
-    if _PLAIN_WORD.match(text) and text not in ("True", "False", "None"):
+    if (_PLAIN_WORD.match(text) and text not in ("True", "False", "None")) or _DOTTED.match(text):
         return text
     try:
         with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetrun.models import Host
-from fleetrun.sources.ansible_data import SECRET_VARS, Origin, Vaulted, fail, is_template
+from fleetrun.sources.ansible_data import Origin, Vaulted, fail, is_secret, is_template
 
 # Where Ansible's ssh plugin lists two names for one setting, the later one wins; so it is here.
 ADDRESS = ("ansible_host", "ansible_ssh_host")
@@ -40,6 +41,11 @@ class Mapped:
     fields: dict[str, Any] = field(default_factory=dict)
     unsupported: str | None = None  # why fleetrun must not run on this host; it is still listed
     ignored: list[str] = field(default_factory=list)  # ssh options fleetrun does not apply (warned once)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expand(path: str) -> str:
+    return os.path.expanduser(path)  # cached: thousands of hosts usually share one key file
 
 
 def _last(variables: dict[str, Any], names: tuple[str, ...]) -> str | None:
@@ -95,7 +101,7 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
         out["user"] = value
     key = _last(variables, KEY)
     if key and (value := text(key)):
-        out["key"] = os.path.expanduser(value)  # like ssh -i: relative to where fleetrun runs, as with Ansible
+        out["key"] = _expand(value)  # like ssh -i: relative to where fleetrun runs, as with Ansible
     key = _last(variables, PORT)
     if key and (value := text(key)) is not None:
         if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
@@ -116,22 +122,23 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
             if value and field_name.endswith("_env") and not _ENV_NAME.match(value):
                 fail(origin(key), f"{key} must be the name of an environment variable, not the password itself")
             if value:
-                out[field_name] = os.path.expanduser(value) if field_name.endswith("_file") else value
+                out[field_name] = _expand(value) if field_name.endswith("_file") else value
     files = variables.get(KNOWN_HOSTS)
     if files is not None:
         if isinstance(files, str):
             files = [files]
         if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
             fail(origin(KNOWN_HOSTS), f"{KNOWN_HOSTS} must be a file name or a list of them, got {files!r}")
-        out["known_hosts"] = tuple(os.path.expanduser(f) for f in files)
+        out["known_hosts"] = tuple(_expand(f) for f in files)
     _ssh_args(variables, origins, mapped, blockers, text)
     _become(variables, origins, out, blockers)
     connection = variables.get("ansible_connection")
     if connection is not None and connection not in SSH_CONNECTIONS:
         blockers.append(f"ansible_connection={connection} at {_where(origins, 'ansible_connection')}: fleetrun "
                         "only connects over SSH")
-    for key, value in variables.items():
-        if SECRET_VARS.match(key) and value not in (None, ""):
+    for key in [key for key in variables if is_secret(key)]:
+        value = variables[key]
+        if value not in (None, ""):
             kind = "vault-encrypted" if isinstance(value, Vaulted) else "a Jinja template"
             blockers.append(f"{key} at {_where(origins, key)} is {kind}; fleetrun cannot use it: set "
                             "fleetrun_password_env or fleetrun_password_file")
@@ -187,7 +194,7 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
         else:
             out["proxy_command"] = command
     if "userknownhostsfile" in seen and "known_hosts" not in out:
-        out["known_hosts"] = tuple(os.path.expanduser(p) for p in seen["userknownhostsfile"].split())
+        out["known_hosts"] = tuple(_expand(p) for p in seen["userknownhostsfile"].split())
     # The inventory's own variables come first on Ansible's ssh command line, so they beat these.
     for option, field_name in (("port", "port"), ("user", "user"), ("identityfile", "key"),
                                ("connecttimeout", "connect_timeout")):
@@ -203,7 +210,7 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
                     continue
                 out[field_name] = float(raw)
             else:
-                out[field_name] = os.path.expanduser(raw)
+                out[field_name] = _expand(raw)
 
 
 _APPLIED = frozenset({"proxyjump", "proxycommand", "userknownhostsfile", "port", "user", "identityfile",
@@ -240,6 +247,6 @@ def _options(words: list[str]) -> list[tuple[str, str | None]]:
 
 def host_record(name: str, groups: tuple[str, ...], variables: dict[str, Any], mapped: Mapped) -> Host:
     fields = mapped.fields
-    kept = {key: value for key, value in variables.items() if key not in CONSUMED and not SECRET_VARS.match(key)}
+    kept = {key: value for key, value in variables.items() if key not in CONSUMED and not is_secret(key)}
     return Host(name=name, address=fields.get("address", name), groups=groups, vars=kept,
                 explicit=frozenset(fields), **{k: v for k, v in fields.items() if k != "address"})
