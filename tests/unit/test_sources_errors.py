@@ -80,8 +80,9 @@ def test_group_vars_mistakes_name_their_file(tmp_path: Path) -> None:
 
 def test_a_vaulted_password_is_not_a_literal_but_the_host_cannot_be_run_on(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yml"
-    inv.write_text("all:\n  hosts:\n    a:\n      ansible_become_password: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n"
-                   "        6162\n    b: {ansible_password: '{{ lookup(\"env\", \"PW\") }}'}\n    c:\n")
+    inv.write_text("all:\n  hosts:\n    a:\n      ansible_become_password: !vault |\n"
+                   "        $ANSIBLE_VAULT;1.1;AES256\n        6162\n"
+                   "    b: {ansible_password: '{{ lookup(\"env\", \"PW\") }}'}\n    c:\n")
     inventory = load_sources([str(inv)])
     assert "vault-encrypted" in inventory.unsupported["a"] and "inv.yml:4" in inventory.unsupported["a"]
     assert "Jinja template" in inventory.unsupported["b"]

@@ -93,7 +93,7 @@ def test_ansible_inventory_program_is_the_universal_path(tmp_path: Path) -> None
     inventory = load_sources([], (str(tmp_path / "hosts"),))
     assert inventory.hosts["w1"].address == "127.0.0.9" and inventory.hosts["w1"].port == 2200
     assert inventory.hosts["w1"].vars == {"x": 1}
-    with pytest.raises(InventoryError, match="ansible-inventory -i .*exited with status"):
+    with pytest.raises(InventoryError, match=r"ansible-inventory -i .*exited with status"):
         load_sources([], (str(tmp_path / "missing"),))
 
 
