@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,15 +12,15 @@ Origin = tuple[str, "int | None"]  # (file, line) a value came from, for error m
 NOWHERE: Origin = ("", None)
 
 # Secrets fleetrun never takes from an inventory: a literal value is refused where it is written.
-SECRET_VARS = re.compile(
-    r"ansible_(?:(?:ssh_|become_|sudo_|su_)?pass(?:word)?|(?:ssh_)?private_key(?:_passphrase)?)\Z"
+SECRET_NAMES = frozenset(
+    [f"ansible_{prefix}{word}" for prefix in ("", "ssh_", "become_", "sudo_", "su_") for word in ("pass", "password")]
+    + [f"ansible_{prefix}private_key{suffix}" for prefix in ("", "ssh_") for suffix in ("", "_passphrase")]
 )
 
 
-@functools.lru_cache(maxsize=4096)
 def is_secret(key: str) -> bool:
-    """Whether a variable holds a password or key material (cached: it is asked for every var of every host)."""
-    return bool(SECRET_VARS.match(key))
+    """Whether a variable holds a password or key material."""
+    return key in SECRET_NAMES
 
 
 def fail(where: Origin, message: str) -> NoReturn:

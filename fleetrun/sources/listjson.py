@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fleetrun.sources.ansible_data import SECRET_VARS, AnsibleData, Origin, Vaulted, fail
+from fleetrun.sources.ansible_data import AnsibleData, Origin, Vaulted, fail, is_secret
 
 DEFAULT_TIMEOUT = 60.0
 STDERR_LINES = 5  # of a failing script's stderr, shown on the one error line
@@ -111,7 +111,7 @@ def read_list(data: AnsibleData, text: str, label: str,
 
 
 def _keep(data: AnsibleData, label: str, key: Any) -> bool:
-    if isinstance(key, str) and SECRET_VARS.match(key):
+    if isinstance(key, str) and is_secret(key):
         data.dropped_secrets.setdefault(label, set()).add(key)
         return False
     return True

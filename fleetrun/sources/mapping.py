@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetrun.models import Host
-from fleetrun.sources.ansible_data import Origin, Vaulted, fail, is_secret, is_template
+from fleetrun.sources.ansible_data import SECRET_NAMES, Origin, Vaulted, fail, is_template
 
 # Where Ansible's ssh plugin lists two names for one setting, the later one wins; so it is here.
 ADDRESS = ("ansible_host", "ansible_ssh_host")
@@ -116,6 +116,10 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
         if not 0 < seconds < float("inf"):
             fail(origin(key), f"{key} of host {name!r} must be a positive number of seconds, got {value!r}")
         out["connect_timeout"] = seconds
+    present = variables.keys() & _RARE
+    if not present:  # the usual host: nothing below applies
+        mapped.unsupported = "; ".join(blockers) or None
+        return mapped
     for key, field_name in FLEETRUN_SECRETS.items():
         if variables.get(key) is not None:
             value = text(key)
@@ -136,7 +140,7 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
     if connection is not None and connection not in SSH_CONNECTIONS:
         blockers.append(f"ansible_connection={connection} at {_where(origins, 'ansible_connection')}: fleetrun "
                         "only connects over SSH")
-    for key in [key for key in variables if is_secret(key)]:
+    for key in sorted(present & SECRET_NAMES):
         value = variables[key]
         if value not in (None, ""):
             kind = "vault-encrypted" if isinstance(value, Vaulted) else "a Jinja template"
@@ -213,6 +217,10 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
                 out[field_name] = _expand(raw)
 
 
+# The variables the rest of map_host looks at; most hosts have none of them.
+_RARE = frozenset({*FLEETRUN_SECRETS, KNOWN_HOSTS, *SSH_ARGS, "ansible_become", "ansible_become_user",
+                   "ansible_become_method", "ansible_connection", *SECRET_NAMES})
+_NOT_KEPT = CONSUMED | SECRET_NAMES
 _APPLIED = frozenset({"proxyjump", "proxycommand", "userknownhostsfile", "port", "user", "identityfile",
                       "connecttimeout"})
 _FLAG_OPTIONS = {"-J": "proxyjump", "-p": "port", "-l": "user", "-i": "identityfile"}
@@ -247,6 +255,6 @@ def _options(words: list[str]) -> list[tuple[str, str | None]]:
 
 def host_record(name: str, groups: tuple[str, ...], variables: dict[str, Any], mapped: Mapped) -> Host:
     fields = mapped.fields
-    kept = {key: value for key, value in variables.items() if key not in CONSUMED and not is_secret(key)}
+    kept = {key: value for key, value in variables.items() if key not in _NOT_KEPT}
     return Host(name=name, address=fields.get("address", name), groups=groups, vars=kept,
                 explicit=frozenset(fields), **{k: v for k, v in fields.items() if k != "address"})
