@@ -96,6 +96,8 @@ def _as_yaml(inventory: Inventory) -> dict[str, Any]:
 
 def _as_fleetrun(inventory: Inventory) -> tuple[str, list[str]]:
     warnings: list[str] = []
+    unkeyed: dict[str, list[str]] = {}  # fields fleetrun YAML has no key for -> hosts that have them
+    vaulted: list[str] = []
     hosts: dict[str, Any] = {}
     for name, host in inventory.hosts.items():
         for kind, word in [("host", name), *(("group", group) for group in host.groups)]:
@@ -116,18 +118,29 @@ def _as_fleetrun(inventory: Inventory) -> tuple[str, list[str]]:
         groups = [group for group in host.groups if group != "ungrouped"]
         if groups:
             entry["groups"] = groups
-        if host.vars:
-            entry["vars"] = dict(host.vars)
+        variables = {key: value for key, value in host.vars.items() if not isinstance(value, Vaulted)}
+        if len(variables) < len(host.vars):
+            vaulted.append(name)
+        if variables:
+            entry["vars"] = variables
         hosts[name] = entry or None
         missing = [f for f in ("jump", "proxy_command") if getattr(host, f) is not None] + \
             (["become"] if host.become else [])
         if missing:
-            warnings.append(f"host {name!r}: fleetrun YAML has no key for {', '.join(missing)} yet; "
-                            "they stay only in its ansible_* vars")
+            unkeyed.setdefault(", ".join(missing), []).append(name)
     if not hosts:
         raise UsageError("the inventory has no host to export")
-    return _dump({"hosts": hosts}), warnings[:1] + ([f"... and {len(warnings) - 1} more hosts like it"]
-                                                    if len(warnings) > 1 else [])
+    for fields, names in unkeyed.items():
+        warnings.append(f"fleetrun YAML has no key for {fields} yet: {_some(names)} keep them only in their "
+                        "ansible_* vars")
+    if vaulted:
+        warnings.append(f"vault-encrypted vars of {_some(vaulted)} are left out: fleetrun YAML cannot hold them")
+    return _dump({"hosts": hosts}), warnings
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return f"{len(names)} hosts ({shown}{', …' if len(names) > 3 else ''})" if len(names) > 1 else f"host {shown}"
 
 
 class _Dumper(yaml.SafeDumper):

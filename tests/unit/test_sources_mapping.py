@@ -134,3 +134,32 @@ def test_export_to_fleetrun_refuses_names_it_cannot_hold(tmp_path: Path) -> None
 
     with pytest.raises(UsageError, match=r"host 'all' cannot be written"):
         export(load(tmp_path, "all\n"), "fleetrun")
+
+
+VAULTED = """\
+all:
+  hosts:
+    w1:
+      db_password_hint: !vault |
+        $ANSIBLE_VAULT;1.1;AES256
+        61626364
+      plain: 1
+"""
+
+
+@pytest.mark.parametrize(("form", "name"), [("ansible-yaml", "out.yml"), ("ansible-json", "out.json")])
+def test_vault_values_survive_an_ansible_export(tmp_path: Path, form: str, name: str) -> None:
+    from fleetrun.sources.ansible_data import Vaulted
+
+    original = load(tmp_path, VAULTED, "inv.yml")
+    value = original.hosts["w1"].vars["db_password_hint"]
+    assert isinstance(value, Vaulted) and "$ANSIBLE_VAULT;1.1;AES256" in value
+    again = load(tmp_path, export(original, form)[0], name)
+    assert again.hosts["w1"].vars == original.hosts["w1"].vars
+    assert isinstance(again.hosts["w1"].vars["db_password_hint"], Vaulted)
+
+
+def test_vault_values_are_left_out_of_a_fleetrun_export_with_a_warning(tmp_path: Path) -> None:
+    text, warnings = export(load(tmp_path, VAULTED, "inv.yml"), "fleetrun")
+    assert load(tmp_path, text, "out.yaml").hosts["w1"].vars == {"plain": 1}
+    assert warnings == ["vault-encrypted vars of host w1 are left out: fleetrun YAML cannot hold them"]
