@@ -41,6 +41,7 @@ class Mapped:
     fields: dict[str, Any] = field(default_factory=dict)
     unsupported: str | None = None  # why fleetrun must not run on this host; it is still listed
     ignored: list[str] = field(default_factory=list)  # ssh options fleetrun does not apply (warned once)
+    unused_secrets: list[str] = field(default_factory=list)  # templated/vaulted passwords left out (warned once)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,12 +141,9 @@ def map_host(name: str, variables: dict[str, Any], origins: dict[str, Origin]) -
     if connection is not None and connection not in SSH_CONNECTIONS:
         blockers.append(f"ansible_connection={connection} at {_where(origins, 'ansible_connection')}: fleetrun "
                         "only connects over SSH")
-    for key in sorted(present & SECRET_NAMES):
-        value = variables[key]
-        if value not in (None, ""):
-            kind = "vault-encrypted" if isinstance(value, Vaulted) else "a Jinja template"
-            blockers.append(f"{key} at {_where(origins, key)} is {kind}; fleetrun cannot use it: set "
-                            "fleetrun_password_env or fleetrun_password_file")
+    # A templated or vaulted password is not a literal (so not refused), but fleetrun cannot evaluate it: it is
+    # left out (keys and the agent still work) and said once, rather than blocking every host it covers.
+    mapped.unused_secrets.extend(key for key in sorted(present & SECRET_NAMES) if variables[key] not in (None, ""))
     if blockers:
         mapped.unsupported = "; ".join(blockers)
     return mapped

@@ -41,6 +41,7 @@ def resolve(data: AnsibleData) -> Resolved:
     hosts: dict[str, Host] = {}
     unsupported: dict[str, str] = {}
     ignored: Counter[str] = Counter()
+    unused: Counter[str] = Counter()
     for name, entry in data.hosts.items():
         direct = tuple(entry.groups)
         if direct not in ancestry:
@@ -72,6 +73,7 @@ def resolve(data: AnsibleData) -> Resolved:
             origins.update(where)
         mapped = map_host(name, variables, origins)
         ignored.update(dict.fromkeys(mapped.ignored, 1))
+        unused.update(mapped.unused_secrets)
         if mapped.unsupported:
             unsupported[name] = mapped.unsupported
         hosts[name] = host_record(name, names, variables, mapped)
@@ -81,6 +83,11 @@ def resolve(data: AnsibleData) -> Resolved:
         listed = ", ".join(f"{option} ({count} host{'s' if count != 1 else ''})" for option, count in ignored.items())
         warnings.append(f"fleetrun does not apply these ssh options from ansible_ssh_common_args/extra_args: "
                         f"{listed} (host keys: use --host-key-checking)")
+    if unused:
+        listed = ", ".join(f"{key} ({count} host{'s' if count != 1 else ''})" for key, count in unused.items())
+        warnings.append(f"not used: {listed}: a Jinja template or vault value, which fleetrun does not evaluate; "
+                        "keys and the agent are still tried (set fleetrun_password_env or fleetrun_password_file "
+                        "for a password)")
     for label, names_dropped in data.dropped_secrets.items():
         warnings.append(f"{label}: dropped {', '.join(sorted(names_dropped))}: fleetrun never takes a password from "
                         "an inventory; set fleetrun_password_env or fleetrun_password_file")

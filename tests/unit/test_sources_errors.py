@@ -78,16 +78,19 @@ def test_group_vars_mistakes_name_their_file(tmp_path: Path) -> None:
     assert "must be a mapping" in error.message and error.line == 1
 
 
-def test_a_vaulted_password_is_not_a_literal_but_the_host_cannot_be_run_on(tmp_path: Path) -> None:
+def test_a_vaulted_or_templated_password_is_not_a_literal_it_is_left_out_with_a_warning(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yml"
     inv.write_text("all:\n  hosts:\n    a:\n      ansible_become_password: !vault |\n"
                    "        $ANSIBLE_VAULT;1.1;AES256\n        6162\n"
                    "    b: {ansible_password: '{{ lookup(\"env\", \"PW\") }}'}\n    c:\n")
     inventory = load_sources([str(inv)])
-    assert "vault-encrypted" in inventory.unsupported["a"] and "inv.yml:4" in inventory.unsupported["a"]
-    assert "Jinja template" in inventory.unsupported["b"]
-    assert "c" not in inventory.unsupported
+    assert not inventory.unsupported
     assert "ansible_become_password" not in inventory.hosts["a"].vars  # secrets never reach vars
+    assert "ansible_password" not in inventory.hosts["b"].vars
+    assert [w for w in inventory.warnings if w.startswith("not used: ")] == [
+        "not used: ansible_become_password (1 host), ansible_password (1 host): a Jinja template or vault value, "
+        "which fleetrun does not evaluate; keys and the agent are still tried (set fleetrun_password_env or "
+        "fleetrun_password_file for a password)"]
 
 
 def test_unsupported_connections_are_listed_not_fatal(tmp_path: Path) -> None:
