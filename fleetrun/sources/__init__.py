@@ -56,7 +56,7 @@ def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inv
         _run_ansible_inventory(data, spec)
         if None not in parts:
             parts.append(None)
-    labels = [spec for spec in specs] + [f"ansible-inventory -i {spec}" for spec in ansible_sources]
+    labels = [*specs] + [f"ansible-inventory -i {spec}" for spec in ansible_sources]
     if None in parts:
         resolved = resolve(data)
         ansible_part = Inventory(path=Path(specs[0] if specs else ansible_sources[0]), hosts=resolved.hosts,
