@@ -203,8 +203,12 @@ def _select(params: dict[str, Any], pattern: str) -> list[Any]:
         first = refused[0]
         more = f" (and {len(refused) - 1} more: {', '.join(refused[1:4])}{'…' if len(refused) > 4 else ''})" \
             if len(refused) > 1 else ""
+        from fleetrun.selection import syntax
+
+        # Said in the pattern's own syntax, so that pasting it back works.
+        joiner = ("," if "," in pattern else ":") if syntax(inventory, pattern) == "ansible" else ""
         raise UsageError(f"host {first!r}{more} cannot be run on: {inventory.unsupported[first]}; leave it out "
-                         f"of the pattern (e.g. -H '{pattern}:!{first}')")
+                         f"of the pattern (e.g. -H '{pattern}{joiner}!{first}')")
     return hosts
 
 

@@ -120,7 +120,9 @@ def test_cli_refuses_selected_unsupported_hosts_and_lists_them(tmp_path: Path) -
     proc = run_cli("exec", "true", "-i", "hosts", "-H", "all", cwd=tmp_path)
     assert proc.returncode == 2
     assert "host 'localhost' cannot be run on: ansible_connection=local at hosts:1" in proc.stderr
-    assert "-H 'all:!localhost'" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "-H 'all!localhost'" in proc.stderr and proc.stderr.count("\n") == 1  # fleetrun syntax, like -H all
+    ansible = run_cli("exec", "true", "-i", "hosts", "-H", "all:!w1", cwd=tmp_path)
+    assert ansible.returncode == 2 and "-H 'all:!w1:!localhost'" in ansible.stderr
     listed = run_cli("hosts", "-i", "hosts", "--names", cwd=tmp_path)
     assert listed.returncode == 0 and listed.stdout == "localhost\nw1\n"
     assert "note: localhost cannot be run on" in listed.stderr

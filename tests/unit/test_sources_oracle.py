@@ -119,6 +119,37 @@ who=b
 """
 
 
+# Odd but valid shapes: string sections, vars declared before the group, a host in all.hosts and a group.
+ODD_YAML = """\
+all:
+  hosts:
+    both: {v: all-level}
+  children:
+    web:
+      hosts: both
+    db:
+      hosts:
+        db1:
+      children: web
+    "web-x":
+      vars: {dashed: true}
+      hosts: {wx1: {ansible_port: "2200"}}
+"""
+ODD_INI = """\
+[later:vars]
+a = 1
+b= "two words"
+[later:children]
+inner
+[inner]
+i1 ansible_host="10.0.0.1"
+[later]
+l1
+[all:vars]
+e=
+"""
+
+
 def write(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / name
@@ -133,7 +164,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("name", "text"), [("hosts", INI), ("inventory.ini", INI), ("inv.yml", YAML),
-                                            ("prio", PRIORITY)])
+                                            ("prio", PRIORITY), ("odd.yaml", ODD_YAML), ("odd", ODD_INI)])
 def test_file_inventories_equal_ansible_inventory_list(tmp_path: Path, home: Path, name: str, text: str) -> None:
     path = write(tmp_path / "inv", {name: text}) / name
     assert_same(load_sources([str(path)]), ansible_list(path, home))
