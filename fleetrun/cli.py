@@ -37,11 +37,18 @@ def parse_size(text: str) -> int:
 
 
 def inventory_option(function: F) -> F:
+    function = click.option(
+        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True,
+        help="Read SRC through `ansible-inventory -i SRC --list` (plugins, vault); needs Ansible. Repeatable.",
+    )(function)
     return click.option(
         "-i",
         "--inventory",
-        metavar="FILE",
-        help="Inventory YAML (default: $FLEETRUN_INVENTORY, ./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
+        metavar="SRC",
+        multiple=True,
+        help="Inventory: fleetrun YAML, Ansible INI/YAML, an Ansible inventory directory, an executable, "
+        "--list JSON, or - for JSON on stdin. Repeatable; merged in order (default: $FLEETRUN_INVENTORY, "
+        "./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
     )(function)
 
 
@@ -204,20 +211,76 @@ def _make_outputs(
     return Fanout(renderers), sinks, progress, err
 
 
-def _select(inventory: str | None, pattern: str) -> tuple[list[Any], bool]:
-    """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts."""
-    from fleetrun.inventory import NoInventory, find_inventory, load_inventory
+def _load(params: dict[str, Any]) -> Any:
+    """Every -i and --ansible-inventory source, merged; their warnings go to stderr once.
+
+    Raises NoInventory when none was given and none is found (the caller may then treat -H names as hosts).
+    """
+    from fleetrun.inventory import find_inventory
+    from fleetrun.sources import load_sources
+
+    specs = list(params.get("inventory") or ())
+    ansible_sources = tuple(params.get("ansible_inventory") or ())
+    if not specs and not ansible_sources:
+        specs = [str(find_inventory(None))]
+    inventory = load_sources(specs, ansible_sources)
+    for warning in inventory.warnings:
+        sys.stderr.write(f"fleetrun: warning: {warning}\n")
+    return inventory
+
+
+def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
+            quiet: bool = False) -> tuple[list[Any], bool]:
+    """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts.
+
+    `listing` (fleetrun hosts): hosts that cannot be run on are listed, not refused, and unless `quiet` (output
+    for scripts) stderr says which pattern syntax was read.
+    """
+    from fleetrun.inventory import NoInventory
     from fleetrun.selection import select
 
     try:
-        found = load_inventory(find_inventory(inventory))
+        inventory = _load(params)
     except NoInventory:
         if pattern.strip() in ("all", "*"):
             raise  # "all" of nothing: say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
         return adhoc_hosts(pattern), True
-    return select(found, pattern), found.ssh_config
+    hosts = select(inventory, pattern)
+    refused = [host.name for host in hosts if host.name in inventory.unsupported]
+    if refused and not listing:
+        first = refused[0]
+        more = f" (and {len(refused) - 1} more: {', '.join(refused[1:4])}{'…' if len(refused) > 4 else ''})" \
+            if len(refused) > 1 else ""
+        from fleetrun.selection import syntax
+
+        # Said in the pattern's own syntax, so that pasting it back works.
+        joiner = ("," if "," in pattern else ":") if syntax(inventory, pattern) == "ansible" else ""
+        raise UsageError(f"host {first!r}{more} cannot be run on: {inventory.unsupported[first]}; leave it out "
+                         f"of the pattern (e.g. -H '{pattern}{joiner}!{first}')")
+    if listing:
+        _describe_selection(inventory, pattern, refused, syntax_line=not quiet)
+    return hosts, inventory.ssh_config
+
+
+def _describe_selection(inventory: Any, pattern: str, refused: list[str], *, syntax_line: bool) -> None:
+    """For `fleetrun hosts`: which pattern syntax was read, and the hosts that could not be run on."""
+    from fleetrun.selection import syntax
+
+    err = sys.stderr
+    if not syntax_line or not any(char in pattern for char in ",&!:~["):
+        pass  # for scripts, or a pattern that reads the same in both syntaxes: nothing worth saying
+    elif syntax(inventory, pattern) == "ansible":
+        from fleetrun.ansible_patterns import describe
+
+        err.write(f"fleetrun: pattern read as Ansible syntax (unions, then &, then !): {describe(pattern)}\n")
+    else:
+        err.write("fleetrun: pattern read as fleetrun syntax (',' '&' '!' strictly left to right)\n")
+    for name in refused[:3]:
+        err.write(f"fleetrun: note: {name} cannot be run on: {inventory.unsupported[name]}\n")
+    if len(refused) > 3:
+        err.write(f"fleetrun: note: … and {len(refused) - 3} more hosts that cannot be run on\n")
 
 
 def _warner(err: TextIO) -> Callable[[str], None]:
@@ -247,7 +310,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
     from fleetrun.runner import RunOptions, execute
 
-    selected, ssh_config_allowed = _select(params["inventory"], params["pattern"])
+    selected, ssh_config_allowed = _select(params, params["pattern"])
     hosts = _resolve(selected, params, ssh_config_allowed, connect=True)
     options = RunOptions(
         forks=params["forks"],
@@ -358,8 +421,8 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
 @click.option("--explain", is_flag=True,
               help="Every resolved connection setting of each host and where it came from (command line, "
                    "inventory, ssh_config file:line, default), like ssh -G.")
-def hosts_command(pattern: str | None, hosts_pattern: str | None, inventory: str | None, ssh_config: str | None,
-                  names: bool, output_format: str, explain: bool) -> int:
+def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, output_format: str, explain: bool,
+                  **params: Any) -> int:
     """List the hosts PATTERN selects, as ssh_config resolves them, without connecting.
 
     With no inventory, PATTERN names the hosts themselves: `fleetrun hosts --explain web01` shows what
@@ -369,13 +432,14 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, inventory: str
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
         raise UsageError("--names and --format json do not go together: pick one")
-    selected, ssh_config_allowed = _select(inventory, hosts_pattern or pattern or "all")
+    selected, ssh_config_allowed = _select(params, hosts_pattern or pattern or "all", listing=True,
+                                           quiet=names or output_format == "json")
     out = sys.stdout
     local = getpass.getuser()
     if names:
         out.write("".join(f"{host.name}\n" for host in selected))
         return int(ExitStatus.OK)
-    hosts = _resolve(selected, {"ssh_config": ssh_config}, ssh_config_allowed, connect=False)
+    hosts = _resolve(selected, {"ssh_config": params.get("ssh_config")}, ssh_config_allowed, connect=False)
     if output_format == "json":
         from fleetrun.output.json import inventory_record
 
@@ -396,6 +460,28 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, inventory: str
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    return int(ExitStatus.OK)
+
+
+@cli.group("inventory")
+def inventory_group() -> None:
+    """Inspect and convert inventories (fleetrun YAML, Ansible INI/YAML/directories/scripts/JSON)."""
+
+
+@inventory_group.command("export")
+@inventory_option
+@click.option("--format", "form", type=click.Choice(["ansible-json", "ansible-yaml", "fleetrun"]),
+              default="ansible-yaml", show_default=True,
+              help="ansible-json: the `ansible-inventory --list` shape; ansible-yaml: an Ansible YAML inventory; "
+              "fleetrun: fleetrun's YAML.")
+def inventory_export(form: str, **params: Any) -> int:
+    """Write the whole inventory to stdout in another format: every host with its resolved settings."""
+    from fleetrun.sources.export import export
+
+    text, warnings = export(_load(params), form)
+    for warning in warnings:
+        sys.stderr.write(f"fleetrun: warning: {warning}\n")
+    sys.stdout.write(text)
     return int(ExitStatus.OK)
 
 

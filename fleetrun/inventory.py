@@ -13,7 +13,8 @@ import heapq
 import math
 import os
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,7 +34,7 @@ _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_T + tag for tag in ("str", "int", "nul
 _SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _CONN_KEYS = ("user", "port", "key", "password_env", "password_file", "connect_timeout", "known_hosts", "jump",
               "proxy_command")
-_TOP_KEYS = ("defaults", "hosts", "groups", "ssh_config")
+TOP_KEYS = ("defaults", "hosts", "groups", "ssh_config")  # also how fleetrun.sources tells this format apart
 _DEFAULTS_KEYS = (*_CONN_KEYS, "ssh_config")
 _HOST_KEYS = ("address", *_CONN_KEYS, "groups", "vars")
 _GROUP_KEYS = ("hosts", "children", "vars", *_CONN_KEYS)
@@ -55,6 +56,13 @@ class Inventory:
     hosts: dict[str, Host]
     groups: dict[str, tuple[str, ...]]
     ssh_config: bool = True  # `ssh_config: false` (top level or defaults): resolve without ~/.ssh/config
+    # Filled by fleetrun.sources (issue 12): every source read, warnings to show once, hosts that are listed
+    # but must not be run on (host -> why, with file:line), and whether any source was an Ansible one.
+    sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    ansible: bool = False
+    ansible_order: tuple[str, ...] = ()  # the hosts as Ansible's `all` group lists them (patterns use it)
 
 
 class NoInventory(UsageError):
@@ -314,7 +322,7 @@ class _Reader:
             self.fail(node, f"{where}: {error}")
 
     def inventory(self, root: Node) -> Inventory:
-        top = self.section(root, "the top level", _TOP_KEYS)
+        top = self.section(root, "the top level", TOP_KEYS)
         if "hosts" not in top:
             self.fail(root, "no 'hosts:' section; add one mapping each host name to its settings")
         default_fields = self.section(top["defaults"][1], "defaults", _DEFAULTS_KEYS) if "defaults" in top else {}

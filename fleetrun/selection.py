@@ -30,7 +30,14 @@ def select(inventory: Inventory, pattern: str) -> list[Host]:
     Each name a range produces is looked up as a group, a host or a glob; names that match nothing are
     skipped, but an atom that matches nothing at all is an error (a typo, with suggestions), and so is a
     pattern that selects no host in the end.
+
+    A pattern written the Ansible way (`web:&prod`, `web,!db`, `~regex`, `web[0]` on a group) is handed to
+    fleetrun.ansible_patterns instead: see `syntax`.
     """
+    if syntax(inventory, pattern) == "ansible":
+        from fleetrun import ansible_patterns
+
+        return ansible_patterns.select(inventory, pattern)
     chosen: set[str] = set()
     for operator, atom in _parse(pattern):
         if operator == "all-but":
@@ -44,6 +51,15 @@ def select(inventory: Inventory, pattern: str) -> list[Host]:
     if not chosen:
         raise SelectionError(f"pattern {pattern!r} selects no host")
     return [host for name, host in inventory.hosts.items() if name in chosen]
+
+
+def syntax(inventory: Inventory, pattern: str) -> str:
+    """"ansible" or "fleetrun": which language `pattern` is read in (`fleetrun hosts` says it on stderr)."""
+    if not any(char in pattern for char in ":~[&!,"):
+        return "fleetrun"  # a plain name or glob reads the same in both; skip the import
+    from fleetrun import ansible_patterns
+
+    return "ansible" if ansible_patterns.is_ansible(inventory, pattern) else "fleetrun"
 
 
 def _parse(pattern: str) -> list[tuple[str, str]]:

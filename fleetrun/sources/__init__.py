@@ -1,0 +1,227 @@
+"""Inventory sources: detect what each `-i` names, read it without importing Ansible, merge them in order.
+
+Detection, per source: `-` is `--list` JSON on stdin; a directory is an Ansible inventory directory (every
+inventory file in it, plus group_vars/ and host_vars/); an executable file (other than .ini/.yml/.yaml/.json)
+is an inventory script; `.json` is `--list` JSON (or an Ansible YAML inventory written as JSON); a YAML
+mapping whose top keys are only defaults/hosts/groups is a fleetrun inventory; any other YAML mapping is an
+Ansible YAML inventory; everything else is Ansible INI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from fleetrun.errors import InventoryError, UsageError
+from fleetrun.inventory import TOP_KEYS as _FLEETRUN_TOP_KEYS
+from fleetrun.inventory import Inventory, load_inventory
+from fleetrun.models import Host
+from fleetrun.sources import listjson
+from fleetrun.sources.ansible_data import AnsibleData, Source
+from fleetrun.sources.ansible_yaml import read_yaml
+from fleetrun.sources.ini import read_ini
+from fleetrun.sources.resolve import resolve
+from fleetrun.sources.yamlload import compose, read_text
+
+FLEETRUN_KEYS = frozenset(_FLEETRUN_TOP_KEYS)  # a YAML file with only these top keys is fleetrun YAML
+DATA_SUFFIXES = frozenset({".ini", ".yml", ".yaml", ".json", ".cfg", ".txt", ".md"})
+# Ansible skips these in an inventory directory (INVENTORY_IGNORE_EXTS and the always-ignored names).
+_IGNORED = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
+                      r"(?:\.pyc|\.pyo|\.swp|\.bak|~|\.rpm|\.md|\.txt|\.rst|\.orig|\.cfg|\.retry)$")
+_SECTION_LINE = re.compile(r"^\s*\[[^\]\s]+\]\s*(?:[#;].*)?$", re.M)
+
+
+def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inventory:
+    """Every `-i` in order, then every `--ansible-inventory`, merged into one Inventory.
+
+    Ansible sources (INI, YAML, directories, scripts, JSON) are read into one Ansible inventory, as
+    `ansible -i a -i b` would, so that group_vars and precedence work across them; fleetrun YAML files are
+    resolved on their own. A host in several parts keeps its first position; the later part's settings win.
+    """
+    data = AnsibleData()
+    parts: list[Inventory | None] = []  # None marks where the Ansible part goes (at its first source)
+    for spec in specs:
+        fleetrun_inventory = _read(data, spec)
+        if fleetrun_inventory is not None:
+            parts.append(fleetrun_inventory)
+        elif None not in parts:
+            parts.append(None)
+    for spec in ansible_sources:
+        _run_ansible_inventory(data, spec)
+        if None not in parts:
+            parts.append(None)
+    labels = [*specs] + [f"ansible-inventory -i {spec}" for spec in ansible_sources]
+    if None in parts:
+        resolved = resolve(data)
+        ansible_part = Inventory(path=Path(specs[0] if specs else ansible_sources[0]), hosts=resolved.hosts,
+                                 groups=resolved.groups, sources=tuple(labels), warnings=resolved.warnings,
+                                 unsupported=resolved.unsupported, ansible=True,
+                                 ansible_order=resolved.order)
+        parts = [ansible_part if part is None else part for part in parts]
+    merged = [part for part in parts if part is not None]
+    if len(merged) == 1:
+        return merged[0] if merged[0].sources else _with_sources(merged[0], labels)
+    return _merge(merged, labels)
+
+
+def _with_sources(inventory: Inventory, labels: list[str]) -> Inventory:
+    return dataclasses.replace(inventory, sources=tuple(labels))
+
+
+def _merge(parts: list[Inventory], labels: list[str]) -> Inventory:
+    hosts: dict[str, Host] = {}
+    groups: dict[str, dict[str, None]] = {}
+    unsupported: dict[str, str] = {}
+    warnings: list[str] = []
+    for part in parts:
+        for name, host in part.hosts.items():
+            if name in hosts:  # the later part's settings, both parts' groups
+                union = tuple(sorted(set(hosts[name].groups) | set(host.groups)))
+                host = dataclasses.replace(host, groups=union)
+            hosts[name] = host
+        for group, members in part.groups.items():
+            groups.setdefault(group, {}).update(dict.fromkeys(members))
+        unsupported.update(part.unsupported)
+        warnings.extend(part.warnings)
+    order = {name: index for index, name in enumerate(hosts)}
+    return Inventory(path=parts[0].path, hosts=hosts,
+                     groups={g: tuple(sorted(m, key=order.__getitem__)) for g, m in groups.items()},
+                     sources=tuple(labels), warnings=tuple(dict.fromkeys(warnings)), unsupported=unsupported,
+                     ansible=any(part.ansible for part in parts),
+                     ssh_config=all(part.ssh_config for part in parts))
+
+
+def _read(data: AnsibleData, spec: str) -> Inventory | None:
+    """Read one -i source into `data`, or return it as a fleetrun inventory."""
+    if spec == "-":
+        data.sources.append(Source(Path("-"), adjacent=False, label="<stdin>"))
+        listjson.read_list(data, sys.stdin.read(), "<stdin>")
+        return None
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        data.sources.append(Source(path.absolute(), adjacent=True, label=spec))
+        if not _read_directory(data, path):
+            raise InventoryError(str(path), None, "no inventory file in this directory; add one (INI or YAML)")
+        return None
+    if not path.exists():
+        return load_inventory(path)  # its own "cannot read the inventory" error
+    fleetrun_inventory = _read_file(data, path)
+    if fleetrun_inventory is None:
+        data.sources.append(Source(path.absolute(), adjacent=not _is_list_json(path), label=spec))
+    return fleetrun_inventory
+
+
+def _is_list_json(path: Path) -> bool:
+    return path.suffix == ".json"
+
+
+def _read_directory(data: AnsibleData, directory: Path) -> bool:
+    """Every inventory file in an Ansible inventory directory, sorted, recursing; whether any was read."""
+    read = False
+    for name in sorted(os.listdir(directory)):
+        if _IGNORED.search(name):
+            continue
+        full = directory / name
+        if full.is_dir():
+            read = _read_directory(data, full) or read
+        elif full.is_file():
+            if _read_file(data, full) is not None:
+                raise InventoryError(str(full), None, "a fleetrun inventory cannot be part of an Ansible inventory "
+                                     "directory; pass it with its own -i")
+            read = True
+    return read
+
+
+def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
+    if path.suffix == ".toml":
+        raise InventoryError(str(path), None, "TOML inventories are not read directly; use --ansible-inventory FILE")
+    if os.access(path, os.X_OK) and path.suffix not in DATA_SUFFIXES:
+        _run_script(data, path)
+        return None
+    text = read_text(path)
+    if path.suffix == ".json":
+        _read_json(data, path, text)
+        return None
+    if path.suffix == ".ini":
+        read_ini(data, path, text)
+        return None
+    yaml_suffix = path.suffix in (".yml", ".yaml")
+    if yaml_suffix or not _SECTION_LINE.search(text):
+        try:
+            root = compose(path, text)
+        except InventoryError:
+            if yaml_suffix:
+                raise
+            root = None
+        if isinstance(root, MappingNode):
+            if _is_fleetrun(root):
+                return load_inventory(path)
+            read_yaml(data, path, root)
+            return None
+        if yaml_suffix:
+            raise InventoryError(str(path), 1, "the inventory is empty or not a mapping; add 'all:' with hosts "
+                                 "(Ansible) or 'hosts:' (fleetrun)")
+    read_ini(data, path, text)
+    return None
+
+
+def _is_fleetrun(root: Node) -> bool:
+    keys = {key.value for key, _ in root.value if isinstance(key, ScalarNode)}
+    return "hosts" in keys and keys <= FLEETRUN_KEYS
+
+
+def _read_json(data: AnsibleData, path: Path, text: str) -> None:
+    import json
+
+    try:
+        top = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InventoryError(str(path), error.lineno, f"not valid JSON: {error.msg}") from None
+    list_shape = isinstance(top, dict) and ("_meta" in top or any(
+        isinstance(body, list) or (isinstance(body, dict) and any(
+            isinstance(body.get(key), list) for key in ("hosts", "children"))) for body in top.values()))
+    if list_shape or not isinstance(top, dict):
+        listjson.read_list(data, text, str(path))
+    else:
+        root = compose(path, text)
+        assert root is not None
+        read_yaml(data, path, root)
+
+
+def _run_script(data: AnsibleData, path: Path) -> None:
+    label = str(path)
+    deadline = time.monotonic() + listjson.timeout()
+    command = str(path.absolute())
+    output = listjson.run([command, "--list"], label, deadline)
+    listjson.read_list(data, output, label, host_vars=lambda host: listjson.run([command, "--host", host], label,
+                                                                                 deadline))
+
+
+def find_ansible_inventory() -> str:
+    """The ansible-inventory program: on $PATH, else next to this Python (the same virtualenv)."""
+    found = shutil.which("ansible-inventory")
+    beside = Path(sys.executable).parent / "ansible-inventory"
+    if found is None and beside.is_file() and os.access(beside, os.X_OK):
+        found = str(beside)
+    if found is None:
+        raise UsageError("--ansible-inventory needs Ansible's ansible-inventory program, which is not installed "
+                         "(pip install ansible-core); or read INI/YAML/directories/scripts directly with -i")
+    return found
+
+
+def _run_ansible_inventory(data: AnsibleData, spec: str) -> None:
+    program = find_ansible_inventory()
+    label = f"ansible-inventory -i {spec}"
+    # Fail instead of printing an empty inventory when Ansible cannot parse the source.
+    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+           "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
+    output = listjson.run([program, "-i", spec, "--list"], label, time.monotonic() + listjson.timeout(), env=env)
+    data.sources.append(Source(Path(spec), adjacent=False, label=label))
+    listjson.read_list(data, output, label)

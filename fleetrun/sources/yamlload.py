@@ -1,0 +1,100 @@
+"""YAML for Ansible files: node trees with lines, values as Ansible's loader builds them (`!vault`, `!unsafe`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from fleetrun.errors import InventoryError
+from fleetrun.sources.ansible_data import Origin, Vaulted
+
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+VAULT_HEADER = "$ANSIBLE_VAULT;"
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor plus Ansible's own tags; timestamps stay the text written (as Ansible prints them)."""
+
+
+def _vault(constructor: _Constructor, node: Node) -> Vaulted:
+    return Vaulted(constructor.construct_scalar(node))  # type: ignore[arg-type]  # the ciphertext, kept for export
+
+
+def _unsafe(constructor: _Constructor, node: Node) -> Any:
+    if isinstance(node, ScalarNode):
+        return constructor.construct_scalar(node)
+    if isinstance(node, SequenceNode):
+        return constructor.construct_sequence(node, deep=True)
+    return constructor.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+
+
+def _timestamp(constructor: _Constructor, node: Node) -> Any:
+    return constructor.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Constructor.add_constructor("!vault", _vault)  # type: ignore[type-var]
+_Constructor.add_constructor("!unsafe", _unsafe)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)  # type: ignore[type-var]
+
+
+def read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InventoryError(str(path), None, f"cannot read it: {error.strerror}; check the path") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise InventoryError(str(path), line, "not UTF-8 text; save the file as UTF-8") from None
+
+
+def compose(path: Path, text: str) -> Node | None:
+    """The node tree of one YAML document; InventoryError at the line of a syntax error."""
+    try:
+        return yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        # problem/context only: str(error) quotes the source line, which may hold a secret.
+        what = " ".join("; ".join(str(part) for part in (error.context, error.problem) if part).split())
+        raise InventoryError(str(path), mark.line + 1 if mark else None, f"invalid YAML: {what}; fix the syntax") \
+            from None
+    except yaml.YAMLError:
+        raise InventoryError(str(path), None, "invalid YAML: unreadable character; remove it") from None
+
+
+def line_of(path: Path, node: Node) -> Origin:
+    return (str(path), node.start_mark.line + 1)
+
+
+def construct(path: Path, node: Node) -> Any:
+    """Plain data for one value node; an unknown tag or a bad scalar is an error at its line."""
+    constructor = _Constructor()
+    try:
+        return constructor.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark or node.start_mark
+        raise InventoryError(str(path), mark.line + 1, f"cannot read this value: {error.problem}") from None
+    except (ValueError, TypeError, RecursionError) as error:
+        raise InventoryError(str(path), node.start_mark.line + 1, f"cannot read this value: {error}") from None
+
+
+def pairs(path: Path, node: MappingNode) -> list[tuple[Node, Node]]:
+    """The (key, value) nodes of a mapping with `<<` merges applied; a repeated key: the last one wins."""
+    constructor = _Constructor()
+    try:
+        constructor.flatten_mapping(node)
+    except yaml.constructor.ConstructorError as error:
+        mark = error.problem_mark or node.start_mark
+        raise InventoryError(str(path), mark.line + 1, f"invalid merge key: {error.problem}") from None
+    return list(node.value)
+
+
+def scalar_key(path: Path, node: Node) -> Any:
+    """A mapping key as a Python value (usually a string)."""
+    if isinstance(node, ScalarNode):
+        return construct(path, node)
+    raise InventoryError(str(path), node.start_mark.line + 1, "a key must be a plain value, not a list or mapping")

@@ -1,0 +1,293 @@
+"""Ansible INI, YAML and directory inventories: fleetrun reads them exactly as `ansible-inventory --list` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ansible_oracle import ansible_list, ansible_list_hosts, ansible_patterns, assert_same
+
+from fleetrun.errors import SelectionError
+from fleetrun.selection import select, syntax
+from fleetrun.sources import load_sources
+
+INI = """\
+# before any section: ungrouped
+loose1 a=1 b=010 c='x y' d="[1, 2]" e="{'k': 1}" f=True g=1.5 h=0x1f i="'quoted'"
+; a comment of the other kind
+loose2:2200 ansible_port=2201 # the inline port beats host:port
+[web]
+web[01:03] ansible_user=deploy
+web[8:10:2].lan
+w-[a:c]-[1:2]
+web99 ansible_host=10.0.0.99 ansible_ssh_private_key_file=~/.ssh/web99 # trailing comment
+[db]
+db[0:2]:2222
+dbx ansible_ssh_host=10.1.1.1 ansible_host=10.9.9.9 ansible_ssh_port=2022 ansible_ssh_user=pg ansible_user=x
+[prod:children]
+web
+db
+later
+[later]
+l[0:10:5]
+[later:vars]
+tier=late
+[web:vars]
+http_port=8080 # a Python comment: the value is 8080
+name=web tier # not a comment here: the value keeps it
+n=23
+[all:vars]
+ansible_user=root
+level=all
+"""
+
+YAML = """\
+all:
+  vars: {o: 010, b: yes, d: 2024-01-02, f: 1.5, n: ~, h: 0x1f, s: "text", level: all}
+  hosts:
+    a1:
+    a2: {ansible_port: 2201, ansible_host: 127.0.0.2}
+  children:
+    web:
+      vars: {level: web}
+      hosts:
+        w[1:2]:2222:
+        w3: {ansible_user: alice, level: w3}
+      children:
+        deep:
+          hosts: {dd: {list: [1, 2], map: {x: 1}}}
+          children:
+            deeper:
+              hosts: {ddd: }
+    empty:
+    db:
+      hosts: db1
+"""
+
+DIRECTORY = {
+    "10-hosts.ini": """\
+[web]
+web1
+web2 level=inline
+[db]
+db1
+db2
+[app:children]
+web
+[prod:children]
+app
+db
+[edge]
+e1
+[edge:vars]
+ansible_group_priority=10
+level=edge
+""",
+    "20-more.yml": """\
+app:
+  hosts:
+    app1: {ansible_port: 2200}
+db:
+  vars: {level: db_inline}
+""",
+    "group_vars/all.yml": "level: all_file\nallvar: 1\n",
+    "group_vars/prod.json": '{"level": "prod_file", "prodvar": true}\n',
+    "group_vars/app": "level: app_file\n",
+    "group_vars/web/10-main.yml": "level: web_dir\nwebvar: 1\n",
+    "group_vars/web/20-over.yaml": "webvar: 2\n",
+    "group_vars/web/.hidden.yml": "webvar: hidden\n",
+    "group_vars/web/ignored.txt": "webvar: txt\n",
+    "group_vars/edge.yml": "ansible_user: edgeuser\n",
+    "host_vars/db1.yml": "level: db1_file\nansible_host: 10.0.0.1\n",
+    "host_vars/web2": "hv: yes\n",
+    "README.md": "not an inventory\n",
+}
+
+# A host in two unrelated groups: depth, then ansible_group_priority, then name decide whose vars win.
+PRIORITY = """\
+[a]
+both
+[b]
+both
+[c:children]
+b
+[a:vars]
+who=a
+ansible_group_priority=5
+[b:vars]
+who=b
+"""
+
+
+# Odd but valid shapes: string sections, vars declared before the group, a host in all.hosts and a group.
+ODD_YAML = """\
+all:
+  hosts:
+    both: {v: all-level}
+  children:
+    web:
+      hosts: both
+    db:
+      hosts:
+        db1:
+      children: web
+    "web-x":
+      vars: {dashed: true}
+      hosts: {wx1: {ansible_port: "2200"}}
+"""
+ODD_INI = """\
+[later:vars]
+a = 1
+b= "two words"
+[later:children]
+inner
+[inner]
+i1 ansible_host="10.0.0.1"
+[later]
+l1
+[all:vars]
+e=
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize(("name", "text"), [("hosts", INI), ("inventory.ini", INI), ("inv.yml", YAML),
+                                            ("prio", PRIORITY), ("odd.yaml", ODD_YAML), ("odd", ODD_INI)])
+def test_file_inventories_equal_ansible_inventory_list(tmp_path: Path, home: Path, name: str, text: str) -> None:
+    path = write(tmp_path / "inv", {name: text}) / name
+    assert_same(load_sources([str(path)]), ansible_list(path, home))
+
+
+def test_inventory_directory_equals_ansible_inventory_list(tmp_path: Path, home: Path) -> None:
+    directory = write(tmp_path / "inv", DIRECTORY)
+    inventory = load_sources([str(directory)])
+    assert_same(inventory, ansible_list(directory, home))
+    # The precedence the corpus is built to show, spelled out:
+    assert inventory.hosts["web2"].vars["level"] == "inline"  # host inline beats every group_vars file
+    assert inventory.hosts["web1"].vars["level"] == "web_dir"  # the deepest group's file wins
+    assert inventory.hosts["db1"].address == "10.0.0.1"  # host_vars beats everything
+    assert inventory.hosts["web1"].vars["webvar"] == 2  # files in group_vars/web/ merge in name order
+    assert inventory.hosts["e1"].user == "edgeuser"
+
+
+def test_ini_file_next_to_group_vars_equals_ansible(tmp_path: Path, home: Path) -> None:
+    files = {"hosts": INI, "group_vars/web.yml": "level: web_file\n", "group_vars/prod.yml": "level: prod\nx: 1\n",
+             "host_vars/web01.yml": "ansible_port: 2022\n"}
+    path = write(tmp_path / "inv", files) / "hosts"
+    inventory = load_sources([str(path)])
+    assert_same(inventory, ansible_list(path, home))
+    assert inventory.hosts["web01"].port == 2022 and inventory.hosts["web01"].vars["level"] == "web_file"
+
+
+def test_several_sources_merge_like_ansible(tmp_path: Path, home: Path) -> None:
+    first = write(tmp_path / "one", {"hosts": INI, "group_vars/web.yml": "from: one\n"}) / "hosts"
+    second = write(tmp_path / "two", {"inv.yml": YAML, "group_vars/web.yml": "from: two\n"}) / "inv.yml"
+    inventory = load_sources([str(first), str(second)])
+    both = ansible_list_two(first, second, home)
+    assert_same(inventory, both)
+    assert inventory.hosts["web01"].vars["from"] == "two"  # the later source's group_vars win
+
+
+def ansible_list_two(first: Path, second: Path, home: Path) -> dict[str, object]:
+    import json
+    import subprocess
+
+    from ansible_oracle import env, program
+
+    proc = subprocess.run([program("ansible-inventory"), "-i", str(first), "-i", str(second), "--list"],
+                          capture_output=True, text=True, env=env(home), cwd=home, timeout=300, check=True)
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+# --- patterns ---------------------------------------------------------------------------------------------
+
+PATTERN_INVENTORY = """\
+[web]
+web[01:05]
+[db]
+db[1:3]
+[canary]
+web01
+db1
+[prod:children]
+web
+db
+[staging]
+web05
+stage1
+[lb]
+lb.example.com
+10.0.0.7
+"""
+
+PATTERNS = [
+    "web:&prod:!web03", "&prod:web:!web03", "!db:web", "web:!db", "web:db", "web,db", "web,&canary",
+    "web,!web02", "all:!web", "prod:&staging", "prod:!staging:!canary", "~^db", "~web0[1-3]", "~.*example",
+    "web[0]", "web[-1]", "web[1:3]", "web[2:]", "prod[0:1]", "web*:&canary", "*.example.com", "db?:!db2",
+    "web[01:03]:db", "canary:staging", "~(web|db)0?[12]:!canary", "all:&lb", "10.0.0.7:db1", "prod:&web[0:2]",
+    "ungrouped:web01",
+]
+SHARED = ["all", "web", "!staging", "web,db", "prod"]  # the same meaning in both syntaxes; fleetrun's order
+
+
+def test_patterns_equal_ansible_list_hosts(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts"
+    inventory = load_sources([str(path)])
+    expected = ansible_patterns(path, PATTERNS, home)
+    for pattern in PATTERNS:
+        got = [host.name for host in select(inventory, pattern)]
+        assert got == expected[pattern], pattern  # the same hosts, in the same order
+
+
+def test_patterns_both_syntaxes_share_select_the_same_hosts(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts"
+    inventory = load_sources([str(path)])
+    expected = ansible_patterns(path, SHARED, home)
+    for pattern in SHARED:
+        assert syntax(inventory, pattern) == "fleetrun"
+        assert {host.name for host in select(inventory, pattern)} == set(expected[pattern]), pattern
+
+
+def test_the_one_process_oracle_agrees_with_the_ansible_cli(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts"
+    checked = ["web:&prod:!web03", "web[1:3]", "~^db"]
+    expected = ansible_patterns(path, checked, home)
+    for pattern in checked:
+        assert ansible_list_hosts(path, pattern, home) == expected[pattern]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("web:&prod", "ansible"), ("web,!db", "ansible"), ("~^db", "ansible"), ("web[0]", "ansible"),
+    ("web", "fleetrun"), ("web,db", "fleetrun"), ("!db,web", "fleetrun"), ("web&prod!web03", "fleetrun"),
+    ("web[01:03]", "fleetrun"), ("web[01-03]", "fleetrun"), ("fe80::1", "fleetrun"), ("web01:22", "fleetrun"),
+])
+def test_which_syntax_a_pattern_is_read_in(tmp_path: Path, pattern: str, expected: str) -> None:
+    inventory = load_sources([str(write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts")])
+    assert syntax(inventory, pattern) == expected
+
+
+def test_fleetrun_syntax_keeps_left_to_right(tmp_path: Path) -> None:
+    inventory = load_sources([str(write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts")])
+    left_to_right = {h.name for h in select(inventory, "!db,web")}  # (all - db) + web
+    assert "stage1" in left_to_right and "db1" not in left_to_right
+    assert {h.name for h in select(inventory, "!db:web")} == {f"web0{i}" for i in range(1, 6)}  # Ansible: web - db
+
+
+def test_an_ansible_term_matching_nothing_is_refused(tmp_path: Path) -> None:
+    inventory = load_sources([str(write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts")])
+    with pytest.raises(SelectionError, match=r"no host or group matches 'dbb'.*did you mean db"):
+        select(inventory, "all:!dbb")
+    with pytest.raises(SelectionError, match="position 9"):
+        select(inventory, "db[9]:web")
