@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import click
 
 from fleetrun import __version__
+from fleetrun.cli_runs import journal_options, rerun_command, rollout_options, runs_group
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.status import ExitStatus
 
@@ -47,8 +48,9 @@ def inventory_option(function: F) -> F:
 def run_options(function: F) -> F:
     """Options shared by every command that connects to hosts."""
     options = [
-        click.option("-H", "--hosts", "pattern", required=True, metavar="PATTERN",
-                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except."),
+        click.option("-H", "--hosts", "pattern", metavar="PATTERN",
+                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except. "
+                          "Required, except with --retry-failed."),
         inventory_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory)."),
         click.option("-p", "--port", type=click.IntRange(1, 65535), help="SSH port (overrides the inventory)."),
@@ -84,7 +86,7 @@ def run_options(function: F) -> F:
     ]
     for option in reversed(options):
         function = option(function)
-    return function
+    return journal_options(function)
 
 
 def _read_secret_env(name: str | None, what: str) -> str | None:
@@ -138,15 +140,16 @@ def _make_renderer(params: dict[str, Any], out: TextIO, err: TextIO) -> Any:
 
 
 def _make_outputs(
-    params: dict[str, Any], out: TextIO, err: TextIO
+    params: dict[str, Any], out: TextIO, err: TextIO, journal: Callable[[TextIO], Renderer] | None = None
 ) -> tuple[Renderer, SinkFactory | None, ProgressRenderer | None, TextIO]:
-    """(renderer fanning out to screen, progress, --out-dir and --junit; the raw-output sink factory or None;
-    the progress display or None; stderr to use from now on)."""
+    """(renderer fanning out to screen, progress, --out-dir, --junit and the run journal; the raw-output sink
+    factory or None; the progress display or None; stderr to use from now on)."""
     from fleetrun.output.fanout import Fanout, OnlyProblems
 
     renderers: list[Renderer] = []
     progress = None
-    if err.isatty() and not params["quiet"] and not params["no_progress"]:
+    # --confirm's question and a redrawn progress line would fight over the same terminal line.
+    if err.isatty() and not params["quiet"] and not params["no_progress"] and not params.get("confirm"):
         from fleetrun.output.progress import ProgressRenderer
 
         progress = ProgressRenderer(err)
@@ -168,6 +171,8 @@ def _make_outputs(
         described = {k: v for k, v in context.params.items() if k in ("command", "local", "remote", "pattern")}
         renderers.append(JunitRenderer(params["junit"], err, suite=context.command_path,
                                        properties={k: str(v) for k, v in described.items() if v is not None}))
+    if journal is not None:
+        renderers.append(journal(err))
     return Fanout(renderers), sinks, progress, err
 
 
@@ -180,11 +185,16 @@ def _select(inventory: str | None, pattern: str) -> list[Any]:
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+    from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, apply_overrides, execute
 
-    hosts = _select(params["inventory"], params["pattern"])
-    hosts = apply_overrides(hosts, user=params["user"], port=params["port"], key=params["key"],
+    rollout = rollout_from(params)
+    planned = plan_hosts(params, sys.stderr)
+    if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
+        return int(ExitStatus.OK)
+    hosts = apply_overrides(planned.hosts, user=params["user"], port=params["port"], key=params["key"],
                             connect_timeout=params["connect_timeout"])
+    question = confirm_question(rollout, sys.stderr)
     options = RunOptions(
         forks=params["forks"],
         timeout=params["timeout"],
@@ -196,12 +206,14 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
+    journal = journal_for(params, planned, hosts, (options.password, options.key_passphrase))
     from fleetrun.lock import run_lock
 
     with run_lock(params["lock"]):
-        renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr)
+        renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr, journal)
         try:
-            summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks)
+            summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks, rollout=rollout,
+                              question=question)
         finally:
             if progress is not None:  # also when the run failed before finishing: no line left on the terminal
                 progress.stop()
@@ -221,6 +233,7 @@ def cli() -> None:
 @cli.command("exec")
 @click.argument("command")
 @run_options
+@rollout_options
 @click.option("--max-output", default="4M", show_default=True, metavar="SIZE",
               help="Output kept per stream per host; the rest is counted and marked truncated.")
 @click.option("--raw", is_flag=True,
@@ -237,6 +250,7 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 @click.argument("local")
 @click.argument("remote")
 @run_options
+@rollout_options
 @click.option("-r", "--recursive", is_flag=True, help="Push a directory tree.")
 @click.option("--mode", metavar="OCTAL", help="File mode on the host, e.g. 0644 (default: the local file's).")
 @click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
@@ -291,6 +305,10 @@ def hosts_command(pattern: str, inventory: str | None, names: bool) -> int:
     return int(ExitStatus.OK)
 
 
+cli.add_command(runs_group)
+cli.add_command(rerun_command)
+
+
 @cli.group("lab")
 def lab_group() -> None:
     """A throwaway local fleet of real sshd processes on loopback (for demos, tests and benchmarks)."""
@@ -332,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     # never reads: 0.1-0.2 s of CPU per run for nothing. paramiko handles the ImportError. CLI process only.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     try:
-        status = cli.main(args=argv, prog_name="fleetrun", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        status = cli.main(args=args, prog_name="fleetrun", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as done:
         status = done.exit_code
     except click.Abort:

@@ -36,6 +36,10 @@ class Finished(Generic[Job, Result]):
 Emit = Callable[[object], None]
 
 
+def _admit_all(job: object) -> bool:
+    return True
+
+
 @dataclass
 class PoolCallbacks(Generic[Job, Result]):
     """What the pool calls; the runner supplies them. Only `handle` runs on the collector thread."""
@@ -44,6 +48,9 @@ class PoolCallbacks(Generic[Job, Result]):
     not_started: Callable[[Job], Result]  # the result for a job never started (cancelled run)
     crashed: Callable[[Job, BaseException], Result]  # the result when `work` raised anyway
     handle: Callable[[object], None]  # consumes every event, in order, on the collector thread
+    # Runs on the worker just before a job starts; False gives it its `not_started` result instead. A rollout
+    # decides to stop under the same lock, so no job starts after that decision (issue 11).
+    admit: Callable[[Job], bool] = _admit_all
 
 
 def run_pool(
@@ -75,7 +82,7 @@ def run_pool(
             if job is _STOP:
                 return
             typed_job: Job = job  # type: ignore[assignment]
-            if cancel.is_set():
+            if cancel.is_set() or not callbacks.admit(typed_job):
                 emit(Finished(typed_job, callbacks.not_started(typed_job)))
                 continue
             emit(Started(typed_job))

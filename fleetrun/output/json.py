@@ -32,10 +32,13 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "error": result.error,
         "changed": result.changed,
         "details": list(result.details),
+        "reason": result.reason,
     }
 
 
 def summary_record(summary: RunSummary) -> dict[str, Any]:
+    """The closing JSON object: counts, exit status, and how a rolling run went (batches, why it stopped)."""
+    stopped = summary.stopped
     return {
         "schema": SCHEMA,
         "type": "summary",
@@ -46,6 +49,11 @@ def summary_record(summary: RunSummary) -> dict[str, Any]:
         "interrupted": summary.interrupted,
         "changed": summary.changed,
         "unchanged": summary.unchanged,
+        "batches": [{"index": batch.index, "size": batch.size,
+                     "counts": {outcome.value: count for outcome, count in batch.counts.items() if count}}
+                    for batch in summary.batches],
+        "stopped": None if stopped is None else {"reason": stopped.reason, "after_batch": stopped.after_batch,
+                                                 "message": stopped.message},
     }
 
 
