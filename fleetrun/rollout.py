@@ -15,7 +15,7 @@ from fleetrun.models import Host, Outcome, RolloutStop
 # tried and did not end ok. Cancelled and not-started hosts were never given their chance, so they don't count.
 FAILURES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.UNREACHABLE, Outcome.AUTH_FAILED, Outcome.HOST_KEY})
 
-_AMOUNT = re.compile(r"([0-9]+)(%?)\Z")
+_AMOUNT = re.compile(r"(-?[0-9]+)(%?)\Z")
 ORDERS = ("inventory", "sorted", "reverse", "reverse_inventory", "reverse_sorted", "shuffle")
 
 

@@ -290,7 +290,9 @@ def execute(
     def not_started(host: Host) -> HostResult:
         stop = dispatcher.stop()
         if stop is not None:  # held back by the rollout (it may have been cancelled since: the stop came first)
-            return HostResult(host, Outcome.NOT_STARTED, error=stop.message, reason=not_started_reason(stop))
+            reason = not_started_reason(stop)  # the arithmetic is in the summary; one short line per host
+            return HostResult(host, Outcome.NOT_STARTED, error=f"{reason} after batch {stop.after_batch}",
+                              reason=reason)
         why = "the run's --deadline was reached" if cancel.reason == "deadline" else f"run {cancel.reason}"
         return HostResult(host, Outcome.NOT_STARTED, error=why, reason=cancel.reason)
 

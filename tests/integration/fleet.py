@@ -28,8 +28,9 @@ class Run:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    """No agent, and a HOME without the real user's ~/.ssh."""
-    env = {k: v for k, v in os.environ.items() if k not in {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY"}}
+    """No agent, and a HOME without the real user's ~/.ssh (and the run journal under it, not the user's)."""
+    dropped = {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY", "XDG_STATE_HOME", "FLEETRUN_STATE_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["HOME"] = str(home)
     return env
 
