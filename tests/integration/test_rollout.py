@@ -213,8 +213,10 @@ def test_confirm_without_a_terminal_is_exit_2_and_connects_nowhere(lab, tmp_path
             listener.accept()  # nobody connected
 
 
-def run_in_pty(argv: list[str], env: dict[str, str], replies: list[str], timeout: float = 60) -> tuple[int, str, str]:
-    """Run with stdin and stderr on a pseudo-terminal; answer each `[y/N]` prompt with the next reply."""
+def run_in_pty(argv: list[str], env: dict[str, str], replies: list[tuple[str, str]],
+               timeout: float = 60) -> tuple[int, str, str]:
+    """Run with stdin and stderr on a pseudo-terminal; when the screen shows the next (prompt, reply)'s prompt
+    one more time, type the reply. Returns (exit status, stdout, what the terminal showed)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(argv, stdin=slave, stderr=slave, stdout=subprocess.PIPE, env=env)
     os.close(slave)
@@ -231,9 +233,11 @@ def run_in_pty(argv: list[str], env: dict[str, str], replies: list[str], timeout
                 if not chunk:
                     break
                 seen += chunk
-                if seen.count(b"[y/N]") > answered and answered < len(replies):
-                    os.write(master, replies[answered].encode() + b"\n")
-                    answered += 1
+                if answered < len(replies):
+                    prompt = replies[answered][0].encode()
+                    if seen.count(prompt) > sum(1 for p, _ in replies[:answered] if p.encode() == prompt):
+                        os.write(master, replies[answered][1].encode() + b"\n")
+                        answered += 1
             elif proc.poll() is not None:
                 break
         out = proc.communicate(timeout=30)[0]
@@ -248,7 +252,7 @@ def test_confirm_under_a_terminal_answering_no_stops(lab, tmp_path):
 
     argv = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "echo hi", "-H", "lab0[1-6]",
             "--batch", "2", "--confirm", "--format", "json"]
-    code, out, screen = run_in_pty(argv, clean_env(tmp_path), ["y", "n"])
+    code, out, screen = run_in_pty(argv, clean_env(tmp_path), [("[y/N]", "y"), ("[y/N]", "n")])
     assert screen.count("[y/N]") == 2 and "Start batch 2 (2 hosts)?" in screen
     assert "rollout stopped by the operator after batch 2" in screen
     records = [json.loads(line) for line in out.splitlines()]
