@@ -6,7 +6,7 @@ Layout, format "fleetrun-run/1" (a new field keeps the version; a field that cha
       runs/                   mode 0700, as every directory here; files are 0600
         .lock                 flock, held only to move `latest` and to prune
         latest -> ID          the run that finished last (a symlink, replaced atomically)
-        ID/                   ID = <UTC time yyyymmddTHHMMSSZ>-<6 hex digits>
+        ID/                   ID = <UTC start yyyymmddTHHMMSS.mmmZ>-<6 hex digits>; name order is start order
           run.json            what ran (RUN_FIELDS below); written at the start, rewritten at the end
           selection.txt       the selected host names, one per line, in inventory order
           hosts.jsonl         the fleetrun/1 host records, one per line, appended and flushed as hosts finish
@@ -236,7 +236,9 @@ class JournalWriter:
         from fleetrun import __version__
 
         while True:
-            run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+            # Milliseconds in the id, so that sorting by name is sorting by start, even within one second.
+            now = datetime.now(timezone.utc)
+            run_id = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03}Z-{os.urandom(3).hex()}"
             if not (self.root / run_id).exists():
                 break
         self.record = {
@@ -281,11 +283,12 @@ class JournalWriter:
 
         assert self.directory is not None and self.run_id is not None
         _write_json_atomic(self.directory / "summary.json", summary_record(summary))
-        self.record.update(ended=now_text(), exit_status=int(summary.exit_status))
-        _write_json_atomic(self.directory / "run.json", self.record)
-        self._hosts.close()  # releases the "going" lock
-        self._hosts = None
         with _locked(self.root):
+            # The end time is taken under the lock that moves `latest`: `latest` is the run that ended last.
+            self.record.update(ended=now_text(), exit_status=int(summary.exit_status))
+            _write_json_atomic(self.directory / "run.json", self.record)
+            self._hosts.close()  # releases the "going" lock
+            self._hosts = None
             link = self.root / f".latest-{os.getpid()}-{os.urandom(3).hex()}"
             os.symlink(self.run_id, link)
             os.replace(link, self.root / "latest")

@@ -188,7 +188,7 @@ def decide(plan: Plan, batch: int, failures: int, batch_failures: int, batch_don
     if plan.canary and batch == 0 and batch_failures:
         size = len(plan.batches[0])
         return RolloutStop("canary", number, f"rollout stopped after batch 1 (the canary): "
-                           f"{_plural(batch_failures, 'failure')} in the canary; --canary {size} must fully succeed")
+                           f"{_plural(batch_failures, 'failure')}; --canary {size} must fully succeed")
     if plan.allowed is not None and failures > plan.allowed:
         return RolloutStop("max-fail", number, f"rollout stopped after batch {number}: "
                            f"{_plural(failures, 'failure')} > {plan.budget_text}")

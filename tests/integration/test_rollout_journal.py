@@ -264,7 +264,7 @@ def test_no_password_reaches_the_journal(lab, tmp_path):
 
 
 def test_an_ask_pass_password_reaches_no_journal_file(lab, tmp_path):
-    from test_rollout import run_in_pty
+    from test_rollout_batches import run_in_pty
 
     state = tmp_path / "state"
     typed = "Typed-at-the-pr0mpt"
