@@ -20,7 +20,8 @@ from fleetrun.status import ExitStatus
 
 if TYPE_CHECKING:
     from fleetrun.dispatch import Question
-    from fleetrun.journal import JournalWriter, Run
+    from fleetrun.journal import JournalWriter
+    from fleetrun.journal_read import Run
     from fleetrun.models import Host
     from fleetrun.rollout import Rollout
 
@@ -128,7 +129,8 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
     """The selected hosts: --hosts, or a recorded run's (failed) hosts within --hosts. None: nothing to retry
     (already said on stderr; the caller exits 0 without connecting anywhere)."""
     from fleetrun.inventory import find_inventory, load_inventory
-    from fleetrun.journal import latest_for, resolve_run, runs_dir
+    from fleetrun.journal import runs_dir
+    from fleetrun.journal_read import latest_for, resolve_run
     from fleetrun.selection import select
 
     rerun: Rerun | None = params.get("_rerun")
@@ -269,7 +271,8 @@ def runs_list(limit: int, output_format: str) -> int:
     """The recorded runs, newest first: id, start, command, hosts, results, exit status."""
     import json
 
-    from fleetrun.journal import is_going, list_runs, runs_dir
+    from fleetrun.journal import is_going, runs_dir
+    from fleetrun.journal_read import list_runs
 
     runs = list_runs(runs_dir())[-limit:][::-1]
     out = sys.stdout
@@ -326,7 +329,8 @@ def runs_show(run_ref: str, status_filter: str | None, names: bool, output_forma
     """One run: what ran and each host's result. RUN is an id, a unique prefix, `latest` or a run directory."""
     import json
 
-    from fleetrun.journal import resolve_run, runs_dir
+    from fleetrun.journal import runs_dir
+    from fleetrun.journal_read import resolve_run
 
     run = resolve_run(runs_dir(), run_ref)
     wanted = _statuses(status_filter)
@@ -415,7 +419,8 @@ def rerun_command(context: click.Context, /, run_ref: str, failed: bool, pattern
     Nothing left to retry: says so and exits 0 without connecting, so `until fleetrun rerun --failed; do
     sleep 60; done` ends once every host is ok.
     """
-    from fleetrun.journal import resolve_run, runs_dir
+    from fleetrun.journal import runs_dir
+    from fleetrun.journal_read import resolve_run
 
     run = resolve_run(runs_dir(), run_ref)
     info = run.info

@@ -15,18 +15,8 @@ from pathlib import Path
 import pytest
 
 from fleetrun.errors import UsageError
-from fleetrun.journal import (
-    OUTPUT_CAP,
-    JournalWriter,
-    RunMeta,
-    latest_for,
-    list_runs,
-    load_run,
-    prune,
-    resolve_run,
-    selection_sha256,
-    state_root,
-)
+from fleetrun.journal import OUTPUT_CAP, JournalWriter, RunMeta, prune, selection_sha256, state_root
+from fleetrun.journal_read import latest_for, list_runs, load_run, resolve_run
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.status import ExitStatus
 
