@@ -97,13 +97,17 @@ def confirm_question(rollout: Rollout | None, err: TextIO) -> Question | None:
         return None
     from fleetrun.dispatch import TerminalQuestion
 
-    try:
-        interactive = sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        interactive = False
-    if not interactive:
-        raise UsageError("--confirm needs a terminal to ask on; without one use --pause S, --canary N or "
-                         "--max-fail N to pace and guard the rollout")
+    def terminal(stream: Any) -> bool:
+        try:
+            return bool(stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    # The answer comes from stdin and the question goes to stderr: both must be the operator's terminal, or
+    # the question lands in a log file while the run waits for an answer nobody knows is wanted.
+    if not (terminal(sys.stdin) and terminal(err)):
+        raise UsageError("--confirm needs a terminal (stdin and stderr) to ask on; without one use --pause S, "
+                         "--canary N or --max-fail N to pace and guard the rollout")
     return TerminalQuestion(sys.stdin.fileno(), err)
 
 

@@ -211,6 +211,31 @@ def test_runs_show_and_prune(lab, tmp_path):
     assert missing.code == 2 and "no run 'nope'" in missing.err
 
 
+def test_rerun_without_failed_repeats_on_all_of_the_runs_hosts(lab, tmp_path):
+    env = {"FLEETRUN_STATE_DIR": str(tmp_path / "state")}
+    first = fleetrun("exec", "-i", str(lab.inventory), "echo $FLEETRUN_LAB_HOST", "-H", "lab0[1-3]", "--format", "json",
+                     home=tmp_path, **env)
+    assert first.code == 0
+    first_id = latest(tmp_path / "state").name
+    again = fleetrun("rerun", first_id, "-H", "lab0[2-9]", home=tmp_path, **env)  # as json, like the original
+    hosts, _ = again.json()
+    assert again.code == 0 and {n: r["stdout"] for n, r in hosts.items()} == {"lab02": "lab02\n", "lab03": "lab03\n"}
+    assert json.loads((latest(tmp_path / "state") / "run.json").read_text())["parent"] == first_id
+    table = fleetrun("rerun", first_id, "--format", "table", home=tmp_path, **env)
+    assert table.code == 0 and table.out.splitlines()[-1].startswith("3 ok in")
+
+
+def test_usage_errors_of_the_retry_options_connect_nowhere(lab, tmp_path):
+    env = {"FLEETRUN_STATE_DIR": str(tmp_path / "state")}
+    no_hosts = fleetrun("exec", "-i", str(lab.inventory), "true", home=tmp_path, **env)
+    assert no_hosts.code == 2 and "--hosts is required" in no_hosts.err
+    nothing = fleetrun("exec", "-i", str(lab.inventory), "true", "--retry-failed", home=tmp_path, **env)
+    assert nothing.code == 2 and "no run of" in nothing.err and "is recorded" in nothing.err
+    no_latest = fleetrun("rerun", "--failed", home=tmp_path, **env)
+    assert no_latest.code == 2 and "no finished run" in no_latest.err
+    assert not (tmp_path / "state" / "runs").exists() or runs(tmp_path / "state") == []
+
+
 def test_two_runs_at_once_give_two_complete_journals(lab, tmp_path):
     state = tmp_path / "state"
     env = {**clean_env(tmp_path), "FLEETRUN_STATE_DIR": str(state)}
