@@ -84,9 +84,10 @@ def run_options(function: F) -> F:
                      help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
         click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
     ]
+    function = journal_options(function)  # listed after the others in --help
     for option in reversed(options):
         function = option(function)
-    return journal_options(function)
+    return function
 
 
 def _read_secret_env(name: str | None, what: str) -> str | None:

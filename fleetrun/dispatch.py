@@ -1,8 +1,9 @@
 """Feeds a run's hosts to the pool batch by batch: lock-step batches, the failure budget, pauses and --confirm.
 
 The main thread iterates `jobs()` (the pool's producer), which holds batch k+1 back until every host of
-batch k has a result. Workers call `admit()` before starting a host and the collector calls `record()` with
-every result; both take one lock, so once `record()` decides to stop no further host is admitted.
+batch k has been handled by the collector (`rendered()`). A worker calls `admit()` before starting a host and
+`settle()` with each result before queueing it; both take one lock, so once `settle()` decides to stop, no
+further host is admitted, not even by the worker that just finished the failing one.
 """
 
 from __future__ import annotations
@@ -67,12 +68,14 @@ class Dispatcher:
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.batch_of = {host.name: index for index, batch in enumerate(plan.batches) for host in batch}
-        self.counts = [dict.fromkeys(Outcome, 0) for _ in plan.batches]
-        self.done = [0] * len(plan.batches)
+        self.counts = [dict.fromkeys(Outcome, 0) for _ in plan.batches]  # settled results per batch
+        self.settled = [0] * len(plan.batches)
+        self.done = [0] * len(plan.batches)  # results the collector has handled: the barrier counts these
         self.failures = 0
         self.admitted = 0  # hosts started
         self.running = 0  # hosts started and without a result yet
         self.stopped: RolloutStop | None = None
+        self._stopper: str | None = None  # the host whose result stopped the rollout: announced when rendered
 
     # -- the producer (main thread) ----------------------------------------------------------------------------
 
@@ -108,7 +111,10 @@ class Dispatcher:
         if self.plan.confirm and self.question is not None and not self.cancel.is_set():
             prompt = (f"fleetrun: batch {index} of {len(self.plan.batches)} done ({self._counts_text(index - 1)}). "
                       f"Start batch {index + 1} ({len(self.plan.batches[index])} hosts)? [y/N] ")
-            answer = self.question.ask(prompt, self.cancel, self.deadline_check)
+            try:
+                answer = self.question.ask(prompt, self.cancel, self.deadline_check)
+            except OSError:  # the terminal went away: nobody can say yes
+                answer = False
             if answer is False:
                 with self.lock:
                     if self.stopped is None:
@@ -139,37 +145,43 @@ class Dispatcher:
             self.running += 1
             return True
 
-    # -- the collector -------------------------------------------------------------------------------------------
-
-    def record(self, result: HostResult) -> None:
-        """Counts a result (collector thread) and decides, under the dispatch lock, whether to stop."""
-        stop: RolloutStop | None = None
+    def settle(self, result: HostResult) -> None:
+        """Counts a result on the thread that produced it and decides, under the dispatch lock, whether to stop."""
         abort = False
-        with self.changed:
+        with self.lock:
             index = self.batch_of.get(result.host.name)
             if index is None:  # not one of ours; nothing to count
                 return
             self.counts[index][result.outcome] += 1
-            self.done[index] += 1
+            self.settled[index] += 1
             if result.outcome is not Outcome.NOT_STARTED:  # only admitted hosts end any other way
                 self.running -= 1
             if result.outcome in FAILURES:
                 self.failures += 1
             if self.stopped is None and not self.cancel.is_set():
                 batch_failures = sum(self.counts[index][outcome] for outcome in FAILURES)
-                stop = decide(self.plan, index, self.failures, batch_failures, self.done[index])
+                stop = decide(self.plan, index, self.failures, batch_failures, self.settled[index])
                 # A stop needs something to stop: hosts not started yet, or running ones to cancel.
                 abort = stop is not None and self.plan.abort_running and self.running > 0
                 if stop is not None and (self.admitted < self.plan.total or abort):
-                    self.stopped = stop
-                else:
-                    stop = None
+                    self.stopped, self._stopper = stop, result.host.name
+        if abort:
+            self.cancel.set("rollout stopped")
+
+    # -- the collector -------------------------------------------------------------------------------------------
+
+    def rendered(self, result: HostResult) -> None:
+        """The collector has handled `result`: the barrier may open; the stop is announced after its cause."""
+        with self.changed:
+            index = self.batch_of.get(result.host.name)
+            if index is None:
+                return
+            self.done[index] += 1
+            announce = self.stopped if result.host.name == self._stopper else None
             self.changed.notify_all()
-        if stop is not None:
-            self.err.write(f"fleetrun: {stop.message}\n")
+        if announce is not None:
+            self.err.write(f"fleetrun: {announce.message}\n")
             self.err.flush()
-            if abort:
-                self.cancel.set("rollout stopped")
 
     def stop(self) -> RolloutStop | None:
         with self.lock:

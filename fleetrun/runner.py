@@ -316,12 +316,13 @@ def execute(
                     changes["changed" if result.changed else "unchanged"] += 1
                 renderer.on_result(result)
             finally:  # even when a renderer failed: the next batch waits for this count
-                dispatcher.record(result)
+                dispatcher.rendered(result)
 
     renderer.on_start(hosts)
     with _signals(cancel, err) as interrupts:
-        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(work, not_started, crashed, handle,
-                                                                   admit=dispatcher.admit)
+        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
+            work, not_started, crashed, handle, admit=dispatcher.admit,
+            settled=lambda host, result: dispatcher.settle(result))
         handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
                                   deadline_check=check_deadline)
     cancel.close()

@@ -169,10 +169,10 @@ def drive(hosts, rollout, script, *, forks=8, question=None, cancel=None):
     def handle(event):
         if isinstance(event, Finished):
             results[event.job.name] = event.result
-            dispatcher.record(event.result)
+            dispatcher.rendered(event.result)
 
     callbacks = PoolCallbacks(script.work, not_started, lambda job, error: HostResult(job, Outcome.FAILED), handle,
-                              admit=dispatcher.admit)
+                              admit=dispatcher.admit, settled=lambda job, result: dispatcher.settle(result))
     assert run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel) == []
     return results, dispatcher, err.getvalue()
 
@@ -279,11 +279,30 @@ def test_abort_running_cancels_the_hosts_in_flight():
     cancel = Cancel()
     release = threading.Event()
     cancel.add_callback(release.set)
+    both_running = threading.Barrier(3)  # h1 and h3 are running when h2 fails
     script = Script(failing={"h2"}, hold={"h1": release, "h3": release})
-    results, _, _ = drive(HOSTS, Rollout(batch=parse_batch("3"), max_fail=parse_max_fail("0"), abort_running=True),
-                          script, cancel=cancel)
-    assert cancel.reason == "rollout stopped"
-    assert sum(r.outcome is Outcome.NOT_STARTED for r in results.values()) == 3
+
+    def work(host, emit):
+        if host.name in ("h1", "h2", "h3"):
+            both_running.wait(10)
+        return Script.work(script, host, emit)
+
+    script.work = work  # type: ignore[method-assign]
+    results, _, _ = drive(HOSTS, Rollout(batch=parse_batch("3"), max_fail=parse_max_fail("0"),
+                                         abort_running=True), script, cancel=cancel)
+    assert cancel.reason == "rollout stopped"  # h1 and h3 were told to stop instead of being waited for
+    assert [name for name in ("h4", "h5", "h6") if results[name].outcome is Outcome.NOT_STARTED] == ["h4", "h5", "h6"]
+    assert {name for kind, name in script.log if kind == "start"} == {"h1", "h2", "h3"}
+
+
+def test_the_worker_that_saw_the_failure_starts_no_other_host():
+    # One fork, one batch: the worker that ran the failing host must not start the next one, even though the
+    # collector may not have handled the failure yet.
+    for _ in range(20):
+        script = Script(failing={"h1"})
+        results, _, _ = drive(HOSTS, Rollout(max_fail=parse_max_fail("0")), script, forks=1)
+        assert [name for kind, name in script.log if kind == "start"] == ["h1"]
+        assert sum(r.outcome is Outcome.NOT_STARTED for r in results.values()) == 5
 
 
 def test_every_host_once_without_a_rollout():
@@ -291,3 +310,62 @@ def test_every_host_once_without_a_rollout():
     results, dispatcher, _ = drive(HOSTS, None, script, forks=3)
     assert len(results) == 6 and dispatcher.stop() is None  # one batch: all failing stops nothing
     assert [b.size for b in dispatcher.batches()] == [6]
+
+
+def test_a_terminal_that_goes_away_at_the_question_is_a_no():
+    class Gone:
+        def ask(self, prompt, cancel, tick):
+            raise OSError(5, "Input/output error")
+
+    results, dispatcher, _ = drive(HOSTS, Rollout(batch=parse_batch("3"), confirm=True), Script(), question=Gone())
+    assert sum(r.outcome is Outcome.NOT_STARTED for r in results.values()) == 3
+    stop = dispatcher.stop()
+    assert stop is not None and stop.reason == "operator"
+
+
+def test_terminal_question_reads_the_answer_and_wakes_on_cancel():
+    import os
+
+    from fleetrun.dispatch import TerminalQuestion
+
+    read_end, write_end = os.pipe()
+    try:
+        out = io.StringIO()
+        question = TerminalQuestion(read_end, out)
+        os.write(write_end, b"yes\n")
+        assert question.ask("go? ", Cancel(), lambda: None) is True and out.getvalue() == "go? "
+        os.write(write_end, b"n\n")
+        assert question.ask("go? ", Cancel(), lambda: None) is False
+        cancel = Cancel()
+        threading.Timer(0.2, cancel.set, args=("interrupted",)).start()
+        assert question.ask("go? ", cancel, lambda: None) is None  # Ctrl-C while waiting for an answer
+        os.close(write_end)
+        write_end = -1
+        assert question.ask("go? ", Cancel(), lambda: None) is False  # end of input is no
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_pool_hooks_admit_and_settled():
+    seen: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def settled(job, result):
+        with lock:
+            seen.append(("settled", job))
+        if job == "boom":
+            raise RuntimeError("settle bug")
+
+    def handle(event):
+        if isinstance(event, Finished):
+            with lock:
+                seen.append(("handled", event.job))
+
+    callbacks = PoolCallbacks(lambda job, emit: "ran", lambda job: "refused", lambda job, error: "crashed", handle,
+                              admit=lambda job: job != "no", settled=settled)
+    errors = run_pool(["a", "no", "boom"], callbacks, forks=2, cancel=Cancel())
+    assert [str(error) for error in errors] == ["settle bug"]  # reported, and the result still went on
+    for job in ("a", "no", "boom"):
+        assert seen.index(("settled", job)) < seen.index(("handled", job))
