@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import click
 
 from fleetrun import __version__
+from fleetrun.cli_runs import journal_options, rerun_command, rollout_options, runs_group
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.status import ExitStatus
 
@@ -63,10 +64,10 @@ def ssh_config_option(function: F) -> F:
 def run_options(function: F) -> F:
     """Options shared by every command that connects to hosts."""
     options = [
-        click.option("-H", "--hosts", "pattern", required=True, metavar="PATTERN",
+        click.option("-H", "--hosts", "pattern", metavar="PATTERN",
                      help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except. "
                           "With no inventory: host names themselves ('web01,deploy@10.0.0.5:2222', ranges, "
-                          "^FILE), resolved through ssh_config like pdsh -w."),
+                          "^FILE), resolved through ssh_config like pdsh -w. Required, except with --retry-failed."),
         inventory_option,
         ssh_config_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory and ssh_config)."),
@@ -104,6 +105,7 @@ def run_options(function: F) -> F:
                      help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
         click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
     ]
+    function = journal_options(function)  # listed after the others in --help
     for option in reversed(options):
         function = option(function)
     return function
@@ -178,15 +180,16 @@ def _make_renderer(params: dict[str, Any], out: TextIO, err: TextIO) -> Any:
 
 
 def _make_outputs(
-    params: dict[str, Any], out: TextIO, err: TextIO
+    params: dict[str, Any], out: TextIO, err: TextIO, journal: Callable[[TextIO], Renderer] | None = None
 ) -> tuple[Renderer, SinkFactory | None, ProgressRenderer | None, TextIO]:
-    """(renderer fanning out to screen, progress, --out-dir and --junit; the raw-output sink factory or None;
-    the progress display or None; stderr to use from now on)."""
+    """(renderer fanning out to screen, progress, --out-dir, --junit and the run journal; the raw-output sink
+    factory or None; the progress display or None; stderr to use from now on)."""
     from fleetrun.output.fanout import Fanout, OnlyProblems
 
     renderers: list[Renderer] = []
     progress = None
-    if err.isatty() and not params["quiet"] and not params["no_progress"]:
+    # --confirm's question and a redrawn progress line would fight over the same terminal line.
+    if err.isatty() and not params["quiet"] and not params["no_progress"] and not params.get("confirm"):
         from fleetrun.output.progress import ProgressRenderer
 
         progress = ProgressRenderer(err)
@@ -208,6 +211,8 @@ def _make_outputs(
         described = {k: v for k, v in context.params.items() if k in ("command", "local", "remote", "pattern")}
         renderers.append(JunitRenderer(params["junit"], err, suite=context.command_path,
                                        properties={k: str(v) for k, v in described.items() if v is not None}))
+    if journal is not None:
+        renderers.append(journal(err))
     return Fanout(renderers), sinks, progress, err
 
 
@@ -229,6 +234,16 @@ def _load(params: dict[str, Any]) -> Any:
     return inventory
 
 
+def _inventory(params: dict[str, Any]) -> Any:
+    """The merged inventory, or None when none was given or found (then -H names the hosts themselves)."""
+    from fleetrun.inventory import NoInventory
+
+    try:
+        return _load(params)
+    except NoInventory:
+        return None
+
+
 def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
             quiet: bool = False) -> tuple[list[Any], bool]:
     """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts.
@@ -236,14 +251,18 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
     `listing` (fleetrun hosts): hosts that cannot be run on are listed, not refused, and unless `quiet` (output
     for scripts) stderr says which pattern syntax was read.
     """
-    from fleetrun.inventory import NoInventory
+    return select_in(_inventory(params), pattern, listing=listing, quiet=quiet)
+
+
+def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: bool = False) -> tuple[list[Any], bool]:
+    """`_select` within an inventory already loaded (None: ad-hoc hosts)."""
     from fleetrun.selection import select
 
-    try:
-        inventory = _load(params)
-    except NoInventory:
+    if inventory is None:
         if pattern.strip() in ("all", "*"):
-            raise  # "all" of nothing: say where we looked for an inventory
+            from fleetrun.inventory import find_inventory
+
+            find_inventory(None)  # raises: "all" of nothing, so say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
         return adhoc_hosts(pattern), True
@@ -308,10 +327,15 @@ def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+    from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
 
-    selected, ssh_config_allowed = _select(params, params["pattern"])
-    hosts = _resolve(selected, params, ssh_config_allowed, connect=True)
+    rollout = rollout_from(params)
+    planned = plan_hosts(params, sys.stderr)
+    if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
+        return int(ExitStatus.OK)
+    hosts = _resolve(planned.hosts, params, planned.ssh_config, connect=True)
+    question = confirm_question(rollout, sys.stderr)
     options = RunOptions(
         forks=params["forks"],
         timeout=params["timeout"],
@@ -323,12 +347,14 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
     )
+    journal = journal_for(params, planned, hosts, (options.password, options.key_passphrase))
     from fleetrun.lock import run_lock
 
     with run_lock(params["lock"]):
-        renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr)
+        renderer, sinks, progress, err = _make_outputs(params, sys.stdout, sys.stderr, journal)
         try:
-            summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks)
+            summary = execute(hosts, task_factory(), options, renderer, err, sinks=sinks, rollout=rollout,
+                              question=question)
         finally:
             if progress is not None:  # also when the run failed before finishing: no line left on the terminal
                 progress.stop()
@@ -359,6 +385,7 @@ def cli() -> None:
 @cli.command("exec")
 @click.argument("command")
 @run_options
+@rollout_options
 @click.option("--max-output", default="4M", show_default=True, metavar="SIZE",
               help="Output kept per stream per host; the rest is counted and marked truncated.")
 @click.option("--raw", is_flag=True,
@@ -375,6 +402,7 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 @click.argument("local")
 @click.argument("remote")
 @run_options
+@rollout_options
 @click.option("-r", "--recursive", is_flag=True, help="Push a directory tree.")
 @click.option("--mode", metavar="OCTAL", help="File mode on the host, e.g. 0644 (default: the local file's).")
 @click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
@@ -485,6 +513,10 @@ def inventory_export(form: str, **params: Any) -> int:
     return int(ExitStatus.OK)
 
 
+cli.add_command(runs_group)
+cli.add_command(rerun_command)
+
+
 @cli.group("lab")
 def lab_group() -> None:
     """A throwaway local fleet of real sshd processes on loopback (for demos, tests and benchmarks)."""
@@ -534,7 +566,8 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet.install(debug=bool(os.environ.get("FLEETRUN_DEBUG")))
     try:
-        status = cli.main(args=argv, prog_name="fleetrun", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        status = cli.main(args=args, prog_name="fleetrun", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Exit as done:
         status = done.exit_code
     except click.Abort:

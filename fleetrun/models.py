@@ -111,6 +111,9 @@ class HostResult:
     # True: known_hosts vouched for the host's key. False: the key was not verified (--host-key-checking no,
     # accept-new recording it now, or refused). None: the connection never got as far as the key.
     host_key_verified: bool | None = None
+    # Why a host was not started or was cancelled: "rollout stopped", "stopped by the operator", "interrupted",
+    # "terminated", "deadline" (issue 11). None for hosts that ran to their own end.
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,6 +130,24 @@ class OutputLine:
 
 
 @dataclass(frozen=True)
+class BatchSummary:
+    """One batch of a rolling run: its 1-based position, how many hosts it had and how they ended."""
+
+    index: int
+    size: int
+    counts: Mapping[Outcome, int]
+
+
+@dataclass(frozen=True)
+class RolloutStop:
+    """Why a rolling run stopped dispatching: `reason` is a stable word, `message` the sentence shown."""
+
+    reason: str  # "max-fail", "canary", "batch-failed" or "operator"
+    after_batch: int  # 1-based: the batch whose results (or whose end, for "operator") stopped it
+    message: str  # "rollout stopped after batch 3: 3 failures > --max-fail 2 (20% of 12)"
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Counts and timing for a finished (or interrupted) run."""
 
@@ -137,3 +158,5 @@ class RunSummary:
     interrupted: bool = False
     changed: int = 0  # push/pull: ok hosts where something was written
     unchanged: int = 0  # push/pull: ok hosts that already had it all
+    batches: tuple[BatchSummary, ...] = ()  # in dispatch order; one batch of every host without --batch
+    stopped: RolloutStop | None = None  # set when the rollout stopped before every host was started

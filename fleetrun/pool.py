@@ -36,6 +36,14 @@ class Finished(Generic[Job, Result]):
 Emit = Callable[[object], None]
 
 
+def _admit_all(job: object) -> bool:
+    return True
+
+
+def _ignore(job: object, result: object) -> None:
+    pass
+
+
 @dataclass
 class PoolCallbacks(Generic[Job, Result]):
     """What the pool calls; the runner supplies them. Only `handle` runs on the collector thread."""
@@ -44,6 +52,12 @@ class PoolCallbacks(Generic[Job, Result]):
     not_started: Callable[[Job], Result]  # the result for a job never started (cancelled run)
     crashed: Callable[[Job, BaseException], Result]  # the result when `work` raised anyway
     handle: Callable[[object], None]  # consumes every event, in order, on the collector thread
+    # Runs on the worker just before a job starts; False gives it its `not_started` result instead. A rollout
+    # decides to stop under the same lock, so no job starts after that decision (issue 11).
+    admit: Callable[[Job], bool] = _admit_all
+    # Runs with every result on the thread that made it, before it is queued for the collector: a worker's
+    # next `admit` already knows about its last result (a failure budget must not let one more host start).
+    settled: Callable[[Job, Result], None] = _ignore
 
 
 def run_pool(
@@ -69,21 +83,28 @@ def run_pool(
     def emit(event: object) -> None:
         events.put(event)
 
+    def finish(job: Job, result: Result) -> None:
+        try:
+            callbacks.settled(job, result)
+        except BaseException as error:  # reported after the run like a handler's; the result still goes on
+            handler_errors.append(error)
+        emit(Finished(job, result))
+
     def worker() -> None:
         while True:
             job = job_queue.get()
             if job is _STOP:
                 return
             typed_job: Job = job  # type: ignore[assignment]
-            if cancel.is_set():
-                emit(Finished(typed_job, callbacks.not_started(typed_job)))
+            if cancel.is_set() or not callbacks.admit(typed_job):
+                finish(typed_job, callbacks.not_started(typed_job))
                 continue
             emit(Started(typed_job))
             try:
                 result = callbacks.work(typed_job, emit)
             except BaseException as error:  # a worker never dies from a job
                 result = callbacks.crashed(typed_job, error)
-            emit(Finished(typed_job, result))
+            finish(typed_job, result)
 
     def collector() -> None:
         while True:
@@ -105,7 +126,7 @@ def run_pool(
             while True:
                 deadline_check()
                 if cancel.is_set():
-                    emit(Finished(job, callbacks.not_started(job)))
+                    finish(job, callbacks.not_started(job))
                     break
                 try:
                     job_queue.put(job, timeout=TICK)

@@ -16,11 +16,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from fleetrun.cancel import Cancel
+from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.redact import Redactor
+from fleetrun.rollout import Rollout, make_plan, not_started_reason
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
@@ -304,11 +306,15 @@ def execute(
     err: TextIO,
     *,
     sinks: SinkFactory | None = None,
+    rollout: Rollout | None = None,
+    question: Question | None = None,
 ) -> RunSummary:
     """Run `task` on every host through the pool; every host ends with exactly one result.
 
     `sinks`, when given, makes one OutputSink per started host that gets every chunk of its output as it
     arrives on the worker, uncapped by --max-output (for --out-dir), and is closed before the host's result.
+    `rollout` runs the hosts in batches with a failure budget (fleetrun/rollout.py); without it they are one
+    batch. `question` asks the operator before each batch after the first when the rollout says --confirm.
     """
     from fleetrun import secrets
 
@@ -332,7 +338,8 @@ def execute(
     # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
     # error lines, details and warnings. New secret sources only need to call secrets.remember().
     redactor = Redactor(secrets.held())
-    forks = fit_forks(options.forks, len(hosts), warn)
+    plan = make_plan(hosts, rollout)
+    forks = fit_forks(options.forks, max((len(batch) for batch in plan.batches), default=0), warn)
     from fleetrun.ssh import connect
 
     cancel = Cancel()
@@ -375,9 +382,16 @@ def execute(
             result = replace(result, outcome=Outcome.TIMEOUT, error="the run's --deadline was reached")
         return replace(result, duration=time.monotonic() - begin, host_key_verified=verified)
 
+    dispatcher = Dispatcher(plan, cancel, err, question=question, deadline_check=check_deadline)
+
     def not_started(host: Host) -> HostResult:
+        stop = dispatcher.stop()
+        if stop is not None:  # held back by the rollout (it may have been cancelled since: the stop came first)
+            reason = not_started_reason(stop)  # the arithmetic is in the summary; one short line per host
+            return HostResult(host, Outcome.NOT_STARTED, error=f"{reason} after batch {stop.after_batch}",
+                              reason=reason)
         why = "the run's --deadline was reached" if cancel.reason == "deadline" else f"run {cancel.reason}"
-        return HostResult(host, Outcome.NOT_STARTED, error=why)
+        return HostResult(host, Outcome.NOT_STARTED, error=why, reason=cancel.reason)
 
     def crashed(host: Host, error: BaseException) -> HostResult:
         # A bug of ours on one host must not take the others down; say what it was so it can be reported.
@@ -391,15 +405,24 @@ def execute(
         elif isinstance(event, Started):
             renderer.on_started(event.job)
         elif isinstance(event, Finished):
-            counts[event.result.outcome] += 1
-            if event.result.ok and event.result.changed is not None:
-                changes["changed" if event.result.changed else "unchanged"] += 1
-            renderer.on_result(event.result)
+            result = event.result
+            if result.outcome is Outcome.CANCELLED and result.reason is None:
+                result = replace(result, reason=cancel.reason)
+            try:
+                counts[result.outcome] += 1
+                if result.ok and result.changed is not None:
+                    changes["changed" if result.changed else "unchanged"] += 1
+                renderer.on_result(result)
+            finally:  # even when a renderer failed: the next batch waits for this count
+                dispatcher.rendered(result)
 
     renderer.on_start(hosts)
     with _signals(cancel, err) as interrupts:
-        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(work, not_started, crashed, handle)
-        handler_errors = run_pool(hosts, callbacks, forks=forks, cancel=cancel, deadline_check=check_deadline)
+        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
+            work, not_started, crashed, handle, admit=dispatcher.admit,
+            settled=lambda host, result: dispatcher.settle(result))
+        handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
+                                  deadline_check=check_deadline)
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.
@@ -408,6 +431,11 @@ def execute(
         if not isinstance(error, gone):
             raise error
     statuses = [outcome.exit_status for outcome, count in counts.items() if count]
+    stop = dispatcher.stop()
+    if stop is not None and stop.reason == "operator":
+        statuses.append(ExitStatus.INTERRUPTED)  # "no" at --confirm is the operator stopping the run, as Ctrl-C
+    if cancel.reason == "deadline" and counts[Outcome.NOT_STARTED]:
+        statuses.append(ExitStatus.TIMEOUT)  # hosts left out by --deadline (e.g. during a --pause) timed out too
     status = worst([*statuses, *interrupts])
     summary = RunSummary(
         total=len(hosts),
@@ -417,6 +445,8 @@ def execute(
         interrupted=bool(interrupts),
         changed=changes["changed"],
         unchanged=changes["unchanged"],
+        batches=dispatcher.batches(),
+        stopped=stop,
     )
     # Always finished, even after a broken pipe: a fan-out still has files (--junit, --out-dir) to complete.
     with suppress(*gone):

@@ -49,6 +49,8 @@ def summary_line(summary: RunSummary) -> str:
         parts[0] += " (" + ", ".join(f"{n} {word}" for n, word in pairs if n) + ")"  # ok comes first
     text = ", ".join(parts) if parts else "no hosts"
     suffix = " (interrupted)" if summary.interrupted else ""
+    if summary.stopped is not None:
+        suffix += f"; {summary.stopped.message}"
     return f"{text} in {summary.elapsed:.1f} s{suffix}"
 
 

@@ -33,6 +33,7 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "changed": result.changed,
         "details": list(result.details),
         "host_key_verified": result.host_key_verified,
+        "reason": result.reason,
     }
 
 
@@ -57,6 +58,8 @@ def inventory_record(host: Host, local_user: str) -> str:
 
 
 def summary_record(summary: RunSummary) -> dict[str, Any]:
+    """The closing JSON object: counts, exit status, and how a rolling run went (batches, why it stopped)."""
+    stopped = summary.stopped
     return {
         "schema": SCHEMA,
         "type": "summary",
@@ -67,6 +70,11 @@ def summary_record(summary: RunSummary) -> dict[str, Any]:
         "interrupted": summary.interrupted,
         "changed": summary.changed,
         "unchanged": summary.unchanged,
+        "batches": [{"index": batch.index, "size": batch.size,
+                     "counts": {outcome.value: count for outcome, count in batch.counts.items() if count}}
+                    for batch in summary.batches],
+        "stopped": None if stopped is None else {"reason": stopped.reason, "after_batch": stopped.after_batch,
+                                                 "message": stopped.message},
     }
 
 

@@ -48,7 +48,7 @@ def ssh_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     """No agent and an empty HOME, so nothing reaches the real user's keys, agent or ~/.ssh."""
     home = tmp_path_factory.mktemp("home")
     home.chmod(0o700)
-    for name in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "DISPLAY"):
+    for name in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "DISPLAY", "XDG_STATE_HOME", "FLEETRUN_STATE_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     return home

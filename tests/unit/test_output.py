@@ -70,12 +70,37 @@ def test_json_contract_is_pinned():
         "schema": "fleetrun/1", "type": "host", "host": "web02", "address": "10.0.0.2", "port": 2222,
         "status": "failed", "exit_code": 2, "signal": None, "stdout": "\ufffdok\n", "stderr": "",
         "stdout_truncated": False, "stderr_truncated": False, "duration": 1.235, "error": "exit status 2",
-        "changed": None, "details": [], "host_key_verified": True,
+        "changed": None, "details": [], "host_key_verified": True, "reason": None,
     }
     # false: connected without known_hosts vouching for the key; null: never got as far as the key.
     assert unverified["host_key_verified"] is False and unreachable["host_key_verified"] is None
     assert final == {"schema": "fleetrun/1", "type": "summary", "total": 1, "counts": {"failed": 1},
-                     "elapsed": 3.42, "exit_status": 1, "interrupted": False, "changed": 0, "unchanged": 0}
+                     "elapsed": 3.42, "exit_status": 1, "interrupted": False, "changed": 0, "unchanged": 0,
+                     "batches": [], "stopped": None}
+
+
+def test_json_contract_for_a_stopped_rollout():
+    from dataclasses import replace
+
+    from fleetrun.models import BatchSummary, RolloutStop
+    from fleetrun.output.base import summary_line
+
+    out = io.StringIO()
+    renderer = JsonRenderer(out)
+    renderer.on_result(HostResult(WEB1, Outcome.NOT_STARTED, error="rollout stopped after batch 1",
+                                  reason="rollout stopped"))
+    stop = RolloutStop("max-fail", 1, "rollout stopped after batch 1: 1 failure > --max-fail 0")
+    batches = (BatchSummary(1, 1, {Outcome.FAILED: 1, Outcome.OK: 0}), BatchSummary(2, 1, {Outcome.NOT_STARTED: 1}))
+    final_summary = replace(summary(failed=1, not_started=1), batches=batches, stopped=stop)
+    renderer.on_finish(final_summary)
+    host, final = (json.loads(line) for line in out.getvalue().splitlines())
+    assert host["status"] == "not started" and host["reason"] == "rollout stopped"
+    assert final["batches"] == [{"index": 1, "size": 1, "counts": {"failed": 1}},
+                                {"index": 2, "size": 1, "counts": {"not started": 1}}]
+    assert final["stopped"] == {"reason": "max-fail", "after_batch": 1,
+                                "message": "rollout stopped after batch 1: 1 failure > --max-fail 0"}
+    assert summary_line(final_summary) == ("1 failed, 1 not started in 3.4 s; "
+                                           "rollout stopped after batch 1: 1 failure > --max-fail 0")
 
 
 def test_summary_line_says_what_ok_meant_for_transfers():
