@@ -15,12 +15,12 @@ What runs on the host, for `wrap_command("make test")`:
   command never matches the command's text in it) holds nothing of the channel: stdin, stdout and stderr
   are /dev/null and it ignores TERM. About once a second it checks that both the lifeline and the command
   are alive (`/proc/PID/stat` and not a zombie where /proc exists, else `kill -0`). When the command ends
-  first, it just exits: daemons the command started with `nohup … &` survive, as with plain ssh. When the lifeline is gone but
-  the command is not (the connection died, fleetrun closed it on --timeout, Ctrl-C or --deadline, or
-  fleetrun was SIGKILLed), it sends TERM to the command's process group (the pid alone if there is no such
-  group), and KILL 2 s later. (The protocol's own `signal` request is no substitute: OpenSSH refuses it for
-  root sessions, "session signalling requires privilege separation", older servers lack it, and it cannot
-  help once the connection is gone.)
+  first, it just exits: daemons the command started with `nohup … &` survive, as with plain ssh. When the
+  lifeline is gone but the command is not (the connection died, fleetrun closed it on --timeout, Ctrl-C or
+  --deadline, or fleetrun was SIGKILLed), it sends TERM to the command's process group (the pid alone if
+  there is no such group), and KILL 2 s later. (The protocol's own `signal` request is no substitute:
+  OpenSSH refuses it for root sessions, "session signalling requires privilege separation", older servers
+  lack it, and it cannot help once the connection is gone.)
 
 `lifeline` is an sh expression the wrapper expands once at start: the pid whose death means "fleetrun is
 gone". The default `$PPID` is the sshd session process. A caller that runs the wrapper under another program

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from fleetrun.lines import LINE_BATCH, MAX_LINE, LineSplitter, Lines
+from fleetrun.lines import LINE_BATCH, MAX_LINE, Lines, LineSplitter
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.stream import StreamRenderer
 from fleetrun.status import ExitStatus
@@ -115,15 +115,14 @@ class Recording(io.StringIO):
 
 def test_stream_writes_a_spilled_line_whole_and_decodes_across_pieces():
     text = "é€" * 50_000  # multi-byte characters cut by every 64 KiB piece
-    spill = tempfile.TemporaryFile()
-    spill.write(text.encode())
     out, err = io.StringIO(), io.StringIO()
     stream = StreamRenderer(out, err)
     stream.on_start([WEB1, WEB2])
-    stream.on_line(OutputLine(WEB1, "stdout", b"", spill=spill))
+    with tempfile.TemporaryFile() as spill:
+        spill.write(text.encode())
+        stream.on_line(OutputLine(WEB1, "stdout", b"", spill=spill))
     stream.on_line(OutputLine(WEB2, "stdout", b"short"))
     assert out.getvalue() == f"web01 | {text}\nweb02 | short\n"
-    spill.close()
 
 
 def test_stream_flushes_one_stream_before_writing_the_other():

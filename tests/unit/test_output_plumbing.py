@@ -6,11 +6,11 @@ import io
 
 import pytest
 
+from fleetrun.lines import LINE_BATCH, MAX_LINE, Lines, LineSplitter
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import paint, use_colour
 from fleetrun.output.fanout import Fanout, OnlyProblems
 from fleetrun.output.table import TableRenderer, fit
-from fleetrun.lines import LINE_BATCH, MAX_LINE, LineSplitter, Lines
 from fleetrun.runner import _output_callback
 from fleetrun.status import ExitStatus
 
