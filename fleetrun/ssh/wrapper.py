@@ -17,10 +17,10 @@ What runs on the host, for `wrap_command("make test")`:
   are alive (`/proc/PID/stat` and not a zombie where /proc exists, else `kill -0`). When the command ends
   first, it just exits: daemons the command started with `nohup … &` survive, as with plain ssh. When the
   lifeline is gone but the command is not (the connection died, fleetrun closed it on --timeout, Ctrl-C or
-  --deadline, or fleetrun was SIGKILLed), it sends TERM to the command's process group (the pid alone if
-  there is no such group), and KILL 2 s later. (The protocol's own `signal` request is no substitute:
-  OpenSSH refuses it for root sessions, "session signalling requires privilege separation", older servers
-  lack it, and it cannot help once the connection is gone.)
+  --deadline, or fleetrun was SIGKILLed), it sends TERM to the command's process group and to its pid, and
+  KILL 2 s later. (The protocol's own `signal` request is no substitute: OpenSSH refuses it for root
+  sessions, "session signalling requires privilege separation", older servers lack it, and it cannot help
+  once the connection is gone.)
 
 `lifeline` is an sh expression the wrapper expands once at start: the pid whose death means "fleetrun is
 gone". The default `$PPID` is the sshd session process. A caller that runs the wrapper under another program
@@ -47,9 +47,10 @@ _WATCHER = (
     '[ "${s%% *}" != Z ]; }; else a() { kill -0 "$1" 2>/dev/null; }; fi; '
     'while a "$1" && a "$2"; do sleep 1; done; '
     'a "$2" || exit 0; '
-    'kill -TERM -"$2" 2>/dev/null || kill -TERM "$2" 2>/dev/null; '
+    # The group and the pid: the command may have left its group, or (under sudo) never led one.
+    'kill -TERM -"$2" 2>/dev/null; kill -TERM "$2" 2>/dev/null; '
     f"sleep {GRACE}; "
-    'kill -KILL -"$2" 2>/dev/null || kill -KILL "$2" 2>/dev/null'
+    'kill -KILL "$2" 2>/dev/null; kill -KILL -"$2" 2>/dev/null'
 )
 
 
