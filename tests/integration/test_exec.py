@@ -375,6 +375,11 @@ def test_commands_run_in_the_login_shell_exactly_as_ssh_runs_them(lab, tmp_path)
     hosts, _ = run.json()
     assert ssh.returncode == 0 and run.code == 0
     assert hosts[host.name]["stdout"] == ssh.stdout
+    # The same environment, open files and working directory (only the client's port differs).
+    probe = "env | grep -v -E '^SSH_(CLIENT|CONNECTION)=' | sort; ls /proc/$$/fd; pwd; umask; ulimit -n"
+    ssh = run_ssh(lab, host, probe, home=tmp_path)
+    run = fleetrun("exec", "-i", str(lab.inventory), probe, "-H", host.name, "--format", "json", home=tmp_path)
+    assert run.json()[0][host.name]["stdout"] == ssh.stdout
 
 
 def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_path):

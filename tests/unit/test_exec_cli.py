@@ -11,6 +11,7 @@ import pytest
 from fleetrun.cli import exec_command
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.table import TableRenderer
+from fleetrun.runner import RunOptions, _stopped
 from fleetrun.ssh.wrapper import wrap_command, wrapper_script
 from fleetrun.status import ExitStatus
 
@@ -84,3 +85,27 @@ def test_table_keeps_the_first_lines_leading_whitespace():
     column = rows[0].index("   a")
     assert rows[1][column:] == "   b"
     assert rows[0].startswith("web01") and rows[0][column - 2:] == "     a"  # two spaces of gap, then "   a"
+
+
+@pytest.mark.parametrize(
+    ("ended", "reason", "raw", "outcome", "error"),
+    [
+        ("timeout", None, False, Outcome.TIMEOUT,
+         "command timed out after 2.5 s; fleetrun disconnected and the host's wrapper kills it"),
+        ("cancelled", "interrupted", False, Outcome.CANCELLED,
+         "cancelled; fleetrun disconnected and the host's wrapper kills the command"),
+        ("cancelled", "deadline", False, Outcome.TIMEOUT,
+         "the run's --deadline was reached; fleetrun disconnected and the host's wrapper kills the command"),
+        ("timeout", None, True, Outcome.TIMEOUT,
+         "command timed out after 2.5 s; fleetrun disconnected, and without the wrapper (--raw) the command may "
+         "still be running on the host"),
+        ("cancelled", "terminated", True, Outcome.CANCELLED,
+         "cancelled; fleetrun disconnected, and without the wrapper (--raw) the command may still be running on "
+         "the host"),
+        ("cancelled", "deadline", True, Outcome.TIMEOUT,
+         "the run's --deadline was reached; fleetrun disconnected, and without the wrapper (--raw) the command "
+         "may still be running on the host"),
+    ],
+)
+def test_a_stopped_command_is_reported_as_what_fleetrun_knows(ended, reason, raw, outcome, error):
+    assert _stopped(ended, RunOptions(timeout=2.5, raw=raw), reason) == (outcome, error)
