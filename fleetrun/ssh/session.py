@@ -19,6 +19,7 @@ from fleetrun.ssh.wrapper import wrap_command
 OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
 
 READ_SIZE = 65536
+STATUS_POLL = 0.5  # seconds between looks for the exit status after the output ended
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,6 @@ class Session:
                 # Dropping the connection is the kill signal: sshd's session process ends, and the watcher,
                 # whose lifeline it is, kills the command's process group. Nothing to wait for here.
                 self.transport.close()
-            elif ended == "exited" and not chan.status_event.wait(self._timeout):
-                ended = "lost"
         finally:
             cancel.remove_callback(handle)
             chan.close()
@@ -133,16 +132,27 @@ class Session:
         while True:
             waker.rearm()  # before draining: anything arriving from here on sets it again
             _drain(chan, stdout, stderr, on_output)
-            if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+            drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+            if chan.eof_received and drained and _reported(chan):
                 return "exited"
             if chan.closed or not self.transport.is_active():
                 _drain(chan, stdout, stderr, on_output)
-                return "exited" if chan.exit_status >= 0 else "lost"
+                return "exited" if _reported(chan) else "lost"
             if cancel.is_set():
                 return "cancelled"
             wait = None if deadline is None else deadline - time.monotonic()
-            if (wait is not None and wait <= 0) or not waker.wait(wait):
+            if wait is not None and wait <= 0:
                 return "timeout"
+            if chan.eof_received:
+                # The command closed its output and runs on (`exec >&-; sleep 60`): wait for its exit status,
+                # as ssh does. The status does not wake the waker (the channel's close after it does): look.
+                wait = STATUS_POLL if wait is None else min(wait, STATUS_POLL)
+            waker.wait(wait)
+
+
+def _reported(chan: paramiko.Channel) -> bool:
+    """Whether the server said how the command ended: exit-status, or exit-signal."""
+    return chan.exit_status >= 0 or getattr(chan, "fleetrun_exit_signal", None) is not None
 
 
 class _Capture:

@@ -610,3 +610,16 @@ def test_stream_keeps_100_kb_and_5_mb_lines_whole_from_several_hosts(lab, tmp_pa
         assert line[8:] == line[4] * (len(line) - 8) and line[5:8] == " | "
     err_lines = [line for line in run.err.splitlines() if " | " in line]
     assert sorted(err_lines) == [f"lab0{n} | " + str(n) * 100_000 for n in range(1, 6)]  # unterminated: still whole
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_command_that_closes_its_output_early_is_waited_for_as_ssh_does(lab, tmp_path, raw):
+    # EOF on both streams 4 s before the exit status: neither "exited" at EOF nor "lost" after a while.
+    host = lab.hosts[18]
+    command = "echo early; exec >&- 2>&-; sleep 4; exit 3"
+    ssh = run_ssh(lab, host, command, home=tmp_path)
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--connect-timeout", "2", "--format", "json",
+                   *(["--raw"] if raw else []), command, home=tmp_path)
+    record = run.json()[0][host.name]
+    assert (record["status"], record["exit_code"], record["stdout"]) == ("failed", ssh.returncode, ssh.stdout)
+    assert ssh.returncode == 3 and ssh.stdout == "early\n"
