@@ -45,7 +45,8 @@ _WATCHER = (
     # With /proc, a zombie (exited, not yet reaped) counts as gone: `read` and `[` are builtins, no fork.
     'if [ -d /proc/$$ ]; then a() { read -r s 2>/dev/null <"/proc/$1/stat" || return 1; s=${s##*) }; '
     '[ "${s%% *}" != Z ]; }; else a() { kill -0 "$1" 2>/dev/null; }; fi; '
-    'while a "$1" && a "$2"; do sleep 1; done; '
+    # `|| exit`: without a working `sleep` (a PATH without it) give up rather than spin.
+    'while a "$1" && a "$2"; do sleep 1 || exit 1; done; '
     'a "$2" || exit 0; '
     # The group and the pid: the command may have left its group, or (under sudo) never led one.
     'kill -TERM -"$2" 2>/dev/null; kill -TERM "$2" 2>/dev/null; '
