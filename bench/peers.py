@@ -255,7 +255,7 @@ def _fleetrun(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools)
 
 
 def _fleetrun_raw(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
-    """fleetrun without its kill-on-EOF wrapper: what the wrapper's extra processes cost the servers."""
+    """fleetrun without its wrapper (--raw): what the wrapper's extra processes cost the servers."""
     invocation = _fleetrun(fleet, workload, forks, tools)
     return Invocation([*invocation.argv, "--raw"], invocation.env, invocation.check)
 

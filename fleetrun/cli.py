@@ -382,16 +382,63 @@ def cli() -> None:
     """
 
 
-@cli.command("exec")
-@click.argument("command")
+COMMAND_HINT = ("put the options first and the command words last, as with ssh (fleetrun exec -H web ls -l), "
+                "or quote the command as one word ('ls -l')")
+
+
+class ExecCommand(click.Command):
+    """`exec`'s parsing: as with ssh, everything from the first command word on is the command.
+
+    `fleetrun exec -H all ls -l` runs `ls -l`. The quoted form `fleetrun exec 'df -h' -H web --format json`,
+    where -H comes after the command, is not ambiguous either and keeps working: when -H/--hosts is not among
+    the options before the first command word, that word must be the whole command and what follows it is
+    parsed as fleetrun's options. Several words are then refused rather than guessed at (is `-v` grep's
+    or fleetrun's in `grep -v x -H web`?).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.allow_interspersed_args = not self._hosts_before_command(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            if not ctx.allow_interspersed_args:
+                raise
+            raise click.UsageError(f"{error.message.rstrip('.')}: {COMMAND_HINT}", ctx) from None
+
+    def _hosts_before_command(self, ctx: click.Context, args: list[str]) -> bool:
+        parser = self.make_parser(ctx)
+        parser.allow_interspersed_args = False
+        try:
+            options, _, _ = parser.parse_args(args=list(args))  # a copy: the parser consumes its list
+        except click.UsageError:
+            return False  # the real parse below reports it
+        return "pattern" in options
+
+
+def _join_command(ctx: click.Context, param: click.Parameter, words: tuple[str, ...]) -> str:
+    """The command words joined by single spaces, as ssh joins them."""
+    if ctx.allow_interspersed_args and len(words) > 1:
+        raise click.UsageError(f"-H/--hosts does not come before the command, so the command must be one "
+                               f"quoted word, not {len(words)} ({' '.join(words)}): {COMMAND_HINT}", ctx)
+    return " ".join(words)
+
+
+@cli.command("exec", cls=ExecCommand)
 @run_options
 @rollout_options
 @click.option("--max-output", default="4M", show_default=True, metavar="SIZE",
               help="Output kept per stream per host; the rest is counted and marked truncated.")
 @click.option("--raw", is_flag=True,
-              help="Send the command as is (for non-POSIX login shells); timed-out commands may then keep running.")
+              help="Send the command as is, without the wrapper (for non-POSIX login shells); a command that "
+                   "times out or is cancelled is then only disconnected and may keep running.")
+@click.argument("command", nargs=-1, required=True, callback=_join_command)
 def exec_command(command: str, max_output: str, **params: Any) -> int:
-    """Run COMMAND on every selected host."""
+    """Run COMMAND on every selected host, in the login shell, as `ssh host COMMAND` would.
+
+    Options come first, then the command; its words are joined by spaces, as ssh joins them:
+    `fleetrun exec -H web df -h`. `--` ends the options. A command quoted as one word may also come
+    first: `fleetrun exec 'df -h' -H web`.
+    """
     from fleetrun.runner import exec_task
 
     params["max_output_bytes"] = parse_size(max_output)

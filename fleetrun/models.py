@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, BinaryIO
 
 from fleetrun.status import ExitStatus
 
@@ -122,11 +122,22 @@ class HostResult:
 
 @dataclass(frozen=True)
 class OutputLine:
-    """One whole line of live output from a host, for the stream renderer."""
+    """One whole line of live output from a host (without its newline), for the stream renderer."""
 
     host: Host
     stream: str  # "stdout" or "stderr"
-    text: bytes
+    text: bytes  # the line; b"" when it was too long to keep in memory and `spill` holds it
+    # A private temporary file holding a line longer than fleetrun.lines.MAX_LINE; closed after rendering.
+    spill: BinaryIO | None = field(default=None, compare=False)
+
+    def chunks(self, size: int = 1 << 16) -> Iterator[bytes]:
+        """The line's bytes in pieces of at most `size`, whether in memory or spilled; may be read again."""
+        if self.spill is None:
+            yield self.text
+            return
+        self.spill.seek(0)
+        while chunk := self.spill.read(size):
+            yield chunk
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, TextIO
 from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
-from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
+from fleetrun.lines import Lines, LineSplitter
+from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.redact import Redactor
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
     from fleetrun.ssh import ConnectSettings, Session
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
-MAX_LINE = 64 * 1024  # a "line" longer than this is passed on in pieces, so memory stays bounded
-# Lines travel to the collector in batches of about this many bytes: few enough queue events to keep up with
-# hundreds of hosts printing flat out, small enough that a full event queue still holds little memory.
-LINE_BATCH = 8 * 1024
 
 
 @dataclass(frozen=True)
@@ -162,45 +159,6 @@ def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, 
     return passwords
 
 
-@dataclass(frozen=True)
-class _Lines:
-    """The whole lines one chunk completed: one queue event per chunk, not per line, keeps the collector
-    ahead of hundreds of hosts printing as fast as they can (a put/get per line costs a thread switch)."""
-
-    lines: tuple[OutputLine, ...]
-
-
-class _LineSplitter:
-    """Turns one stream's chunks into whole lines for the stream renderer."""
-
-    def __init__(self, host: Host, stream: str, emit: Callable[[object], None]) -> None:
-        self.host, self.stream, self.emit = host, stream, emit
-        self.pending = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self.pending + chunk
-        parts = data.split(b"\n")
-        self.pending = parts.pop()
-        while len(self.pending) > MAX_LINE:
-            parts.append(self.pending[:MAX_LINE])
-            self.pending = self.pending[MAX_LINE:]
-        batch: list[OutputLine] = []
-        size = 0
-        for part in parts:
-            batch.append(OutputLine(self.host, self.stream, part))
-            size += len(part) + 1
-            if size >= LINE_BATCH:
-                self.emit(_Lines(tuple(batch)))
-                batch, size = [], 0
-        if batch:
-            self.emit(_Lines(tuple(batch)))
-
-    def flush(self) -> None:
-        if self.pending:
-            self.emit(_Lines((OutputLine(self.host, self.stream, self.pending),)))
-            self.pending = b""
-
-
 class _OutputTap:
     """What the session calls with each chunk: secrets masked first, then the raw sink and the line splitters.
 
@@ -208,7 +166,7 @@ class _OutputTap:
     is over and before the sink closes, passes that on.
     """
 
-    def __init__(self, splitters: dict[str, _LineSplitter], sink: OutputSink | None, redactor: Redactor) -> None:
+    def __init__(self, splitters: dict[str, LineSplitter], sink: OutputSink | None, redactor: Redactor) -> None:
         self.splitters, self.sink = splitters, sink
         self.masks = {name: redactor.stream() for name in ("stdout", "stderr")}
 
@@ -229,7 +187,7 @@ class _OutputTap:
 
 
 def _output_callback(
-    splitters: dict[str, _LineSplitter], sink: OutputSink | None, redactor: Redactor | None = None
+    splitters: dict[str, LineSplitter], sink: OutputSink | None, redactor: Redactor | None = None
 ) -> _OutputTap | None:
     """The session's output callback: the line splitters, the raw sink, both or neither."""
     if not splitters and sink is None:
@@ -353,9 +311,9 @@ def execute(
 
     def work(host: Host, emit: Callable[[object], None]) -> HostResult:
         begin = time.monotonic()
-        splitters: dict[str, _LineSplitter] = {}
+        splitters: dict[str, LineSplitter] = {}
         if renderer.wants_lines:
-            splitters = {name: _LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
+            splitters = {name: LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
         sink = sinks(host) if sinks is not None else None
         tap = _output_callback(splitters, sink, redactor)
         context = HostContext(options, cancel, tap)
@@ -399,9 +357,12 @@ def execute(
         return HostResult(host, Outcome.FAILED, error=message)
 
     def handle(event: object) -> None:
-        if isinstance(event, _Lines):
-            for line in event.lines:
-                renderer.on_line(line)
+        if isinstance(event, Lines):
+            try:
+                for line in event.lines:
+                    renderer.on_line(line)
+            finally:
+                event.release()
         elif isinstance(event, Started):
             renderer.on_started(event.job)
         elif isinstance(event, Finished):
@@ -477,11 +438,9 @@ def exec_task(command: str) -> HostTask:
             stdout_truncated=ended.stdout_truncated,
             stderr_truncated=ended.stderr_truncated,
         )
-        if ended.ended == "timeout":
-            error = f"command timed out after {options.timeout:g} s and was killed on the host"
-            return replace(base, outcome=Outcome.TIMEOUT, error=error)
-        if ended.ended == "cancelled":
-            return replace(base, outcome=Outcome.CANCELLED, error="cancelled; command killed on the host")
+        if ended.ended in ("timeout", "cancelled"):
+            outcome, error = _stopped(ended.ended, options, context.cancel.reason)
+            return replace(base, outcome=outcome, error=error)
         if ended.ended == "lost":
             return replace(base, outcome=Outcome.UNREACHABLE, error="connection lost mid-command")
         if ended.signal is not None:
@@ -491,3 +450,19 @@ def exec_task(command: str) -> HostTask:
         return base
 
     return run
+
+
+def _stopped(ended: str, options: RunOptions, reason: str | None) -> tuple[Outcome, str]:
+    """Outcome and error of a command fleetrun stopped by disconnecting: only what fleetrun knows is true."""
+    if ended == "timeout":
+        outcome, what = Outcome.TIMEOUT, f"command timed out after {options.timeout:g} s"
+    elif reason == "deadline":
+        outcome, what = Outcome.TIMEOUT, "the run's --deadline was reached"
+    else:
+        outcome, what = Outcome.CANCELLED, "cancelled"
+    if options.raw:
+        # No watcher on the host: closing the connection does not stop a command that ignores it.
+        return outcome, (f"{what}; fleetrun disconnected, and without the wrapper (--raw) "
+                         "the command may still be running on the host")
+    it = "it" if ended == "timeout" else "the command"
+    return outcome, f"{what}; fleetrun disconnected and the host's wrapper kills {it}"

@@ -104,6 +104,9 @@ class TableRenderer:
                 output = fit(output, output_width, wrap=self.verbose)  # -v keeps every character
             rows.append((name, paint(status, row.outcome, self.colour), exit_text, duration, output))
         if rows:
-            self.out.write(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True) + "\n")
+            # preserve_whitespace: tabulate strips each cell, which ate the first line's indentation and left
+            # `uptime`, `ps` and `df` output misaligned ("   a" then "   b" came out as "a" then "   b").
+            self.out.write(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                                    preserve_whitespace=True) + "\n")
         self.out.write(summary_line(summary) + "\n")
         self.out.flush()

@@ -1,10 +1,11 @@
-"""One authenticated connection: run a command draining both streams, stop it, open SFTP."""
+"""One authenticated connection: run a command draining both streams, stop it by disconnecting, open SFTP."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 import paramiko
@@ -18,7 +19,7 @@ from fleetrun.ssh.wrapper import wrap_command
 OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
 
 READ_SIZE = 65536
-STOP_GRACE = 2.0  # seconds to wait for the remote side to exit after we sent EOF
+STATUS_POLL = 0.5  # seconds between looks for the exit status after the output ended
 
 
 @dataclass(frozen=True)
@@ -79,21 +80,30 @@ class Session:
         on_output: OutputCallback | None = None,
         raw: bool = False,
     ) -> ExecResult:
-        """Run one command, draining stdout and stderr together until it exits, times out or is cancelled."""
+        """Run one command, draining stdout and stderr together until it exits, times out or is cancelled.
+
+        The command's stdin gets EOF at once (`ssh -n`). A command that does not end by itself (timeout,
+        cancel) is stopped by closing the connection: the host's watcher (fleetrun.ssh.wrapper) then kills
+        it; under `raw` nothing does, and it may keep running.
+        """
         try:
             chan = self.transport.open_session(timeout=self._timeout)
             chan.exec_command(command if raw else wrap_command(command))
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {error}") from None
+        # Until the operator's stdin is forwarded (issue 14), the command reads an empty stdin, as with
+        # `ssh -n`: `cat` ends at once instead of waiting for input that never comes. If this fails the
+        # connection is gone, which the pump reports.
+        with suppress(paramiko.SSHException, OSError, EOFError):
+            chan.shutdown_write()
         stdout, stderr = _Capture(max_output), _Capture(max_output)
         waker, handle = _watch(chan, cancel)
         try:
             ended = self._pump(chan, waker, stdout, stderr, cancel, timeout, on_output)
-            if ended != "exited":
-                # EOF on stdin is the wrapper's signal to kill the process group; give it a moment.
-                _stop_remote(chan, waker, stdout, stderr, on_output)
-            elif not chan.status_event.wait(self._timeout):
-                ended = "lost"
+            if ended in ("timeout", "cancelled"):
+                # Dropping the connection is the kill signal: sshd's session process ends, and the watcher,
+                # whose lifeline it is, kills the command's process group. Nothing to wait for here.
+                self.transport.close()
         finally:
             cancel.remove_callback(handle)
             chan.close()
@@ -125,16 +135,27 @@ class Session:
         while True:
             waker.rearm()  # before draining: anything arriving from here on sets it again
             _drain(chan, stdout, stderr, on_output)
-            if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+            drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+            if chan.eof_received and drained and _reported(chan):
                 return "exited"
             if chan.closed or not self.transport.is_active():
                 _drain(chan, stdout, stderr, on_output)
-                return "exited" if chan.exit_status >= 0 else "lost"
+                return "exited" if _reported(chan) else "lost"
             if cancel.is_set():
                 return "cancelled"
             wait = None if deadline is None else deadline - time.monotonic()
-            if (wait is not None and wait <= 0) or not waker.wait(wait):
+            if wait is not None and wait <= 0:
                 return "timeout"
+            if chan.eof_received:
+                # The command closed its output and runs on (`exec >&-; sleep 60`): wait for its exit status,
+                # as ssh does. The status does not wake the waker (the channel's close after it does): look.
+                wait = STATUS_POLL if wait is None else min(wait, STATUS_POLL)
+            waker.wait(wait)
+
+
+def _reported(chan: paramiko.Channel) -> bool:
+    """Whether the server said how the command ended: exit-status, or exit-signal."""
+    return chan.exit_status >= 0 or getattr(chan, "fleetrun_exit_signal", None) is not None
 
 
 class _Capture:
@@ -204,22 +225,3 @@ def _drain(
             capture.add(chunk)
             if on_output is not None:
                 on_output(name, chunk)
-
-
-def _stop_remote(
-    chan: paramiko.Channel, waker: _Waker, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
-) -> None:
-    """Send EOF (the wrapper then kills the process group) and drain until it closes or the grace ends."""
-    try:
-        chan.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException):
-        return
-    end = time.monotonic() + STOP_GRACE
-    while not chan.closed and not chan.eof_received:
-        remaining = end - time.monotonic()
-        if remaining <= 0:
-            return
-        waker.rearm()
-        _drain(chan, stdout, stderr, on_output)
-        waker.wait(remaining)
-    _drain(chan, stdout, stderr, on_output)

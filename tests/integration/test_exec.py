@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -191,7 +192,9 @@ def test_timeout_kills_the_remote_command(lab, tmp_path):
     elapsed = time.monotonic() - started
     assert run.code == 3, run.err
     hosts, _ = run.json()
-    assert hosts["lab07"]["status"] == "timeout" and "killed" in hosts["lab07"]["error"]
+    assert hosts["lab07"]["status"] == "timeout"
+    assert hosts["lab07"]["error"] == ("command timed out after 2 s; fleetrun disconnected and the host's wrapper "
+                                       "kills it")
     assert 2 <= elapsed < 15
     assert gone_within("^sleep 60$") == []
 
@@ -253,6 +256,9 @@ def test_deadline_bounds_the_whole_run(lab, tmp_path):
     hosts, _ = run.json()
     assert len(hosts) == 20
     assert {r["status"] for r in hosts.values()} == {"timeout", "not started"}
+    ran = [r["error"] for r in hosts.values() if r["status"] == "timeout"]
+    assert ran and set(ran) == {"the run's --deadline was reached; fleetrun disconnected and the host's wrapper "
+                                "kills the command"}
 
 
 def test_hosts_command_lists_without_connecting(lab, tmp_path):
@@ -364,15 +370,16 @@ def test_server_frozen_mid_command_does_not_hang_fleetrun(make_lab, tmp_path):
 def test_commands_run_in_the_login_shell_exactly_as_ssh_runs_them(lab, tmp_path):
     host = lab.hosts[0]
     command = 'echo {1..3}; [[ -n "$BASH_VERSION" ]] && echo bash; echo \'quoted "$x"\'; printf "%s|" a\\ b c'
-    ssh = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(lab.client_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-         "-p", str(host.port), f"{lab.user}@{host.address}", command],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    ssh = run_ssh(lab, host, command, home=tmp_path)
     run = fleetrun("exec", "-i", str(lab.inventory), command, "-H", host.name, "--format", "json", home=tmp_path)
     hosts, _ = run.json()
     assert ssh.returncode == 0 and run.code == 0
     assert hosts[host.name]["stdout"] == ssh.stdout
+    # The same environment, open files and working directory (only the client's port differs).
+    probe = "env | grep -v -E '^SSH_(CLIENT|CONNECTION)=' | sort; ls /proc/$$/fd; pwd; umask; ulimit -n"
+    ssh = run_ssh(lab, host, probe, home=tmp_path)
+    run = fleetrun("exec", "-i", str(lab.inventory), probe, "-H", host.name, "--format", "json", home=tmp_path)
+    assert run.json()[0][host.name]["stdout"] == ssh.stdout
 
 
 def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_path):
@@ -386,25 +393,233 @@ def test_sigterm_mid_run_exits_143_and_a_second_ctrl_c_exits_at_once(lab, tmp_pa
     assert len([r for r in records if r["type"] == "host"]) == 20 and records[-1]["interrupted"] is True
     assert gone_within("^sleep 44$") == []
 
-    # A command that ignores TERM keeps its host busy for the wrapper's 2 s grace before KILL: the first
-    # Ctrl-C waits for that, a second one must not.
-    stubborn = [*command[:6], "trap '' TERM; while :; do sleep 1.03; done", *command[7:]]
-    proc = start_fleetrun(stubborn, tmp_path, "^sleep 1.03$", 3)
+    # A command that ignores TERM: fleetrun does not wait for it; the hosts' watchers KILL it 2 s after TERM.
+    stubborn = [*command[:6], "trap '' TERM; while :; do sleep 0.9; done", *command[7:]]
+    proc = start_fleetrun(stubborn, tmp_path, "^sleep 0.9$", 3)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    assert proc.poll() is None, "still cancelling after the first Ctrl-C"
-    proc.send_signal(signal.SIGINT)
-    second = time.monotonic()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130 and time.monotonic() - second < 1.5
-    assert gone_within("^sleep 1.03$") == []  # the lifeline still kills them once the connections drop
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    cancelled = [r for r in map(json.loads, out.splitlines()) if r.get("status") == "cancelled"]
+    assert len(cancelled) == 3
+    assert {r["error"] for r in cancelled} == {"cancelled; fleetrun disconnected and the host's wrapper kills the "
+                                               "command"}
+    assert gone_within("^sleep 0.9$") == []
+
+
+def test_a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_output(lab, tmp_path):
+    # Nobody reads fleetrun's stdout, so after the first Ctrl-C it is stuck writing the output it owes; the
+    # second one must end it at once all the same.
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H", "lab0[1-3]",
+               "--format", "stream", "yes stuck-output-line"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env=clean_env(tmp_path))
+    try:
+        deadline = time.monotonic() + 20
+        while len(remote_processes("^yes stuck-output-line$")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        assert proc.poll() is None, "the first Ctrl-C waits until the output is written"
+        proc.send_signal(signal.SIGINT)
+        second = time.monotonic()
+        proc.wait(timeout=30)
+        assert proc.returncode == 130 and time.monotonic() - second < 5
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert gone_within("^yes stuck-output-line$") == []  # the connections dropped: the watchers killed them
 
 
 def test_raw_sends_the_command_untouched(lab, tmp_path):
-    run = fleetrun("exec", "-i", str(lab.inventory), "echo $0; ps -o args= -p $PPID", "-H", "lab01", "--raw",
-                   "--format", "json", home=tmp_path)
-    hosts, _ = run.json()
-    assert run.code == 0 and "fleetrun" not in hosts["lab01"]["stdout"]
-    wrapped = fleetrun("exec", "-i", str(lab.inventory), "ps -o args= -p $PPID", "-H", "lab01", "--format", "json",
+    command = "echo $0; ps -o args= --ppid $$; true"  # the shell's children: under the wrapper, its watcher
+    raw = fleetrun("exec", "-i", str(lab.inventory), command, "-H", "lab01", "--raw", "--format", "json",
+                   home=tmp_path)
+    hosts, _ = raw.json()
+    assert raw.code == 0 and hosts["lab01"]["stdout"].startswith("bash\n")  # sshd ran it: argv[0] is "bash"
+    assert "fleetrun" not in hosts["lab01"]["stdout"]
+    wrapped = fleetrun("exec", "-i", str(lab.inventory), command, "-H", "lab01", "--format", "json",
                        home=tmp_path)
-    assert "setsid" in wrapped.json()[0]["lab01"]["stdout"] or "fleetrun" in wrapped.json()[0]["lab01"]["stdout"]
+    assert "fleetrun-watcher" in wrapped.json()[0]["lab01"]["stdout"]
+
+
+def ssh_argv(lab, host, *words: str, verbose: bool = False) -> list[str]:
+    """OpenSSH's own client, as the oracle, to a lab host with the lab's key and known_hosts."""
+    return ["ssh", "-F", "/dev/null", *(["-v"] if verbose else []), "-n", "-i", str(lab.client_key),
+            "-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-p", str(host.port), f"{lab.user}@{host.address}", *words]
+
+
+def run_ssh(lab, host, *words: str, home: Path, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ssh_argv(lab, host, *words, verbose=verbose), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, env=clean_env(home))
+
+
+EXIT_STATUS = re.compile(r"^debug1: Exit status (-?\d+)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("command", "signal_name"),
+    [("exit 137", None), ("exit 141", None), ("exit 129", None), ("kill -KILL $$", "KILL"),
+     ("kill -PIPE $$", "PIPE"), ("kill -TERM $$", "TERM"), ("exit 0", None), ("exit 1", None), ("exit 255", None)],
+)
+def test_exit_code_or_signal_is_what_the_server_sent_to_ssh(lab, tmp_path, command, signal_name):
+    host = lab.hosts[2]
+    ssh = run_ssh(lab, host, command, home=tmp_path, verbose=True)
+    # `ssh -v` logs the request the server ended the session with, then the status it exits with.
+    request = re.search(r"client_input_channel_req: channel \d+ rtype (exit-status|exit-signal)", ssh.stderr)
+    reported = EXIT_STATUS.search(ssh.stderr)
+    assert request is not None and reported is not None, ssh.stderr[-2000:]
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--format", "json", command, home=tmp_path)
+    record = run.json()[0][host.name]
+    if request[1] == "exit-status":
+        assert signal_name is None
+        assert record["exit_code"] == ssh.returncode == int(reported[1])
+        assert record["signal"] is None
+        assert record["status"] == ("ok" if ssh.returncode == 0 else "failed")
+    else:
+        # exit-signal: ssh exits 255 ("Exit status -1") and does not log the name; the name fleetrun reports
+        # is the signal the command sent itself, as the local shell reports it (-N from a signal death).
+        local = subprocess.run(["bash", "-c", command], check=False,
+                               preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_DFL))
+        assert ssh.returncode == 255 and reported[1] == "-1"
+        assert record["exit_code"] is None
+        assert record["signal"] == signal_name == signal.Signals(-local.returncode).name.removeprefix("SIG")
+        assert record["status"] == "failed" and record["error"] == f"killed by signal {signal_name}"
+    assert run.code == (0 if record["status"] == "ok" else 1)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_stdin_is_at_eof_so_cat_returns_at_once(lab, tmp_path, raw):
+    host = lab.hosts[3]
+    ssh = run_ssh(lab, host, "cat; echo read-all", home=tmp_path)
+    flags = ["--raw"] if raw else []
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--timeout", "30", *flags, "--format", "json",
+                   "cat; echo read-all", home=tmp_path)
+    record = run.json()[0][host.name]
+    assert record["status"] == "ok", record["error"]
+    assert record["stdout"] == ssh.stdout == "read-all\n"
+
+
+def test_raw_timeout_says_the_command_may_still_run_and_it_does(lab, tmp_path):
+    host = lab.hosts[4]
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--raw", "--timeout", "1", "--format", "json",
+                   "sleep 63", home=tmp_path)
+    record = run.json()[0][host.name]
+    assert run.code == 3 and record["status"] == "timeout"
+    assert record["error"] == ("command timed out after 1 s; fleetrun disconnected, and without the wrapper (--raw) "
+                               "the command may still be running on the host")
+    try:
+        time.sleep(3)  # longer than a watcher would have taken: nothing kills it
+        assert remote_processes("^sleep 63$"), "--raw: nothing on the host kills it (as with plain ssh)"
+    finally:
+        for line in remote_processes("^sleep 63$"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def test_raw_cancel_says_the_command_may_still_run(lab, tmp_path):
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H", "lab1[0-1]", "--raw",
+               "--format", "json", "sleep 64"]
+    proc = start_fleetrun(command, tmp_path, "^sleep 64$", 2)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        records = [r for r in map(json.loads, out.splitlines()) if r["type"] == "host"]
+        assert [r["status"] for r in records] == ["cancelled", "cancelled"]
+        assert {r["error"] for r in records} == {"cancelled; fleetrun disconnected, and without the wrapper (--raw) "
+                                                 "the command may still be running on the host"}
+    finally:
+        for line in remote_processes("^sleep 64$"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def test_fleetrun_killed_outright_still_gets_its_commands_killed(lab, tmp_path):
+    command = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H", "lab1[2-3]", "sleep 65"]
+    proc = start_fleetrun(command, tmp_path, "^sleep 65$", 2)
+    proc.kill()  # no cleanup of any kind: the kernel closes the connections, sshd's sessions end
+    proc.communicate(timeout=30)
+    assert gone_within("^sleep 65$") == []
+
+
+def test_daemons_started_by_a_command_that_ended_survive_as_with_ssh(lab, tmp_path):
+    host = lab.hosts[14]
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--format", "json",
+                   "nohup sleep 66 >/dev/null 2>&1 & echo $!", home=tmp_path)
+    daemon = int(run.json()[0][host.name]["stdout"])
+    try:
+        time.sleep(4)  # the connection is closed: a watcher that wrongly struck would have TERMed and KILLed it
+        assert remote_processes("^sleep 66$") == [f"{daemon} sleep 66"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_command_words_are_joined_as_ssh_joins_them(lab, tmp_path):
+    host = lab.hosts[15]
+    words = ["echo", "a", "b  c", "$FLEETRUN_LAB_HOST"]
+    ssh = run_ssh(lab, host, *words, home=tmp_path)
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--format", "json", *words, home=tmp_path)
+    assert run.json()[0][host.name]["stdout"] == ssh.stdout == f"a b c {host.name}\n"
+    # After the first command word, everything is the command's, as with ssh: here -l and -d are ls's.
+    listing = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "ls", "-l", "-d", "/", home=tmp_path)
+    assert listing.code == 0 and "root" in listing.out, listing.err
+    dashed = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--", "ls", "-ld", "/", home=tmp_path)
+    assert dashed.code == 0 and "root" in dashed.out
+    # The quoted form with options after it keeps working; several words there are refused, not guessed at.
+    quoted = fleetrun("exec", "-i", str(lab.inventory), "ls -ld /", "-H", host.name, "--format", "json",
+                      home=tmp_path)
+    assert quoted.json()[0][host.name]["status"] == "ok"
+    refused = fleetrun("exec", "-i", str(lab.inventory), "ls", "-ld", "/", "-H", host.name, home=tmp_path)
+    assert refused.code == 2 and "put the options first" in refused.err and "Traceback" not in refused.err
+
+
+def test_table_keeps_leading_whitespace_of_df_and_uptime_like_output(lab, tmp_path):
+    text = ("    PID TTY          TIME CMD\n      1 ?        00:00:01 init\n"
+            " 10:00:01 up 12 days,  1:02,  0 users\n")
+    printf = "printf '" + text.replace("\n", "\\n") + "'"
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", "lab1[6-7]", "-v", printf, home=tmp_path)
+    assert run.code == 0, run.err
+    rows = run.out.splitlines()[2:-1]
+    column = run.out.splitlines()[1].rindex(" ") + 1  # where the OUTPUT column's dashes start
+    assert [row[column:] for row in rows] == text.splitlines() * 2
+    # and df's own output (of filesystems whose numbers stay put) comes out line for line, as ssh shows it
+    df = fleetrun("exec", "-i", str(lab.inventory), "-H", "lab18", "-v", "echo '  indented'; df -P /proc /sys",
+                  home=tmp_path)
+    ssh = run_ssh(lab, lab.hosts[17], "echo '  indented'; df -P /proc /sys", home=tmp_path)
+    lines = df.out.splitlines()
+    column = lines[1].rindex(" ") + 1
+    assert [row[column:].rstrip() for row in lines[2:-1]] == [line.rstrip() for line in ssh.stdout.splitlines()]
+
+
+def test_stream_keeps_100_kb_and_5_mb_lines_whole_from_several_hosts(lab, tmp_path):
+    # Each host prints its own digit, so a line holding two hosts' halves cannot go unnoticed.
+    command = ('d=${FLEETRUN_LAB_HOST#lab0}; head -c 100000 /dev/zero | tr "\\0" "$d"; echo; '
+               'head -c 5000000 /dev/zero | tr "\\0" "$d"; echo; head -c 100000 /dev/zero | tr "\\0" "$d" >&2')
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", "lab0[1-5]", "--format", "stream", command,
+                   home=tmp_path, timeout=300)
+    assert run.code == 0, run.err[-1000:]
+    out = run.out.split("\n")
+    assert out.pop() == ""
+    seen = sorted((line[:5], len(line) - 8) for line in out)
+    assert seen == sorted((f"lab0{n}", size) for n in range(1, 6) for size in (100_000, 5_000_000))
+    for line in out:
+        assert line[8:] == line[4] * (len(line) - 8) and line[5:8] == " | "
+    err_lines = [line for line in run.err.splitlines() if " | " in line]
+    assert sorted(err_lines) == [f"lab0{n} | " + str(n) * 100_000 for n in range(1, 6)]  # unterminated: still whole
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_command_that_closes_its_output_early_is_waited_for_as_ssh_does(lab, tmp_path, raw):
+    # EOF on both streams 4 s before the exit status: neither "exited" at EOF nor "lost" after a while.
+    host = lab.hosts[18]
+    command = "echo early; exec >&- 2>&-; sleep 4; exit 3"
+    ssh = run_ssh(lab, host, command, home=tmp_path)
+    run = fleetrun("exec", "-i", str(lab.inventory), "-H", host.name, "--connect-timeout", "2", "--format", "json",
+                   *(["--raw"] if raw else []), command, home=tmp_path)
+    record = run.json()[0][host.name]
+    assert (record["status"], record["exit_code"], record["stdout"]) == ("failed", ssh.returncode, ssh.stdout)
+    assert ssh.returncode == 3 and ssh.stdout == "early\n"

@@ -6,11 +6,12 @@ import io
 
 import pytest
 
+from fleetrun.lines import LINE_BATCH, MAX_LINE, Lines, LineSplitter
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import paint, use_colour
 from fleetrun.output.fanout import Fanout, OnlyProblems
 from fleetrun.output.table import TableRenderer, fit
-from fleetrun.runner import LINE_BATCH, MAX_LINE, _Lines, _LineSplitter, _output_callback
+from fleetrun.runner import _output_callback
 from fleetrun.status import ExitStatus
 
 WEB1, WEB2 = Host("web01", "10.0.0.1"), Host("web02", "10.0.0.2")
@@ -128,7 +129,7 @@ def test_output_callback_feeds_the_raw_sink_and_the_line_splitters():
     assert _output_callback({}, None) is None
     events: list[object] = []
     sink = Sink()
-    splitters = {name: _LineSplitter(WEB1, name, events.append) for name in ("stdout", "stderr")}
+    splitters = {name: LineSplitter(WEB1, name, events.append) for name in ("stdout", "stderr")}
     callback = _output_callback(splitters, sink)
     assert callback is not None
     callback("stdout", b"one\ntw")
@@ -136,19 +137,19 @@ def test_output_callback_feeds_the_raw_sink_and_the_line_splitters():
     callback("stdout", b"o\nthree")
     splitters["stdout"].flush()
     assert sink.chunks == [("stdout", b"one\ntw"), ("stderr", b"\xff\n"), ("stdout", b"o\nthree")]
-    lines = [(line.stream, line.text) for event in events if isinstance(event, _Lines) for line in event.lines]
+    lines = [(line.stream, line.text) for event in events if isinstance(event, Lines) for line in event.lines]
     assert lines == [("stdout", b"one"), ("stderr", b"\xff"), ("stdout", b"two"), ("stdout", b"three")]
     assert len(events) == 4  # one event per chunk (and one for the flush), not one per line
 
 
 def test_line_splitter_batches_lines_into_few_bounded_events():
     events: list[object] = []
-    splitter = _LineSplitter(WEB1, "stdout", events.append)
+    splitter = LineSplitter(WEB1, "stdout", events.append)
     splitter.feed(b"".join(b"line %05d\n" % n for n in range(1000)))  # 11,000 bytes
     first = -(-LINE_BATCH // 11)  # the line that brings the batch to LINE_BATCH bytes closes it
     assert [len(event.lines) for event in events] == [first, 1000 - first]
     assert [line.text for event in events for line in event.lines] == [b"line %05d" % n for n in range(1000)]
     events.clear()
-    splitter.feed(b"x" * (3 * MAX_LINE + 5))
+    splitter.feed(b"x" * (3 * MAX_LINE + 5))  # longer than MAX_LINE: still one line (see test_lines.py)
     splitter.flush()
-    assert [len(line.text) for event in events for line in event.lines] == [MAX_LINE] * 3 + [5]
+    assert [b"".join(line.chunks()) for event in events for line in event.lines] == [b"x" * (3 * MAX_LINE + 5)]

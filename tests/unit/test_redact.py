@@ -10,9 +10,10 @@ import pytest
 
 from fleetrun import secrets
 from fleetrun.errors import HostFailure, UsageError
+from fleetrun.lines import Lines, LineSplitter
 from fleetrun.models import Host, HostResult, Outcome, OutputLine
 from fleetrun.redact import MASK, Redactor
-from fleetrun.runner import HostContext, RunOptions, _Lines, _LineSplitter, _output_callback, execute
+from fleetrun.runner import HostContext, RunOptions, _output_callback, execute
 
 SECRET = "s3cr3t-Hunter2"
 PASSPHRASE = "correct horse"
@@ -132,7 +133,7 @@ class Sink:
 def test_output_tap_masks_before_the_sink_and_the_line_splitters():
     events: list[object] = []
     sink = Sink()
-    splitters = {name: _LineSplitter(WEB1, name, events.append) for name in ("stdout", "stderr")}
+    splitters = {name: LineSplitter(WEB1, name, events.append) for name in ("stdout", "stderr")}
     tap = _output_callback(splitters, sink, Redactor([SECRET]))
     assert tap is not None
     tap("stdout", b"pw=" + SECRET[:4].encode())
@@ -143,7 +144,7 @@ def test_output_tap_masks_before_the_sink_and_the_line_splitters():
         splitter.flush()
     raw = {name: b"".join(chunk for stream, chunk in sink.chunks if stream == name) for name in ("stdout", "stderr")}
     assert raw == {"stdout": b"pw=***\nend " + SECRET[:2].encode(), "stderr": b"***\n"}
-    lines = [(line.stream, line.text) for event in events if isinstance(event, _Lines) for line in event.lines]
+    lines = [(line.stream, line.text) for event in events if isinstance(event, Lines) for line in event.lines]
     assert lines == [("stderr", b"***"), ("stdout", b"pw=***"), ("stdout", b"end " + SECRET[:2].encode())]
 
 
