@@ -241,13 +241,13 @@ def transfer_result(host: Host, session: Session, limit: float | None, cancel: C
     try:
         mover = make(link)
         changed = mover.move()
-    except HostFailure:
-        raise  # e.g. the server refused the SFTP subsystem: the runner reports it
     except Exception as error:
         details = mover.details if mover is not None else []
         reason = watchdog.reason()
         if reason is not None:  # whatever the closed channel raised, the time limit or the cancel is why
             return stopped_result(host, link, reason, details)
+        if isinstance(error, HostFailure):
+            raise  # e.g. the server refused the SFTP subsystem: the runner reports it
         if isinstance(error, (TransferError, OSError, EOFError)) or not _still_connected(session, patient=True):
             return failure_result(host, session, error, details)  # (e.g. paramiko's SSHException)
         raise  # a bug of ours: the pool reports it as this host's internal error
