@@ -341,3 +341,19 @@ def test_push_of_a_symlink_operand_sends_its_target_under_its_own_name(make_lab,
     assert run.code == 0, run.err
     assert [p.name for p in srv(host).iterdir()] == ["app.conf"]
     assert srv(host, "app.conf").read_text() == "v2\n" and not srv(host, "app.conf").is_symlink()
+
+
+def test_push_owner_changes_a_symlink_itself_never_its_target(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    srv(host, "outside.txt").write_text("root's\n")
+    tree = tmp_path / "conf"
+    tree.mkdir()
+    (tree / "app.conf").write_text("x\n")
+    (tree / "outside").symlink_to("/srv/outside.txt")
+    run = push(lab, str(tree), "/srv/", "-r", "--owner", "nobody:nogroup", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    assert os.lstat(srv(host, "conf/outside")).st_uid == 65534 and srv(host, "conf/app.conf").stat().st_uid == 65534
+    assert srv(host, "outside.txt").stat().st_uid == 0
+    again = push(lab, str(tree), "/srv/", "-r", "--owner", "nobody:nogroup", "-H", "all", home=tmp_path)
+    assert again.json()[1]["unchanged"] == 1

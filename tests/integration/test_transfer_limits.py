@@ -1,4 +1,4 @@
-"""push/pull within limits, against real sshd: -t/--timeout and --deadline, a server that stops answering, pull memory."""
+"""push/pull within limits against real sshd: -t/--timeout, --deadline, servers that stop answering, pull memory."""
 
 from __future__ import annotations
 
@@ -184,7 +184,8 @@ def test_pull_of_a_fifo_is_refused_not_waited_on(make_lab, tmp_path):
     os.mkfifo(srv(host, "pipe"))
     run = fleetrun("pull", "-i", str(lab.inventory), "/srv/pipe", str(tmp_path / "pulled"), "-H", "all",
                    "--format", "json", home=tmp_path, timeout=60)
-    assert run.code == 1 and record(run.out, host.name)["error"] == "/srv/pipe is a FIFO, not a regular file: not pulled"
+    assert run.code == 1
+    assert record(run.out, host.name)["error"] == "/srv/pipe is a FIFO, not a regular file: not pulled"
 
 
 def test_pull_of_1_gib_stays_under_100_mib(make_lab, tmp_path):
