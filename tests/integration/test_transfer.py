@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,10 +305,15 @@ def test_push_tree_keeps_symlinks_and_directory_modes_and_reports_special_files(
     (drifted / "current").write_text("a file where a link was\n")
     (drifted / "linkdir").unlink()
     (drifted / "linkdir").symlink_to("ro")
+    (drifted / "ro").chmod(0o755)
+    shutil.rmtree(drifted / "ro")
+    (drifted / "ro").symlink_to("private")  # a link where the tree has a directory: replaced, like rsync
     fixed = push(lab, str(tree), "/srv/www/", "-r", "-H", "all", home=tmp_path)
     hosts, summary = fixed.json()
     assert (summary["changed"], summary["unchanged"]) == (1, 1), fixed.out
     assert _mode(drifted / "private") == 0o700
+    assert not (drifted / "ro").is_symlink() and _mode(drifted / "ro") == 0o555
+    assert (drifted / "ro" / "README").read_text() == "read me\n" and (drifted / "private" / "key").exists()
     assert os.readlink(drifted / "current") == "private/key" and os.readlink(drifted / "linkdir") == "private"
     details = hosts[lab.hosts[1].name]["details"]
     assert "changed /srv/www/site/private/ (mode 0700)" in details
