@@ -59,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", default=str(BENCH_DIR / "work" / "pull"), help="lab and pulled files")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"), help="the report to write the section into")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before one run is killed")
+    parser.add_argument("--slow", type=float, default=90,
+                        help="a tool whose first run of a size takes longer than this is not repeated")
     args = parser.parse_args()
     args.sizes = [int(size) for size in args.sizes.split(",") if size]
     args.tools = [tool for tool in args.tools.split(",") if tool]
@@ -136,7 +138,8 @@ def render(samples: list[Sample], args: argparse.Namespace) -> str:
              "private tmpfs `/srv`), the same key, known_hosts and curve25519 key exchange for every tool, the "
              "pulled file checked byte for byte (SHA-256) after each run. **MB/s** is the file size over the median "
              "wall time (connection included). **Peak RSS** is the largest run's ru_maxrss of the tool's biggest "
-             "process (the page cache of the written file is not in it).", "",
+             "process (the page cache of the written file is not in it). Runs alternate the order of the tools; "
+             f"the machine's cores are shared with other work, so single runs vary: medians of {args.runs} runs.", "",
              "| tool | file | wall s (median) | MB/s | peak RSS MiB | client CPU s | server CPU s | runs ok |",
              "|---|---|---|---|---|---|---|---|"]
     rates: dict[tuple[str, int], float] = {}
@@ -153,7 +156,8 @@ def render(samples: list[Sample], args: argparse.Namespace) -> str:
             lines.append(f"| {'**fleetrun pull**' if tool == 'fleetrun' else TOOLS[tool]} | {size} MiB | {wall:.2f} | "
                          f"{rates[tool, size]:.1f} | {max(s.rss_kib for s in good) / 1024:.1f} | "
                          f"{statistics.median(s.cpu for s in good):.2f} | "
-                         f"{statistics.median(s.server_cpu for s in good):.2f} | {len(good)}/{len(mine)} |")
+                         f"{statistics.median(s.server_cpu for s in good):.2f} | {len(good)}/{len(mine)}"
+                         f"{' (over --slow, not repeated)' if len(mine) < args.runs else ''} |")
     small, big = min(args.sizes), max(args.sizes)
     if ("fleetrun", small) in rates and ("fleetrun", big) in rates and small != big:
         lines += ["", f"fleetrun's {big} MiB pull runs at {rates['fleetrun', big] / rates['fleetrun', small]:.2f}× "
@@ -184,13 +188,18 @@ def main() -> int:
         host = lab.hosts[0]
         expected = {size: write_file(Path(f"/proc/{host.pid}/root/srv/pull-{size}m.bin"), size * MIB)
                     for size in args.sizes}
+        slow: set[tuple[str, int]] = set()
         for run in range(args.runs):
             order = args.tools[run % len(args.tools) :] + args.tools[: run % len(args.tools)]
             for size in args.sizes:
                 for tool in order:
+                    if (tool, size) in slow:
+                        continue
                     wait_quiet()
                     sample = measure(tool, fleet, size, expected[size], work, args.timeout)
                     samples.append(sample)
+                    if sample.wall > args.slow:
+                        slow.add((tool, size))
                     print(f"run {run + 1}: {tool:12} {size:5} MiB {sample.wall:7.2f} s "
                           f"{sample.rss_kib / 1024:7.1f} MiB {'ok' if sample.ok else sample.note}", flush=True)
     finally:
