@@ -7,6 +7,8 @@ import posixpath
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,25 +128,48 @@ class _Puller:
                 self.details.append(f"unchanged {local}")
                 return
         temp = local.with_name(f".{local.name}.fleetrun-tmp-{secrets.token_hex(4)}")
-        total = f"{(attributes.st_size or 0) / (1 << 20):.1f} MiB"
-        self.link.doing(f"downloading {remote} ({total})")
+        self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
-            with temp.open("wb") as target:
-                size = download(self.sftp, remote, target.write, size_hint=attributes.st_size or 0,
-                                check=self.link.check)
-            os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
-            os.replace(temp, local)
-        except BaseException as error:
+            size = self._download(remote, attributes.st_size or 0, temp)
+            with _local_errors(local.parent):
+                os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
+                os.replace(temp, local)
+        except BaseException:
             if self.link.watchdog.reason() is not None:
                 self.link.notes.append(f"no partial file of {remote} kept")
-                raise
-            if isinstance(error, OSError):
-                raise TransferError(describe(error, remote)) from None
             raise
         finally:
             temp.unlink(missing_ok=True)
         self.changed = True
         self.details.append(f"changed {local} ({size} bytes)")
+
+
+    def _download(self, remote: str, size_hint: int, temp: Path) -> int:
+        with _local_errors(temp.parent):
+            target = temp.open("wb")
+
+        def write(data: bytes) -> None:
+            with _local_errors(temp.parent):
+                target.write(data)
+
+        try:
+            return download(self.sftp, remote, write, size_hint=size_hint, check=self.link.check)
+        except OSError as error:  # an SFTP error reply (the local ones are TransferErrors by now)
+            if self.link.watchdog.reason() is not None:
+                raise
+            raise TransferError(describe(error, remote)) from None
+        finally:
+            with _local_errors(temp.parent):
+                target.close()
+
+
+@contextmanager
+def _local_errors(directory: Path) -> Iterator[None]:
+    """A local write error (a full disk) as the host's one-line reason, naming the local directory."""
+    try:
+        yield
+    except OSError as error:
+        raise TransferError(f"cannot write in {directory}: {error.strerror or error}") from None
 
 
 def pull_task(plan: PullPlan) -> HostTask:

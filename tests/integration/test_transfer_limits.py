@@ -214,3 +214,23 @@ def _sha256(path: Path) -> str:
         while chunk := source.read(4 * MIB):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def test_pull_to_a_full_local_disk_fails_that_host_in_one_line(make_lab, tmp_path):
+    # Once paramiko's prefetch thread died here with "Exception in thread ... Socket is closed" on stderr.
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    write_big(srv(host, "big.bin"), 8 * MIB)
+    target = tmp_path / "small-disk"
+    target.mkdir()
+    inner = [sys.executable, "-m", "fleetrun", "pull", "-i", str(lab.inventory), "/srv/big.bin", str(target), "-H",
+             "all", "--format", "json"]
+    script = f"mount -t tmpfs -o size=2m tmpfs {target} && exec \"$@\""
+    run = subprocess.run(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", *inner],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr == ""
+    result = record(run.stdout, host.name)
+    assert result["status"] == "failed"
+    assert result["error"] == f"cannot write in {target / host.name}: No space left on device"
+    assert list(target.iterdir()) == []  # the private tmpfs is gone with its namespace; nothing leaked here

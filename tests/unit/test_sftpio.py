@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
+import threading
 from collections.abc import Callable
 
 import paramiko
@@ -24,12 +26,17 @@ class FakeServer:
                  fail_at: int | None = None, fail_code: int = SFTP_FAILURE) -> None:
         self.content = content
         self.pick, self.cap, self.fail_at, self.fail_code = pick, cap, fail_at, fail_code
-        self.outstanding: dict[int, tuple[object, int, int]] = {}
-        self.number = 0
+        self.outstanding: dict[int, tuple[int, int]] = {}
         self.requests: list[tuple[int, int]] = []
         self.max_outstanding = 0
+        self.writes = 0  # channel writes: each carries a batch of reads
         self.delivered = 0  # bytes answered so far
         self.closed = False
+        # What paramiko's SFTPClient keeps for its replies, which download() shares.
+        self._lock = threading.Lock()
+        self.request_number = 1
+        self._expecting: dict[int, object] = {}
+        self.sock = self
 
     def open(self, path: str, mode: str) -> FakeServer:
         assert mode == "rb"
@@ -40,17 +47,24 @@ class FakeServer:
     def close(self) -> None:
         self.closed = True
 
-    def _async_request(self, fileobj: object, kind: int, handle: bytes, offset: int, length: int) -> int:
-        assert (kind, handle) == (CMD_READ, self.handle) and 0 < length <= CHUNK
-        self.number += 1
-        self.outstanding[self.number] = (fileobj, int(offset), int(length))
-        self.requests.append((int(offset), int(length)))
+    def sendall(self, data: bytes) -> None:
+        """The channel: parse the SSH_FXP_READ packets in one write."""
+        self.writes += 1
+        while data:
+            (size,) = struct.unpack(">I", data[:4])
+            body, data = data[4 : 4 + size], data[4 + size :]
+            kind, number, handle_size = struct.unpack(">BII", body[:9])
+            handle = body[9 : 9 + handle_size]
+            offset, length = struct.unpack(">QI", body[9 + handle_size :])
+            assert (kind, handle) == (CMD_READ, self.handle) and 0 < length <= CHUNK and number in self._expecting
+            self.outstanding[number] = (offset, length)
+            self.requests.append((offset, length))
         self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
-        return self.number
 
     def _read_response(self) -> None:
         number = self.pick(list(self.outstanding))
-        fileobj, offset, length = self.outstanding.pop(number)
+        offset, length = self.outstanding.pop(number)
+        fileobj = self._expecting.pop(number)
         reply = paramiko.Message()
         if self.fail_at is not None and offset <= self.fail_at < offset + length:
             kind = CMD_STATUS
@@ -98,6 +112,7 @@ def test_reads_in_order_within_the_window_and_asks_once_past_the_end():
     assert bytes(sink.data) == CONTENT
     assert server.max_outstanding <= 8 and sink.max_unwritten <= 8 * CHUNK
     assert len(server.requests) == 41 + 1, "one read per chunk, then one to see the end: no window of waste"
+    assert server.writes <= 2 + 41 // (8 // 4), "reads go out in batches of a quarter window, not one by one"
 
 
 def test_replies_out_of_order_are_written_in_file_order():
