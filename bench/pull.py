@@ -59,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", default=str(BENCH_DIR / "work" / "pull"), help="lab and pulled files")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"), help="the report to write the section into")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before one run is killed")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the section from WORK/pull.json")
     parser.add_argument("--slow", type=float, default=90,
                         help="a tool whose first run of a size takes longer than this is not repeated")
     args = parser.parse_args()
@@ -162,8 +163,13 @@ def render(samples: list[Sample], args: argparse.Namespace) -> str:
     small, big = min(args.sizes), max(args.sizes)
     if ("fleetrun", small) in rates and ("fleetrun", big) in rates and small != big:
         lines += ["", f"fleetrun's {big} MiB pull runs at {rates['fleetrun', big] / rates['fleetrun', small]:.2f}× "
-                  f"the rate of its {small} MiB pull. Its memory does not grow with the file: at most 64 reads "
-                  "of 32 KiB are in flight or waiting to be written (2 MiB), see `fleetrun/ssh/sftpio.py`."]
+                  f"the rate of its {small} MiB pull (the connection costs the same for both). Its memory does not "
+                  "grow with the file: at most 64 reads of 32 KiB are in flight or waiting to be written (2 MiB), "
+                  "see `fleetrun/ssh/sftpio.py`."]
+    lines += ["", "paramiko's prefetch is a race (paramiko PR #2519): when its reader catches up with the thread "
+              "that sends the reads, it reads one block per round trip from then on, while the replies to that "
+              "thread's reads pile up unread. Whether a run hits it varies from run to run; one that does runs at "
+              "about 5 MB/s and ends up holding most of the file in memory."]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -181,6 +187,10 @@ def main() -> int:
     args = parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        samples = [Sample(**record) for record in json.loads((work / "pull.json").read_text())]
+        write_section(Path(args.out), render(samples, args))
+        return 0
     lab_dir = work / "lab"
     lab = start_lab(1, lab_dir, srv_size=f"{sum(args.sizes) + 64}m")
     samples: list[Sample] = []

@@ -244,7 +244,8 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
               help="File mode on the host, e.g. 0644 (default: the local file's; directories keep theirs).")
 @click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
 @click.option("--backup", is_flag=True, help="Keep the replaced file as NAME.fleetrun-bak.")
-@click.option("--owner", metavar="USER[:GROUP]", help="chown the pushed files (needs the right to).")
+@click.option("--owner", metavar="USER[:GROUP]",
+              help="chown the pushed files and symlinks (a link itself, never its target; needs the right to).")
 @click.option("--verify", is_flag=True, help="Check the SHA-256 on the host after uploading, before the rename.")
 @click.option("--max-transfers", type=click.IntRange(min=1), default=None,
               help="Uploads in flight at once across all hosts (default: --forks).")

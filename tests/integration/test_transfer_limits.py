@@ -234,3 +234,10 @@ def test_pull_to_a_full_local_disk_fails_that_host_in_one_line(make_lab, tmp_pat
     assert result["status"] == "failed"
     assert result["error"] == f"cannot write in {target / host.name}: No space left on device"
     assert list(target.iterdir()) == []  # the private tmpfs is gone with its namespace; nothing leaked here
+
+
+def test_help_says_what_timeout_bounds(tmp_path):
+    for command in ("push", "pull"):
+        text = " ".join(fleetrun(command, "--help", home=tmp_path).out.split())
+        assert "Seconds per host for the whole transfer once connected" in text and "temp file removed" in text
+    assert "Seconds per host for the command" in " ".join(fleetrun("exec", "--help", home=tmp_path).out.split())
