@@ -450,16 +450,20 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 @click.argument("remote")
 @run_options
 @rollout_options
-@click.option("-r", "--recursive", is_flag=True, help="Push a directory tree.")
-@click.option("--mode", metavar="OCTAL", help="File mode on the host, e.g. 0644 (default: the local file's).")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Push a directory tree: directory modes are kept, symlinks recreated, special files skipped.")
+@click.option("-L", "--copy-links", is_flag=True, help="With -r: push what symlinks point to, not the links.")
+@click.option("--mode", metavar="OCTAL",
+              help="File mode on the host, e.g. 0644 (default: the local file's; directories keep theirs).")
 @click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
 @click.option("--backup", is_flag=True, help="Keep the replaced file as NAME.fleetrun-bak.")
-@click.option("--owner", metavar="USER[:GROUP]", help="chown the pushed files (needs the right to).")
+@click.option("--owner", metavar="USER[:GROUP]",
+              help="chown the pushed files and symlinks (a link itself, never its target; needs the right to).")
 @click.option("--verify", is_flag=True, help="Check the SHA-256 on the host after uploading, before the rename.")
 @click.option("--max-transfers", type=click.IntRange(min=1), default=None,
               help="Uploads in flight at once across all hosts (default: --forks).")
-def push_command(local: str, remote: str, recursive: bool, mode: str | None, mkdir: bool, backup: bool,
-                 owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
+def push_command(local: str, remote: str, recursive: bool, copy_links: bool, mode: str | None, mkdir: bool,
+                 backup: bool, owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
     """Copy LOCAL to REMOTE on every selected host: atomically, and only where it differs.
 
     REMOTE ending in / (or an existing directory there) means "into this directory".
@@ -467,7 +471,7 @@ def push_command(local: str, remote: str, recursive: bool, mode: str | None, mkd
     from fleetrun.transfer import parse_mode, plan_push, push_task
 
     plan = plan_push(local, remote, recursive=recursive, mode=parse_mode(mode), mkdir=mkdir, backup=backup,
-                     owner=owner, verify=verify)
+                     owner=owner, verify=verify, copy_links=copy_links)
     return run_on_hosts(params, lambda: push_task(plan, max_transfers or params["forks"]))
 
 
@@ -482,6 +486,12 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
 
     plan = plan_pull(remote, local_dir, recursive=recursive)
     return run_on_hosts(params, lambda: pull_task(plan))
+
+
+TRANSFER_TIMEOUT_HELP = ("Seconds per host for the whole transfer once connected (checks, copying, rename); when "
+                         "exceeded the host is 'timeout', its temp file removed and the target left as it was.")
+for _command in (push_command, pull_command):  # -t bounds the transfer here, not a command
+    next(p for p in _command.params if p.name == "timeout").help = TRANSFER_TIMEOUT_HELP
 
 
 @cli.command("hosts")
