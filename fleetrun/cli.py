@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -36,9 +37,37 @@ def parse_size(text: str) -> int:
     return int(number) * SIZE_UNITS[unit]
 
 
+def _complete_pattern(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_pattern  # only on a TAB
+
+    return complete_pattern(ctx, incomplete)
+
+
+def _complete_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_files
+
+    return complete_files(ctx, param, incomplete)
+
+
+def host_list_options(function: F) -> F:
+    """-x, --pick and --seed: applied to the hosts -H selected, whatever the pattern's syntax."""
+    options = [
+        click.option("-x", "--exclude", "exclude", metavar="PATTERN", multiple=True, shell_complete=_complete_pattern,
+                     help="Leave out the hosts PATTERN selects (after -H; repeatable), like clush -x. Hosts a "
+                          "^FILE list names that are not there are fine; a name typed that matches none is an "
+                          "error."),
+        click.option("--pick", type=click.IntRange(min=1), metavar="N",
+                     help="Only N hosts of the selection, at random (like clush --pick)."),
+        click.option("--seed", metavar="S", help="Make --pick choose the same hosts every time for the same S."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def inventory_option(function: F) -> F:
     function = click.option(
-        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True,
+        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True, shell_complete=_complete_files,
         help="Read SRC through `ansible-inventory -i SRC --list` (plugins, vault); needs Ansible. Repeatable.",
     )(function)
     return click.option(
@@ -46,6 +75,7 @@ def inventory_option(function: F) -> F:
         "--inventory",
         metavar="SRC",
         multiple=True,
+        shell_complete=_complete_files,
         help="Inventory: fleetrun YAML, Ansible INI/YAML, an Ansible inventory directory, an executable, "
         "--list JSON, or - for JSON on stdin. Repeatable; merged in order (default: $FLEETRUN_INVENTORY, "
         "./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
@@ -54,7 +84,7 @@ def inventory_option(function: F) -> F:
 
 def ssh_config_option(function: F) -> F:
     return click.option(
-        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG",
+        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG", shell_complete=_complete_files,
         help="OpenSSH client config to resolve hosts with, instead of ~/.ssh/config and /etc/ssh/ssh_config "
              "(like ssh -F); 'none' reads none. Env: FLEETRUN_SSH_CONFIG.",
     )(function)
@@ -63,10 +93,11 @@ def ssh_config_option(function: F) -> F:
 def run_options(function: F) -> F:
     """Options shared by every command that connects to hosts."""
     options = [
-        click.option("-H", "--hosts", "pattern", required=True, metavar="PATTERN",
-                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except. "
-                          "With no inventory: host names themselves ('web01,deploy@10.0.0.5:2222', ranges, "
-                          "^FILE), resolved through ssh_config like pdsh -w."),
+        click.option("-H", "--hosts", "pattern", required=True, metavar="PATTERN", shell_complete=_complete_pattern,
+                     help="Hosts to act on: names, groups, all, globs, ranges, ^FILE or @FILE (names one per "
+                          "line); ',' union, '&' and, '!' except. With no inventory: host names themselves "
+                          "('web01,deploy@10.0.0.5:2222', ranges, ^FILE), resolved through ssh_config like pdsh -w."),
+        host_list_options,
         inventory_option,
         ssh_config_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory and ssh_config)."),
@@ -76,7 +107,7 @@ def run_options(function: F) -> F:
                      help="Private key file, tried first (overrides the inventory; ssh_config's IdentityFiles next)."),
         click.option("--key-passphrase-env", metavar="NAME", help="Read the key passphrase from $NAME."),
         click.option("--ask-pass", is_flag=True, help="Prompt once for a password (only on a terminal)."),
-        click.option("--no-agent", is_flag=True, help="Do not offer ssh-agent keys."),
+        click.option("--no-agent/--agent", "no_agent", default=False, help="Do not offer ssh-agent keys."),
         click.option("--host-key-checking", type=click.Choice(["yes", "accept-new", "no"]), default=None,
                      help="accept-new: record unknown keys; no: labs only, never changed keys. Default: "
                           "ssh_config's StrictHostKeyChecking (ask: yes; no: accept-new), else yes."),
@@ -98,8 +129,10 @@ def run_options(function: F) -> F:
         click.option("-g", "gather", is_flag=True, help="Same as --format gather."),
         click.option("--diff", is_flag=True, help="Gather, showing each minority group as a diff against the largest."),
         click.option("-v", "--verbose", is_flag=True, help="Show full output (table, gather: stderr of ok hosts too)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line."),
-        click.option("--no-progress", is_flag=True, help="No live progress line on the terminal's stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line "
+                     "(the progress line still shows on a terminal)."),
+        click.option("--no-progress/--progress", "no_progress", default=False,
+                     help="No live progress line on the terminal's stderr."),
         click.option("--out-dir", metavar="DIR",
                      help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
         click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
@@ -186,7 +219,7 @@ def _make_outputs(
 
     renderers: list[Renderer] = []
     progress = None
-    if err.isatty() and not params["quiet"] and not params["no_progress"]:
+    if err.isatty() and not params["no_progress"]:  # -q trims the results, not the progress (issue 14)
         from fleetrun.output.progress import ProgressRenderer
 
         progress = ProgressRenderer(err)
@@ -233,12 +266,13 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
             quiet: bool = False) -> tuple[list[Any], bool]:
     """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts.
 
-    `listing` (fleetrun hosts): hosts that cannot be run on are listed, not refused, and unless `quiet` (output
-    for scripts) stderr says which pattern syntax was read.
+    -x and --pick then narrow what -H selected. `listing` (fleetrun hosts): hosts that cannot be run on are
+    listed, not refused, and unless `quiet` (output for scripts) stderr says which pattern syntax was read.
     """
-    from fleetrun.inventory import NoInventory
+    from fleetrun.inventory import Inventory, NoInventory
     from fleetrun.selection import select
 
+    _check_pick(params)
     try:
         inventory = _load(params)
     except NoInventory:
@@ -246,8 +280,11 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
             raise  # "all" of nothing: say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
-        return adhoc_hosts(pattern), True
-    hosts = select(inventory, pattern)
+        hosts = adhoc_hosts(pattern)
+        # -x picks among the -H hosts, as if they were the inventory: globs and ranges work, typos are caught.
+        named = Inventory(path=Path("-H"), hosts={host.name: host for host in hosts}, groups={})
+        return _pick(params, _exclude(params, hosts, named, pattern)), True
+    hosts = _exclude(params, select(inventory, pattern), inventory, pattern)
     refused = [host.name for host in hosts if host.name in inventory.unsupported]
     if refused and not listing:
         first = refused[0]
@@ -261,7 +298,36 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
                          f"of the pattern (e.g. -H '{pattern}{joiner}!{first}')")
     if listing:
         _describe_selection(inventory, pattern, refused, syntax_line=not quiet)
-    return hosts, inventory.ssh_config
+    return _pick(params, hosts), inventory.ssh_config
+
+
+def _check_pick(params: dict[str, Any]) -> None:
+    if params.get("seed") is not None and params.get("pick") is None:
+        raise UsageError("--seed only goes with --pick N (it makes the pick repeatable)")
+
+
+def _exclude(params: dict[str, Any], hosts: list[Any], universe: Any, pattern: str) -> list[Any]:
+    """`hosts` without those each -x pattern selects from `universe` (the inventory, or the -H hosts)."""
+    from fleetrun.errors import SelectionError
+    from fleetrun.selection import exclude, select
+
+    excludes = tuple(params.get("exclude") or ())
+    for excluded in excludes:
+        try:
+            hosts = exclude(hosts, select(universe, excluded, excluding=True))
+        except SelectionError as error:
+            raise SelectionError(f"-x {excluded!r}: {error}") from None
+    if not hosts:
+        given = " ".join(f"-x {excluded!r}" for excluded in excludes)
+        raise SelectionError(f"-H {pattern!r} {given} leaves no host")
+    return hosts
+
+
+def _pick(params: dict[str, Any], hosts: list[Any]) -> list[Any]:
+    from fleetrun.selection import pick
+
+    count = params.get("pick")
+    return hosts if count is None else pick(hosts, count, params.get("seed"))
 
 
 def _describe_selection(inventory: Any, pattern: str, refused: list[str], *, syntax_line: bool) -> None:
@@ -335,9 +401,26 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     return int(summary.exit_status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _completion_option(name: str, help_text: str) -> Callable[[F], F]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        from fleetrun.completion import show_or_install
+
+        show_or_install(ctx, param, value)
+
+    return click.option(name, type=click.Choice(["bash", "zsh", "fish"]), metavar="SHELL", expose_value=False,
+                        is_eager=True, callback=callback, help=help_text)
+
+
+# show_default: each option's help shows its default, the defaults file's value when it sets one.
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True})
 @click.version_option(__version__, prog_name="fleetrun")
-def cli() -> None:
+@click.option("--config", metavar="FILE|none", shell_complete=_complete_files,
+              help="The defaults file (default: $FLEETRUN_CONFIG, else ~/.config/fleetrun/config.yaml); 'none' "
+                   "reads none. Give it before the command: fleetrun --config FILE exec …")
+@_completion_option("--install-completion", "Install TAB completion for SHELL (bash, zsh, fish) and exit.")
+@_completion_option("--show-completion", "Print the completion script for SHELL and exit (to install it yourself).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
     """Run commands and move files across a fleet over SSH, in parallel, safely.
 
     \b
@@ -353,7 +436,13 @@ def cli() -> None:
       129  hung up (SIGHUP: the terminal or ssh session went away)
       130  interrupted (SIGINT, Ctrl-C)
       143  terminated (SIGTERM)
+
+    Defaults for the options: ~/.config/fleetrun/config.yaml (see the README, Defaults file).
     """
+    from fleetrun.defaults import default_map, load_defaults
+
+    # Before the command's own options are parsed: they take these as defaults, and --help shows them.
+    ctx.default_map = default_map(load_defaults(config), cli)
 
 
 @cli.command("exec")
@@ -410,24 +499,47 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
 
 
 @cli.command("hosts")
-@click.argument("pattern", required=False)
-@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN",
+@click.argument("arguments", nargs=-1, metavar="[PATTERN | NAMES...]", shell_complete=_complete_pattern)
+@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN", shell_complete=_complete_pattern,
               help="Hosts to list, as for exec (default: all). The PATTERN argument does the same.")
+@host_list_options
 @inventory_option
 @ssh_config_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
               help="json: JSON Lines, one object per host (name, address, port, user, groups, vars).")
 @click.option("--explain", is_flag=True,
               help="Every resolved connection setting of each host and where it came from (command line, "
                    "inventory, ssh_config file:line, default), like ssh -G.")
-def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, output_format: str, explain: bool,
-                  **params: Any) -> int:
+@click.option("--fold", is_flag=True,
+              help="Print the names folded into one node set, e.g. web[01-05,07],db1 (as nodeset -f).")
+@click.option("--expand", is_flag=True, help="Print every name, sorted as nodeset -e does.")
+@click.option("--count", is_flag=True, help="Print how many names there are (as nodeset -c).")
+@click.option("-S", "--separator", default=" ", show_default=repr,
+              help="What --expand puts between names (\\n for one per line), as nodeset -S.")
+def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: bool, output_format: str,
+                  explain: bool, fold: bool, expand: bool, count: bool, separator: str, **params: Any) -> int:
     """List the hosts PATTERN selects, as ssh_config resolves them, without connecting.
 
     With no inventory, PATTERN names the hosts themselves: `fleetrun hosts --explain web01` shows what
     fleetrun (like `ssh -G web01`) would use for web01.
+
+    With --fold, --expand or --count (ClusterShell's nodeset -f, -e, -c) the arguments are NAMES: node sets
+    such as web[01-05],db1 (',' '&' '!' left to right, ^FILE), read without any inventory; with none, they are
+    read from stdin. -H PATTERN folds, expands or counts what the inventory selects instead.
     """
+    actions = [flag for flag, given in (("--fold", fold), ("--expand", expand), ("--count", count)) if given]
+    if len(actions) > 1:
+        raise UsageError(f"{' and '.join(actions)} do not go together: pick one")
+    if actions:
+        for flag, given in (("--names", names), ("--format json", output_format == "json"), ("--explain", explain)):
+            if given:
+                raise UsageError(f"{flag} and {actions[0]} do not go together: pick one")
+        return _node_set(actions[0], arguments, hosts_pattern, separator, params)
+    if len(arguments) > 1:
+        raise UsageError(f"one PATTERN, not {len(arguments)} ({' '.join(arguments)}): join them with ',' "
+                         "(node sets go with --fold, --expand or --count)")
+    pattern = arguments[0] if arguments else None
     if pattern is not None and hosts_pattern is not None and pattern != hosts_pattern:
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
@@ -463,6 +575,67 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, o
     return int(ExitStatus.OK)
 
 
+def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None, separator: str,
+              params: dict[str, Any]) -> int:
+    """`fleetrun hosts --fold/--expand/--count`: over NAMES (or stdin) without an inventory, or over -H's hosts."""
+    from fleetrun.hostnames import expand, fold
+    from fleetrun.selection import names_of, parse_host_list, pick
+
+    if hosts_pattern is not None:
+        if arguments:
+            raise UsageError(f"{action} takes NAMES or -H PATTERN (the inventory's hosts), not both")
+        names = [host.name for host in _select(params, hosts_pattern, listing=True, quiet=True)[0]]
+    else:
+        _check_pick(params)
+        context = click.get_current_context()
+        typed = [name for name in ("inventory", "ansible_inventory")
+                 if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if typed:  # the defaults file's inventory is simply not read here
+            raise UsageError(f"{action} over NAMES reads no inventory: for the inventory's hosts use -H PATTERN")
+        sets: list[tuple[str, str | None]] = [(text, None) for text in arguments if text != "-"]
+        if not arguments or "-" in arguments:  # nodeset's own convention: no names, or '-', is stdin
+            if sys.stdin is None or sys.stdin.isatty():
+                raise UsageError(f"{action}: give NAMES, pipe them on stdin, or -H PATTERN for the inventory's hosts")
+            sets += [(entry.name, entry.where) for entry in parse_host_list(sys.stdin.read(), "<stdin>")]
+        chosen: dict[str, None] = {}
+        for text, where in sets:
+            chosen.update(dict.fromkeys(_names_of(text, where, names_of)))
+        for excluded in params.get("exclude") or ():
+            for name in _names_of(excluded, "-x", names_of):
+                chosen.pop(name, None)
+        names = list(chosen)
+        if params.get("pick") is not None:
+            names = pick(sorted(names), params["pick"], params.get("seed"))  # sorted: the seed alone decides
+    out = sys.stdout
+    if action == "--count":
+        out.write(f"{len(set(names))}\n")
+    elif action == "--fold":
+        out.write(f"{fold(names)}\n")
+    else:
+        out.write(_unescape(separator).join(expand(fold(names))) + "\n")
+    return int(ExitStatus.OK)
+
+
+def _names_of(text: str, where: str | None, names_of: Callable[[str], list[str]]) -> list[str]:
+    """names_of(text), its errors prefixed with where the text came from (stdin:line, -x)."""
+    from fleetrun.errors import SelectionError
+
+    try:
+        return names_of(text)
+    except SelectionError as error:
+        raise SelectionError(f"{where}: {error}" if where else str(error)) from None
+
+
+def _unescape(separator: str) -> str:
+    """nodeset -S reads \\n, \\t and friends as the characters they stand for."""
+    if not separator.isascii():
+        return separator
+    try:
+        return separator.encode().decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise UsageError(f"-S {separator!r}: a bad escape; write \\n, \\t or plain text") from None
+
+
 @cli.group("inventory")
 def inventory_group() -> None:
     """Inspect and convert inventories (fleetrun YAML, Ansible INI/YAML/directories/scripts/JSON)."""
@@ -495,14 +668,12 @@ def lab_group() -> None:
 @click.option("--dir", "directory", default=".lab", show_default=True, help="Where the lab keeps its files.")
 def lab_up(count: int, directory: str) -> int:
     """Start COUNT sshd hosts on loopback and write an inventory for them."""
+    from fleetrun.lab import shown_path as shown
     from fleetrun.lab import start_lab
 
     lab = start_lab(count, Path(directory).resolve())
     err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
-
-    def shown(path: Path) -> str:  # as typed when it is under the current directory: shorter to copy
-        return os.path.relpath(path) if path.is_relative_to(Path.cwd().resolve()) else str(path)
 
     # All the hosts run on this machine: $FLEETRUN_LAB_HOST is what tells them apart.
     err.write(
@@ -540,8 +711,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         err.write("fleetrun: aborted\n")
         status = ExitStatus.INTERRUPTED
+    except click.UsageError as error:
+        err.write(f"fleetrun: error: {_masked(usage_message(error, argv))}\n")
+        status = ExitStatus.USAGE
     except click.ClickException as error:
-        error.show(err)
+        err.write(f"fleetrun: error: {_masked(' '.join(error.format_message().split()))}\n")
         status = ExitStatus.USAGE if error.exit_code == 2 else error.exit_code
     except FleetrunError as error:
         err.write(f"fleetrun: error: {_masked(str(error))}\n")
@@ -565,6 +739,52 @@ def main(argv: list[str] | None = None) -> None:
         status = ExitStatus.INTERNAL
     _flush_or_drop()
     sys.exit(int(status or 0))
+
+
+_BETWEEN = re.compile(r"is not in the range ([0-9.]*[0-9])<=x<=([0-9.]*[0-9])")  # click's IntRange/FloatRange
+_AT_LEAST = re.compile(r"is not in the range x>=([0-9.]*[0-9])")
+
+
+def usage_message(error: click.UsageError, argv: list[str] | None = None) -> str:
+    """click's usage error as one line in fleetrun's style, saying where to look next (exit 2 either way).
+
+    Argument errors end with the usage line (the order of the arguments is the point); the others point at
+    --help, which lists every option.
+    """
+    ctx = error.ctx
+    where = ctx.command_path if ctx is not None else _command_path(sys.argv[1:] if argv is None else argv)
+    if isinstance(error, click.NoSuchOption):
+        text = f"no such option {error.option_name!r}"
+        if error.option_name == "--config" and ctx is not None and ctx.parent is not None:
+            text += f": --config goes before the command (fleetrun --config FILE {ctx.info_name} …)"
+        elif error.possibilities:
+            text += f" (did you mean {' or '.join(error.possibilities)}?)"
+    else:
+        text = " ".join(error.format_message().split())
+        text = re.sub(r"\.? Did you mean (.+?)\??$", r" (did you mean \1?)", text)
+        text = text.replace("is not a valid integer range", "is not a whole number")
+        text = text.replace("is not a valid float range", "is not a number")
+        text = _BETWEEN.sub(r"is not from \1 to \2", _AT_LEAST.sub(r"is not at least \1", text)).rstrip(".")
+        if text[:1].isupper() and not text[1:2].isupper():
+            text = text[0].lower() + text[1:]
+    arguments = isinstance(error, click.MissingParameter) and isinstance(error.param, click.Argument)
+    if ctx is not None and (arguments or text.startswith("got unexpected extra argument")):
+        return f"{text}; usage: {where} {' '.join(ctx.command.collect_usage_pieces(ctx))}"
+    return f"{text}; see '{where} --help'"
+
+
+def _command_path(argv: list[str]) -> str:
+    """'fleetrun exec' for ['exec', 'x', '--forks']: for the few click errors that carry no context."""
+    command: click.Command = cli
+    path = ["fleetrun"]
+    for word in argv:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            if isinstance(command, click.Group) and not word.startswith("-"):
+                break
+            continue
+        command = command.commands[word]
+        path.append(word)
+    return " ".join(path)
 
 
 def _flush_or_drop() -> None:
