@@ -357,16 +357,45 @@ def _warner(err: TextIO) -> Callable[[str], None]:
     return warn
 
 
+# Flags that override the inventory and ssh_config for every host. Set in the defaults file they are defaults
+# instead: below the inventory and ssh_config, used only where neither says anything.
+_HOST_SETTINGS = ("user", "connect_timeout", "host_key_checking", "ssh_config")
+_DEFAULTS_KEY = "fleetrun.defaults"  # ctx.meta: the Defaults read before the command's options
+
+
+def _split_defaults(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params without the values click took from the defaults file for per-host settings, the file's values
+    for those settings, also for commands without the option, such as `fleetrun hosts`)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return params, {}
+    defaults = ctx.meta.get(_DEFAULTS_KEY)
+    from_file = {name: defaults.values[name] for name in _HOST_SETTINGS if defaults and name in defaults.values}
+    taken = [name for name in _HOST_SETTINGS if name in params and name in ctx.params
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP]
+    return {**params, **dict.fromkeys(taken)}, from_file
+
+
 def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
-    """Command-line overrides, then ssh_config below them and the inventory (issue 9)."""
+    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then the defaults file."""
+    import dataclasses
+
     from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
     from fleetrun.runner import apply_overrides
 
+    params, defaults = _split_defaults(params)
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
                             host_key_checking=params.get("host_key_checking"))
-    source = config_source(params.get("ssh_config"), ssh_config_allowed)
+    # The file's ssh_config ranks below the inventory's `ssh_config: false`, as the built-in default does.
+    source = config_source(params.get("ssh_config") or (defaults.get("ssh_config") if ssh_config_allowed else None),
+                           ssh_config_allowed)
     resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
+    if defaults.get("user"):  # the local user's stand-in: only for hosts nothing else gave a user
+        origin = {"user": (click.get_current_context().meta[_DEFAULTS_KEY].origin("user"),)}
+        resolved = [host if host.user else dataclasses.replace(host, user=defaults["user"],
+                                                               origins={**host.origins, **origin})
+                    for host in resolved]
     if connect:
         refuse_proxies(resolved)
     return resolved
@@ -378,12 +407,15 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
 
     selected, ssh_config_allowed = _select(params, params["pattern"])
     hosts = _resolve(selected, params, ssh_config_allowed, connect=True)
+    defaults = _split_defaults(params)[1]
     options = RunOptions(
         forks=params["forks"],
+        connect_timeout=defaults.get("connect_timeout", 10.0),  # for hosts that have none of their own
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),
-        host_key_checking=params["host_key_checking"] or "yes",
+        # The command line's, else (below the hosts' own policies) the defaults file's, else yes.
+        host_key_checking=params["host_key_checking"] or defaults.get("host_key_checking") or "yes",
         key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
         ask_password=_password_prompt(params["ask_pass"]),
         use_agent=not params["no_agent"],
@@ -442,7 +474,9 @@ def cli(ctx: click.Context, config: str | None) -> None:
     from fleetrun.defaults import default_map, load_defaults
 
     # Before the command's own options are parsed: they take these as defaults, and --help shows them.
-    ctx.default_map = default_map(load_defaults(config), cli)
+    defaults = load_defaults(config)
+    ctx.meta[_DEFAULTS_KEY] = defaults
+    ctx.default_map = default_map(defaults, cli)
 
 
 @cli.command("exec")

@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class Setting:
     """One key the file may set: the click parameter it is the default of, and what its value must be."""
 
     param: str
-    kind: str  # int, number, choice, bool, text, path, paths
+    kind: str  # int, number, choice, bool, size, text, path, paths
     choices: tuple[str, ...] = ()
     low: float = -math.inf
     high: float = math.inf
@@ -43,8 +43,6 @@ SETTINGS: dict[str, Setting] = {
     "ansible_inventory": Setting("ansible_inventory", "paths"),
     "ssh_config": Setting("ssh_config", "path"),
     "user": Setting("user", "text"),
-    "port": Setting("port", "int", low=1, high=65535),
-    "key": Setting("key", "path"),
     "host_key_checking": Setting("host_key_checking", "choice", ("yes", "accept-new", "no")),
     "connect_timeout": Setting("connect_timeout", "number", low=0.1),
     "timeout": Setting("timeout", "number", low=0.1),
@@ -64,6 +62,10 @@ class Defaults:
 
     path: Path | None
     values: Mapping[str, Any]
+    lines: Mapping[str, int] = field(default_factory=dict)  # key -> its line, for `fleetrun hosts --explain`
+
+    def origin(self, key: str) -> str:
+        return f"{self.path}:{self.lines[key]}" if key in self.lines else "the defaults file"
 
 
 def config_path(explicit: str | None) -> tuple[Path | None, bool]:
@@ -87,12 +89,15 @@ def load_defaults(explicit: str | None = None) -> Defaults:
     except OSError as error:
         source = "--config" if explicit is not None else f"${ENV_VAR}"
         raise UsageError(f"{path}: cannot read the defaults file ({source}): {error.strerror}") from None
-    return Defaults(path=path, values=_Reader(path).read(raw))
+    reader = _Reader(path)
+    values = reader.read(raw)
+    return Defaults(path=path, values=values, lines={key: reader.lines[key] for key in values})
 
 
 class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.lines: dict[str, int] = {}
 
     def fail(self, node: Any, message: str) -> InventoryError:
         line = node.start_mark.line + 1 if node is not None else None
@@ -120,7 +125,7 @@ class _Reader:
         if not isinstance(root, yaml.MappingNode):
             raise self.fail(root, "the defaults file must be a mapping of option: value, e.g. 'forks: 20'")
         values: dict[str, Any] = {}
-        seen: dict[str, int] = {}
+        seen = self.lines
         for key_node, value_node in root.value:
             if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
                 raise self.fail(key_node, "a key must be an option name such as forks or connect_timeout")

@@ -158,11 +158,11 @@ def _match_list(inventory: Inventory, atom: str, pattern: str, may_miss: bool) -
     line unless `may_miss`."""
     try:
         listed = read_host_list(atom)
-    except SelectionError as error:
+    except SelectionError:
         group = atom[1:]
         if atom[0] == "@" and group in inventory.groups and not Path(group).expanduser().exists():
-            raise SelectionError(f"{error}; for the group {group!r} write -H {group} "
-                                 "(ClusterShell's @group is fleetrun's plain group name)") from None
+            raise SelectionError(f"{atom}: there is no host-list file {group!r}; for the group write {group} "
+                                 "(ClusterShell's @group is a plain group name here)") from None
         raise
     found: set[str] = set()
     for entry in listed:
