@@ -30,8 +30,9 @@ class Run:
 def clean_env(home: Path) -> dict[str, str]:
     """No agent, a HOME without the real user's ~/.ssh, and no ssh_config unless a test passes one: ssh
     finds ~/.ssh/config through the passwd entry, not $HOME, so only this keeps the user's own out."""
-    env = {k: v for k, v in os.environ.items() if k not in {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY", "FLEETRUN_CONFIG"}}
     env["HOME"] = str(home)
+    env["XDG_CONFIG_HOME"] = str(home / ".config")  # no defaults file but the test's own
     env["FLEETRUN_SSH_CONFIG"] = "none"
     return env
 
