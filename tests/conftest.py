@@ -1,4 +1,4 @@
-"""Every test starts without the operator's own defaults file: ~/.config/fleetrun/config.yaml must not change results."""
+"""Every test starts without the operator's own defaults file: ~/.config/fleetrun/config.yaml changes nothing."""
 
 from __future__ import annotations
 

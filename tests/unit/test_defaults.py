@@ -1,4 +1,4 @@
-"""The defaults file: found where XDG says, lowest precedence, shown by --help, and every mistake is file:line, exit 2."""
+"""The defaults file: found where XDG says, lowest precedence, shown by --help; every mistake is file:line, exit 2."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_values_are_applied_and_a_flag_beats_the_file(capsys, xdg, runs) -> None
     options = runs[-1][1]
     assert (options.forks, options.timeout, options.deadline, options.max_output, options.use_agent) == \
         (7, 30.0, 300.0, 1 << 20, False)
-    assert run(capsys, "exec", "true", "-H", "all", "-f", "3", "--timeout", "5", "--max-output", "2K", "--agent")[0] == 0
+    flags = ("-f", "3", "--timeout", "5", "--max-output", "2K", "--agent")
+    assert run(capsys, "exec", "true", "-H", "all", *flags)[0] == 0
     options = runs[-1][1]
     assert (options.forks, options.timeout, options.max_output, options.use_agent) == (3, 5.0, 2048, True)
 

@@ -81,7 +81,7 @@ def test_a_bad_entry_is_refused_at_its_line(text: str, message: str) -> None:
 
 def test_an_unreadable_list_is_exit_2_with_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    here: Path) -> None:
-    with pytest.raises(SelectionError, match="host list .*absent.txt: cannot read it: No such file"):
+    with pytest.raises(SelectionError, match=r"host list .*absent\.txt: cannot read it: No such file"):
         read_host_list(f"^{tmp_path}/absent.txt")
     (here / "latin1.txt").write_bytes(b"web01\nw\xe9b02\n")
     with pytest.raises(SelectionError, match=r"latin1.txt:2: not UTF-8"):

@@ -90,7 +90,8 @@ def test_names_on_stdin_with_comments_as_nodeset_reads_them(capsys, nowhere, mon
 
 
 def test_exclude_separator_and_pick_work_on_names(capsys, nowhere):
-    assert run(capsys, "hosts", "--fold", "web[1-10]", "-x", "web5") == (0, nodeset("-f", "web[1-10]", "-x", "web5"), "")
+    assert run(capsys, "hosts", "--fold", "web[1-10]", "-x", "web5") == \
+        (0, nodeset("-f", "web[1-10]", "-x", "web5"), "")
     assert run(capsys, "hosts", "--expand", "-S", "\\n", "web[1-3]") == (0, nodeset("-e", "-S", "\\n", "web[1-3]"), "")
     assert run(capsys, "hosts", "--expand", "-S", ",", "web[1-3]") == (0, "web1,web2,web3\n", "")
     picked = run(capsys, "hosts", "--expand", "web[1-20]", "--pick", "4", "--seed", "7")
