@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -473,6 +472,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
     """
     from fleetrun.defaults import default_map, load_defaults
 
+    if ctx.invoked_subcommand == "lab":
+        return  # the lab takes nothing from the file: a mistake in it must not stand in the way of `lab down`
     # Before the command's own options are parsed: they take these as defaults, and --help shows them.
     defaults = load_defaults(config)
     ctx.meta[_DEFAULTS_KEY] = defaults
@@ -612,8 +613,7 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
 def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None, separator: str,
               params: dict[str, Any]) -> int:
     """`fleetrun hosts --fold/--expand/--count`: over NAMES (or stdin) without an inventory, or over -H's hosts."""
-    from fleetrun.hostnames import expand, fold
-    from fleetrun.selection import names_of, parse_host_list, pick
+    from fleetrun.nodesets import given_names, render
 
     if hosts_pattern is not None:
         if arguments:
@@ -622,52 +622,13 @@ def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None
     else:
         _check_pick(params)
         context = click.get_current_context()
-        typed = [name for name in ("inventory", "ansible_inventory")
-                 if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if typed:  # the defaults file's inventory is simply not read here
+        if any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+               for name in ("inventory", "ansible_inventory")):  # the defaults file's is simply not read here
             raise UsageError(f"{action} over NAMES reads no inventory: for the inventory's hosts use -H PATTERN")
-        sets: list[tuple[str, str | None]] = [(text, None) for text in arguments if text != "-"]
-        if not arguments or "-" in arguments:  # nodeset's own convention: no names, or '-', is stdin
-            if sys.stdin is None or sys.stdin.isatty():
-                raise UsageError(f"{action}: give NAMES, pipe them on stdin, or -H PATTERN for the inventory's hosts")
-            sets += [(entry.name, entry.where) for entry in parse_host_list(sys.stdin.read(), "<stdin>")]
-        chosen: dict[str, None] = {}
-        for text, where in sets:
-            chosen.update(dict.fromkeys(_names_of(text, where, names_of)))
-        for excluded in params.get("exclude") or ():
-            for name in _names_of(excluded, "-x", names_of):
-                chosen.pop(name, None)
-        names = list(chosen)
-        if params.get("pick") is not None:
-            names = pick(sorted(names), params["pick"], params.get("seed"))  # sorted: the seed alone decides
-    out = sys.stdout
-    if action == "--count":
-        out.write(f"{len(set(names))}\n")
-    elif action == "--fold":
-        out.write(f"{fold(names)}\n")
-    else:
-        out.write(_unescape(separator).join(expand(fold(names))) + "\n")
+        names = given_names(arguments, sys.stdin, params.get("exclude") or (), params.get("pick"),
+                            params.get("seed"), action)
+    sys.stdout.write(render(action, names, separator))
     return int(ExitStatus.OK)
-
-
-def _names_of(text: str, where: str | None, names_of: Callable[[str], list[str]]) -> list[str]:
-    """names_of(text), its errors prefixed with where the text came from (stdin:line, -x)."""
-    from fleetrun.errors import SelectionError
-
-    try:
-        return names_of(text)
-    except SelectionError as error:
-        raise SelectionError(f"{where}: {error}" if where else str(error)) from None
-
-
-def _unescape(separator: str) -> str:
-    """nodeset -S reads \\n, \\t and friends as the characters they stand for."""
-    if not separator.isascii():
-        return separator
-    try:
-        return separator.encode().decode("unicode_escape")
-    except UnicodeDecodeError:
-        raise UsageError(f"-S {separator!r}: a bad escape; write \\n, \\t or plain text") from None
 
 
 @cli.group("inventory")
@@ -746,7 +707,10 @@ def main(argv: list[str] | None = None) -> None:
         err.write("fleetrun: aborted\n")
         status = ExitStatus.INTERRUPTED
     except click.UsageError as error:
-        err.write(f"fleetrun: error: {_masked(usage_message(error, argv))}\n")
+        from fleetrun.usage import usage_message
+
+        words = sys.argv[1:] if argv is None else argv
+        err.write(f"fleetrun: error: {_masked(usage_message(error, cli, words))}\n")
         status = ExitStatus.USAGE
     except click.ClickException as error:
         err.write(f"fleetrun: error: {_masked(' '.join(error.format_message().split()))}\n")
@@ -773,52 +737,6 @@ def main(argv: list[str] | None = None) -> None:
         status = ExitStatus.INTERNAL
     _flush_or_drop()
     sys.exit(int(status or 0))
-
-
-_BETWEEN = re.compile(r"is not in the range ([0-9.]*[0-9])<=x<=([0-9.]*[0-9])")  # click's IntRange/FloatRange
-_AT_LEAST = re.compile(r"is not in the range x>=([0-9.]*[0-9])")
-
-
-def usage_message(error: click.UsageError, argv: list[str] | None = None) -> str:
-    """click's usage error as one line in fleetrun's style, saying where to look next (exit 2 either way).
-
-    Argument errors end with the usage line (the order of the arguments is the point); the others point at
-    --help, which lists every option.
-    """
-    ctx = error.ctx
-    where = ctx.command_path if ctx is not None else _command_path(sys.argv[1:] if argv is None else argv)
-    if isinstance(error, click.NoSuchOption):
-        text = f"no such option {error.option_name!r}"
-        if error.option_name == "--config" and ctx is not None and ctx.parent is not None:
-            text += f": --config goes before the command (fleetrun --config FILE {ctx.info_name} …)"
-        elif error.possibilities:
-            text += f" (did you mean {' or '.join(error.possibilities)}?)"
-    else:
-        text = " ".join(error.format_message().split())
-        text = re.sub(r"\.? Did you mean (.+?)\??$", r" (did you mean \1?)", text)
-        text = text.replace("is not a valid integer range", "is not a whole number")
-        text = text.replace("is not a valid float range", "is not a number")
-        text = _BETWEEN.sub(r"is not from \1 to \2", _AT_LEAST.sub(r"is not at least \1", text)).rstrip(".")
-        if text[:1].isupper() and not text[1:2].isupper():
-            text = text[0].lower() + text[1:]
-    arguments = isinstance(error, click.MissingParameter) and isinstance(error.param, click.Argument)
-    if ctx is not None and (arguments or text.startswith("got unexpected extra argument")):
-        return f"{text}; usage: {where} {' '.join(ctx.command.collect_usage_pieces(ctx))}"
-    return f"{text}; see '{where} --help'"
-
-
-def _command_path(argv: list[str]) -> str:
-    """'fleetrun exec' for ['exec', 'x', '--forks']: for the few click errors that carry no context."""
-    command: click.Command = cli
-    path = ["fleetrun"]
-    for word in argv:
-        if not isinstance(command, click.Group) or word not in command.commands:
-            if isinstance(command, click.Group) and not word.startswith("-"):
-                break
-            continue
-        command = command.commands[word]
-        path.append(word)
-    return " ".join(path)
 
 
 def _flush_or_drop() -> None:

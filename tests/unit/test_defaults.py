@@ -196,3 +196,9 @@ def test_every_setting_is_an_option_of_some_command() -> None:
     params = {param.name for command in [*cli.commands.values(), *cli.commands["inventory"].commands.values()]
               for param in command.params}  # type: ignore[attr-defined]
     assert {setting.param for setting in SETTINGS.values()} <= params
+
+
+def test_the_lab_commands_do_not_read_the_file(capsys, xdg, tmp_path) -> None:
+    (xdg / "config.yaml").write_text("froks: 1\n")  # broken, but `lab down` must still work
+    code, _, err = run(capsys, "lab", "down", "--dir", str(tmp_path / "nolab"))
+    assert code == 2 and "no lab in" in err and "froks" not in err
