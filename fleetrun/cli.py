@@ -37,9 +37,37 @@ def parse_size(text: str) -> int:
     return int(number) * SIZE_UNITS[unit]
 
 
+def _complete_pattern(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_pattern  # only on a TAB
+
+    return complete_pattern(ctx, incomplete)
+
+
+def _complete_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_files
+
+    return complete_files(ctx, param, incomplete)
+
+
+def host_list_options(function: F) -> F:
+    """-x, --pick and --seed: applied to the hosts -H selected, whatever the pattern's syntax."""
+    options = [
+        click.option("-x", "--exclude", "exclude", metavar="PATTERN", multiple=True, shell_complete=_complete_pattern,
+                     help="Leave out the hosts PATTERN selects (after -H; repeatable), like clush -x. Hosts a "
+                          "^FILE list names that are not there are fine; a name typed that matches none is an "
+                          "error."),
+        click.option("--pick", type=click.IntRange(min=1), metavar="N",
+                     help="Only N hosts of the selection, at random (like clush --pick)."),
+        click.option("--seed", metavar="S", help="Make --pick choose the same hosts every time for the same S."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def inventory_option(function: F) -> F:
     function = click.option(
-        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True,
+        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True, shell_complete=_complete_files,
         help="Read SRC through `ansible-inventory -i SRC --list` (plugins, vault); needs Ansible. Repeatable.",
     )(function)
     return click.option(
@@ -47,6 +75,7 @@ def inventory_option(function: F) -> F:
         "--inventory",
         metavar="SRC",
         multiple=True,
+        shell_complete=_complete_files,
         help="Inventory: fleetrun YAML, Ansible INI/YAML, an Ansible inventory directory, an executable, "
         "--list JSON, or - for JSON on stdin. Repeatable; merged in order (default: $FLEETRUN_INVENTORY, "
         "./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
@@ -55,7 +84,7 @@ def inventory_option(function: F) -> F:
 
 def ssh_config_option(function: F) -> F:
     return click.option(
-        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG",
+        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG", shell_complete=_complete_files,
         help="OpenSSH client config to resolve hosts with, instead of ~/.ssh/config and /etc/ssh/ssh_config "
              "(like ssh -F); 'none' reads none. Env: FLEETRUN_SSH_CONFIG.",
     )(function)
@@ -64,10 +93,12 @@ def ssh_config_option(function: F) -> F:
 def run_options(function: F) -> F:
     """Options shared by every command that connects to hosts."""
     options = [
-        click.option("-H", "--hosts", "pattern", metavar="PATTERN",
-                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except. "
-                          "With no inventory: host names themselves ('web01,deploy@10.0.0.5:2222', ranges, "
-                          "^FILE), resolved through ssh_config like pdsh -w. Required, except with --retry-failed."),
+        click.option("-H", "--hosts", "pattern", metavar="PATTERN", shell_complete=_complete_pattern,
+                     help="Hosts to act on: names, groups, all, globs, ranges, ^FILE or @FILE (names one per "
+                          "line); ',' union, '&' and, '!' except. With no inventory: host names themselves "
+                          "('web01,deploy@10.0.0.5:2222', ranges, ^FILE), resolved through ssh_config like pdsh -w. "
+                          "Required, except with --retry-failed."),
+        host_list_options,
         inventory_option,
         ssh_config_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory and ssh_config)."),
@@ -77,7 +108,7 @@ def run_options(function: F) -> F:
                      help="Private key file, tried first (overrides the inventory; ssh_config's IdentityFiles next)."),
         click.option("--key-passphrase-env", metavar="NAME", help="Read the key passphrase from $NAME."),
         click.option("--ask-pass", is_flag=True, help="Prompt once for a password (only on a terminal)."),
-        click.option("--no-agent", is_flag=True, help="Do not offer ssh-agent keys."),
+        click.option("--no-agent/--agent", "no_agent", default=False, help="Do not offer ssh-agent keys."),
         click.option("--host-key-checking", type=click.Choice(["yes", "accept-new", "no"]), default=None,
                      help="accept-new: record unknown keys; no: labs only, never changed keys. Default: "
                           "ssh_config's StrictHostKeyChecking (ask: yes; no: accept-new), else yes."),
@@ -99,8 +130,10 @@ def run_options(function: F) -> F:
         click.option("-g", "gather", is_flag=True, help="Same as --format gather."),
         click.option("--diff", is_flag=True, help="Gather, showing each minority group as a diff against the largest."),
         click.option("-v", "--verbose", is_flag=True, help="Show full output (table, gather: stderr of ok hosts too)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line."),
-        click.option("--no-progress", is_flag=True, help="No live progress line on the terminal's stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line "
+                     "(the progress line still shows on a terminal)."),
+        click.option("--no-progress/--progress", "no_progress", default=False,
+                     help="No live progress line on the terminal's stderr."),
         click.option("--out-dir", metavar="DIR",
                      help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
         click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
@@ -188,8 +221,9 @@ def _make_outputs(
 
     renderers: list[Renderer] = []
     progress = None
-    # --confirm's question and a redrawn progress line would fight over the same terminal line.
-    if err.isatty() and not params["quiet"] and not params["no_progress"] and not params.get("confirm"):
+    # --confirm's question and a redrawn progress line would fight over the same terminal line. -q trims the
+    # results, not the progress (issue 14).
+    if err.isatty() and not params["no_progress"] and not params.get("confirm"):
         from fleetrun.output.progress import ProgressRenderer
 
         progress = ProgressRenderer(err)
@@ -248,16 +282,19 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
             quiet: bool = False) -> tuple[list[Any], bool]:
     """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts.
 
-    `listing` (fleetrun hosts): hosts that cannot be run on are listed, not refused, and unless `quiet` (output
-    for scripts) stderr says which pattern syntax was read.
+    -x and --pick then narrow what -H selected. `listing` (fleetrun hosts): hosts that cannot be run on are
+    listed, not refused, and unless `quiet` (output for scripts) stderr says which pattern syntax was read.
     """
-    return select_in(_inventory(params), pattern, listing=listing, quiet=quiet)
+    return select_in(_inventory(params), pattern, params, listing=listing, quiet=quiet)
 
 
-def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: bool = False) -> tuple[list[Any], bool]:
-    """`_select` within an inventory already loaded (None: ad-hoc hosts)."""
+def select_in(inventory: Any, pattern: str, params: dict[str, Any], *, listing: bool = False,
+              quiet: bool = False) -> tuple[list[Any], bool]:
+    """`_select` within an inventory already loaded (None: ad-hoc hosts); -x/--pick come from `params`."""
+    from fleetrun.inventory import Inventory
     from fleetrun.selection import select
 
+    _check_pick(params)
     if inventory is None:
         if pattern.strip() in ("all", "*"):
             from fleetrun.inventory import find_inventory
@@ -265,8 +302,11 @@ def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: boo
             find_inventory(None)  # raises: "all" of nothing, so say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
-        return adhoc_hosts(pattern), True
-    hosts = select(inventory, pattern)
+        hosts = adhoc_hosts(pattern)
+        # -x picks among the -H hosts, as if they were the inventory: globs and ranges work, typos are caught.
+        named = Inventory(path=Path("-H"), hosts={host.name: host for host in hosts}, groups={})
+        return _pick(params, _exclude(params, hosts, named, pattern)), True
+    hosts = _exclude(params, select(inventory, pattern), inventory, pattern)
     refused = [host.name for host in hosts if host.name in inventory.unsupported]
     if refused and not listing:
         first = refused[0]
@@ -280,7 +320,36 @@ def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: boo
                          f"of the pattern (e.g. -H '{pattern}{joiner}!{first}')")
     if listing:
         _describe_selection(inventory, pattern, refused, syntax_line=not quiet)
-    return hosts, inventory.ssh_config
+    return _pick(params, hosts), inventory.ssh_config
+
+
+def _check_pick(params: dict[str, Any]) -> None:
+    if params.get("seed") is not None and params.get("pick") is None:
+        raise UsageError("--seed only goes with --pick N (it makes the pick repeatable)")
+
+
+def _exclude(params: dict[str, Any], hosts: list[Any], universe: Any, pattern: str) -> list[Any]:
+    """`hosts` without those each -x pattern selects from `universe` (the inventory, or the -H hosts)."""
+    from fleetrun.errors import SelectionError
+    from fleetrun.selection import exclude, select
+
+    excludes = tuple(params.get("exclude") or ())
+    for excluded in excludes:
+        try:
+            hosts = exclude(hosts, select(universe, excluded, excluding=True))
+        except SelectionError as error:
+            raise SelectionError(f"-x {excluded!r}: {error}") from None
+    if not hosts:
+        given = " ".join(f"-x {excluded!r}" for excluded in excludes)
+        raise SelectionError(f"-H {pattern!r} {given} leaves no host")
+    return hosts
+
+
+def _pick(params: dict[str, Any], hosts: list[Any]) -> list[Any]:
+    from fleetrun.selection import pick
+
+    count = params.get("pick")
+    return hosts if count is None else pick(hosts, count, params.get("seed"))
 
 
 def _describe_selection(inventory: Any, pattern: str, refused: list[str], *, syntax_line: bool) -> None:
@@ -310,16 +379,45 @@ def _warner(err: TextIO) -> Callable[[str], None]:
     return warn
 
 
+# Flags that override the inventory and ssh_config for every host. Set in the defaults file they are defaults
+# instead: below the inventory and ssh_config, used only where neither says anything.
+_HOST_SETTINGS = ("user", "connect_timeout", "host_key_checking", "ssh_config")
+_DEFAULTS_KEY = "fleetrun.defaults"  # ctx.meta: the Defaults read before the command's options
+
+
+def _split_defaults(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params without the values click took from the defaults file for per-host settings, the file's values
+    for those settings, also for commands without the option, such as `fleetrun hosts`)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return params, {}
+    defaults = ctx.meta.get(_DEFAULTS_KEY)
+    from_file = {name: defaults.values[name] for name in _HOST_SETTINGS if defaults and name in defaults.values}
+    taken = [name for name in _HOST_SETTINGS if name in params and name in ctx.params
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP]
+    return {**params, **dict.fromkeys(taken)}, from_file
+
+
 def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
-    """Command-line overrides, then ssh_config below them and the inventory (issue 9)."""
+    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then the defaults file."""
+    import dataclasses
+
     from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
     from fleetrun.runner import apply_overrides
 
+    params, defaults = _split_defaults(params)
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
                             host_key_checking=params.get("host_key_checking"))
-    source = config_source(params.get("ssh_config"), ssh_config_allowed)
+    # The file's ssh_config ranks below the inventory's `ssh_config: false`, as the built-in default does.
+    source = config_source(params.get("ssh_config") or (defaults.get("ssh_config") if ssh_config_allowed else None),
+                           ssh_config_allowed)
     resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
+    if defaults.get("user"):  # the local user's stand-in: only for hosts nothing else gave a user
+        origin = {"user": (click.get_current_context().meta[_DEFAULTS_KEY].origin("user"),)}
+        resolved = [host if host.user else dataclasses.replace(host, user=defaults["user"],
+                                                               origins={**host.origins, **origin})
+                    for host in resolved]
     if connect:
         refuse_proxies(resolved)
     return resolved
@@ -336,12 +434,15 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         return int(ExitStatus.OK)
     hosts = _resolve(planned.hosts, params, planned.ssh_config, connect=True)
     question = confirm_question(rollout, sys.stderr)
+    defaults = _split_defaults(params)[1]
     options = RunOptions(
         forks=params["forks"],
+        connect_timeout=defaults.get("connect_timeout", 10.0),  # for hosts that have none of their own
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),
-        host_key_checking=params["host_key_checking"] or "yes",
+        # The command line's, else (below the hosts' own policies) the defaults file's, else yes.
+        host_key_checking=params["host_key_checking"] or defaults.get("host_key_checking") or "yes",
         key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
         ask_password=_password_prompt(params["ask_pass"]),
         use_agent=not params["no_agent"],
@@ -361,9 +462,26 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     return int(summary.exit_status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _completion_option(name: str, help_text: str) -> Callable[[F], F]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        from fleetrun.completion import show_or_install
+
+        show_or_install(ctx, param, value)
+
+    return click.option(name, type=click.Choice(["bash", "zsh", "fish"]), metavar="SHELL", expose_value=False,
+                        is_eager=True, callback=callback, help=help_text)
+
+
+# show_default: each option's help shows its default, the defaults file's value when it sets one.
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True})
 @click.version_option(__version__, prog_name="fleetrun")
-def cli() -> None:
+@click.option("--config", metavar="FILE|none", shell_complete=_complete_files,
+              help="The defaults file (default: $FLEETRUN_CONFIG, else ~/.config/fleetrun/config.yaml); 'none' "
+                   "reads none. Give it before the command: fleetrun --config FILE exec …")
+@_completion_option("--install-completion", "Install TAB completion for SHELL (bash, zsh, fish) and exit.")
+@_completion_option("--show-completion", "Print the completion script for SHELL and exit (to install it yourself).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
     """Run commands and move files across a fleet over SSH, in parallel, safely.
 
     \b
@@ -379,7 +497,17 @@ def cli() -> None:
       129  hung up (SIGHUP: the terminal or ssh session went away)
       130  interrupted (SIGINT, Ctrl-C)
       143  terminated (SIGTERM)
+
+    Defaults for the options: ~/.config/fleetrun/config.yaml (see the README, Defaults file).
     """
+    from fleetrun.defaults import default_map, load_defaults
+
+    if ctx.invoked_subcommand == "lab":
+        return  # the lab takes nothing from the file: a mistake in it must not stand in the way of `lab down`
+    # Before the command's own options are parsed: they take these as defaults, and --help shows them.
+    defaults = load_defaults(config)
+    ctx.meta[_DEFAULTS_KEY] = defaults
+    ctx.default_map = default_map(defaults, cli)
 
 
 COMMAND_HINT = ("put the options first and the command words last, as with ssh (fleetrun exec -H web ls -l), "
@@ -398,12 +526,30 @@ class ExecCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.allow_interspersed_args = not self._hosts_before_command(ctx, args)
+        given = list(args)  # the parser consumes its list
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            if not ctx.allow_interspersed_args:
-                raise
+            if not ctx.allow_interspersed_args or not self._after_a_command_word(ctx, given, error.option_name):
+                raise  # a mistyped option before any command word: click's own "did you mean"
             raise click.UsageError(f"{error.message.rstrip('.')}: {COMMAND_HINT}", ctx) from None
+
+    def _after_a_command_word(self, ctx: click.Context, args: list[str], option: str) -> bool:
+        """Whether `option` comes after a word that is neither an option nor an option's value: then it may
+        well be the command's own option (`ls -l -H web`), not a typo of fleetrun's."""
+        takes_value = {name for param in self.get_params(ctx) if isinstance(param, click.Option)
+                       and not param.is_flag and not param.count for name in param.opts}
+        expect_value = False
+        for word in args:
+            if word == option or word.startswith(option + "="):
+                return False
+            if expect_value:
+                expect_value = False
+            elif word.startswith("-"):
+                expect_value = word in takes_value
+            else:
+                return True
+        return False
 
     def _hosts_before_command(self, ctx: click.Context, args: list[str]) -> bool:
         parser = self.make_parser(ctx)
@@ -495,24 +641,47 @@ for _command in (push_command, pull_command):  # -t bounds the transfer here, no
 
 
 @cli.command("hosts")
-@click.argument("pattern", required=False)
-@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN",
+@click.argument("arguments", nargs=-1, metavar="[PATTERN | NAMES...]", shell_complete=_complete_pattern)
+@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN", shell_complete=_complete_pattern,
               help="Hosts to list, as for exec (default: all). The PATTERN argument does the same.")
+@host_list_options
 @inventory_option
 @ssh_config_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
               help="json: JSON Lines, one object per host (name, address, port, user, groups, vars).")
 @click.option("--explain", is_flag=True,
               help="Every resolved connection setting of each host and where it came from (command line, "
                    "inventory, ssh_config file:line, default), like ssh -G.")
-def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, output_format: str, explain: bool,
-                  **params: Any) -> int:
+@click.option("--fold", is_flag=True,
+              help="Print the names folded into one node set, e.g. web[01-05,07],db1 (as nodeset -f).")
+@click.option("--expand", is_flag=True, help="Print every name, sorted as nodeset -e does.")
+@click.option("--count", is_flag=True, help="Print how many names there are (as nodeset -c).")
+@click.option("-S", "--separator", default=" ", show_default=repr,
+              help="What --expand puts between names (\\n for one per line), as nodeset -S.")
+def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: bool, output_format: str,
+                  explain: bool, fold: bool, expand: bool, count: bool, separator: str, **params: Any) -> int:
     """List the hosts PATTERN selects, as ssh_config resolves them, without connecting.
 
     With no inventory, PATTERN names the hosts themselves: `fleetrun hosts --explain web01` shows what
     fleetrun (like `ssh -G web01`) would use for web01.
+
+    With --fold, --expand or --count (ClusterShell's nodeset -f, -e, -c) the arguments are NAMES: node sets
+    such as web[01-05],db1 (',' '&' '!' left to right, ^FILE), read without any inventory; with none, they are
+    read from stdin. -H PATTERN folds, expands or counts what the inventory selects instead.
     """
+    actions = [flag for flag, given in (("--fold", fold), ("--expand", expand), ("--count", count)) if given]
+    if len(actions) > 1:
+        raise UsageError(f"{' and '.join(actions)} do not go together: pick one")
+    if actions:
+        for flag, given in (("--names", names), ("--format json", output_format == "json"), ("--explain", explain)):
+            if given:
+                raise UsageError(f"{flag} and {actions[0]} do not go together: pick one")
+        return _node_set(actions[0], arguments, hosts_pattern, separator, params)
+    if len(arguments) > 1:
+        raise UsageError(f"one PATTERN, not {len(arguments)} ({' '.join(arguments)}): join them with ',' "
+                         "(node sets go with --fold, --expand or --count)")
+    pattern = arguments[0] if arguments else None
     if pattern is not None and hosts_pattern is not None and pattern != hosts_pattern:
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
@@ -545,6 +714,27 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, o
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    return int(ExitStatus.OK)
+
+
+def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None, separator: str,
+              params: dict[str, Any]) -> int:
+    """`fleetrun hosts --fold/--expand/--count`: over NAMES (or stdin) without an inventory, or over -H's hosts."""
+    from fleetrun.nodesets import given_names, render
+
+    if hosts_pattern is not None:
+        if arguments:
+            raise UsageError(f"{action} takes NAMES or -H PATTERN (the inventory's hosts), not both")
+        names = [host.name for host in _select(params, hosts_pattern, listing=True, quiet=True)[0]]
+    else:
+        _check_pick(params)
+        context = click.get_current_context()
+        if any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+               for name in ("inventory", "ansible_inventory")):  # the defaults file's is simply not read here
+            raise UsageError(f"{action} over NAMES reads no inventory: for the inventory's hosts use -H PATTERN")
+        names = given_names(arguments, sys.stdin, params.get("exclude") or (), params.get("pick"),
+                            params.get("seed"), action)
+    sys.stdout.write(render(action, names, separator))
     return int(ExitStatus.OK)
 
 
@@ -584,14 +774,12 @@ def lab_group() -> None:
 @click.option("--dir", "directory", default=".lab", show_default=True, help="Where the lab keeps its files.")
 def lab_up(count: int, directory: str) -> int:
     """Start COUNT sshd hosts on loopback and write an inventory for them."""
+    from fleetrun.lab import shown_path as shown
     from fleetrun.lab import start_lab
 
     lab = start_lab(count, Path(directory).resolve())
     err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
-
-    def shown(path: Path) -> str:  # as typed when it is under the current directory: shorter to copy
-        return os.path.relpath(path) if path.is_relative_to(Path.cwd().resolve()) else str(path)
 
     # All the hosts run on this machine: $FLEETRUN_LAB_HOST is what tells them apart.
     err.write(
@@ -630,8 +818,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         err.write("fleetrun: aborted\n")
         status = ExitStatus.INTERRUPTED
+    except click.UsageError as error:
+        from fleetrun.usage import usage_message
+
+        words = sys.argv[1:] if argv is None else argv
+        err.write(f"fleetrun: error: {_masked(usage_message(error, cli, words))}\n")
+        status = ExitStatus.USAGE
     except click.ClickException as error:
-        error.show(err)
+        err.write(f"fleetrun: error: {_masked(' '.join(error.format_message().split()))}\n")
         status = ExitStatus.USAGE if error.exit_code == 2 else error.exit_code
     except FleetrunError as error:
         err.write(f"fleetrun: error: {_masked(str(error))}\n")

@@ -145,7 +145,7 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
         if pattern is None:
             raise UsageError("--hosts is required: name the hosts, a group or 'all' "
                              "(only --retry-failed may go without it)")
-        hosts, ssh_config = select_in(inventory, pattern)
+        hosts, ssh_config = select_in(inventory, pattern, params)
         return Planned(hosts, sources, pattern, None, ssh_config)
     if rerun is not None:
         run, names = rerun.run, (rerun.run.not_ok() if rerun.failed else rerun.run.selection())
@@ -162,7 +162,7 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
                   if rerun is None or rerun.failed else f"fleetrun: run {run.id} recorded no hosts\n")
         return None
     if inventory is None:  # ad-hoc hosts: their names are the specs they were given as
-        hosts, ssh_config = select_in(None, ",".join(names))
+        hosts, ssh_config = select_in(None, ",".join(names), {})
         known = {host.name for host in hosts}
     else:
         wanted = set(names)
@@ -174,8 +174,9 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
 
         err.write(f"fleetrun: warning: {len(gone)} host{'s' if len(gone) != 1 else ''} of run {run.id} "
                   f"no longer in {', '.join(sources)}, skipped: {fold(gone)}\n")
-    if pattern is not None:
-        chosen = {host.name for host in select_in(inventory, pattern)[0]}
+    if pattern is not None or params.get("exclude") or params.get("pick") is not None:
+        # -H narrows the hosts to retry, and -x/--pick apply as on any run.
+        chosen = {host.name for host in select_in(inventory, pattern or "all", params)[0]}
         hosts = [host for host in hosts if host.name in chosen]
     if not hosts:
         where = f" within --hosts {pattern!r}" if pattern is not None else " in the inventory"

@@ -380,6 +380,12 @@ def stop_lab(directory: Path) -> int:
     return stopped
 
 
+def shown_path(path: Path) -> str:
+    """`path` as the user would type it: relative when under the current directory (shorter to copy)."""
+    cwd = Path.cwd().resolve()
+    return os.path.relpath(path) if path.resolve().is_relative_to(cwd) else str(path)
+
+
 def _check_login(user: str) -> None:
     # Without PAM, sshd refuses an account whose password is locked with '!', even for key logins.
     with contextlib.suppress(OSError), open("/etc/shadow") as shadow:
@@ -411,7 +417,9 @@ def _prepare(directory: Path, private_srv: bool, srv_size: str) -> str | None:
     if (directory / STATE_FILE).exists():
         running = load_lab(directory)
         if any(_ours(host.pid, f"{directory / host.name}.sshd_config") for host in running.hosts):
-            raise LabError(f"a lab is already running in {directory}: stop it first (fleetrun lab down)")
+            where = shown_path(directory)
+            raise LabError(f"a lab is already running in {where}: stop it with 'fleetrun lab down --dir {where}', "
+                           "or give this one another --dir")
     return unshare
 
 

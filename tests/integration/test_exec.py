@@ -272,8 +272,11 @@ def test_hosts_command_lists_without_connecting(lab, tmp_path):
 def test_bad_pattern_is_exit_2_with_suggestion(lab, tmp_path):
     run = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "lab1", home=tmp_path)
     assert run.code == 2
-    assert "'lab1'" in run.err and "did you mean lab1" in run.err and "Traceback" not in run.err
-    assert len(run.err.strip().splitlines()) == 1
+    # lab1 is lab01 without its zero padding: that is the suggestion (issue 14), not lab10 … lab19
+    assert "'lab1'" in run.err and "did you mean lab01? the names are zero-padded" in run.err
+    assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
+    typo = fleetrun("exec", "-i", str(lab.inventory), "true", "-H", "lba01", home=tmp_path)
+    assert typo.code == 2 and "did you mean lab01" in typo.err  # no padding involved: the closest names
 
 
 def test_ask_pass_without_terminal_is_exit_2_at_once(lab, tmp_path):
