@@ -76,6 +76,13 @@ def run_options(function: F) -> F:
         click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds for TCP connect, SSH handshake and authentication together "
                      "(overrides the inventory; default 10)."),
+        click.option("-J", "--jump", metavar="SPEC",
+                     help="Reach every host through these bastions, like ssh -J: '[user@]host[:port],…' visited "
+                          "in order, or 'none' (overrides the inventory's jump and ssh_config's ProxyJump)."),
+        click.option("--max-per-gateway", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Hosts connected at once through one bastion (default: --forks)."),
+        click.option("--forward-agent", is_flag=True,
+                     help="Forward your ssh-agent to the hosts (ssh -A); root on them can use it meanwhile."),
         click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
@@ -204,8 +211,9 @@ def _make_outputs(
     return Fanout(renderers), sinks, progress, err
 
 
-def _select(inventory: str | None, pattern: str) -> tuple[list[Any], bool]:
-    """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts."""
+def _select(inventory: str | None, pattern: str) -> tuple[list[Any], bool, dict[str, Any]]:
+    """(selected hosts, whether the inventory lets ssh_config apply, every inventory host by name, for jump
+    hops); with no inventory, -H names the hosts."""
     from fleetrun.inventory import NoInventory, find_inventory, load_inventory
     from fleetrun.selection import select
 
@@ -216,8 +224,8 @@ def _select(inventory: str | None, pattern: str) -> tuple[list[Any], bool]:
             raise  # "all" of nothing: say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
-        return adhoc_hosts(pattern), True
-    return select(found, pattern), found.ssh_config
+        return adhoc_hosts(pattern), True, {}
+    return select(found, pattern), found.ssh_config, found.hosts
 
 
 def _warner(err: TextIO) -> Callable[[str], None]:
@@ -228,27 +236,35 @@ def _warner(err: TextIO) -> Callable[[str], None]:
     return warn
 
 
-def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
-    """Command-line overrides, then ssh_config below them and the inventory (issue 9)."""
-    from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
+def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
+             inventory: dict[str, Any]) -> list[Any]:
+    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then jump routes."""
+    from dataclasses import replace
+
+    from fleetrun.resolve import config_source, resolve_hosts
+    from fleetrun.route import parse_jump_option, plan_routes
     from fleetrun.runner import apply_overrides
 
+    jump = parse_jump_option(params["jump"]) if params.get("jump") is not None else None
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
-                            host_key_checking=params.get("host_key_checking"))
+                            host_key_checking=params.get("host_key_checking"), jump=jump)
     source = config_source(params.get("ssh_config"), ssh_config_allowed)
-    resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
-    if connect:
-        refuse_proxies(resolved)
-    return resolved
+    resolution = resolve_hosts(hosts, source, _warner(sys.stderr))
+    resolved = resolution.hosts
+    if params.get("forward_agent"):
+        resolved = [replace(host, forward_agent=True, origins={**host.origins, "forward_agent": ("--forward-agent",)})
+                    for host in resolved]
+    return plan_routes(resolved, resolution.config, inventory, host_key_checking=params.get("host_key_checking"),
+                       connect_timeout=params.get("connect_timeout"))
 
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
     from fleetrun.runner import RunOptions, execute
 
-    selected, ssh_config_allowed = _select(params["inventory"], params["pattern"])
-    hosts = _resolve(selected, params, ssh_config_allowed, connect=True)
+    selected, ssh_config_allowed, inventory_hosts = _select(params["inventory"], params["pattern"])
+    hosts = _resolve(selected, params, ssh_config_allowed, inventory_hosts)
     options = RunOptions(
         forks=params["forks"],
         timeout=params["timeout"],
@@ -259,6 +275,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         ask_password=_password_prompt(params["ask_pass"]),
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
+        max_per_gateway=params["max_per_gateway"],
     )
     from fleetrun.lock import run_lock
 
@@ -369,13 +386,13 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, inventory: str
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
         raise UsageError("--names and --format json do not go together: pick one")
-    selected, ssh_config_allowed = _select(inventory, hosts_pattern or pattern or "all")
+    selected, ssh_config_allowed, inventory_hosts = _select(inventory, hosts_pattern or pattern or "all")
     out = sys.stdout
     local = getpass.getuser()
     if names:
         out.write("".join(f"{host.name}\n" for host in selected))
         return int(ExitStatus.OK)
-    hosts = _resolve(selected, {"ssh_config": ssh_config}, ssh_config_allowed, connect=False)
+    hosts = _resolve(selected, {"ssh_config": ssh_config}, ssh_config_allowed, inventory_hosts)
     if output_format == "json":
         from fleetrun.output.json import inventory_record
 

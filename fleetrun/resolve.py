@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from fleetrun.errors import UsageError
 from fleetrun.models import Host
 from fleetrun.sshconfig import Origin, Preset, Settings, SshConfig, SshConfigSource, load, parse_hop
 
@@ -106,7 +105,7 @@ def apply_settings(host: Host, settings: Settings) -> Host:
         host_key_alias=settings.host_key_alias,
         server_alive_interval=float(settings.server_alive_interval),
         server_alive_count_max=settings.server_alive_count_max,
-        forward_agent=bool(settings.forward_agent),
+        forward_agent=settings.forward_agent,
         origins=origins,
     )
 
@@ -154,18 +153,6 @@ def resolve_hop(hops: Sequence[str], index: int, config: SshConfig, inventory: d
     return apply_settings(base, config.resolve(base.address, preset_for(base)))
 
 
-def refuse_proxies(hosts: Sequence[Host]) -> None:
-    """Connecting through ProxyJump/ProxyCommand is the other half of issue 9: until it lands, a host that
-    needs a bastion is refused (exit 2) rather than silently connected to directly."""
-    for host in hosts:
-        if host.jump or host.proxy_command:
-            what = "ProxyJump " + ",".join(host.jump) if host.jump else f"ProxyCommand {host.proxy_command!r}"
-            where = ", ".join(host.origins.get("jump" if host.jump else "proxy_command", ()))
-            raise UsageError(f"{host.name}: {what} ({where}) is not supported yet: this fleetrun cannot connect "
-                             "through a bastion; set `jump: none` for the host or pass --ssh-config none to "
-                             "connect directly")
-
-
 _SPELLING = {keyword.lower(): keyword for keyword in (
     "CanonicalizeHostname", "KnownHostsCommand", "PKCS11Provider", "SecurityKeyProvider", "ProxyUseFdpass",
     "ControlMaster", "ControlPath", "RemoteCommand", "LocalCommand", "LocalForward", "RemoteForward",
@@ -173,7 +160,7 @@ _SPELLING = {keyword.lower(): keyword for keyword in (
     "BindInterface", "RevokedHostKeys", "VerifyHostKeyDNS", "AddressFamily", "ConnectionAttempts",
     "PasswordAuthentication", "PubkeyAuthentication", "PreferredAuthentications", "AFSTokenPassing",
     "KerberosAuthentication", "KerberosTGTPassing", "RSAAuthentication", "RhostsRSAAuthentication",
-    "CompressionLevel", "ForwardAgent")}
+    "CompressionLevel")}
 
 
 def _spelled(keyword: str) -> str:

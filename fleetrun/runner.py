@@ -8,12 +8,12 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
@@ -50,6 +50,7 @@ class RunOptions:
     ask_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
+    max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def apply_overrides(
     key: str | None = None,
     connect_timeout: float | None = None,
     host_key_checking: str | None = None,
+    jump: tuple[str, ...] | None = None,
 ) -> list[Host]:
-    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking win over the inventory and
+    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking/--jump win over the inventory and
     ssh_config: each becomes an explicit setting of every host, with the flag as its origin."""
     given = {
         "connect_timeout": (connect_timeout, "--connect-timeout"),
@@ -81,13 +83,18 @@ def apply_overrides(
         "port": (port, "--port"),
         "key": (str(Path(key).expanduser()) if key is not None else None, "--key"),
         "host_key_checking": (host_key_checking, "--host-key-checking"),
+        "jump": (jump, "--jump"),
     }
-    changes = {name: value for name, (value, _) in given.items() if value is not None}
+    changes: dict[str, object] = {name: value for name, (value, _) in given.items() if value is not None}
     flags = {name: flag for name, (value, flag) in given.items() if value is not None}
     if not changes:
         return list(hosts)
+    dropped: frozenset[str] = frozenset()
+    if jump is not None:
+        changes["proxy_command"] = None  # -J decides how to reach every host, as ssh -J beats ProxyCommand
+        dropped = frozenset({"proxy_command"})
     origins = {name: (flag,) for name, flag in flags.items()}
-    return [replace(host, **changes, explicit=host.explicit | flags.keys(),  # type: ignore[arg-type]
+    return [replace(host, **changes, explicit=(host.explicit - dropped) | flags.keys(),  # type: ignore[arg-type]
                     origins={**host.origins, **origins}) for host in hosts]
 
 
@@ -110,21 +117,29 @@ def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
     return forks
 
 
-def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None]) -> ConnectSettings:
-    """Load known_hosts and every distinct key once, before any connection (bad input is exit 2 here)."""
-    from fleetrun.hostkeys import KnownHosts
-    from fleetrun.ssh import ConnectSettings, agent_blobs, load_identities, load_keys
+def connect_settings(
+    hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None],
+    passwords: Mapping[str, str] | None = None,
+) -> ConnectSettings:
+    """Load every known_hosts file, key and certificate the hosts and their bastions use, once, before any
+    connection (bad input is exit 2 here); the run's shared gateways open later, on first use."""
+    from fleetrun.hostkeys import KnownHosts, host_key_files
+    from fleetrun.route import hops_of
+    from fleetrun.ssh import ConnectSettings, agent_blobs, connect, load_certificates, load_identities, load_keys
+    from fleetrun.ssh.auth import CERT_SUFFIX
+    from fleetrun.ssh.gateway import Gateways, Opened
 
-    user_file = Path("~/.ssh/known_hosts").expanduser()
-    files = [str(user_file), *dict.fromkeys(path for host in hosts for path in host.known_hosts)]
-    known = KnownHosts.load(files)
+    everyone = [*hosts, *hops_of(hosts)]
+    # Each host's own files (inventory known_hosts, UserKnownHostsFile, GlobalKnownHostsFile), read once each.
+    files = dict.fromkeys(path for host in everyone for path in host_key_files(host)[0])
+    known = KnownHosts.load(list(files))
     for warning in known.warnings:
         warn(f"known_hosts: {warning}")
     # The inventory's key and --key must work (exit 2 otherwise); ssh_config's and ssh's default identity
     # files are skipped when unusable, as ssh skips them.
-    keys = load_keys([host.key for host in hosts if host.key], options.key_passphrase)
-    others = [path for host in hosts for path in host.identity_files if path not in keys]
-    configured = {path for host in hosts if not host.identity_files_default for path in host.identity_files}
+    keys = load_keys([host.key for host in everyone if host.key], options.key_passphrase)
+    others = [path for host in everyone for path in host.identity_files if path not in keys]
+    configured = {path for host in everyone if not host.identity_files_default for path in host.identity_files}
     held: set[bytes] | None = None
 
     def agent_has(blob: bytes) -> bool:
@@ -134,16 +149,49 @@ def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[
         return blob in held
 
     more, encrypted = load_identities(others, configured, options.key_passphrase, agent_has, warn)
-    return ConnectSettings(
+    # CertificateFile; without one, ssh also offers `<identity>-cert.pub` when it exists.
+    named_certificates = {path for host in everyone for path in host.certificate_files}
+    beside = [path + CERT_SUFFIX for host in everyone if not host.certificate_files
+              for path in (host.identity_files or ((host.key,) if host.key else ()))]
+    certificates = load_certificates([*named_certificates, *beside], named_certificates, warn)
+    _warn_forwarding(hosts, warn)
+    gateways = Gateways(lambda hop, upstream, cancel: opened(hop, upstream, cancel),
+                        options.max_per_gateway or options.forks)
+    settings = ConnectSettings(
         known_hosts=known,
-        accept_new_path=user_file,
         host_key_checking=options.host_key_checking,
         connect_timeout=options.connect_timeout,
         keys={**keys, **more},
         encrypted_identities=encrypted,
+        certificates=certificates,
         use_agent=options.use_agent,
+        gateways=gateways,
         warn=warn,
     )
+    secrets = passwords if passwords is not None else {}
+
+    def opened(hop: Host, upstream: Any, cancel: Cancel) -> Opened:
+        session = connect(hop, settings, secrets.get(hop.name), cancel, through=upstream)
+        return Opened(session.transport, session.close, session.lost_reason)
+
+    return settings
+
+
+def _warn_forwarding(hosts: Sequence[Host], warn: Callable[[str], None]) -> None:
+    """ForwardAgent: say once what it gives away; and when there is no agent to forward."""
+    from fleetrun.ssh.agentfwd import agent_socket
+
+    forwarding = [host for host in hosts if host.forward_agent]
+    if not forwarding:
+        return
+    usable = [host for host in forwarding if agent_socket(host.forward_agent, host.identity_agent)]
+    if usable:
+        count = f"{len(usable)} host{'s' if len(usable) != 1 else ''}"
+        warn(f"forwarding your ssh-agent to {count} (ForwardAgent): while the run lasts, root there can use "
+             "every key it holds")
+    if len(usable) < len(forwarding):
+        warn("ForwardAgent is set but there is no agent to forward ($SSH_AUTH_SOCK unset, or IdentityAgent none) "
+             f"for {len(forwarding) - len(usable)} host(s): nothing forwarded there")
 
 
 def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, str]:
@@ -324,8 +372,10 @@ def execute(
 
     # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
     # must fail at once, not after the operator typed a password.
-    passwords = resolve_passwords(hosts, None)
-    settings = connect_settings(hosts, options, warn)
+    from fleetrun.route import hops_of
+
+    passwords = resolve_passwords([*hosts, *hops_of(hosts)], None)
+    settings = connect_settings(hosts, options, warn, passwords)
     fallback = options.password if options.ask_password is None else options.ask_password()
     if fallback is not None:
         passwords.update({host.name: fallback for host in hosts if host.name not in passwords})
@@ -358,6 +408,10 @@ def execute(
             verified = session.host_key_verified
             try:
                 result = task(session, host, context)
+                # "connection lost" says what; a dead gateway or unanswered keepalives say why.
+                why = session.lost_reason() if result.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    result = replace(result, error=f"{result.error}: {why}" if result.error else why)
             finally:
                 session.close()
         except HostFailure as failure:
@@ -399,7 +453,11 @@ def execute(
     renderer.on_start(hosts)
     with _signals(cancel, err) as interrupts:
         callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(work, not_started, crashed, handle)
-        handler_errors = run_pool(hosts, callbacks, forks=forks, cancel=cancel, deadline_check=check_deadline)
+        try:
+            handler_errors = run_pool(hosts, callbacks, forks=forks, cancel=cancel, deadline_check=check_deadline)
+        finally:
+            if settings.gateways is not None:
+                settings.gateways.close()  # every host through them is done
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.
