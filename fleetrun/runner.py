@@ -412,6 +412,11 @@ def execute(
                 why = session.lost_reason() if result.outcome is Outcome.UNREACHABLE else None
                 if why is not None:
                     result = replace(result, error=f"{result.error}: {why}" if result.error else why)
+            except HostFailure as failure:
+                why = session.lost_reason() if failure.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    failure.message = f"{failure.message}: {why}"
+                raise
             finally:
                 session.close()
         except HostFailure as failure:

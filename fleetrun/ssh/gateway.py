@@ -82,6 +82,7 @@ class Gateway:
         self._slots = threading.BoundedSemaphore(max_channels)
         self.attempts = 0  # connections tried, for tests and the run's accounting
         self._failures: dict[int, tuple[int, str]] = {}  # channel id -> (reason code, server's text)
+        self._history: dict[int, Opened] = {}  # every connection made (at most RECONNECTS + 1), by transport id
         self._local = threading.local()  # the channel id this thread is opening
 
     @property
@@ -140,6 +141,7 @@ class Gateway:
             self._failure.raise_it()
             raise AssertionError("unreachable") from None
         self._opened = opened
+        self._history[id(opened.transport)] = opened
         self._failures.clear()  # channel ids start again on a new connection
         transport = opened.transport
 
@@ -163,13 +165,16 @@ class Gateway:
         transport._next_channel = remember_id  # type: ignore[attr-defined]
         return transport
 
-    def _lost_text(self, opened: Opened) -> str:
-        why = opened.why_lost()
+    def _lost_text(self, opened: Opened | None) -> str:
+        why = opened.why_lost() if opened is not None else None
         return f"lost connection to gateway {self.name}" + (f" ({why})" if why else "")
 
-    def lost(self) -> str | None:
-        """Why the connection ended, if it has ("lost connection to gateway b1 (...)"), else None."""
+    def lost(self, transport: paramiko.Transport | None = None) -> str | None:
+        """Why the connection ended ("lost connection to gateway b1 (...)"), if it has, else None: the given
+        connection's (a channel's own, even once the gateway was reopened since), or the current one's."""
         opened = self._opened
+        if transport is not None and (opened is None or opened.transport is not transport):
+            return None if transport.is_active() else self._lost_text(self._history.get(id(transport)))
         if opened is None or opened.transport.is_active():
             return None
         return self._lost_text(opened)
@@ -210,7 +215,7 @@ class Gateway:
             elif code is not None:
                 message = f"gateway {self.name} could not open a channel to {target}: {text or f'code {code}'}"
             elif not transport.is_active():
-                message = self.lost() or f"lost connection to gateway {self.name}"
+                message = self.lost(transport) or f"lost connection to gateway {self.name}"
             elif "timeout" in str(error).lower():
                 message = f"gateway {self.name} did not open a channel to {target} within {timeout:g} s"
             else:
@@ -279,7 +284,7 @@ class ChannelLink(Link):
                 self.gateway.release_slot()
 
     def lost_reason(self) -> str | None:
-        return self.gateway.lost()
+        return self.gateway.lost(self.chan.get_transport())
 
 
 def tunnel(gateway: Gateway, address: str, port: int, timeout: float, cancel: Cancel, *, slot: bool) -> ChannelLink:

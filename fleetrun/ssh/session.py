@@ -107,7 +107,8 @@ class Session:
                     request_forwarding(chan, path)  # before the command starts, as ssh asks for it
             chan.exec_command(command if raw else wrap_command(command))
         except (paramiko.SSHException, OSError, EOFError) as error:
-            raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {error}") from None
+            raise HostFailure(Outcome.UNREACHABLE,
+                              f"could not start the command: {error or 'the connection was lost'}") from None
         stdout, stderr = _Capture(max_output), _Capture(max_output)
         waker, handle = _watch(chan, cancel)
         try:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from fleet import Run, fleetrun
+from fleet import Run, clean_env, fleetrun
 
 from fleetrun.lab import Lab, LabHost
 
@@ -50,7 +52,8 @@ class Bastions:
                        for host in self.targets.hosts)
 
     def inventory(self, path: Path, *, jump: str | list[str] | None = "b1", hosts: list[str] | None = None,
-                  bastion_known_hosts: Path | None = None, **defaults: object) -> Path:
+                  bastion_known_hosts: Path | None = None, bastion_address: dict[str, str] | None = None,
+                  **defaults: object) -> Path:
         """An inventory with the targets (reached through `jump`) and the bastions (each reached directly)."""
         chosen = hosts if hosts is not None else list(self.names)
         port = self.targets.hosts[0].port
@@ -61,7 +64,8 @@ class Bastions:
                       for name in chosen},
         }
         for name, lab in self.bastions.items():
-            entry: dict[str, object] = {"address": lab.hosts[0].address, "port": lab.hosts[0].port, "jump": "none",
+            address = (bastion_address or {}).get(name, lab.hosts[0].address)
+            entry: dict[str, object] = {"address": address, "port": lab.hosts[0].port, "jump": "none",
                                         "key": str(lab.client_key)}
             if bastion_known_hosts is not None:
                 entry["known_hosts"] = str(bastion_known_hosts)
@@ -69,16 +73,32 @@ class Bastions:
         path.write_text(yaml.safe_dump(data))
         return path
 
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        return ("unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
+                'mount --bind "$0" /etc/nsswitch.conf && exec "$@"', str(self.nsswitch))
+
     def run(self, *args: str, timeout: float = 300, **env: str) -> Run:
         """fleetrun, where the targets' names do not resolve."""
-        prefix = ("unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
-                  'mount --bind "$0" /etc/nsswitch.conf && exec "$@"', str(self.nsswitch))
-        return fleetrun(*args, home=self.work, timeout=timeout, prefix=prefix, **env)
+        return fleetrun(*args, home=self.work, timeout=timeout, prefix=self.prefix, **env)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """fleetrun in the background, as `run` would run it."""
+        return subprocess.Popen([*self.prefix, sys.executable, "-m", "fleetrun", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                env=clean_env(self.work))
+
+
+BastionConfig = str | Callable[[dict[str, Lab], Lab], str]
 
 
 def make_bastions(make_lab: Callable[..., Lab], work: Path, count: int, *, bastions: tuple[str, ...] = ("b1",),
-                  bastion_config: dict[str, str] | None = None, target_config: str = "") -> Bastions:
-    """`count` targets behind bastions that each resolve the targets' names (and each other's)."""
+                  bastion_config: dict[str, BastionConfig] | None = None, target_config: str = "") -> Bastions:
+    """`count` targets behind bastions that each resolve the targets' names (and each other's).
+
+    Bastions start in the order given; a config may be a function of the bastions started before it and the
+    targets (sshd reads its config once, so PermitOpen must name addresses known by then).
+    """
     work.mkdir(parents=True, exist_ok=True)
     targets = make_lab(count, extra_config=target_config)
     names = {f"t{index:02d}.{DOMAIN}": host for index, host in enumerate(targets.hosts, 1)}
@@ -89,7 +109,8 @@ def make_bastions(make_lab: Callable[..., Lab], work: Path, count: int, *, basti
     lines = ["127.0.0.1 localhost", *(f"{host.address} {name}" for name, host in names.items())]
     hosts_file.write_text("\n".join(lines) + "\n")
     for name in bastions:
-        config = "LogLevel VERBOSE\n" + (bastion_config or {}).get(name, "")
+        extra = (bastion_config or {}).get(name, "")
+        config = "LogLevel VERBOSE\n" + (extra(started, targets) if callable(extra) else extra)
         lab = make_lab(1, extra_config=config, bind_files={"/etc/hosts": hosts_file, "/etc/nsswitch.conf": nsswitch})
         started[name] = lab
         # Each bastion is also a name the others resolve (a chain b1 -> b2 forwards to "b2").
