@@ -120,7 +120,10 @@ class HostKeyCheck:
             return (f"HOST KEY CHANGED for {name}: it offered {self.offered}, but {line.where} records {recorded} "
                     f"(possible man-in-the-middle attack){certificate}. If the host was rebuilt, verify its new "
                     "key, then " + _removal_hint(self.name, line, user_file))
-        return (f"unknown host key for {name} ({self.offered}){certificate}: verify the fingerprint, then add it "
+        if self.certificate_refused:
+            return (f"unknown host key for {name} ({self.offered}){certificate}: fix the host's certificate or "
+                    "the @cert-authority line, or verify the key's fingerprint and add it to known_hosts")
+        return (f"unknown host key for {name} ({self.offered}): verify the fingerprint, then add it "
                 "to known_hosts or run once with --host-key-checking accept-new")
 
 
