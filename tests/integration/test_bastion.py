@@ -98,7 +98,7 @@ def test_an_unknown_bastion_key_stops_every_host_behind_it_before_any_login(make
     inventory = fleet.inventory(tmp_path / "inv.yaml", bastion_known_hosts=empty, known_hosts=str(only_targets))
     before = len(fleet.target_logs())  # the lab's readiness probes are in there already
     run = fleet.run("exec", "-i", str(inventory), "true", "-H", "t*", "--format", "json")
-    hosts, summary = run.json()
+    hosts, _ = run.json()
     assert run.code == 5, run.out + run.err
     bastion = fleet.bastion()
     for record in hosts.values():

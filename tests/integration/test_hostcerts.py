@@ -97,7 +97,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def known_hosts(setup: Setup, host: LabHost, case: Case, folder: Path) -> Path:
     path = folder / f"{host.name}.known_hosts"
     path.write_text(case.lines.format(port=f"[{host.address}]:{host.port}", bare=host.address,
-                                      ca=pub(setup.ca.with_suffix(".pub")), other_ca=pub(setup.other_ca.with_suffix(".pub")),
+                                      ca=pub(setup.ca.with_suffix(".pub")),
+                                      other_ca=pub(setup.other_ca.with_suffix(".pub")),
                                       key=pub(host.host_key.with_suffix(".pub"))))
     return path
 
@@ -151,7 +152,8 @@ def test_accept_new_with_an_invalid_certificate_records_the_plain_key_as_ssh_doe
     case = CASES[label]
     (tmp_path / "ours").mkdir()
     (tmp_path / "theirs").mkdir()
-    ours, theirs = known_hosts(setup, host, case, tmp_path / "ours"), known_hosts(setup, host, case, tmp_path / "theirs")
+    ours = known_hosts(setup, host, case, tmp_path / "ours")
+    theirs = known_hosts(setup, host, case, tmp_path / "theirs")
     before = theirs.read_text()
     assert ssh(setup, host, theirs, case, strict="accept-new").returncode == 0
     inventory = {"defaults": {"user": setup.lab.user, "key": str(setup.lab.client_key)},
@@ -188,7 +190,8 @@ def test_user_certificates(user_ca_lab: tuple[Lab, Path], tmp_path: Path) -> Non
     key = tmp_path / "id_ed25519"
     keygen("-t", "ed25519", "-N", "", "-f", str(key))
     inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(json.dumps({"defaults": {"user": lab.user, "key": str(key), "known_hosts": str(lab.known_hosts)},
+    inventory.write_text(json.dumps({"defaults": {"user": lab.user, "key": str(key),
+                                                  "known_hosts": str(lab.known_hosts)},
                                      "hosts": {"web": {"address": host.address, "port": host.port}}}))
     base = ("exec", "-i", str(inventory), "true", "-H", "web", "--format", "json", "--no-agent")
     plain = fleetrun(*base, home=tmp_path)
