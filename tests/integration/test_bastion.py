@@ -183,7 +183,7 @@ def test_a_bastion_killed_mid_run_fails_its_hosts_and_the_run_ends(make_lab, tmp
     command = "sleep 20.731"
     proc = fleet.start("exec", "-i", str(inventory), command, "-H", "t*", "--forks", "4", "--format", "json")
     try:
-        wait_for(lambda: len(processes_named(r"sleep 20\.731")) >= 4, 60, "4 hosts running the command")
+        wait_for(lambda: len(processes_named(r"^sleep 20\.731")) >= 4, 60, "4 hosts running the command")
         killed = time.monotonic()
         kill_tree(fleet.bastion().pid)
         out, err = proc.communicate(timeout=60)
