@@ -167,6 +167,16 @@ def _spelled(keyword: str) -> str:
     return _SPELLING.get(keyword, keyword)
 
 
+def _hop_rows(host: Host, local_user: str) -> list[tuple[str, str, str]]:
+    """One row per resolved jump hop: where it leads, and where its address, port and user came from."""
+    rows = []
+    for index, hop in enumerate(host.via, 1):
+        origins = dict.fromkeys(origin for name in ("address", "port", "user") for origin in hop.origins.get(name, ()))
+        rows.append((f"  hop {index}", f"{hop.name}: {hop.user or local_user}@{hop.address}:{hop.port}",
+                     ", ".join(origins) or "default"))
+    return rows
+
+
 def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
     """(setting, value, where it came from) rows for `fleetrun hosts --explain`."""
     origins = host.origins
@@ -204,6 +214,7 @@ def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
         ("identities only", text(host.identities_only), source("identities_only")),
         ("identity agent", agent or "none", source("identity_agent")),
         ("jump", text(host.jump), source("jump")),
+        *_hop_rows(host, local_user),
         ("proxy command", text(host.proxy_command), source("proxy_command")),
         ("connect timeout", f"{host.connect_timeout:g} s" if host.connect_timeout else "the run's (10 s)",
          source("connect_timeout")),

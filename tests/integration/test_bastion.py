@@ -201,3 +201,29 @@ def test_a_bastion_killed_mid_run_fails_its_hosts_and_the_run_ends(make_lab, tmp
     queued = [e for e in errors if e.startswith("via bastion b1: connection refused")]
     assert len(in_flight) == 4 and len(queued) == 8, "\n".join(errors)
     assert all("reconnecting after: lost connection to gateway b1" in e for e in queued)
+
+
+def peak_running(proc, pattern: str) -> int:
+    """The most processes matching `pattern` seen at once while `proc` runs."""
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, len(processes_named(pattern)))
+        time.sleep(0.05)
+    return peak
+
+
+def test_max_per_gateway_caps_the_hosts_through_one_bastion(make_lab, tmp_path):
+    fleet = make_bastions(make_lab, tmp_path / "work", 8)
+    inventory = fleet.inventory(tmp_path / "inv.yaml")
+    capped = fleet.start("exec", "-i", str(inventory), "sleep 1.618", "-H", "t*", "--forks", "8",
+                         "--max-per-gateway", "2")
+    peak = peak_running(capped, r"^sleep 1\.618")
+    out, err = capped.communicate()
+    assert capped.returncode == 0, out + err
+    assert 1 <= peak <= 2, peak
+    free = fleet.start("exec", "-i", str(inventory), "sleep 3.141", "-H", "t*", "--forks", "8")
+    peak = peak_running(free, r"^sleep 3\.141")
+    out, err = free.communicate()
+    assert free.returncode == 0, out + err
+    assert peak >= 3, peak  # without the cap, --forks decides
+    assert fleet.accepted() == 2  # one bastion login per run
