@@ -377,6 +377,14 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the lab's `finally`, which stops its sshd processes
 
 
+def _write_report(path: Path, text: str) -> None:
+    """Write RESULTS.md, keeping the section bench/bastion.py wrote there."""
+    from bench.bastion import keep_section
+
+    old = path.read_text() if path.exists() else ""
+    path.write_text(keep_section(old, text))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
@@ -384,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge or args.report_only:
         bench.load_previous()
     if args.report_only:
-        Path(args.out).write_text(report.render(bench.meta, bench.rows, bench.startup, args))
+        _write_report(Path(args.out), report.render(bench.meta, bench.rows, bench.startup, args))
         print(f"wrote {args.out}", flush=True)
         return 0
     bench.prepare()
@@ -406,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.measure_lab(hosts, ("true",), scale_only=True)
     finally:
         bench.save()
-        Path(args.out).write_text(report.render(bench.meta, bench.rows, bench.startup, args))
+        _write_report(Path(args.out), report.render(bench.meta, bench.rows, bench.startup, args))
         print(f"wrote {args.out}", flush=True)
     return 0
 
