@@ -198,9 +198,10 @@ def test_a_bastion_killed_mid_run_fails_its_hosts_and_the_run_ends(make_lab, tmp
     assert {record["status"] for record in hosts.values()} == {"unreachable"}
     # In flight: mid-command, or (rarely) just starting it when the bastion died.
     in_flight = [e for e in errors if e.endswith(": lost connection to gateway b1") and not e.startswith("via")]
-    queued = [e for e in errors if e.startswith("via bastion b1: connection refused")]
+    # Queued: the one reconnect fails (refused, or reset while the killed sshd's socket is going away).
+    queued = [e for e in errors if e.startswith("via bastion b1: ")
+              and e.endswith("(reconnecting after: lost connection to gateway b1)")]
     assert len(in_flight) == 4 and len(queued) == 8, "\n".join(errors)
-    assert all("reconnecting after: lost connection to gateway b1" in e for e in queued)
 
 
 def peak_running(proc, pattern: str) -> int:
