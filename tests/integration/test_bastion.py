@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -227,4 +228,27 @@ def test_max_per_gateway_caps_the_hosts_through_one_bastion(make_lab, tmp_path):
     out, err = free.communicate()
     assert free.returncode == 0, out + err
     assert peak >= 3, peak  # without the cap, --forks decides
+    assert fleet.accepted() == 2  # one bastion login per run
+
+
+def test_push_and_a_target_the_bastion_cannot_reach(make_lab, tmp_path):
+    fleet = make_bastions(make_lab, tmp_path / "work", 3)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    inventory = fleet.inventory(tmp_path / "inv.yaml")
+    data = yaml.safe_load(inventory.read_text())
+    data["hosts"]["gone"] = {"address": "127.0.0.1", "port": port, "jump": "b1"}
+    inventory.write_text(yaml.safe_dump(data))
+    run = fleet.run("exec", "-i", str(inventory), "true", "-H", "gone", "--format", "json")
+    assert run.code == 4
+    assert run.json()[0]["gone"]["error"].startswith(f"gateway b1 cannot reach 127.0.0.1:{port}")
+    # SFTP goes through the same tunnel: a push lands in each target's own /srv.
+    local = tmp_path / "payload.txt"
+    local.write_text("through the bastion\n")
+    run = fleet.run("push", "-i", str(inventory), str(local), "/srv/payload.txt", "-H", "t*")
+    assert run.code == 0, run.out + run.err
+    for host in fleet.names.values():
+        assert Path(f"/proc/{host.pid}/root/srv/payload.txt").read_text() == "through the bastion\n"
     assert fleet.accepted() == 2  # one bastion login per run
