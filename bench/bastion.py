@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -37,8 +38,8 @@ from bench.peers import (
     BENCH_VENV,
     CLIENTS,
     MAIN_BIN,
-    WORKLOADS,
     Check,
+    Workload,
     _check_fleetrun,
     _check_prefixed,
     _check_pssh,
@@ -50,6 +51,9 @@ from fleetrun.lab import Lab, start_lab, stop_lab
 BENCH_DIR = Path(__file__).resolve().parent
 BEGIN, END = "<!-- bastion workload: begin (bench/bastion.py) -->", "<!-- bastion workload: end -->"
 TOOLS = ("fleetrun", "pdsh", "pssh", "fabric")
+# One line per host: a host counts as done only when its own line came back (pdsh says nothing for a
+# silent success, which a non-zero exit from other hosts would make unverifiable).
+WORKLOAD = Workload("bastion", "`echo ok` through one bastion", "echo ok", 1)
 OPENSSH_MAX_STARTUPS = "10:30:100"
 LAB_MAX_STARTUPS = "200:30:400"
 
@@ -107,21 +111,22 @@ def prepare(work: Path, targets: Lab, bastion: Lab, kex: str) -> Setup:
 
 
 def invocation(tool: str, setup: Setup, forks: int) -> tuple[list[str], dict[str, str], Check]:
-    fleet, workload = setup.fleet, WORKLOADS["true"]
+    fleet, workload = setup.fleet, WORKLOAD
+    command = workload.command or ""
     if tool == "fleetrun":
-        argv = [str(MAIN_BIN / "fleetrun"), "exec", "true", "-i", str(setup.inventory), "-H", "targets",
+        argv = [str(MAIN_BIN / "fleetrun"), "exec", command, "-i", str(setup.inventory), "-H", "targets",
                 "--forks", str(forks), "--format", "json", "--ssh-config", "none"]
         return argv, fleet.env(), _check_fleetrun(fleet, workload)
     if tool == "pdsh":
-        argv = ["pdsh", "-S", "-R", "ssh", "-w", f"^{fleet.addresses_file}", "-f", str(forks), "true"]
+        argv = ["pdsh", "-S", "-R", "ssh", "-w", f"^{fleet.addresses_file}", "-f", str(forks), command]
         return argv, fleet.env(PDSH_SSH_ARGS=f"-F {setup.ssh_config} -x -l%u %h"), _check_prefixed(
             fleet, workload, _PDSH_FAIL)
     if tool == "pssh":
         argv = ["parallel-ssh", "-h", str(fleet.pssh_hosts), "-t", "0", "-x", f"-F {setup.ssh_config}",
-                "-p", str(forks), "-i", "true"]
+                "-p", str(forks), "-i", command]
         return argv, fleet.env(), _check_pssh(fleet, workload)
     argv = [str(BENCH_VENV / "bin" / "python"), str(CLIENTS / "fabric_gateway.py"), "--spec", str(setup.spec),
-            "--forks", str(forks), "--command", "true"]
+            "--forks", str(forks), "--command", command]
     return argv, fleet.env(), _check_reports(fleet, workload)
 
 
@@ -168,7 +173,8 @@ def render(rows: list[Row], hosts: int, forks: int, runs: int, started: str, com
     lines = [BEGIN, f"## Bastion: {hosts} hosts through one bastion", "",
              f"Generated {started} by `{command}`. Each target is a lab sshd; the bastion is one more, and every "
              "tool must go through it (fleetrun `jump:`, `ProxyJump` in pdsh's and parallel-ssh's ssh_config, "
-             f"Fabric's `gateway=`). `true` on every host, {forks} at once, median of {runs} run(s). **Bastion "
+             f"Fabric's `gateway=`). `echo ok` on every host (a host counts only when its line came back), "
+             f"{forks} at once, median of {runs} run(s). **Bastion "
              "CPU** is what the bastion's sshd and all it forked used; **logins** are the bastion's `Accepted "
              "publickey` lines during the run.", ""]
     for max_startups in dict.fromkeys(row.max_startups for row in rows):
@@ -212,7 +218,12 @@ def keep_section(old: str, new: str) -> str:
     return new.rstrip("\n") + "\n\n" + section + "\n"
 
 
+def _on_term(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the labs' `finally`, which stops their sshd processes
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_term)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
