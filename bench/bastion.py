@@ -166,7 +166,8 @@ def measure(tool: str, setup: Setup, forks: int, work: Path, timeout: float) -> 
     if measured.timed_out:
         problems.insert(0, f"killed after {timeout:g} s")
     return {"wall": measured.wall, "cpu": measured.cpu, "bastion_cpu": measured.server_cpu,
-            "logins": accepted(setup.bastion) - logins, "ok": verdict.ok, "total": verdict.expected}, problems
+            "logins": accepted(setup.bastion) - logins, "ok": verdict.ok, "total": verdict.expected,
+            "load": measured.load_before}, problems
 
 
 def render(rows: list[Row], hosts: int, forks: int, runs: int, started: str, command: str) -> str:
@@ -176,7 +177,8 @@ def render(rows: list[Row], hosts: int, forks: int, runs: int, started: str, com
              f"Fabric's `gateway=`). `echo ok` on every host (a host counts only when its line came back), "
              f"{forks} at once, median of {runs} run(s). **Bastion "
              "CPU** is what the bastion's sshd and all it forked used; **logins** are the bastion's `Accepted "
-             "publickey` lines during the run.", ""]
+             "publickey` lines during the run; **load** is the machine's 1-minute load average before each run "
+             "(2 cores, shared with other work: above 2, everything is slower than it would be alone).", ""]
     for max_startups in dict.fromkeys(row.max_startups for row in rows):
         which = "OpenSSH's default" if max_startups == OPENSSH_MAX_STARTUPS else "the lab's"
         lines += [f"Bastion `MaxStartups {max_startups}` ({which}):", "",
@@ -186,14 +188,18 @@ def render(rows: list[Row], hosts: int, forks: int, runs: int, started: str, com
             if not row.runs:
                 lines.append(f"| {row.tool} | | | | | | | {'; '.join(row.problems)} |")
                 continue
-            ok = min(run["ok"] for run in row.runs)
+            oks = [int(run["ok"]) for run in row.runs]
             total = int(row.runs[0]["total"])
+            ok = f"{int(statistics.median(oks))}/{total}"
+            if min(oks) != max(oks):
+                ok += f" ({min(oks)}–{max(oks)})"
             walls = [run["wall"] for run in row.runs]
             spread = f"{len(walls)} run{'s' if len(walls) != 1 else ''}, {min(walls):.2f}–{max(walls):.2f} s"
-            note = "; ".join([spread, *row.problems[:2]]).replace("|", "\\|")
+            load = f"load {min(r['load'] for r in row.runs):.0f}–{max(r['load'] for r in row.runs):.0f}"
+            note = "; ".join([spread, load, *row.problems[:2]]).replace("|", "\\|")
             lines.append(f"| {row.tool} | {row.median('wall'):.2f} | {row.median('cpu'):.2f} | "
                          f"{1000 * row.median('cpu') / total:.1f} | {row.median('bastion_cpu'):.2f} | "
-                         f"{row.median('logins'):.0f} | {int(ok)}/{total} | {note} |")
+                         f"{row.median('logins'):.0f} | {ok} | {note} |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines) + "\n"

@@ -127,6 +127,8 @@ class Gateway:
             self._lock.release()
 
     def _open(self, cancel: Cancel, after: str | None = None) -> paramiko.Transport:
+        if cancel.is_set():  # the host that was opening it was cancelled: nobody else starts another attempt
+            raise HostFailure(Outcome.CANCELLED, f"cancelled before connecting to {self.label} ({cancel.reason})")
         self.attempts += 1
         try:
             opened = self._opener(self.hop, self.upstream, cancel)
