@@ -6,7 +6,10 @@ answers was reached through the bastion.
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -252,3 +255,20 @@ def test_push_and_a_target_the_bastion_cannot_reach(make_lab, tmp_path):
     for host in fleet.names.values():
         assert Path(f"/proc/{host.pid}/root/srv/payload.txt").read_text() == "through the bastion\n"
     assert fleet.accepted() == 2  # one bastion login per run
+
+
+def test_a_bastion_reached_through_its_own_proxy_command(make_lab, tmp_path):
+    from test_proxycommand import PROXY
+
+    fleet = make_bastions(make_lab, tmp_path / "work", 3)
+    inventory = fleet.inventory(tmp_path / "inv.yaml")
+    data = yaml.safe_load(inventory.read_text())
+    marker = f"fleetrun-bastion-proxy-{os.getpid()}"
+    del data["hosts"]["b1"]["jump"]
+    data["hosts"]["b1"]["proxy_command"] = f"{sys.executable} -c {shlex.quote(PROXY)} %h %p {marker}"
+    inventory.write_text(yaml.safe_dump(data))
+    run = fleet.run("exec", "-i", str(inventory), "echo $FLEETRUN_LAB_HOST", "-H", "t*", "--format", "json")
+    assert run.code == 0, run.out + run.err
+    assert {record["stdout"].strip() for record in run.json()[0].values()} == {h.name for h in fleet.targets.hosts}
+    assert fleet.accepted() == 1
+    assert processes_named(marker) == []  # the bastion's proxy was reaped with the bastion's connection

@@ -175,3 +175,55 @@ def test_routes_share_upstream_gateways() -> None:
     assert two.upstream is three.upstream is registry.get((b1,))
     assert two.label == "bastion b2 (via b1)"
     assert registry.get((Host("other-name", "10.0.0.1"),)) is registry.get((b1,))  # same address, port, user, key
+
+
+def test_a_loop_or_a_bad_jump_is_exit_2_before_connecting(tmp_path: Path, capsys, monkeypatch) -> None:
+    from fleetrun.cli import main
+
+    monkeypatch.delenv("FLEETRUN_INVENTORY", raising=False)
+    config = tmp_path / "ssh_config"
+    config.write_text(CONFIG)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts:\n  x: {address: 192.0.2.1, jump: loop2}\n  y: {address: 192.0.2.2}\n")
+    for args, message in [(("exec", "true", "-H", "x"), "jump loop: x → loop2 → loop1 → loop2"),
+                          (("exec", "true", "-H", "y", "-J", "@b1"), "-J/--jump '@b1': empty user name"),
+                          (("hosts", "--explain", "x"), "jump loop")]:
+        with pytest.raises(SystemExit) as done:
+            main([*args, "-i", str(inventory), "--ssh-config", str(config)])
+        assert done.value.code == 2, args
+        assert message in capsys.readouterr().err
+
+
+def test_waiting_for_a_gateway_or_a_slot_ends_with_the_run() -> None:
+    opening = threading.Event()
+    release = threading.Event()
+
+    def slow(hop: Host, upstream: Gateway | None, cancel: Cancel) -> Opened:
+        opening.set()
+        release.wait(10)
+        raise HostFailure(Outcome.CANCELLED, "cancelled while connecting (interrupted)")
+
+    gateway = Gateways(slow, 1).get((Host("b1", "10.0.0.1"),))
+    cancel = Cancel()
+    failures: list[HostFailure] = []
+
+    def open_it() -> None:
+        try:
+            gateway.transport(cancel)
+        except HostFailure as failure:
+            failures.append(failure)
+
+    first = threading.Thread(target=open_it)
+    first.start()
+    opening.wait(5)
+    cancel.set("interrupted")
+    with pytest.raises(HostFailure) as waited:
+        gateway.transport(cancel)  # waits for the attempt in progress, then gives up with the run
+    assert waited.value.outcome is Outcome.CANCELLED
+    release.set()
+    first.join(5)
+    assert [failure.outcome for failure in failures] == [Outcome.CANCELLED]
+    assert gateway.attempts == 1  # nobody started a second attempt after the cancel
+    gateway.acquire_slot(Cancel())  # the one slot, taken
+    with pytest.raises(HostFailure, match="cancelled while waiting for a channel"):
+        gateway.acquire_slot(cancel)
