@@ -127,7 +127,7 @@ def test_server_alive_ends_a_frozen_host_as_unreachable(make_lab, tmp_path):
     inventory = inventory_of(tmp_path / "inv.yaml", lab, {h.name: {"address": h.address, "port": h.port}
                                                           for h in lab.hosts}, known_hosts=str(lab.known_hosts))
     config = tmp_path / "cfg"
-    config.write_text("Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n")
+    config.write_text("Host *\n  ServerAliveInterval 1\n  ServerAliveCountMax 3\n")
     argv = [sys.executable, "-m", "fleetrun", "exec", "-i", str(inventory), "--ssh-config", str(config),
             "sleep 6.417; echo done", "-H", "all", "--format", "json"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -155,7 +155,7 @@ def test_server_alive_ends_a_frozen_host_as_unreachable(make_lab, tmp_path):
     assert proc.returncode == 4, out + err
     assert records[fine.name]["status"] == "ok" and records[fine.name]["stdout"] == "done\n"
     assert records[frozen.name]["status"] == "unreachable"
-    assert re.search(r"no answer to 2 keepalives in 3 s \(ServerAliveInterval 1, ServerAliveCountMax 2\)",
+    assert re.search(r"no answer to 3 keepalives in 4 s \(ServerAliveInterval 1, ServerAliveCountMax 3\)",
                      records[frozen.name]["error"]), records[frozen.name]["error"]
     assert waited < 30  # well before the command itself (or anything else) would have ended it
 
