@@ -7,7 +7,7 @@ import getpass
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -115,6 +115,13 @@ def run_options(function: F) -> F:
         click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds for TCP connect, SSH handshake and authentication together "
                      "(overrides the inventory; default 10)."),
+        click.option("-J", "--jump", metavar="SPEC",
+                     help="Reach every host through these bastions, like ssh -J: '[user@]host[:port],…' visited "
+                          "in order, or 'none' (overrides the inventory's jump and ssh_config's ProxyJump)."),
+        click.option("--max-per-gateway", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Hosts connected at once through one bastion (default: --forks)."),
+        click.option("--forward-agent", is_flag=True,
+                     help="Forward your ssh-agent to the hosts (ssh -A); root on them can use it meanwhile."),
         click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
@@ -398,29 +405,35 @@ def _split_defaults(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {**params, **dict.fromkeys(taken)}, from_file
 
 
-def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
-    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then the defaults file."""
-    import dataclasses
+def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
+             inventory: Mapping[str, Any]) -> list[Any]:
+    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then the defaults file,
+    then jump routes (each hop resolved through `inventory`, every inventory host by name, then ssh_config)."""
+    from dataclasses import replace
 
-    from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
+    from fleetrun.resolve import config_source, resolve_hosts
+    from fleetrun.route import parse_jump_option, plan_routes
     from fleetrun.runner import apply_overrides
 
     params, defaults = _split_defaults(params)
+    jump = parse_jump_option(params["jump"]) if params.get("jump") is not None else None
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
-                            host_key_checking=params.get("host_key_checking"))
+                            host_key_checking=params.get("host_key_checking"), jump=jump)
     # The file's ssh_config ranks below the inventory's `ssh_config: false`, as the built-in default does.
     source = config_source(params.get("ssh_config") or (defaults.get("ssh_config") if ssh_config_allowed else None),
                            ssh_config_allowed)
-    resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
+    resolution = resolve_hosts(hosts, source, _warner(sys.stderr))
+    resolved = resolution.hosts
     if defaults.get("user"):  # the local user's stand-in: only for hosts nothing else gave a user
         origin = {"user": (click.get_current_context().meta[_DEFAULTS_KEY].origin("user"),)}
-        resolved = [host if host.user else dataclasses.replace(host, user=defaults["user"],
-                                                               origins={**host.origins, **origin})
+        resolved = [host if host.user else replace(host, user=defaults["user"], origins={**host.origins, **origin})
                     for host in resolved]
-    if connect:
-        refuse_proxies(resolved)
-    return resolved
+    if params.get("forward_agent"):
+        resolved = [replace(host, forward_agent=True, origins={**host.origins, "forward_agent": ("--forward-agent",)})
+                    for host in resolved]
+    return plan_routes(resolved, resolution.config, inventory, host_key_checking=params.get("host_key_checking"),
+                       connect_timeout=params.get("connect_timeout"))
 
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
@@ -432,7 +445,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     planned = plan_hosts(params, sys.stderr)
     if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
         return int(ExitStatus.OK)
-    hosts = _resolve(planned.hosts, params, planned.ssh_config, connect=True)
+    hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
     question = confirm_question(rollout, sys.stderr)
     defaults = _split_defaults(params)[1]
     options = RunOptions(
@@ -447,6 +460,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         ask_password=_password_prompt(params["ask_pass"]),
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
+        max_per_gateway=params["max_per_gateway"],
     )
     journal = journal_for(params, planned, hosts, (options.password, options.key_passphrase))
     from fleetrun.lock import run_lock
@@ -686,14 +700,16 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
         raise UsageError("--names and --format json do not go together: pick one")
-    selected, ssh_config_allowed = _select(params, hosts_pattern or pattern or "all", listing=True,
-                                           quiet=names or output_format == "json")
+    inventory = _inventory(params)
+    selected, ssh_config_allowed = select_in(inventory, hosts_pattern or pattern or "all", params, listing=True,
+                                             quiet=names or output_format == "json")
     out = sys.stdout
     local = getpass.getuser()
     if names:
         out.write("".join(f"{host.name}\n" for host in selected))
         return int(ExitStatus.OK)
-    hosts = _resolve(selected, {"ssh_config": params.get("ssh_config")}, ssh_config_allowed, connect=False)
+    hosts = _resolve(selected, {**params, "jump": None, "forward_agent": False}, ssh_config_allowed,
+                     dict(inventory.hosts) if inventory is not None else {})
     if output_format == "json":
         from fleetrun.output.json import inventory_record
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
@@ -127,6 +127,7 @@ class Planned:
     pattern: str | None
     parent: str | None  # the run being retried
     ssh_config: bool = True  # whether the inventory lets ssh_config apply
+    inventory_hosts: Mapping[str, Host] = field(default_factory=dict)  # every inventory host, for jump hops
 
 
 def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
@@ -146,7 +147,7 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
             raise UsageError("--hosts is required: name the hosts, a group or 'all' "
                              "(only --retry-failed may go without it)")
         hosts, ssh_config = select_in(inventory, pattern, params)
-        return Planned(hosts, sources, pattern, None, ssh_config)
+        return Planned(hosts, sources, pattern, None, ssh_config, _every_host(inventory))
     if rerun is not None:
         run, names = rerun.run, (rerun.run.not_ok() if rerun.failed else rerun.run.selection())
     else:
@@ -183,7 +184,11 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
         err.write(f"fleetrun: none of the {len(names)} hosts to retry from run {run.id} is left{where}: "
                   "nothing to do\n")
         return None
-    return Planned(hosts, sources, pattern, run.id, ssh_config)
+    return Planned(hosts, sources, pattern, run.id, ssh_config, _every_host(inventory))
+
+
+def _every_host(inventory: Any) -> dict[str, Host]:
+    return dict(inventory.hosts) if inventory is not None else {}
 
 
 def _absolute(source: str) -> str:

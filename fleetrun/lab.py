@@ -181,16 +181,19 @@ def _spawn(argv: list[str], log: Path) -> int:
     return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
 
 
-def _srv_script(srv_size: str, then: list[str]) -> str:
-    return f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && exec {shlex.join(then)}"
+def _srv_script(srv_size: str, then: list[str], binds: tuple[tuple[str, str], ...] = ()) -> str:
+    mounts = "".join(f"mount --bind {shlex.quote(source)} {shlex.quote(target)} && " for target, source in binds)
+    return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && {mounts}"
+            f"exec {shlex.join(then)}")
 
 
-def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str) -> list[str]:
+def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str,
+               binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
     argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
     if unshare is None:
         return argv
     # exec, so the pid we record is sshd itself and all it starts shares its private /srv.
-    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv)]
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv, binds)]
 
 
 def _tail(log: Path, lines: int = 3) -> str:
@@ -433,6 +436,7 @@ def start_lab(
     host_key_type: str = "ed25519",
     extra_config: str = "",
     extra_host_key_types: tuple[str, ...] = (),
+    bind_files: dict[str, Path] | None = None,
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
@@ -442,6 +446,8 @@ def start_lab(
     `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives the hosts more host keys besides their
     own Ed25519 one: one key per type at `extra_host_key_path`, shared by all hosts (an RSA key per host would
     cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
+    `bind_files` ({"/etc/hosts": path}) shows the hosts other files in place of system ones, in their private
+    mount namespace (needs the private /srv, so root): a bastion that alone can resolve its targets' names.
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -455,6 +461,9 @@ def start_lab(
     sshd = _find_tool("sshd", "openssh-server", SSHD_FALLBACK)
     keygen = _find_tool("ssh-keygen", "openssh-client", "/usr/bin/ssh-keygen")
     private_srv = os.geteuid() == 0 if private_srv is None else private_srv
+    binds = tuple((target, str(source)) for target, source in (bind_files or {}).items())
+    if binds and not private_srv:
+        raise LabError("bind_files needs the hosts' private mount namespace (private_srv, as root)")
     unshare = _prepare(directory, private_srv, srv_size)
     user = pwd.getpwuid(os.geteuid()).pw_name
 
@@ -491,7 +500,7 @@ def start_lab(
                 settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
                 text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
-                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
+                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, binds), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))
             files = directory / "inventory.yaml", directory / "known_hosts", client_key

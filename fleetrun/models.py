@@ -52,7 +52,10 @@ class Host:
     host_key_alias: str | None = None  # check and record the host key under this name instead of the host's
     server_alive_interval: float = 0.0  # seconds between keepalive probes; 0: off
     server_alive_count_max: int = 3  # unanswered probes before the connection counts as lost
-    forward_agent: bool = False
+    forward_agent: bool | str = False  # ForwardAgent: True forwards the agent in use; a str is a socket path
+    # The resolved ProxyJump hops (each a Host with its own settings), first to last: fleetrun.route fills it
+    # in from `jump`; () means no bastion.
+    via: tuple[Host, ...] = field(default=(), compare=False)
     # sudo (issue 10): run the command as become_user through sudo; the password from one of the two sources.
     become: bool = False
     become_user: str | None = None

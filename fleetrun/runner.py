@@ -22,12 +22,13 @@ from fleetrun.lines import Lines, LineSplitter
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
+from fleetrun.preflight import connect_settings
 from fleetrun.redact import Redactor
 from fleetrun.rollout import Rollout, make_plan, not_started_reason
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
-    from fleetrun.ssh import ConnectSettings, Session
+    from fleetrun.ssh import Session
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
 
@@ -49,6 +50,7 @@ class RunOptions:
     ask_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
+    max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ def apply_overrides(
     key: str | None = None,
     connect_timeout: float | None = None,
     host_key_checking: str | None = None,
+    jump: tuple[str, ...] | None = None,
 ) -> list[Host]:
-    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking win over the inventory and
+    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking/--jump win over the inventory and
     ssh_config: each becomes an explicit setting of every host, with the flag as its origin."""
     given = {
         "connect_timeout": (connect_timeout, "--connect-timeout"),
@@ -80,13 +83,18 @@ def apply_overrides(
         "port": (port, "--port"),
         "key": (str(Path(key).expanduser()) if key is not None else None, "--key"),
         "host_key_checking": (host_key_checking, "--host-key-checking"),
+        "jump": (jump, "--jump"),
     }
-    changes = {name: value for name, (value, _) in given.items() if value is not None}
+    changes: dict[str, object] = {name: value for name, (value, _) in given.items() if value is not None}
     flags = {name: flag for name, (value, flag) in given.items() if value is not None}
     if not changes:
         return list(hosts)
+    dropped: frozenset[str] = frozenset()
+    if jump is not None:
+        changes["proxy_command"] = None  # -J decides how to reach every host, as ssh -J beats ProxyCommand
+        dropped = frozenset({"proxy_command"})
     origins = {name: (flag,) for name, flag in flags.items()}
-    return [replace(host, **changes, explicit=host.explicit | flags.keys(),  # type: ignore[arg-type]
+    return [replace(host, **changes, explicit=(host.explicit - dropped) | flags.keys(),  # type: ignore[arg-type]
                     origins={**host.origins, **origins}) for host in hosts]
 
 
@@ -107,42 +115,6 @@ def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
             warn(f"open-files limit {soft} fits only {fitted} connections: lowering --forks from {forks} to {fitted}")
             return fitted
     return forks
-
-
-def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None]) -> ConnectSettings:
-    """Load known_hosts and every distinct key once, before any connection (bad input is exit 2 here)."""
-    from fleetrun.hostkeys import KnownHosts
-    from fleetrun.ssh import ConnectSettings, agent_blobs, load_identities, load_keys
-
-    user_file = Path("~/.ssh/known_hosts").expanduser()
-    files = [str(user_file), *dict.fromkeys(path for host in hosts for path in host.known_hosts)]
-    known = KnownHosts.load(files)
-    for warning in known.warnings:
-        warn(f"known_hosts: {warning}")
-    # The inventory's key and --key must work (exit 2 otherwise); ssh_config's and ssh's default identity
-    # files are skipped when unusable, as ssh skips them.
-    keys = load_keys([host.key for host in hosts if host.key], options.key_passphrase)
-    others = [path for host in hosts for path in host.identity_files if path not in keys]
-    configured = {path for host in hosts if not host.identity_files_default for path in host.identity_files}
-    held: set[bytes] | None = None
-
-    def agent_has(blob: bytes) -> bool:
-        nonlocal held
-        if held is None:
-            held = agent_blobs(None) if options.use_agent else set()
-        return blob in held
-
-    more, encrypted = load_identities(others, configured, options.key_passphrase, agent_has, warn)
-    return ConnectSettings(
-        known_hosts=known,
-        accept_new_path=user_file,
-        host_key_checking=options.host_key_checking,
-        connect_timeout=options.connect_timeout,
-        keys={**keys, **more},
-        encrypted_identities=encrypted,
-        use_agent=options.use_agent,
-        warn=warn,
-    )
 
 
 def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, str]:
@@ -288,8 +260,10 @@ def execute(
 
     # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
     # must fail at once, not after the operator typed a password.
-    passwords = resolve_passwords(hosts, None)
-    settings = connect_settings(hosts, options, warn)
+    from fleetrun.route import hops_of
+
+    passwords = resolve_passwords([*hosts, *hops_of(hosts)], None)
+    settings = connect_settings(hosts, options, warn, passwords)
     fallback = options.password if options.ask_password is None else options.ask_password()
     if fallback is not None:
         passwords.update({host.name: fallback for host in hosts if host.name not in passwords})
@@ -323,6 +297,15 @@ def execute(
             verified = session.host_key_verified
             try:
                 result = task(session, host, context)
+                # "connection lost" says what; a dead gateway or unanswered keepalives say why.
+                why = session.lost_reason() if result.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    result = replace(result, error=f"{result.error}: {why}" if result.error else why)
+            except HostFailure as failure:
+                why = session.lost_reason() if failure.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    failure.message = f"{failure.message}: {why}"
+                raise
             finally:
                 session.close()
         except HostFailure as failure:
@@ -382,8 +365,12 @@ def execute(
         callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
             work, not_started, crashed, handle, admit=dispatcher.admit,
             settled=lambda host, result: dispatcher.settle(result))
-        handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
-                                  deadline_check=check_deadline)
+        try:
+            handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
+                                      deadline_check=check_deadline)
+        finally:
+            if settings.gateways is not None:
+                settings.gateways.close()  # every host through them is done
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.

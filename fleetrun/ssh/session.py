@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
@@ -14,7 +15,12 @@ from paramiko.common import MSG_CHANNEL_REQUEST
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
+from fleetrun.ssh.agentfwd import agent_socket, request_forwarding
 from fleetrun.ssh.wrapper import wrap_command
+
+if TYPE_CHECKING:
+    from fleetrun.ssh.keepalive import ServerAlive
+    from fleetrun.ssh.link import Link
 
 OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
 
@@ -54,15 +60,28 @@ class Session:
     """An authenticated SSH connection to one host; owned by one worker thread, closed in `finally`."""
 
     def __init__(
-        self, host: Host, transport: paramiko.Transport, timeout: float, *, host_key_verified: bool | None = None
+        self, host: Host, transport: paramiko.Transport, timeout: float, *, host_key_verified: bool | None = None,
+        link: Link | None = None, alive: ServerAlive | None = None,
     ) -> None:
         self.host = host
         self.transport = transport
         self._timeout = timeout
         self.host_key_verified = host_key_verified  # False when --host-key-checking let an unverified key in
+        self.link = link  # what the transport runs over, and how to take it down
+        self.alive = alive  # ServerAliveInterval state, if set for the host
 
     def close(self) -> None:
-        self.transport.close()
+        if self.link is not None:
+            self.link.close(self.transport)
+        else:
+            self.transport.close()
+
+    def lost_reason(self) -> str | None:
+        """Why the connection ended under us, when more is known than "lost": a gateway that died, or
+        ServerAliveCountMax probes without an answer. None while it lives, or when nothing more is known."""
+        if self.link is not None and (why := self.link.lost_reason()) is not None:
+            return why
+        return self.alive.failed if self.alive is not None else None
 
     def open_sftp(self) -> paramiko.SFTPClient:
         client = paramiko.SFTPClient.from_transport(self.transport)
@@ -88,9 +107,14 @@ class Session:
         """
         try:
             chan = self.transport.open_session(timeout=self._timeout)
+            if self.host.forward_agent:
+                path = agent_socket(self.host.forward_agent, self.host.identity_agent)
+                if path is not None:
+                    request_forwarding(chan, path)  # before the command starts, as ssh asks for it
             chan.exec_command(command if raw else wrap_command(command))
         except (paramiko.SSHException, OSError, EOFError) as error:
-            raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {error}") from None
+            raise HostFailure(Outcome.UNREACHABLE,
+                              f"could not start the command: {error or 'the connection was lost'}") from None
         # Until the operator's stdin is forwarded (issue 14), the command reads an empty stdin, as with
         # `ssh -n`: `cat` ends at once instead of waiting for input that never comes. If this fails the
         # connection is gone, which the pump reports.

@@ -78,7 +78,7 @@ def test_exclude_and_the_hosts_argument_complete_too(capsys, monkeypatch, here):
 
 def test_commands_options_and_host_lists(capsys, monkeypatch, here):
     assert complete(capsys, monkeypatch, "fleetrun ex") == ["exec"]
-    assert complete(capsys, monkeypatch, "fleetrun exec --fo") == ["--forks", "--format"]
+    assert complete(capsys, monkeypatch, "fleetrun exec --fo") == ["--forward-agent", "--forks", "--format"]
     assert "--pick" in complete(capsys, monkeypatch, "fleetrun exec --")
     (here / "canaries.txt").write_text("web01\n")
     assert complete(capsys, monkeypatch, "fleetrun exec -H ^can") == ["^canaries.txt"]
