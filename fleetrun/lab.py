@@ -49,7 +49,7 @@ _SSHD_CONFIG = """\
 ListenAddress {address}:{port}
 HostKey {host_key}
 {extra_host_keys}PidFile none
-AuthorizedKeysFile {directory}/authorized_keys
+{authorized_keys}
 PubkeyAuthentication yes
 PasswordAuthentication {password_auth}
 KbdInteractiveAuthentication no
@@ -181,16 +181,30 @@ def _spawn(argv: list[str], log: Path) -> int:
     return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
 
 
-def _srv_script(srv_size: str, then: list[str]) -> str:
-    return f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && exec {shlex.join(then)}"
+def _srv_script(srv_size: str, then: list[str], owner: str = "") -> str:
+    return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755{owner} tmpfs /srv && "
+            f"exec {shlex.join(then)}")
 
 
-def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str) -> list[str]:
+def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str, owner: str = "") -> list[str]:
     argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
     if unshare is None:
         return argv
     # exec, so the pid we record is sshd itself and all it starts shares its private /srv.
-    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv)]
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv, owner)]
+
+
+def _authorized_keys(directory: Path, user: str | None) -> str:
+    """sshd_config lines for the lab's one authorized key.
+
+    sshd reads an AuthorizedKeysFile as the user logging in, who (another account than the lab's owner) may not
+    reach the lab directory: for `user`, root's `cat` hands the key over instead (AuthorizedKeysCommand).
+    """
+    path = directory / "authorized_keys"
+    if user is None:
+        return f"AuthorizedKeysFile {path}"
+    cat = shutil.which("cat") or "/bin/cat"
+    return f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\nAuthorizedKeysCommandUser root"
 
 
 def _tail(log: Path, lines: int = 3) -> str:
@@ -425,6 +439,7 @@ def start_lab(
     host_key_type: str = "ed25519",
     extra_config: str = "",
     extra_host_key_types: tuple[str, ...] = (),
+    user: str | None = None,
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
@@ -434,6 +449,8 @@ def start_lab(
     `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives the hosts more host keys besides their
     own Ed25519 one: one key per type at `extra_host_key_path`, shared by all hosts (an RSA key per host would
     cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
+    `user` (root only): the account the inventory logs in as, instead of the one running the lab; its
+    private /srv is that user's (for sudo tests, with throwaway accounts).
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -448,7 +465,19 @@ def start_lab(
     keygen = _find_tool("ssh-keygen", "openssh-client", "/usr/bin/ssh-keygen")
     private_srv = os.geteuid() == 0 if private_srv is None else private_srv
     unshare = _prepare(directory, private_srv, srv_size)
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    owner = ""
+    if user is None:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        login = None
+    else:
+        if os.geteuid() != 0:
+            raise LabError(f"a lab logging in as {user} needs root (sshd must switch to that account)")
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise LabError(f"no account {user!r} on this machine: create it first (useradd)") from None
+        _check_login(user)
+        owner, login = f",uid={account.pw_uid},gid={account.pw_gid}", user
 
     client_key = directory / "id_ed25519"
     for stale in (client_key, client_key.with_suffix(".pub")):
@@ -480,10 +509,11 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
+                settings = {"authorized_keys": _authorized_keys(directory, login), "password_auth": yes_no,
+                            "extra_host_keys": extra_host_keys}
                 text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
-                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
+                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, owner), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))
             files = directory / "inventory.yaml", directory / "known_hosts", client_key
