@@ -133,13 +133,15 @@ def negotiate(channel: BecomeChannel, request: BecomeRequest,
     written = False
     skip_newline = False  # on a terminal, sudo ends the hidden password's line itself
 
-    def done(status: str, rest: bytes = b"") -> Negotiated:
-        if rest:
-            output.append((request.stream, rest))
-        return Negotiated(status, tuple(output), written)
+    def done(status: str, rest: bytes = b"", later: list[tuple[str, bytes]] | None = None) -> Negotiated:
+        output.append((request.stream, rest))
+        output.extend(later or ())  # read together with the end: the command's already
+        return Negotiated(status, tuple((stream, data) for stream, data in output if data), written)
 
     while True:
-        for stream, data in channel.read():
+        chunks = channel.read()
+        for index, (stream, data) in enumerate(chunks):
+            later = chunks[index + 1:]
             if stream != request.stream:
                 output.append((stream, data))  # stdout without a pty: the command's, once it runs
                 continue
@@ -154,7 +156,7 @@ def negotiate(channel: BecomeChannel, request: BecomeRequest,
                 at_prompt, at_marker = pending.find(prompt), pending.find(marker)
                 if at_marker >= 0 and (at_prompt < 0 or at_marker < at_prompt):
                     output.append((stream, pending[:at_marker]))
-                    return done(OK, pending[at_marker + len(marker):])
+                    return done(OK, pending[at_marker + len(marker):], later)
                 if at_prompt < 0:
                     keep = _held_back(pending, (prompt, marker))
                     if keep:
@@ -165,9 +167,9 @@ def negotiate(channel: BecomeChannel, request: BecomeRequest,
                 pending = pending[at_prompt + len(prompt):]
                 prompts += 1
                 if prompts > 1:
-                    return done(REJECTED, pending)
+                    return done(REJECTED, pending, later)
                 if request.password is None:
-                    return done(PASSWORD_REQUIRED, pending)
+                    return done(PASSWORD_REQUIRED, pending, later)
                 channel.write(request.password.encode() + b"\n")  # the one write, after the prompt
                 written = True
                 skip_newline = request.pty

@@ -204,7 +204,8 @@ def _authorized_keys(directory: Path, user: str | None) -> str:
     if user is None:
         return f"AuthorizedKeysFile {path}"
     cat = shutil.which("cat") or "/bin/cat"
-    return f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\nAuthorizedKeysCommandUser root"
+    return (f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\n"
+            "AuthorizedKeysCommandUser root")
 
 
 def _tail(log: Path, lines: int = 3) -> str:

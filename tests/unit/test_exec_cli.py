@@ -9,9 +9,9 @@ import click
 import pytest
 
 from fleetrun.cli import exec_command
+from fleetrun.exec_task import _stopped
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.table import TableRenderer
-from fleetrun.exec_task import _stopped
 from fleetrun.runner import RunOptions
 from fleetrun.ssh.wrapper import wrap_command, wrapper_script
 from fleetrun.status import ExitStatus
