@@ -111,6 +111,7 @@ def test_no_password_in_any_process_argv_or_the_commands_environment(labs, accou
                 assert secret not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         out, err = proc.communicate(timeout=60)
+    assert b"done" in out
     assert proc.returncode == 0, err
 
 
