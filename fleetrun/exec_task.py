@@ -18,11 +18,19 @@ if TYPE_CHECKING:
 def exec_task(spec: ExecSpec | str) -> HostTask:
     """The task behind `fleetrun exec`: run the command (under sudo, with variables and stdin) and classify how
     it ended."""
-    if isinstance(spec, str):
-        spec = ExecSpec(spec)
-    plan = spec
+    return ExecTask(ExecSpec(spec) if isinstance(spec, str) else spec)
 
-    def run(session: Session, host: Host, context: HostContext) -> HostResult:
+
+class ExecTask:
+    """One run's exec task, called once per host by the pool's workers (it holds nothing per host)."""
+
+    becomes = True  # the runner gives its become hosts a "become" record even when they never got to sudo
+
+    def __init__(self, plan: ExecSpec) -> None:
+        self.plan = plan
+
+    def __call__(self, session: Session, host: Host, context: HostContext) -> HostResult:
+        plan = self.plan
         from fleetrun.ssh.wrapper import ScriptLoad, script_command
         from fleetrun.stdin_spool import Feed
 
@@ -72,8 +80,6 @@ def exec_task(spec: ExecSpec | str) -> HostTask:
         if ended.exit_code != 0:
             return replace(base, outcome=Outcome.FAILED, error=f"exit status {ended.exit_code}")
         return base
-
-    return run
 
 
 def _become_request(plan: ExecSpec, host: Host, password: str | None) -> BecomeRequest | None:

@@ -19,7 +19,7 @@ from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
 from fleetrun.lines import Lines, LineSplitter
-from fleetrun.models import Host, HostResult, Outcome, RunSummary
+from fleetrun.models import BecomeStatus, Host, HostResult, Outcome, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.redact import Redactor
@@ -389,6 +389,9 @@ def execute(
             result = event.result
             if result.outcome is Outcome.CANCELLED and result.reason is None:
                 result = replace(result, reason=cancel.reason)
+            if result.become is None and result.host.become and getattr(task, "becomes", False):
+                # exec under sudo on a host that never got as far as sudo: say whom, with no status
+                result = replace(result, become=BecomeStatus(result.host.become_user or "root", None))
             try:
                 counts[result.outcome] += 1
                 if result.ok and result.changed is not None:

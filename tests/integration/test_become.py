@@ -293,3 +293,17 @@ def test_50_hosts_with_ask_become_pass_on_a_terminal_prompt_exactly_once(labs, a
     assert text.count("sudo password:") == 1 and accounts.password not in text
     records = [json.loads(line) for line in text.replace("\r\n", "\n").splitlines() if line.startswith("{")]
     assert sum(1 for r in records if r.get("type") == "host" and r["stdout"] == "0\n") == 50
+
+
+def test_a_become_host_that_never_got_to_sudo_says_whom_with_no_status(labs, accounts, tmp_path, ssh_env):
+    inv = str(write_inventory(tmp_path / "inv.yaml", labs["np"].inventory,
+                              extra_hosts={"gone": {"address": "127.0.0.1", "port": 1}}))
+    result = run("exec", "-i", inv, "-H", "lab01,gone", "--become-user", accounts.other_user, "--format", "json",
+                 "id -un", home=ssh_env, password=None)
+    hosts, _ = result.json()
+    assert result.code == 4 and hosts["gone"]["status"] == "unreachable"
+    assert hosts["gone"]["become"] == {"user": accounts.other_user, "status": None}
+    assert hosts["lab01"]["become"] == {"user": accounts.other_user, "status": "ok"}
+    assert hosts["lab01"]["stdout"] == f"{accounts.other_user}\n"
+    plain = run("exec", "-i", inv, "-H", "lab01", "--format", "json", "true", home=ssh_env, password=None)
+    assert plain.json()[0]["lab01"]["become"] is None
