@@ -388,6 +388,7 @@ def cli() -> None:
     """
 
 
+MISSING_COMMAND = "Missing argument 'COMMAND...' (or --script FILE)."
 COMMAND_HINT = ("put the options first and the command words last, as with ssh (fleetrun exec -H web ls -l), "
                 "or quote the command as one word ('ls -l')")
 
@@ -405,11 +406,14 @@ class ExecCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.allow_interspersed_args = not self._hosts_before_command(ctx, args)
         try:
-            return super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, args)
         except click.NoSuchOption as error:
             if not ctx.allow_interspersed_args:
                 raise
             raise click.UsageError(f"{error.message.rstrip('.')}: {COMMAND_HINT}", ctx) from None
+        if not ctx.params.get("command") and ctx.params.get("script_path") is None and not ctx.resilient_parsing:
+            raise click.UsageError(MISSING_COMMAND, ctx)
+        return rest
 
     def _hosts_before_command(self, ctx: click.Context, args: list[str]) -> bool:
         parser = self.make_parser(ctx)
@@ -528,7 +532,7 @@ def _exec_spec(command: str, params: dict[str, Any]) -> Any:
         if params["become_pty"]:
             raise UsageError("--script is sent on stdin, which --become-pty makes a terminal; drop one of them")
     elif not command:
-        raise click.UsageError("Missing argument 'COMMAND...' (or --script FILE).", context)
+        raise click.UsageError(MISSING_COMMAND, context)
     env = parse_env_options(params["env_options"])
     if env and params["raw"]:
         raise UsageError("--env is exported by the wrapper, which --raw leaves out; drop one of them")

@@ -307,3 +307,25 @@ def test_a_become_host_that_never_got_to_sudo_says_whom_with_no_status(labs, acc
     assert hosts["lab01"]["stdout"] == f"{accounts.other_user}\n"
     plain = run("exec", "-i", inv, "-H", "lab01", "--format", "json", "true", home=ssh_env, password=None)
     assert plain.json()[0]["lab01"]["become"] is None
+
+
+def test_become_timeout_bounds_the_negotiation_only(labs, tmp_path, ssh_env):
+    # A wrong password: sudo then waits about 2 s (pam_unix's fail delay) before it prompts again
+    inv = inventory(labs["pw"], tmp_path)
+    result = run("exec", "-i", inv, "-H", "lab01", "--become-timeout", "0.5", "-b", "--format", "json", "id -u",
+                 home=ssh_env, password="wrong-on-purpose")
+    record = result.json()[0]["lab01"]
+    assert result.code == 3 and record["status"] == "timeout"
+    assert record["become"]["status"] == "timeout" and "--become-timeout 0.5 s" in record["error"]
+
+
+def test_on_a_pty_timeout_still_kills_the_command(labs, accounts, tmp_path, ssh_env):
+    inv = inventory(labs["tty"], tmp_path)
+    result = run("exec", "-i", inv, "-H", "lab01", "-b", "--become-pty", "-t", "2", "trap '' HUP; sleep 60.75",
+                 home=ssh_env, password=accounts.password)
+    assert result.code == 3, result.out + result.err
+
+    def left() -> list[int]:
+        return [pid for pid, argv in processes() if argv == b"sleep\x0060.75\x00"]
+
+    assert wait_for(lambda: not left(), 15), f"still running: {left()}"
