@@ -17,6 +17,7 @@ from fleetrun.become import (
     NO_PROMPT,
     OK,
     PASSWORD_REQUIRED,
+    REJECTED,
     TTY_REQUIRED,
     BecomeRequest,
     CrlfToLf,
@@ -167,7 +168,10 @@ class Session:
                        output: _Output, cancel: Cancel) -> ExecResult:
         """The ExecResult of a command sudo never started; a refusal before any prompt is probed on a pty."""
         status, message = negotiated.status, negotiated.last_line
-        if status == NO_PROMPT:
+        ended = "become"
+        if status in (NO_PROMPT, REJECTED) and chan.exit_status < 0 and not self.transport.is_active():
+            ended, status = "lost", CANCELLED  # the connection died under sudo: nothing sudo said
+        elif status == NO_PROMPT:
             chan.close()
             status = TTY_REQUIRED if not become.pty and self._tty_would_help(become, cancel) else ERROR
         # sudo may still wait for a password on this channel: the connection's end is its EOF.
@@ -176,7 +180,7 @@ class Session:
         exit_code = chan.exit_status if chan.exit_status >= 0 else None
         stdout, stderr = output.stdout, output.stderr
         return ExecResult(
-            ended="cancelled" if status == CANCELLED else "become",
+            ended="cancelled" if status == CANCELLED and ended == "become" else ended,
             exit_code=exit_code,
             signal=None,
             stdout=bytes(stdout.data),
