@@ -436,8 +436,11 @@ def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
                        connect_timeout=params.get("connect_timeout"))
 
 
-def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
-    """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
+                 adjust: Callable[[list[Any]], list[Any]] | None = None) -> int:
+    """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status.
+
+    `adjust` (exec) changes and checks the resolved hosts before anything connects."""
     from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
 
@@ -446,6 +449,8 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
         return int(ExitStatus.OK)
     hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
+    if adjust is not None:
+        hosts = adjust(hosts)
     question = confirm_question(rollout, sys.stderr)
     defaults = _split_defaults(params)[1]
     options = RunOptions(
@@ -458,6 +463,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
         host_key_checking=params["host_key_checking"] or defaults.get("host_key_checking") or "yes",
         key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
         ask_password=_password_prompt(params["ask_pass"]),
+        ask_become_password=_ask_become_prompt(params.get("ask_become_pass", False)),
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
         max_per_gateway=params["max_per_gateway"],
@@ -524,6 +530,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.default_map = default_map(defaults, cli)
 
 
+MISSING_COMMAND = "Missing argument 'COMMAND...' (or --script FILE)."
 COMMAND_HINT = ("put the options first and the command words last, as with ssh (fleetrun exec -H web ls -l), "
                 "or quote the command as one word ('ls -l')")
 
@@ -542,11 +549,14 @@ class ExecCommand(click.Command):
         ctx.allow_interspersed_args = not self._hosts_before_command(ctx, args)
         given = list(args)  # the parser consumes its list
         try:
-            return super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, args)
         except click.NoSuchOption as error:
             if not ctx.allow_interspersed_args or not self._after_a_command_word(ctx, given, error.option_name):
                 raise  # a mistyped option before any command word: click's own "did you mean"
             raise click.UsageError(f"{error.message.rstrip('.')}: {COMMAND_HINT}", ctx) from None
+        if not ctx.params.get("command") and ctx.params.get("script_path") is None and not ctx.resilient_parsing:
+            raise click.UsageError(MISSING_COMMAND, ctx)
+        return rest
 
     def _after_a_command_word(self, ctx: click.Context, args: list[str], option: str) -> bool:
         """Whether `option` comes after a word that is neither an option nor an option's value: then it may
@@ -576,11 +586,45 @@ class ExecCommand(click.Command):
 
 
 def _join_command(ctx: click.Context, param: click.Parameter, words: tuple[str, ...]) -> str:
-    """The command words joined by single spaces, as ssh joins them."""
+    """The command words joined by single spaces, as ssh joins them (the words themselves are kept for
+    --script, whose arguments they are)."""
     if ctx.allow_interspersed_args and len(words) > 1:
         raise click.UsageError(f"-H/--hosts does not come before the command, so the command must be one "
                                f"quoted word, not {len(words)} ({' '.join(words)}): {COMMAND_HINT}", ctx)
-    return " ".join(words)
+    joined = " ".join(words)
+    ctx.meta["fleetrun.command_words"] = (joined, words)
+    return joined
+
+
+def _ask_become_prompt(ask: bool) -> Callable[[], str] | None:
+    """-K: the sudo password prompt the run calls once, after --ask-pass; no terminal is exit 2 at once."""
+    if not ask:
+        return None
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError("-K/--ask-become-pass needs a terminal; without one use become_password_env or "
+                         "become_password_file in the inventory")
+
+    def prompt() -> str:
+        from fleetrun.secrets import remember
+
+        try:
+            password = getpass.getpass("sudo password: ")
+        except EOFError:  # Ctrl-D
+            raise UsageError("-K/--ask-become-pass: no password entered") from None
+        remember(password)
+        return password
+
+    return prompt
+
+
+def _stdin_forwarded(no_stdin: bool) -> bool:
+    """ssh's rule: stdin goes to the commands unless it is a terminal, or -n/--no-stdin says not to."""
+    if no_stdin:
+        return False
+    try:
+        return not os.isatty(0)
+    except OSError:
+        return False
 
 
 @cli.command("exec", cls=ExecCommand)
@@ -591,18 +635,100 @@ def _join_command(ctx: click.Context, param: click.Parameter, words: tuple[str, 
 @click.option("--raw", is_flag=True,
               help="Send the command as is, without the wrapper (for non-POSIX login shells); a command that "
                    "times out or is cancelled is then only disconnected and may keep running.")
-@click.argument("command", nargs=-1, required=True, callback=_join_command)
+@click.option("-b", "--become", "--sudo", "become", is_flag=True,
+              help="Run the command through sudo, as --become-user (default root).")
+@click.option("--become-user", metavar="USER", help="The user sudo runs the command as (implies -b).")
+@click.option("-K", "--ask-become-pass", "ask_become_pass", is_flag=True,
+              help="Prompt once for the sudo password (only on a terminal), for hosts without a "
+                   "become_password_env/become_password_file.")
+@click.option("--become-pty", is_flag=True,
+              help="Run sudo on a terminal, for hosts whose sudoers say requiretty (the command's stdin is then "
+                   "empty, and stdout and stderr are one stream).")
+@click.option("--become-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True, metavar="S",
+              help="Seconds for sudo to ask for the password or start the command (--timeout counts after).")
+@click.option("-n", "--no-stdin", is_flag=True,
+              help="Send nothing on the commands' stdin (as ssh -n); by default fleetrun's stdin, when it is not "
+                   "a terminal, goes to every host.")
+@click.option("--script", "script_path", metavar="FILE",
+              help="Run the local script FILE on every host (its #! line picks the interpreter); the command "
+                   "words are its arguments. Nothing of it is left on the host.")
+@click.option("--env", "env_options", metavar="NAME=VALUE", multiple=True,
+              help="Export NAME=VALUE to the command (repeatable; over the inventory's env). Never a secret: "
+                   "it is on the host's command line.")
+@click.option("--template", is_flag=True,
+              help="Replace {host}, {address} and {vars.NAME} in the command per host, quoted for the shell "
+                   "({{ and }} for literal braces).")
+@click.argument("command", nargs=-1, required=False, callback=_join_command)
 def exec_command(command: str, max_output: str, **params: Any) -> int:
     """Run COMMAND on every selected host, in the login shell, as `ssh host COMMAND` would.
 
     Options come first, then the command; its words are joined by spaces, as ssh joins them:
     `fleetrun exec -H web df -h`. `--` ends the options. A command quoted as one word may also come
-    first: `fleetrun exec 'df -h' -H web`.
+    first: `fleetrun exec 'df -h' -H web`. With --script FILE, the words are the script's arguments.
     """
-    from fleetrun.runner import exec_task
+    from fleetrun.exec_task import exec_task
 
     params["max_output_bytes"] = parse_size(max_output)
-    return run_on_hosts(params, lambda: exec_task(command))
+    spec = _exec_spec(command, params)
+    return run_on_hosts(params, lambda: exec_task(spec), adjust=lambda hosts: _exec_hosts(hosts, spec, params))
+
+
+def _exec_spec(command: str, params: dict[str, Any]) -> Any:
+    """exec's run-wide plan (fleetrun.commandplan.ExecSpec) from its options; usage errors here are exit 2."""
+    import shlex
+
+    from fleetrun.become import new_run_id
+    from fleetrun.commandplan import ExecSpec, load_script, parse_env_options
+
+    context = click.get_current_context()
+    script = None
+    if params["script_path"] is not None:
+        joined, words = context.meta.get("fleetrun.command_words", ("", ()))
+        args = list(words) if joined == command else shlex.split(command or "")  # rerun: recorded shlex-joined
+        script = load_script(params["script_path"], args)
+        context.params["command"] = command = shlex.join(args)  # what the journal records (rerun splits it)
+        if params["raw"]:
+            raise UsageError("--script needs the wrapper, which --raw leaves out; drop one of them")
+        if params["become_pty"]:
+            raise UsageError("--script is sent on stdin, which --become-pty makes a terminal; drop one of them")
+    elif not command:
+        raise click.UsageError(MISSING_COMMAND, context)
+    env = parse_env_options(params["env_options"])
+    if env and params["raw"]:
+        raise UsageError("--env is exported by the wrapper, which --raw leaves out; drop one of them")
+    stdin = None
+    if _stdin_forwarded(params["no_stdin"]):
+        from fleetrun.stdin_spool import StdinSpool
+
+        stdin = StdinSpool(0)
+    return ExecSpec(
+        command="" if script is not None else command,
+        script=script,
+        template=params["template"],
+        env=env,
+        become_pty=params["become_pty"],
+        become_timeout=params["become_timeout"],
+        stdin=stdin,
+        run_id=new_run_id(),
+    )
+
+
+def _exec_hosts(hosts: list[Any], spec: Any, params: dict[str, Any]) -> list[Any]:
+    """-b/--become-user over the inventory's become settings; then every host's plan is checked (exit 2)."""
+    from dataclasses import replace
+
+    from fleetrun.commandplan import check
+
+    if params["become"] or params["become_user"]:
+        hosts = [replace(host, become=True, become_user=params["become_user"] or host.become_user)
+                 for host in hosts]
+    becoming = [host.name for host in hosts if host.become]
+    if params["ask_become_pass"] and not becoming:
+        raise UsageError("-K/--ask-become-pass: no selected host runs its command through sudo; add -b")
+    if becoming and params["raw"]:
+        raise UsageError(f"host {becoming[0]} becomes another user, which needs the wrapper --raw leaves out")
+    check(spec, hosts)
+    return hosts
 
 
 @cli.command("push")

@@ -49,7 +49,7 @@ _SSHD_CONFIG = """\
 ListenAddress {address}:{port}
 HostKey {host_key}
 {extra_host_keys}PidFile none
-AuthorizedKeysFile {directory}/authorized_keys
+{authorized_keys}
 PubkeyAuthentication yes
 PasswordAuthentication {password_auth}
 KbdInteractiveAuthentication no
@@ -181,19 +181,33 @@ def _spawn(argv: list[str], log: Path) -> int:
     return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
 
 
-def _srv_script(srv_size: str, then: list[str], binds: tuple[tuple[str, str], ...] = ()) -> str:
+def _srv_script(srv_size: str, then: list[str], binds: tuple[tuple[str, str], ...] = (), owner: str = "") -> str:
     mounts = "".join(f"mount --bind {shlex.quote(source)} {shlex.quote(target)} && " for target, source in binds)
-    return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && {mounts}"
+    return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755{owner} tmpfs /srv && {mounts}"
             f"exec {shlex.join(then)}")
 
 
 def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str,
-               binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
+               binds: tuple[tuple[str, str], ...] = (), owner: str = "") -> list[str]:
     argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
     if unshare is None:
         return argv
     # exec, so the pid we record is sshd itself and all it starts shares its private /srv.
-    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv, binds)]
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv, binds, owner)]
+
+
+def _authorized_keys(directory: Path, user: str | None) -> str:
+    """sshd_config lines for the lab's one authorized key.
+
+    sshd reads an AuthorizedKeysFile as the user logging in, who (another account than the lab's owner) may not
+    reach the lab directory: for `user`, root's `cat` hands the key over instead (AuthorizedKeysCommand).
+    """
+    path = directory / "authorized_keys"
+    if user is None:
+        return f"AuthorizedKeysFile {path}"
+    cat = shutil.which("cat") or "/bin/cat"
+    return (f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\n"
+            "AuthorizedKeysCommandUser root")
 
 
 def _tail(log: Path, lines: int = 3) -> str:
@@ -437,6 +451,7 @@ def start_lab(
     extra_config: str = "",
     extra_host_key_types: tuple[str, ...] = (),
     bind_files: dict[str, Path] | None = None,
+    user: str | None = None,
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
@@ -448,6 +463,8 @@ def start_lab(
     cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
     `bind_files` ({"/etc/hosts": path}) shows the hosts other files in place of system ones, in their private
     mount namespace (needs the private /srv, so root): a bastion that alone can resolve its targets' names.
+    `user` (root only): the account the inventory logs in as, instead of the one running the lab; its
+    private /srv is that user's (for sudo tests, with throwaway accounts).
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -465,7 +482,19 @@ def start_lab(
     if binds and not private_srv:
         raise LabError("bind_files needs the hosts' private mount namespace (private_srv, as root)")
     unshare = _prepare(directory, private_srv, srv_size)
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    owner = ""
+    if user is None:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        login = None
+    else:
+        if os.geteuid() != 0:
+            raise LabError(f"a lab logging in as {user} needs root (sshd must switch to that account)")
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise LabError(f"no account {user!r} on this machine: create it first (useradd)") from None
+        _check_login(user)
+        owner, login = f",uid={account.pw_uid},gid={account.pw_gid}", user
 
     client_key = directory / "id_ed25519"
     for stale in (client_key, client_key.with_suffix(".pub")):
@@ -497,10 +526,11 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
+                settings = {"authorized_keys": _authorized_keys(directory, login), "password_auth": yes_no,
+                            "extra_host_keys": extra_host_keys}
                 text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
-                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, binds), log)
+                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, binds, owner), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))
             files = directory / "inventory.yaml", directory / "known_hosts", client_key

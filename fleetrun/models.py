@@ -117,10 +117,21 @@ class HostResult:
     # Why a host was not started or was cancelled: "rollout stopped", "stopped by the operator", "interrupted",
     # "terminated", "deadline" (issue 11). None for hosts that ran to their own end.
     reason: str | None = None
+    # exec under sudo (issue 10): whom the command ran as and how the negotiation went; None without become.
+    become: BecomeStatus | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class BecomeStatus:
+    """A host's sudo: the user become, and "ok", "rejected", "password-required", "tty-required", "timeout",
+    "error", or None when the host never got as far as sudo."""
+
+    user: str
+    status: str | None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
 from fleetrun.lines import Lines, LineSplitter
-from fleetrun.models import Host, HostResult, Outcome, RunSummary
+from fleetrun.models import BecomeStatus, Host, HostResult, Outcome, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.preflight import connect_settings
@@ -48,6 +48,8 @@ class RunOptions:
     password: str | None = field(default=None, repr=False)  # for hosts without a password source of their own
     # --ask-pass: asked once, after all local input was read.
     ask_password: Callable[[], str] | None = field(default=None, repr=False)
+    # -K/--ask-become-pass: the sudo password, asked once after --ask-pass, for become hosts without a source.
+    ask_become_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
     max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
@@ -60,6 +62,7 @@ class HostContext:
     options: RunOptions
     cancel: Cancel
     on_output: Callable[[str, bytes], None] | None
+    become_password: str | None = field(default=None, repr=False)  # this host's sudo password, if any
 
 
 HostTask = Callable[["Session", Host, HostContext], HostResult]
@@ -115,6 +118,18 @@ def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
             warn(f"open-files limit {soft} fits only {fitted} connections: lowering --forks from {forks} to {fitted}")
             return fitted
     return forks
+
+
+def resolve_become_passwords(hosts: Sequence[Host]) -> dict[str, str]:
+    """The sudo password of every become host that has a source of its own (read before any prompt)."""
+    from fleetrun.secrets import read_become_password
+
+    passwords: dict[str, str] = {}
+    for host in hosts:
+        password = read_become_password(host) if host.become else None
+        if password is not None:
+            passwords[host.name] = password
+    return passwords
 
 
 def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, str]:
@@ -263,10 +278,15 @@ def execute(
     from fleetrun.route import hops_of
 
     passwords = resolve_passwords([*hosts, *hops_of(hosts)], None)
+    become_passwords = resolve_become_passwords(hosts)
     settings = connect_settings(hosts, options, warn, passwords)
     fallback = options.password if options.ask_password is None else options.ask_password()
     if fallback is not None:
         passwords.update({host.name: fallback for host in hosts if host.name not in passwords})
+    if options.ask_become_password is not None:  # one sudo password for the run: never a prompt per host
+        become_fallback = options.ask_become_password()
+        become_passwords.update({host.name: become_fallback for host in hosts
+                                 if host.become and host.name not in become_passwords})
     # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
     # error lines, details and warnings. New secret sources only need to call secrets.remember().
     redactor = Redactor(secrets.held())
@@ -290,7 +310,7 @@ def execute(
             splitters = {name: LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
         sink = sinks(host) if sinks is not None else None
         tap = _output_callback(splitters, sink, redactor)
-        context = HostContext(options, cancel, tap)
+        context = HostContext(options, cancel, tap, become_passwords.get(host.name))
         verified: bool | None = None
         try:
             session = connect(host, settings, passwords.get(host.name), cancel)
@@ -352,6 +372,9 @@ def execute(
             result = event.result
             if result.outcome is Outcome.CANCELLED and result.reason is None:
                 result = replace(result, reason=cancel.reason)
+            if result.become is None and result.host.become and getattr(task, "becomes", False):
+                # exec under sudo on a host that never got as far as sudo: say whom, with no status
+                result = replace(result, become=BecomeStatus(result.host.become_user or "root", None))
             try:
                 counts[result.outcome] += 1
                 if result.ok and result.changed is not None:
@@ -400,56 +423,3 @@ def execute(
     with suppress(*gone):
         renderer.on_finish(summary)
     return summary
-
-
-def exec_task(command: str) -> HostTask:
-    """The task behind `fleetrun exec`: run one command and classify how it ended."""
-
-    def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        options = context.options
-        ended = session.run(
-            command,
-            cancel=context.cancel,
-            timeout=options.timeout,
-            max_output=options.max_output,
-            on_output=context.on_output,
-            raw=options.raw,
-        )
-        base = HostResult(
-            host,
-            Outcome.OK,
-            exit_code=ended.exit_code,
-            signal=ended.signal,
-            stdout=ended.stdout,
-            stderr=ended.stderr,
-            stdout_truncated=ended.stdout_truncated,
-            stderr_truncated=ended.stderr_truncated,
-        )
-        if ended.ended in ("timeout", "cancelled"):
-            outcome, error = _stopped(ended.ended, options, context.cancel.reason)
-            return replace(base, outcome=outcome, error=error)
-        if ended.ended == "lost":
-            return replace(base, outcome=Outcome.UNREACHABLE, error="connection lost mid-command")
-        if ended.signal is not None:
-            return replace(base, outcome=Outcome.FAILED, error=f"killed by signal {ended.signal}")
-        if ended.exit_code != 0:
-            return replace(base, outcome=Outcome.FAILED, error=f"exit status {ended.exit_code}")
-        return base
-
-    return run
-
-
-def _stopped(ended: str, options: RunOptions, reason: str | None) -> tuple[Outcome, str]:
-    """Outcome and error of a command fleetrun stopped by disconnecting: only what fleetrun knows is true."""
-    if ended == "timeout":
-        outcome, what = Outcome.TIMEOUT, f"command timed out after {options.timeout:g} s"
-    elif reason == "deadline":
-        outcome, what = Outcome.TIMEOUT, "the run's --deadline was reached"
-    else:
-        outcome, what = Outcome.CANCELLED, "cancelled"
-    if options.raw:
-        # No watcher on the host: closing the connection does not stop a command that ignores it.
-        return outcome, (f"{what}; fleetrun disconnected, and without the wrapper (--raw) "
-                         "the command may still be running on the host")
-    it = "it" if ended == "timeout" else "the command"
-    return outcome, f"{what}; fleetrun disconnected and the host's wrapper kills {it}"

@@ -18,9 +18,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("args", "line"), [
     (("exec", "--bogus", "true", "-H", "all"),
-     "no such option '--bogus' (did you mean --verbose or --user?); see 'fleetrun exec --help'"),
+     "no such option '--bogus' (did you mean --verbose or --user or --become-user?); see 'fleetrun exec --help'"),
     (("hosts", "--frmat", "json"), "no such option '--frmat' (did you mean --format?); see 'fleetrun hosts --help'"),
-    (("exec", "-H", "all"), "missing argument 'COMMAND...'; usage: fleetrun exec [OPTIONS] COMMAND..."),
+    (("exec", "-H", "all"), "missing argument 'COMMAND...' (or --script FILE); see 'fleetrun exec --help'"),
     (("push", "a"), "missing argument 'REMOTE'; usage: fleetrun push [OPTIONS] LOCAL REMOTE"),
     (("exec", "true"), "--hosts is required: name the hosts, a group or 'all' (only --retry-failed may go without it)"),
     (("exec", "a", "b", "-H", "all"),
