@@ -82,8 +82,9 @@ def run_options(function: F) -> F:
                      help="accept-new: record unknown keys; no: labs only, never changed keys. Default: "
                           "ssh_config's StrictHostKeyChecking (ask: yes; no: accept-new), else yes."),
         click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=None,
-                     help="Seconds for TCP connect, SSH handshake and authentication together "
-                     "(overrides the inventory; default 10)."),
+                     help="Seconds for TCP connect, SSH handshake and authentication together, counted from "
+                     "when the host gets its handshake slot (see --max-handshakes), not from when it was "
+                     "queued (overrides the inventory; default 10)."),
         click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
@@ -92,6 +93,10 @@ def run_options(function: F) -> F:
                      help="Hold an exclusive lock on FILE for the run; if another run holds it, exit 75."),
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
+        click.option("--max-handshakes", type=click.IntRange(1, 4096), default=None, metavar="N",
+                     help="Hosts connecting at once (TCP connect to authenticated), apart from --forks: the "
+                          "others wait their turn without their connect timeout running. Default: 16 per "
+                          "usable core, at least 8."),
         click.option("--format", "output_format", type=click.Choice(["table", "gather", "stream", "json"]),
                      default="table", show_default=True,
                      help="table: a row per host; gather: hosts with the same output folded into one block; "
@@ -338,6 +343,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     question = confirm_question(rollout, sys.stderr)
     options = RunOptions(
         forks=params["forks"],
+        max_handshakes=params.get("max_handshakes"),
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),

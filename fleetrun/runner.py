@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from fleetrun.admission import Admission, default_limit
 from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
@@ -37,7 +38,9 @@ class RunOptions:
     """Connection and run settings that apply to every host of one run."""
 
     forks: int = 64
-    connect_timeout: float = 10.0  # for hosts whose inventory sets none
+    # SSH handshakes (TCP connect to authenticated) in flight at once; None: admission.default_limit()
+    max_handshakes: int | None = None
+    connect_timeout: float = 10.0  # for hosts whose inventory sets none; counted from the host's handshake slot
     timeout: float | None = None  # per command
     deadline: float | None = None  # whole run, seconds from start
     max_output: int = 4 << 20  # per stream per host
@@ -300,6 +303,7 @@ def execute(
     forks = fit_forks(options.forks, max((len(batch) for batch in plan.batches), default=0), warn)
     from fleetrun.ssh import connect
 
+    admission = Admission(options.max_handshakes or default_limit())
     cancel = Cancel()
     counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
     changes = {"changed": 0, "unchanged": 0}
@@ -319,7 +323,8 @@ def execute(
         context = HostContext(options, cancel, tap)
         verified: bool | None = None
         try:
-            session = connect(host, settings, passwords.get(host.name), cancel)
+            with admission.slot(cancel):  # the connect timeout starts once the host has its slot
+                session = connect(host, settings, passwords.get(host.name), cancel)
             verified = session.host_key_verified
             try:
                 result = task(session, host, context)
