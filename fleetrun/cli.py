@@ -93,6 +93,9 @@ def run_options(function: F) -> F:
                      help="Hold an exclusive lock on FILE for the run; if another run holds it, exit 75."),
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
+        click.option("--procs", type=click.IntRange(1, 256), default=None, metavar="N",
+                     help="Worker processes, each with its share of the hosts and of --forks; one collector. "
+                          "Default: the usable cores (1 on a 1-core machine)."),
         click.option("--max-handshakes", type=click.IntRange(1, 4096), default=None, metavar="N",
                      help="Hosts connecting at once (TCP connect to authenticated), apart from --forks: the "
                           "others wait their turn without their connect timeout running. Default: 16 per "
@@ -332,6 +335,7 @@ def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
 
 def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+    from fleetrun.admission import usable_cores
     from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
 
@@ -344,6 +348,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     options = RunOptions(
         forks=params["forks"],
         max_handshakes=params.get("max_handshakes"),
+        procs=params.get("procs") or usable_cores(),
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
-from fleetrun.admission import Admission, default_limit
+from fleetrun.admission import Admission, default_limit, share
 from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
@@ -25,9 +25,11 @@ from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.redact import Redactor
 from fleetrun.rollout import Rollout, make_plan, not_started_reason
+from fleetrun.spill import SPILL_AT
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
+    from fleetrun.procs import Processes
     from fleetrun.ssh import ConnectSettings, Session
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
@@ -52,6 +54,8 @@ class RunOptions:
     ask_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
+    # Worker processes (fleetrun.procs); 1 runs every host in this process. The CLI defaults to the usable cores.
+    procs: int = 1
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,15 @@ def execute(
     for secret in (options.key_passphrase, options.password):
         secrets.remember(secret)
 
-    def warn(message: str) -> None:
+    def write_warning(message: str) -> None:
         with warn_lock:
             err.write(f"fleetrun: warning: {secrets.redact(message)}\n")
             err.flush()
+
+    warn_to: list[Callable[[str], None]] = [write_warning]  # a worker process: over its channel to the parent
+
+    def warn(message: str) -> None:
+        warn_to[0](message)
 
     # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
     # must fail at once, not after the operator typed a password.
@@ -303,7 +312,8 @@ def execute(
     forks = fit_forks(options.forks, max((len(batch) for batch in plan.batches), default=0), warn)
     from fleetrun.ssh import connect
 
-    admission = Admission(options.max_handshakes or default_limit())
+    handshakes = options.max_handshakes or default_limit()
+    admission = Admission(handshakes)
     cancel = Cancel()
     counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
     changes = {"changed": 0, "unchanged": 0}
@@ -380,15 +390,40 @@ def execute(
                     changes["changed" if result.changed else "unchanged"] += 1
                 renderer.on_result(result)
             finally:  # even when a renderer failed: the next batch waits for this count
+                result.release()  # spilled output: every renderer had it (one that keeps it took its own copy)
                 dispatcher.rendered(result)
 
-    renderer.on_start(hosts)
-    with _signals(cancel, err) as interrupts:
-        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
-            work, not_started, crashed, handle, admit=dispatcher.admit,
-            settled=lambda host, result: dispatcher.settle(result))
-        handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
-                                  deadline_check=check_deadline)
+    procs = max(1, min(options.procs, forks, len(hosts)))
+    workers: Processes | None = None
+    if procs > 1:
+        from fleetrun.procs import CannotFork, ChildSpec, Processes
+
+        def in_child(index: int, send_warning: Callable[[str], None]) -> None:
+            nonlocal admission
+            admission = Admission(share(handshakes, procs, index))  # the slots dealt out like the hosts
+            warn_to[0] = send_warning
+
+        # Forked here, before the renderers start any thread (progress) or open any file (journal).
+        try:
+            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, in_child))
+        except CannotFork as why:  # a library caller with threads of its own: one process is always right
+            warn(f"running in one process, not {procs} (--procs): {why}")
+    try:
+        renderer.on_start(hosts)
+        with _signals(cancel, err) as interrupts:
+            callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
+                work, not_started, crashed, handle, admit=dispatcher.admit,
+                settled=lambda host, result: dispatcher.settle(result))
+            if workers is not None:
+                handler_errors = workers.run(dispatcher.jobs(), callbacks, cancel=cancel,
+                                             deadline_check=check_deadline, warn=warn)
+            else:
+                handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
+                                          deadline_check=check_deadline)
+    except BaseException:
+        if workers is not None:
+            workers.kill()
+        raise
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.
@@ -432,6 +467,7 @@ def exec_task(command: str) -> HostTask:
             max_output=options.max_output,
             on_output=context.on_output,
             raw=options.raw,
+            spill_at=SPILL_AT,
         )
         base = HostResult(
             host,
@@ -442,6 +478,8 @@ def exec_task(command: str) -> HostTask:
             stderr=ended.stderr,
             stdout_truncated=ended.stdout_truncated,
             stderr_truncated=ended.stderr_truncated,
+            stdout_file=ended.stdout_file,
+            stderr_file=ended.stderr_file,
         )
         if ended.ended in ("timeout", "cancelled"):
             outcome, error = _stopped(ended.ended, options, context.cancel.reason)

@@ -14,6 +14,7 @@ from paramiko.common import MSG_CHANNEL_REQUEST
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
+from fleetrun.spill import Capture, Spill
 from fleetrun.ssh.wrapper import wrap_command
 
 OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
@@ -33,6 +34,9 @@ class ExecResult:
     stderr: bytes
     stdout_truncated: bool
     stderr_truncated: bool
+    # Streams longer than `spill_at`: stdout/stderr are their first bytes, these files all of it (fleetrun.spill).
+    stdout_file: Spill | None = None
+    stderr_file: Spill | None = None
 
 
 def _handle_channel_request(chan: paramiko.Channel, message: paramiko.Message) -> None:
@@ -79,12 +83,14 @@ class Session:
         max_output: int = 4 << 20,
         on_output: OutputCallback | None = None,
         raw: bool = False,
+        spill_at: int | None = None,
     ) -> ExecResult:
         """Run one command, draining stdout and stderr together until it exits, times out or is cancelled.
 
         The command's stdin gets EOF at once (`ssh -n`). A command that does not end by itself (timeout,
         cancel) is stopped by closing the connection: the host's watcher (fleetrun.ssh.wrapper) then kills
-        it; under `raw` nothing does, and it may keep running.
+        it; under `raw` nothing does, and it may keep running. With `spill_at`, a stream longer than that goes
+        on in a private temporary file (ExecResult.stdout_file), so memory does not grow with output size.
         """
         try:
             chan = self.transport.open_session(timeout=self._timeout)
@@ -96,10 +102,15 @@ class Session:
         # connection is gone, which the pump reports.
         with suppress(paramiko.SSHException, OSError, EOFError):
             chan.shutdown_write()
-        stdout, stderr = _Capture(max_output), _Capture(max_output)
+        stdout, stderr = Capture(max_output, spill_at), Capture(max_output, spill_at)
         waker, handle = _watch(chan, cancel)
         try:
-            ended = self._pump(chan, waker, stdout, stderr, cancel, timeout, on_output)
+            try:
+                ended = self._pump(chan, waker, stdout, stderr, cancel, timeout, on_output)
+            except BaseException:
+                stdout.close()
+                stderr.close()
+                raise
             if ended in ("timeout", "cancelled"):
                 # Dropping the connection is the kill signal: sshd's session process ends, and the watcher,
                 # whose lifeline it is, kills the command's process group. Nothing to wait for here.
@@ -115,18 +126,20 @@ class Session:
             ended=ended,
             exit_code=exit_code,
             signal=signal,
-            stdout=bytes(stdout.data),
-            stderr=bytes(stderr.data),
+            stdout=stdout.data(),
+            stderr=stderr.data(),
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
+            stdout_file=stdout.spill,
+            stderr_file=stderr.spill,
         )
 
     def _pump(
         self,
         chan: paramiko.Channel,
         waker: _Waker,
-        stdout: _Capture,
-        stderr: _Capture,
+        stdout: Capture,
+        stderr: Capture,
         cancel: Cancel,
         timeout: float | None,
         on_output: OutputCallback | None,
@@ -156,22 +169,6 @@ class Session:
 def _reported(chan: paramiko.Channel) -> bool:
     """Whether the server said how the command ended: exit-status, or exit-signal."""
     return chan.exit_status >= 0 or getattr(chan, "fleetrun_exit_signal", None) is not None
-
-
-class _Capture:
-    """Keeps the first `limit` bytes of a stream and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self.data += chunk
 
 
 class _Waker:
@@ -210,7 +207,7 @@ def _watch(chan: paramiko.Channel, cancel: Cancel) -> tuple[_Waker, int]:
 
 
 def _drain(
-    chan: paramiko.Channel, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None
+    chan: paramiko.Channel, stdout: Capture, stderr: Capture, on_output: OutputCallback | None
 ) -> None:
     """Read whatever both streams hold right now; reading both is what keeps the window open."""
     streams = (
