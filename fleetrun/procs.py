@@ -6,7 +6,7 @@ global, exactly as with one process: it iterates the dispatcher (batches, barrie
 each host just before it starts and settles each result (the failure budget), and its one collector thread
 renders every event. Children only run `work` for the hosts they are handed.
 
-    parent main thread:  dispatcher.jobs() -> host k goes to child k mod N (a deterministic share) -> pending
+    parent main thread:  dispatcher.jobs() -> host k goes to child k mod N (a deterministic share), queued in order
     parent, per child:   a host is sent only when that child has an idle worker (credit), so it starts at once,
                          and the parent's admit() is the last word on whether it starts
     child:               forks/N worker threads; Started, output lines and the Finished result go back
@@ -258,7 +258,6 @@ class _Child:
     pid: int
     channel: Channel
     free: int  # idle worker threads
-    pending: collections.deque[Host] = field(default_factory=collections.deque)
     running: dict[str, Host] = field(default_factory=dict)  # sent, no result yet
     gone: bool = False  # its socket reached EOF
     bye: bool = False  # it said goodbye after its last result
@@ -306,6 +305,8 @@ class Processes:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        self.pending: collections.deque[tuple[Host, _Child]] = collections.deque()  # dispatch order
+        self.stopping = False
         self.events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
         self.handler_errors: list[BaseException] = []
         self.warn: Callable[[str], None] = lambda text: None
@@ -327,11 +328,10 @@ class Processes:
         try:
             for number, host in enumerate(jobs):
                 deadline_check()
-                child = self.children[number % len(self.children)]
                 with self.lock:
-                    child.pending.append(host)
-                self._pump(child)
-            self._wait(lambda: all(not c.pending and not c.running for c in self.children), deadline_check)
+                    self.pending.append((host, self.children[number % len(self.children)]))
+                self._dispatch()
+            self._wait(lambda: not self.pending and all(not c.running for c in self.children), deadline_check)
         finally:
             for child in self.children:
                 with contextlib.suppress(OSError):
@@ -350,17 +350,25 @@ class Processes:
 
     # -- dispatch ----------------------------------------------------------------------------------------------------
 
-    def _pump(self, child: _Child) -> None:
-        """Hand `child` hosts while it has idle workers; hosts the run no longer starts get their result here."""
+    def _dispatch(self) -> None:
+        """Hand out pending hosts, in dispatch order, to their children's idle workers (a host never overtakes
+        an earlier one of the same child); hosts the run no longer starts get their result here, in order."""
         local: list[tuple[Host, HostResult]] = []
         with self.lock:
-            while child.pending and (child.free > 0 or child.gone or self.cancel.is_set()):
-                host = child.pending.popleft()
+            blocked: set[int] = set()  # children with no idle worker, or with an earlier host still waiting
+            kept: collections.deque[tuple[Host, _Child]] = collections.deque()
+            while self.pending and len(blocked) < len(self.children):
+                host, child = self.pending.popleft()
                 if child.gone:
                     local.append((host, self.callbacks.crashed(host, WorkerDied(
                         f"worker process {child.index} died before this host was started"))))
-                elif self.cancel.is_set() or not self.callbacks.admit(host):
+                elif self.stopping or self.cancel.is_set() or (child.index not in blocked and child.free > 0
+                                                               and not self.callbacks.admit(host)):
+                    self.stopping = True  # admit() said no once: the rollout stopped; so it stays
                     local.append((host, self.callbacks.not_started(host)))
+                elif child.index in blocked or child.free <= 0:
+                    blocked.add(child.index)
+                    kept.append((host, child))
                 else:
                     child.free -= 1
                     child.running[host.name] = host
@@ -368,6 +376,8 @@ class Processes:
                         child.channel.send(("run", child.channel.index[host.name]))
                     except OSError:
                         pass  # the child is gone: its reader accounts for every host it had
+            kept.extend(self.pending)
+            self.pending = kept
         for host, result in local:
             self._finish(host, result)
 
@@ -385,8 +395,7 @@ class Processes:
         while True:
             deadline_check()
             if self.cancel.is_set():
-                for child in self.children:
-                    self._pump(child)
+                self._dispatch()
             with self.changed:
                 if done():
                     return
@@ -419,7 +428,7 @@ class Processes:
                         child.running.pop(host.name, None)
                         child.free += 1
                     self._finish(host, message[2])
-                    self._pump(child)
+                    self._dispatch()
                 elif kind == "warn":
                     self.warn(message[1])
                 elif kind == "bye":
@@ -440,7 +449,7 @@ class Processes:
             why = WorkerDied(f"worker process {child.index} ended ({status}) before this host finished")
             for host in left:
                 self._finish(host, self.callbacks.crashed(host, why))
-        self._pump(child)
+        self._dispatch()
 
     def _reap_one(self, child: _Child) -> str:
         """Wait for a child whose channel has ended (it is exiting, or was killed); how it ended."""
