@@ -620,9 +620,10 @@ def main(argv: list[str] | None = None) -> None:
     # paramiko imports `invoke` (and with it unittest.mock) only for its own ssh_config's "Match exec"; fleetrun
     # reads ssh_config with fleetrun.sshconfig (Match exec via subprocess): 0.1-0.2 s of CPU per run saved.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
-    from fleetrun import quiet
+    from fleetrun import malloc, quiet
 
     quiet.install(debug=bool(os.environ.get("FLEETRUN_DEBUG")))
+    malloc.hold_mmap_threshold()
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         status = cli.main(args=args, prog_name="fleetrun", standalone_mode=False, obj={"argv": args})
