@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LAB    := .lab/demo
 
-.PHONY: all demo test lint unit integration bench sshd clean
+.PHONY: all demo test lint unit integration bench sshd sudo clean
 
 all: test
 
@@ -34,17 +34,31 @@ sshd:
 	  fi; \
 	fi
 
+# The sudo tests (issue 10) need sudo, and a German locale to show that a translated sudo changes nothing.
+# Only as root (CI is): they create throwaway accounts, and skip with the reason without root.
+sudo:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if ! command -v sudo >/dev/null 2>&1 || ! command -v localedef >/dev/null 2>&1 || [ ! -d /usr/share/i18n/locales ]; then \
+	    echo "installing sudo and locales (for the sudo tests)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo locales >/dev/null; \
+	  fi; \
+	  if ! locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$$'; then \
+	    localedef -i de_DE -f UTF-8 de_DE.UTF-8; \
+	  fi; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check fleetrun tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) sshd lint
+test: $(STAMP) sshd sudo lint
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) sshd
+integration: $(STAMP) sshd sudo
 	$(BIN)/pytest -q tests/integration
 
 # The lab's hosts all run on this machine, so the demo prints each one's $FLEETRUN_LAB_HOST to tell them apart.

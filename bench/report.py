@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
+from pathlib import Path
 from typing import Any
 
 from bench.peers import WORKLOADS
@@ -219,3 +221,18 @@ def render(meta: dict[str, Any], rows: list[Row], startup: dict[str, Any], args:
             floor = _floor(group, hosts, workload, forks, cores)
             out += ["", floor, ""] if floor else [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+# Sections other bench scripts own (bench/pull.py, bench/ansible_inventory.py, ...), each between its own
+# `<!-- bench/NAME: begin -->` and `<!-- bench/NAME: end -->` lines: rewriting the main report keeps them.
+_OWNED_SECTION = re.compile(r"^<!-- (bench/[\w.]+): begin -->$.*?^<!-- \1: end -->$", re.M | re.S)
+
+
+def write(path: Path, text: str) -> None:
+    """Write the main report to `path`, keeping the sections other bench scripts wrote into it."""
+    try:
+        previous = path.read_text()
+    except FileNotFoundError:
+        previous = ""
+    kept = [match.group(0) for match in _OWNED_SECTION.finditer(previous)]
+    path.write_text(text.rstrip("\n") + "\n" + "".join(f"\n{section}\n" for section in kept))

@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge or args.report_only:
         bench.load_previous()
     if args.report_only:
-        Path(args.out).write_text(report.render(bench.meta, bench.rows, bench.startup, args))
+        report.write(Path(args.out), report.render(bench.meta, bench.rows, bench.startup, args))
         print(f"wrote {args.out}", flush=True)
         return 0
     bench.prepare()
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.measure_lab(hosts, ("true",), scale_only=True)
     finally:
         bench.save()
-        Path(args.out).write_text(report.render(bench.meta, bench.rows, bench.startup, args))
+        report.write(Path(args.out), report.render(bench.meta, bench.rows, bench.startup, args))
         print(f"wrote {args.out}", flush=True)
     return 0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 
-from fleetrun.errors import SelectionError, UsageError
+from fleetrun.errors import SelectionError
 from fleetrun.hostnames import expand_ranges
 from fleetrun.models import Host
+from fleetrun.selection import LIST_PREFIXES, read_host_list
 
 _NOT_A_NAME = re.compile(r"[\s&!*?]")
 
@@ -70,24 +70,22 @@ def _one(item: str) -> list[Host]:
     return hosts
 
 
-def _from_file(path: str) -> list[str]:
-    try:
-        text = Path(path).expanduser().read_text()
-    except OSError as error:
-        raise UsageError(f"-H ^{path}: cannot read the host list: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"-H ^{path}: not UTF-8 text") from None
-    return [word for line in text.splitlines() for word in line.split("#", 1)[0].split()]
-
-
 def adhoc_hosts(pattern: str) -> list[Host]:
-    """`web01,deploy@10.0.0.5:2222,web[01-03]` (or `^FILE`, one name per line) as hosts, in order, once each."""
-    items: list[str] = []
+    """`web01,deploy@10.0.0.5:2222,web[01-03]` (or `^FILE`/`@FILE`, one name per line) as hosts, in order, once
+    each. The lists are read by fleetrun.selection.read_host_list, as with an inventory."""
+    items: list[tuple[str, str | None]] = []  # (item, where it was listed)
     for item in _split(pattern):
-        items.extend(_from_file(item[1:]) if item.startswith("^") else [item])
+        if item[0] in LIST_PREFIXES:
+            items.extend((entry.name, entry.where) for entry in read_host_list(item))
+        else:
+            items.append((item, None))
     hosts: dict[str, Host] = {}
-    for item in items:
-        for host in _one(item):
+    for item, where in items:
+        try:
+            one = _one(item)
+        except SelectionError as error:
+            raise SelectionError(f"{where}: {error}" if where else str(error)) from None
+        for host in one:
             earlier = hosts.get(host.name)
             if earlier is not None and (earlier.user, earlier.port) != (host.user, host.port):
                 raise SelectionError(f"-H: {host.name!r} is listed twice with different users or ports")

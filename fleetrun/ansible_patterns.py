@@ -92,12 +92,16 @@ def _ordered(terms: list[str]) -> list[str]:
     return regular + [t for t in terms if t[0] == "&"] + [t for t in terms if t[0] == "!"]
 
 
-def select(inventory: Inventory, pattern: str) -> list[Host]:
-    """The hosts an Ansible pattern selects, in the order Ansible lists them; raises SelectionError."""
+def select(inventory: Inventory, pattern: str, *, excluding: bool = False) -> list[Host]:
+    """The hosts an Ansible pattern selects, in the order Ansible lists them; raises SelectionError.
+
+    A term `@FILE` (as in Ansible's --limit @FILE) or `^FILE` is the union of the terms FILE lists, one per
+    line (fleetrun.selection.read_host_list). `excluding` (for -x): those may match nothing, and so may the whole.
+    """
     terms = split(pattern)
     if not terms:
         raise SelectionError("empty host pattern; name a host, a group, 'all', or a pattern like 'web:&prod'")
-    matcher = _Matcher(inventory, pattern)
+    matcher = _Matcher(inventory, pattern, excluding)
     chosen: list[str] = []
     for term in _ordered(terms):
         if term in inventory.hosts:
@@ -113,21 +117,24 @@ def select(inventory: Inventory, pattern: str) -> list[Host]:
         else:
             chosen.extend(found)
     names = list(dict.fromkeys(chosen))
-    if not names:
+    if not names and not excluding:
         raise SelectionError(f"pattern {pattern!r} selects no host")
     return [inventory.hosts[name] for name in names]
 
 
 class _Matcher:
-    def __init__(self, inventory: Inventory, pattern: str) -> None:
+    def __init__(self, inventory: Inventory, pattern: str, excluding: bool = False) -> None:
         self.inventory = inventory
         self.pattern = pattern
+        self.excluding = excluding
         everything = tuple(inventory.ansible_order) or tuple(inventory.hosts)
         self.groups: dict[str, tuple[str, ...]] = {"all": everything, **inventory.groups}
 
     def one(self, term: str) -> list[str]:
         """One term's hosts, before `&`/`!` apply; duplicates kept so that subscripts count as Ansible does."""
         expression = term[1:] if term[0] in "&!" else term
+        if expression[:1] in ("@", "^"):
+            return self.listed(expression)
         subscript = None
         if expression and expression[0] != "~":
             match = _SUBSCRIPT.match(expression)
@@ -147,6 +154,18 @@ class _Matcher:
             raise SelectionError(f"no host or group matches {expression!r} in pattern {self.pattern!r}{hint} "
                                  "(Ansible would ignore it with a warning; fleetrun refuses)")
         return _slice(found, subscript, term, self.pattern) if subscript else found
+
+    def listed(self, spec: str) -> list[str]:
+        from fleetrun.selection import read_host_list  # the one reader, shared with fleetrun's own syntax
+
+        found: list[str] = []
+        for entry in read_host_list(spec):
+            try:
+                found.extend(self.one(entry.name))
+            except SelectionError as error:
+                if not self.excluding:
+                    raise SelectionError(f"{entry.where}: {error}") from None
+        return found
 
     def compile(self, expression: str) -> Callable[[str], re.Match[str] | None]:
         """`~regex` is matched from the start (re.match, as Ansible does); anything else is a glob."""

@@ -6,8 +6,9 @@ import contextlib
 import getpass
 import os
 import shutil
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -37,9 +38,37 @@ def parse_size(text: str) -> int:
     return int(number) * SIZE_UNITS[unit]
 
 
+def _complete_pattern(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_pattern  # only on a TAB
+
+    return complete_pattern(ctx, incomplete)
+
+
+def _complete_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from fleetrun.completion import complete_files
+
+    return complete_files(ctx, param, incomplete)
+
+
+def host_list_options(function: F) -> F:
+    """-x, --pick and --seed: applied to the hosts -H selected, whatever the pattern's syntax."""
+    options = [
+        click.option("-x", "--exclude", "exclude", metavar="PATTERN", multiple=True, shell_complete=_complete_pattern,
+                     help="Leave out the hosts PATTERN selects (after -H; repeatable), like clush -x. Hosts a "
+                          "^FILE list names that are not there are fine; a name typed that matches none is an "
+                          "error."),
+        click.option("--pick", type=click.IntRange(min=1), metavar="N",
+                     help="Only N hosts of the selection, at random (like clush --pick)."),
+        click.option("--seed", metavar="S", help="Make --pick choose the same hosts every time for the same S."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def inventory_option(function: F) -> F:
     function = click.option(
-        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True,
+        "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True, shell_complete=_complete_files,
         help="Read SRC through `ansible-inventory -i SRC --list` (plugins, vault); needs Ansible. Repeatable.",
     )(function)
     return click.option(
@@ -47,6 +76,7 @@ def inventory_option(function: F) -> F:
         "--inventory",
         metavar="SRC",
         multiple=True,
+        shell_complete=_complete_files,
         help="Inventory: fleetrun YAML, Ansible INI/YAML, an Ansible inventory directory, an executable, "
         "--list JSON, or - for JSON on stdin. Repeatable; merged in order (default: $FLEETRUN_INVENTORY, "
         "./inventory.yaml, ~/.config/fleetrun/inventory.yaml).",
@@ -55,7 +85,7 @@ def inventory_option(function: F) -> F:
 
 def ssh_config_option(function: F) -> F:
     return click.option(
-        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG",
+        "--ssh-config", "ssh_config", metavar="FILE|none", envvar="FLEETRUN_SSH_CONFIG", shell_complete=_complete_files,
         help="OpenSSH client config to resolve hosts with, instead of ~/.ssh/config and /etc/ssh/ssh_config "
              "(like ssh -F); 'none' reads none. Env: FLEETRUN_SSH_CONFIG.",
     )(function)
@@ -64,10 +94,12 @@ def ssh_config_option(function: F) -> F:
 def run_options(function: F) -> F:
     """Options shared by every command that connects to hosts."""
     options = [
-        click.option("-H", "--hosts", "pattern", metavar="PATTERN",
-                     help="Hosts to act on: names, groups, all, globs, ranges; ',' union, '&' and, '!' except. "
-                          "With no inventory: host names themselves ('web01,deploy@10.0.0.5:2222', ranges, "
-                          "^FILE), resolved through ssh_config like pdsh -w. Required, except with --retry-failed."),
+        click.option("-H", "--hosts", "pattern", metavar="PATTERN", shell_complete=_complete_pattern,
+                     help="Hosts to act on: names, groups, all, globs, ranges, ^FILE or @FILE (names one per "
+                          "line); ',' union, '&' and, '!' except. With no inventory: host names themselves "
+                          "('web01,deploy@10.0.0.5:2222', ranges, ^FILE), resolved through ssh_config like pdsh -w. "
+                          "Required, except with --retry-failed."),
+        host_list_options,
         inventory_option,
         ssh_config_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory and ssh_config)."),
@@ -77,7 +109,7 @@ def run_options(function: F) -> F:
                      help="Private key file, tried first (overrides the inventory; ssh_config's IdentityFiles next)."),
         click.option("--key-passphrase-env", metavar="NAME", help="Read the key passphrase from $NAME."),
         click.option("--ask-pass", is_flag=True, help="Prompt once for a password (only on a terminal)."),
-        click.option("--no-agent", is_flag=True, help="Do not offer ssh-agent keys."),
+        click.option("--no-agent/--agent", "no_agent", default=False, help="Do not offer ssh-agent keys."),
         click.option("--host-key-checking", type=click.Choice(["yes", "accept-new", "no"]), default=None,
                      help="accept-new: record unknown keys; no: labs only, never changed keys. Default: "
                           "ssh_config's StrictHostKeyChecking (ask: yes; no: accept-new), else yes."),
@@ -85,6 +117,13 @@ def run_options(function: F) -> F:
                      help="Seconds for TCP connect, SSH handshake and authentication together, counted from "
                      "when the host gets its handshake slot (see --max-handshakes), not from when it was "
                      "queued (overrides the inventory; default 10)."),
+        click.option("-J", "--jump", metavar="SPEC",
+                     help="Reach every host through these bastions, like ssh -J: '[user@]host[:port],…' visited "
+                          "in order, or 'none' (overrides the inventory's jump and ssh_config's ProxyJump)."),
+        click.option("--max-per-gateway", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Hosts connected at once through one bastion (default: --forks)."),
+        click.option("--forward-agent", is_flag=True,
+                     help="Forward your ssh-agent to the hosts (ssh -A); root on them can use it meanwhile."),
         click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds per host for the command; it is killed on the host when exceeded."),
         click.option("--deadline", type=click.FloatRange(min=0.1), default=None,
@@ -107,8 +146,10 @@ def run_options(function: F) -> F:
         click.option("-g", "gather", is_flag=True, help="Same as --format gather."),
         click.option("--diff", is_flag=True, help="Gather, showing each minority group as a diff against the largest."),
         click.option("-v", "--verbose", is_flag=True, help="Show full output (table, gather: stderr of ok hosts too)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line."),
-        click.option("--no-progress", is_flag=True, help="No live progress line on the terminal's stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line "
+                     "(the progress line still shows on a terminal)."),
+        click.option("--no-progress/--progress", "no_progress", default=False,
+                     help="No live progress line on the terminal's stderr."),
         click.option("--out-dir", metavar="DIR",
                      help="Write DIR/<host>.out, .err (complete raw output), .status (JSON) and DIR/summary.json."),
         click.option("--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per host."),
@@ -196,8 +237,9 @@ def _make_outputs(
 
     renderers: list[Renderer] = []
     progress = None
-    # --confirm's question and a redrawn progress line would fight over the same terminal line.
-    if err.isatty() and not params["quiet"] and not params["no_progress"] and not params.get("confirm"):
+    # --confirm's question and a redrawn progress line would fight over the same terminal line. -q trims the
+    # results, not the progress (issue 14).
+    if err.isatty() and not params["no_progress"] and not params.get("confirm"):
         from fleetrun.output.progress import ProgressRenderer
 
         progress = ProgressRenderer(err)
@@ -256,16 +298,19 @@ def _select(params: dict[str, Any], pattern: str, *, listing: bool = False,
             quiet: bool = False) -> tuple[list[Any], bool]:
     """(selected hosts, whether the inventory lets ssh_config apply); with no inventory, -H names the hosts.
 
-    `listing` (fleetrun hosts): hosts that cannot be run on are listed, not refused, and unless `quiet` (output
-    for scripts) stderr says which pattern syntax was read.
+    -x and --pick then narrow what -H selected. `listing` (fleetrun hosts): hosts that cannot be run on are
+    listed, not refused, and unless `quiet` (output for scripts) stderr says which pattern syntax was read.
     """
-    return select_in(_inventory(params), pattern, listing=listing, quiet=quiet)
+    return select_in(_inventory(params), pattern, params, listing=listing, quiet=quiet)
 
 
-def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: bool = False) -> tuple[list[Any], bool]:
-    """`_select` within an inventory already loaded (None: ad-hoc hosts)."""
+def select_in(inventory: Any, pattern: str, params: dict[str, Any], *, listing: bool = False,
+              quiet: bool = False) -> tuple[list[Any], bool]:
+    """`_select` within an inventory already loaded (None: ad-hoc hosts); -x/--pick come from `params`."""
+    from fleetrun.inventory import Inventory
     from fleetrun.selection import select
 
+    _check_pick(params)
     if inventory is None:
         if pattern.strip() in ("all", "*"):
             from fleetrun.inventory import find_inventory
@@ -273,8 +318,11 @@ def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: boo
             find_inventory(None)  # raises: "all" of nothing, so say where we looked for an inventory
         from fleetrun.adhoc import adhoc_hosts
 
-        return adhoc_hosts(pattern), True
-    hosts = select(inventory, pattern)
+        hosts = adhoc_hosts(pattern)
+        # -x picks among the -H hosts, as if they were the inventory: globs and ranges work, typos are caught.
+        named = Inventory(path=Path("-H"), hosts={host.name: host for host in hosts}, groups={})
+        return _pick(params, _exclude(params, hosts, named, pattern)), True
+    hosts = _exclude(params, select(inventory, pattern), inventory, pattern)
     refused = [host.name for host in hosts if host.name in inventory.unsupported]
     if refused and not listing:
         first = refused[0]
@@ -288,7 +336,36 @@ def select_in(inventory: Any, pattern: str, *, listing: bool = False, quiet: boo
                          f"of the pattern (e.g. -H '{pattern}{joiner}!{first}')")
     if listing:
         _describe_selection(inventory, pattern, refused, syntax_line=not quiet)
-    return hosts, inventory.ssh_config
+    return _pick(params, hosts), inventory.ssh_config
+
+
+def _check_pick(params: dict[str, Any]) -> None:
+    if params.get("seed") is not None and params.get("pick") is None:
+        raise UsageError("--seed only goes with --pick N (it makes the pick repeatable)")
+
+
+def _exclude(params: dict[str, Any], hosts: list[Any], universe: Any, pattern: str) -> list[Any]:
+    """`hosts` without those each -x pattern selects from `universe` (the inventory, or the -H hosts)."""
+    from fleetrun.errors import SelectionError
+    from fleetrun.selection import exclude, select
+
+    excludes = tuple(params.get("exclude") or ())
+    for excluded in excludes:
+        try:
+            hosts = exclude(hosts, select(universe, excluded, excluding=True))
+        except SelectionError as error:
+            raise SelectionError(f"-x {excluded!r}: {error}") from None
+    if not hosts:
+        given = " ".join(f"-x {excluded!r}" for excluded in excludes)
+        raise SelectionError(f"-H {pattern!r} {given} leaves no host")
+    return hosts
+
+
+def _pick(params: dict[str, Any], hosts: list[Any]) -> list[Any]:
+    from fleetrun.selection import pick
+
+    count = params.get("pick")
+    return hosts if count is None else pick(hosts, count, params.get("seed"))
 
 
 def _describe_selection(inventory: Any, pattern: str, refused: list[str], *, syntax_line: bool) -> None:
@@ -318,23 +395,61 @@ def _warner(err: TextIO) -> Callable[[str], None]:
     return warn
 
 
-def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool, *, connect: bool) -> list[Any]:
-    """Command-line overrides, then ssh_config below them and the inventory (issue 9)."""
-    from fleetrun.resolve import config_source, refuse_proxies, resolve_hosts
+# Flags that override the inventory and ssh_config for every host. Set in the defaults file they are defaults
+# instead: below the inventory and ssh_config, used only where neither says anything.
+_HOST_SETTINGS = ("user", "connect_timeout", "host_key_checking", "ssh_config")
+_DEFAULTS_KEY = "fleetrun.defaults"  # ctx.meta: the Defaults read before the command's options
+
+
+def _split_defaults(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params without the values click took from the defaults file for per-host settings, the file's values
+    for those settings, also for commands without the option, such as `fleetrun hosts`)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return params, {}
+    defaults = ctx.meta.get(_DEFAULTS_KEY)
+    from_file = {name: defaults.values[name] for name in _HOST_SETTINGS if defaults and name in defaults.values}
+    taken = [name for name in _HOST_SETTINGS if name in params and name in ctx.params
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP]
+    return {**params, **dict.fromkeys(taken)}, from_file
+
+
+def _resolve(hosts: list[Any], params: dict[str, Any], ssh_config_allowed: bool,
+             inventory: Mapping[str, Any]) -> list[Any]:
+    """Command-line overrides, then ssh_config below them and the inventory (issue 9), then the defaults file,
+    then jump routes (each hop resolved through `inventory`, every inventory host by name, then ssh_config)."""
+    from dataclasses import replace
+
+    from fleetrun.resolve import config_source, resolve_hosts
+    from fleetrun.route import parse_jump_option, plan_routes
     from fleetrun.runner import apply_overrides
 
+    params, defaults = _split_defaults(params)
+    jump = parse_jump_option(params["jump"]) if params.get("jump") is not None else None
     hosts = apply_overrides(hosts, user=params.get("user"), port=params.get("port"), key=params.get("key"),
                             connect_timeout=params.get("connect_timeout"),
-                            host_key_checking=params.get("host_key_checking"))
-    source = config_source(params.get("ssh_config"), ssh_config_allowed)
-    resolved = resolve_hosts(hosts, source, _warner(sys.stderr)).hosts
-    if connect:
-        refuse_proxies(resolved)
-    return resolved
+                            host_key_checking=params.get("host_key_checking"), jump=jump)
+    # The file's ssh_config ranks below the inventory's `ssh_config: false`, as the built-in default does.
+    source = config_source(params.get("ssh_config") or (defaults.get("ssh_config") if ssh_config_allowed else None),
+                           ssh_config_allowed)
+    resolution = resolve_hosts(hosts, source, _warner(sys.stderr))
+    resolved = resolution.hosts
+    if defaults.get("user"):  # the local user's stand-in: only for hosts nothing else gave a user
+        origin = {"user": (click.get_current_context().meta[_DEFAULTS_KEY].origin("user"),)}
+        resolved = [host if host.user else replace(host, user=defaults["user"], origins={**host.origins, **origin})
+                    for host in resolved]
+    if params.get("forward_agent"):
+        resolved = [replace(host, forward_agent=True, origins={**host.origins, "forward_agent": ("--forward-agent",)})
+                    for host in resolved]
+    return plan_routes(resolved, resolution.config, inventory, host_key_checking=params.get("host_key_checking"),
+                       connect_timeout=params.get("connect_timeout"))
 
 
-def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int:
-    """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status."""
+def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
+                 adjust: Callable[[list[Any]], list[Any]] | None = None) -> int:
+    """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status.
+
+    `adjust` (exec) changes and checks the resolved hosts before anything connects."""
     from fleetrun.admission import usable_cores
     from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
@@ -343,20 +458,27 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     planned = plan_hosts(params, sys.stderr)
     if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
         return int(ExitStatus.OK)
-    hosts = _resolve(planned.hosts, params, planned.ssh_config, connect=True)
+    hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
+    if adjust is not None:
+        hosts = adjust(hosts)
     question = confirm_question(rollout, sys.stderr)
+    defaults = _split_defaults(params)[1]
     options = RunOptions(
         forks=params["forks"],
         max_handshakes=params.get("max_handshakes"),
         procs=params.get("procs") or usable_cores(),
+        connect_timeout=defaults.get("connect_timeout", 10.0),  # for hosts that have none of their own
         timeout=params["timeout"],
         deadline=params["deadline"],
         max_output=params.get("max_output_bytes", 4 << 20),
-        host_key_checking=params["host_key_checking"] or "yes",
+        # The command line's, else (below the hosts' own policies) the defaults file's, else yes.
+        host_key_checking=params["host_key_checking"] or defaults.get("host_key_checking") or "yes",
         key_passphrase=_read_secret_env(params["key_passphrase_env"], "--key-passphrase-env"),
         ask_password=_password_prompt(params["ask_pass"]),
+        ask_become_password=_ask_become_prompt(params.get("ask_become_pass", False)),
         use_agent=not params["no_agent"],
         raw=params.get("raw", False),
+        max_per_gateway=params["max_per_gateway"],
     )
     journal = journal_for(params, planned, hosts, (options.password, options.key_passphrase))
     from fleetrun.lock import run_lock
@@ -372,9 +494,26 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any]) -> int
     return int(summary.exit_status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _completion_option(name: str, help_text: str) -> Callable[[F], F]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        from fleetrun.completion import show_or_install
+
+        show_or_install(ctx, param, value)
+
+    return click.option(name, type=click.Choice(["bash", "zsh", "fish"]), metavar="SHELL", expose_value=False,
+                        is_eager=True, callback=callback, help=help_text)
+
+
+# show_default: each option's help shows its default, the defaults file's value when it sets one.
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True})
 @click.version_option(__version__, prog_name="fleetrun")
-def cli() -> None:
+@click.option("--config", metavar="FILE|none", shell_complete=_complete_files,
+              help="The defaults file (default: $FLEETRUN_CONFIG, else ~/.config/fleetrun/config.yaml); 'none' "
+                   "reads none. Give it before the command: fleetrun --config FILE exec …")
+@_completion_option("--install-completion", "Install TAB completion for SHELL (bash, zsh, fish) and exit.")
+@_completion_option("--show-completion", "Print the completion script for SHELL and exit (to install it yourself).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
     """Run commands and move files across a fleet over SSH, in parallel, safely.
 
     \b
@@ -390,9 +529,20 @@ def cli() -> None:
       129  hung up (SIGHUP: the terminal or ssh session went away)
       130  interrupted (SIGINT, Ctrl-C)
       143  terminated (SIGTERM)
+
+    Defaults for the options: ~/.config/fleetrun/config.yaml (see the README, Defaults file).
     """
+    from fleetrun.defaults import default_map, load_defaults
+
+    if ctx.invoked_subcommand == "lab":
+        return  # the lab takes nothing from the file: a mistake in it must not stand in the way of `lab down`
+    # Before the command's own options are parsed: they take these as defaults, and --help shows them.
+    defaults = load_defaults(config)
+    ctx.meta[_DEFAULTS_KEY] = defaults
+    ctx.default_map = default_map(defaults, cli)
 
 
+MISSING_COMMAND = "Missing argument 'COMMAND...' (or --script FILE)."
 COMMAND_HINT = ("put the options first and the command words last, as with ssh (fleetrun exec -H web ls -l), "
                 "or quote the command as one word ('ls -l')")
 
@@ -409,12 +559,33 @@ class ExecCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.allow_interspersed_args = not self._hosts_before_command(ctx, args)
+        given = list(args)  # the parser consumes its list
         try:
-            return super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            if not ctx.allow_interspersed_args:
-                raise
+            if not ctx.allow_interspersed_args or not self._after_a_command_word(ctx, given, error.option_name):
+                raise  # a mistyped option before any command word: click's own "did you mean"
             raise click.UsageError(f"{error.message.rstrip('.')}: {COMMAND_HINT}", ctx) from None
+        if not ctx.params.get("command") and ctx.params.get("script_path") is None and not ctx.resilient_parsing:
+            raise click.UsageError(MISSING_COMMAND, ctx)
+        return rest
+
+    def _after_a_command_word(self, ctx: click.Context, args: list[str], option: str) -> bool:
+        """Whether `option` comes after a word that is neither an option nor an option's value: then it may
+        well be the command's own option (`ls -l -H web`), not a typo of fleetrun's."""
+        takes_value = {name for param in self.get_params(ctx) if isinstance(param, click.Option)
+                       and not param.is_flag and not param.count for name in param.opts}
+        expect_value = False
+        for word in args:
+            if word == option or word.startswith(option + "="):
+                return False
+            if expect_value:
+                expect_value = False
+            elif word.startswith("-"):
+                expect_value = word in takes_value
+            else:
+                return True
+        return False
 
     def _hosts_before_command(self, ctx: click.Context, args: list[str]) -> bool:
         parser = self.make_parser(ctx)
@@ -427,11 +598,50 @@ class ExecCommand(click.Command):
 
 
 def _join_command(ctx: click.Context, param: click.Parameter, words: tuple[str, ...]) -> str:
-    """The command words joined by single spaces, as ssh joins them."""
+    """The command words joined by single spaces, as ssh joins them (the words themselves are kept for
+    --script, whose arguments they are)."""
     if ctx.allow_interspersed_args and len(words) > 1:
         raise click.UsageError(f"-H/--hosts does not come before the command, so the command must be one "
                                f"quoted word, not {len(words)} ({' '.join(words)}): {COMMAND_HINT}", ctx)
-    return " ".join(words)
+    joined = " ".join(words)
+    ctx.meta["fleetrun.command_words"] = (joined, words)
+    return joined
+
+
+def _ask_become_prompt(ask: bool) -> Callable[[], str] | None:
+    """-K: the sudo password prompt the run calls once, after --ask-pass; no terminal is exit 2 at once."""
+    if not ask:
+        return None
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError("-K/--ask-become-pass needs a terminal; without one use become_password_env or "
+                         "become_password_file in the inventory")
+
+    def prompt() -> str:
+        from fleetrun.secrets import remember
+
+        try:
+            password = getpass.getpass("sudo password: ")
+        except EOFError:  # Ctrl-D
+            raise UsageError("-K/--ask-become-pass: no password entered") from None
+        remember(password)
+        return password
+
+    return prompt
+
+
+def _stdin_forwarded(no_stdin: bool) -> bool:
+    """ssh's rule: stdin goes to the commands unless it is a terminal, or -n/--no-stdin says not to."""
+    if no_stdin:
+        return False
+    try:
+        if os.isatty(0):
+            return False
+        info = os.fstat(0)
+    except OSError:
+        return False
+    # /dev/null (cron, CI, `</dev/null`): the commands' stdin at EOF at once is the same thing, and needs no
+    # spool, so the run may use every core (--procs).
+    return not (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3))
 
 
 @cli.command("exec", cls=ExecCommand)
@@ -442,18 +652,106 @@ def _join_command(ctx: click.Context, param: click.Parameter, words: tuple[str, 
 @click.option("--raw", is_flag=True,
               help="Send the command as is, without the wrapper (for non-POSIX login shells); a command that "
                    "times out or is cancelled is then only disconnected and may keep running.")
-@click.argument("command", nargs=-1, required=True, callback=_join_command)
+@click.option("-b", "--become", "--sudo", "become", is_flag=True,
+              help="Run the command through sudo, as --become-user (default root).")
+@click.option("--become-user", metavar="USER", help="The user sudo runs the command as (implies -b).")
+@click.option("-K", "--ask-become-pass", "ask_become_pass", is_flag=True,
+              help="Prompt once for the sudo password (only on a terminal), for hosts without a "
+                   "become_password_env/become_password_file.")
+@click.option("--become-pty", is_flag=True,
+              help="Run sudo on a terminal, for hosts whose sudoers say requiretty (the command's stdin is then "
+                   "empty, and stdout and stderr are one stream).")
+@click.option("--become-timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True, metavar="S",
+              help="Seconds for sudo to ask for the password or start the command (--timeout counts after).")
+@click.option("-n", "--no-stdin", is_flag=True,
+              help="Send nothing on the commands' stdin (as ssh -n); by default fleetrun's stdin, when it is not "
+                   "a terminal, goes to every host.")
+@click.option("--script", "script_path", metavar="FILE",
+              help="Run the local script FILE on every host (its #! line picks the interpreter); the command "
+                   "words are its arguments. Nothing of it is left on the host.")
+@click.option("--env", "env_options", metavar="NAME=VALUE", multiple=True,
+              help="Export NAME=VALUE to the command (repeatable; over the inventory's env). Never a secret: "
+                   "it is on the host's command line.")
+@click.option("--template", is_flag=True,
+              help="Replace {host}, {address} and {vars.NAME} in the command per host, quoted for the shell "
+                   "({{ and }} for literal braces).")
+@click.argument("command", nargs=-1, required=False, callback=_join_command)
 def exec_command(command: str, max_output: str, **params: Any) -> int:
     """Run COMMAND on every selected host, in the login shell, as `ssh host COMMAND` would.
 
     Options come first, then the command; its words are joined by spaces, as ssh joins them:
     `fleetrun exec -H web df -h`. `--` ends the options. A command quoted as one word may also come
-    first: `fleetrun exec 'df -h' -H web`.
+    first: `fleetrun exec 'df -h' -H web`. With --script FILE, the words are the script's arguments.
     """
-    from fleetrun.runner import exec_task
+    from fleetrun.exec_task import exec_task
 
     params["max_output_bytes"] = parse_size(max_output)
-    return run_on_hosts(params, lambda: exec_task(command))
+    spec = _exec_spec(command, params)
+    if spec.stdin is not None:
+        # The spool's reader thread lives in this process; worker processes would not see its bytes.
+        if (params.get("procs") or 1) > 1:
+            click.echo(f"fleetrun: warning: running in one process, not {params['procs']} (--procs): stdin is "
+                       "forwarded to the commands; give -n or </dev/null to use every core", err=True)
+        params["procs"] = 1
+    return run_on_hosts(params, lambda: exec_task(spec), adjust=lambda hosts: _exec_hosts(hosts, spec, params))
+
+
+def _exec_spec(command: str, params: dict[str, Any]) -> Any:
+    """exec's run-wide plan (fleetrun.commandplan.ExecSpec) from its options; usage errors here are exit 2."""
+    import shlex
+
+    from fleetrun.become import new_run_id
+    from fleetrun.commandplan import ExecSpec, load_script, parse_env_options
+
+    context = click.get_current_context()
+    script = None
+    if params["script_path"] is not None:
+        joined, words = context.meta.get("fleetrun.command_words", ("", ()))
+        args = list(words) if joined == command else shlex.split(command or "")  # rerun: recorded shlex-joined
+        script = load_script(params["script_path"], args)
+        context.params["command"] = command = shlex.join(args)  # what the journal records (rerun splits it)
+        if params["raw"]:
+            raise UsageError("--script needs the wrapper, which --raw leaves out; drop one of them")
+        if params["become_pty"]:
+            raise UsageError("--script is sent on stdin, which --become-pty makes a terminal; drop one of them")
+    elif not command:
+        raise click.UsageError(MISSING_COMMAND, context)
+    env = parse_env_options(params["env_options"])
+    if env and params["raw"]:
+        raise UsageError("--env is exported by the wrapper, which --raw leaves out; drop one of them")
+    stdin = None
+    if _stdin_forwarded(params["no_stdin"]):
+        from fleetrun.stdin_spool import StdinSpool
+
+        stdin = StdinSpool(0)
+    return ExecSpec(
+        command="" if script is not None else command,
+        script=script,
+        template=params["template"],
+        env=env,
+        become_pty=params["become_pty"],
+        become_timeout=params["become_timeout"],
+        stdin=stdin,
+        run_id=new_run_id(),
+    )
+
+
+def _exec_hosts(hosts: list[Any], spec: Any, params: dict[str, Any]) -> list[Any]:
+    """-b/--become-user over the inventory's become settings; then every host's plan is checked (exit 2)."""
+    from dataclasses import replace
+
+    from fleetrun.commandplan import check
+
+    if params["become"] or params["become_user"]:
+        hosts = [replace(host, become=True, become_user=params["become_user"] or host.become_user)
+                 for host in hosts]
+    becoming = [host.name for host in hosts if host.become]
+    if params["ask_become_pass"] and not becoming:
+        raise UsageError("-K/--ask-become-pass: no selected host runs its command through sudo; add -b")
+    if becoming and params["raw"]:
+        raise UsageError(f"host {becoming[0]} becomes another user, which needs the wrapper --raw leaves out")
+    check(spec, hosts)
+    return hosts
 
 
 @cli.command("push")
@@ -461,16 +759,20 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 @click.argument("remote")
 @run_options
 @rollout_options
-@click.option("-r", "--recursive", is_flag=True, help="Push a directory tree.")
-@click.option("--mode", metavar="OCTAL", help="File mode on the host, e.g. 0644 (default: the local file's).")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Push a directory tree: directory modes are kept, symlinks recreated, special files skipped.")
+@click.option("-L", "--copy-links", is_flag=True, help="With -r: push what symlinks point to, not the links.")
+@click.option("--mode", metavar="OCTAL",
+              help="File mode on the host, e.g. 0644 (default: the local file's; directories keep theirs).")
 @click.option("--mkdir", is_flag=True, help="Create missing parent directories on the host.")
 @click.option("--backup", is_flag=True, help="Keep the replaced file as NAME.fleetrun-bak.")
-@click.option("--owner", metavar="USER[:GROUP]", help="chown the pushed files (needs the right to).")
+@click.option("--owner", metavar="USER[:GROUP]",
+              help="chown the pushed files and symlinks (a link itself, never its target; needs the right to).")
 @click.option("--verify", is_flag=True, help="Check the SHA-256 on the host after uploading, before the rename.")
 @click.option("--max-transfers", type=click.IntRange(min=1), default=None,
               help="Uploads in flight at once across all hosts (default: --forks).")
-def push_command(local: str, remote: str, recursive: bool, mode: str | None, mkdir: bool, backup: bool,
-                 owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
+def push_command(local: str, remote: str, recursive: bool, copy_links: bool, mode: str | None, mkdir: bool,
+                 backup: bool, owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
     """Copy LOCAL to REMOTE on every selected host: atomically, and only where it differs.
 
     REMOTE ending in / (or an existing directory there) means "into this directory".
@@ -478,7 +780,7 @@ def push_command(local: str, remote: str, recursive: bool, mode: str | None, mkd
     from fleetrun.transfer import parse_mode, plan_push, push_task
 
     plan = plan_push(local, remote, recursive=recursive, mode=parse_mode(mode), mkdir=mkdir, backup=backup,
-                     owner=owner, verify=verify)
+                     owner=owner, verify=verify, copy_links=copy_links)
     return run_on_hosts(params, lambda: push_task(plan, max_transfers or params["forks"]))
 
 
@@ -495,37 +797,68 @@ def pull_command(remote: str, local_dir: str, recursive: bool, **params: Any) ->
     return run_on_hosts(params, lambda: pull_task(plan))
 
 
+TRANSFER_TIMEOUT_HELP = ("Seconds per host for the whole transfer once connected (checks, copying, rename); when "
+                         "exceeded the host is 'timeout', its temp file removed and the target left as it was.")
+for _command in (push_command, pull_command):  # -t bounds the transfer here, not a command
+    next(p for p in _command.params if p.name == "timeout").help = TRANSFER_TIMEOUT_HELP
+
+
 @cli.command("hosts")
-@click.argument("pattern", required=False)
-@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN",
+@click.argument("arguments", nargs=-1, metavar="[PATTERN | NAMES...]", shell_complete=_complete_pattern)
+@click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN", shell_complete=_complete_pattern,
               help="Hosts to list, as for exec (default: all). The PATTERN argument does the same.")
+@host_list_options
 @inventory_option
 @ssh_config_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
               help="json: JSON Lines, one object per host (name, address, port, user, groups, vars).")
 @click.option("--explain", is_flag=True,
               help="Every resolved connection setting of each host and where it came from (command line, "
                    "inventory, ssh_config file:line, default), like ssh -G.")
-def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, output_format: str, explain: bool,
-                  **params: Any) -> int:
+@click.option("--fold", is_flag=True,
+              help="Print the names folded into one node set, e.g. web[01-05,07],db1 (as nodeset -f).")
+@click.option("--expand", is_flag=True, help="Print every name, sorted as nodeset -e does.")
+@click.option("--count", is_flag=True, help="Print how many names there are (as nodeset -c).")
+@click.option("-S", "--separator", default=" ", show_default=repr,
+              help="What --expand puts between names (\\n for one per line), as nodeset -S.")
+def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: bool, output_format: str,
+                  explain: bool, fold: bool, expand: bool, count: bool, separator: str, **params: Any) -> int:
     """List the hosts PATTERN selects, as ssh_config resolves them, without connecting.
 
     With no inventory, PATTERN names the hosts themselves: `fleetrun hosts --explain web01` shows what
     fleetrun (like `ssh -G web01`) would use for web01.
+
+    With --fold, --expand or --count (ClusterShell's nodeset -f, -e, -c) the arguments are NAMES: node sets
+    such as web[01-05],db1 (',' '&' '!' left to right, ^FILE), read without any inventory; with none, they are
+    read from stdin. -H PATTERN folds, expands or counts what the inventory selects instead.
     """
+    actions = [flag for flag, given in (("--fold", fold), ("--expand", expand), ("--count", count)) if given]
+    if len(actions) > 1:
+        raise UsageError(f"{' and '.join(actions)} do not go together: pick one")
+    if actions:
+        for flag, given in (("--names", names), ("--format json", output_format == "json"), ("--explain", explain)):
+            if given:
+                raise UsageError(f"{flag} and {actions[0]} do not go together: pick one")
+        return _node_set(actions[0], arguments, hosts_pattern, separator, params)
+    if len(arguments) > 1:
+        raise UsageError(f"one PATTERN, not {len(arguments)} ({' '.join(arguments)}): join them with ',' "
+                         "(node sets go with --fold, --expand or --count)")
+    pattern = arguments[0] if arguments else None
     if pattern is not None and hosts_pattern is not None and pattern != hosts_pattern:
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
         raise UsageError("--names and --format json do not go together: pick one")
-    selected, ssh_config_allowed = _select(params, hosts_pattern or pattern or "all", listing=True,
-                                           quiet=names or output_format == "json")
+    inventory = _inventory(params)
+    selected, ssh_config_allowed = select_in(inventory, hosts_pattern or pattern or "all", params, listing=True,
+                                             quiet=names or output_format == "json")
     out = sys.stdout
     local = getpass.getuser()
     if names:
         out.write("".join(f"{host.name}\n" for host in selected))
         return int(ExitStatus.OK)
-    hosts = _resolve(selected, {"ssh_config": params.get("ssh_config")}, ssh_config_allowed, connect=False)
+    hosts = _resolve(selected, {**params, "jump": None, "forward_agent": False}, ssh_config_allowed,
+                     dict(inventory.hosts) if inventory is not None else {})
     if output_format == "json":
         from fleetrun.output.json import inventory_record
 
@@ -546,6 +879,27 @@ def hosts_command(pattern: str | None, hosts_pattern: str | None, names: bool, o
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
     out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    return int(ExitStatus.OK)
+
+
+def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None, separator: str,
+              params: dict[str, Any]) -> int:
+    """`fleetrun hosts --fold/--expand/--count`: over NAMES (or stdin) without an inventory, or over -H's hosts."""
+    from fleetrun.nodesets import given_names, render
+
+    if hosts_pattern is not None:
+        if arguments:
+            raise UsageError(f"{action} takes NAMES or -H PATTERN (the inventory's hosts), not both")
+        names = [host.name for host in _select(params, hosts_pattern, listing=True, quiet=True)[0]]
+    else:
+        _check_pick(params)
+        context = click.get_current_context()
+        if any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+               for name in ("inventory", "ansible_inventory")):  # the defaults file's is simply not read here
+            raise UsageError(f"{action} over NAMES reads no inventory: for the inventory's hosts use -H PATTERN")
+        names = given_names(arguments, sys.stdin, params.get("exclude") or (), params.get("pick"),
+                            params.get("seed"), action)
+    sys.stdout.write(render(action, names, separator))
     return int(ExitStatus.OK)
 
 
@@ -585,14 +939,12 @@ def lab_group() -> None:
 @click.option("--dir", "directory", default=".lab", show_default=True, help="Where the lab keeps its files.")
 def lab_up(count: int, directory: str) -> int:
     """Start COUNT sshd hosts on loopback and write an inventory for them."""
+    from fleetrun.lab import shown_path as shown
     from fleetrun.lab import start_lab
 
     lab = start_lab(count, Path(directory).resolve())
     err = sys.stderr
     srv = "each with its own /srv" if lab.private_srv else "sharing this machine's filesystem"
-
-    def shown(path: Path) -> str:  # as typed when it is under the current directory: shorter to copy
-        return os.path.relpath(path) if path.is_relative_to(Path.cwd().resolve()) else str(path)
 
     # All the hosts run on this machine: $FLEETRUN_LAB_HOST is what tells them apart.
     err.write(
@@ -632,8 +984,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         err.write("fleetrun: aborted\n")
         status = ExitStatus.INTERRUPTED
+    except click.UsageError as error:
+        from fleetrun.usage import usage_message
+
+        words = sys.argv[1:] if argv is None else argv
+        err.write(f"fleetrun: error: {_masked(usage_message(error, cli, words))}\n")
+        status = ExitStatus.USAGE
     except click.ClickException as error:
-        error.show(err)
+        err.write(f"fleetrun: error: {_masked(' '.join(error.format_message().split()))}\n")
         status = ExitStatus.USAGE if error.exit_code == 2 else error.exit_code
     except FleetrunError as error:
         err.write(f"fleetrun: error: {_masked(str(error))}\n")

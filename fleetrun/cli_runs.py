@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
@@ -127,6 +127,7 @@ class Planned:
     pattern: str | None
     parent: str | None  # the run being retried
     ssh_config: bool = True  # whether the inventory lets ssh_config apply
+    inventory_hosts: Mapping[str, Host] = field(default_factory=dict)  # every inventory host, for jump hops
 
 
 def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
@@ -145,8 +146,8 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
         if pattern is None:
             raise UsageError("--hosts is required: name the hosts, a group or 'all' "
                              "(only --retry-failed may go without it)")
-        hosts, ssh_config = select_in(inventory, pattern)
-        return Planned(hosts, sources, pattern, None, ssh_config)
+        hosts, ssh_config = select_in(inventory, pattern, params)
+        return Planned(hosts, sources, pattern, None, ssh_config, _every_host(inventory))
     if rerun is not None:
         run, names = rerun.run, (rerun.run.not_ok() if rerun.failed else rerun.run.selection())
     else:
@@ -162,7 +163,7 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
                   if rerun is None or rerun.failed else f"fleetrun: run {run.id} recorded no hosts\n")
         return None
     if inventory is None:  # ad-hoc hosts: their names are the specs they were given as
-        hosts, ssh_config = select_in(None, ",".join(names))
+        hosts, ssh_config = select_in(None, ",".join(names), {})
         known = {host.name for host in hosts}
     else:
         wanted = set(names)
@@ -174,15 +175,20 @@ def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
 
         err.write(f"fleetrun: warning: {len(gone)} host{'s' if len(gone) != 1 else ''} of run {run.id} "
                   f"no longer in {', '.join(sources)}, skipped: {fold(gone)}\n")
-    if pattern is not None:
-        chosen = {host.name for host in select_in(inventory, pattern)[0]}
+    if pattern is not None or params.get("exclude") or params.get("pick") is not None:
+        # -H narrows the hosts to retry, and -x/--pick apply as on any run.
+        chosen = {host.name for host in select_in(inventory, pattern or "all", params)[0]}
         hosts = [host for host in hosts if host.name in chosen]
     if not hosts:
         where = f" within --hosts {pattern!r}" if pattern is not None else " in the inventory"
         err.write(f"fleetrun: none of the {len(names)} hosts to retry from run {run.id} is left{where}: "
                   "nothing to do\n")
         return None
-    return Planned(hosts, sources, pattern, run.id, ssh_config)
+    return Planned(hosts, sources, pattern, run.id, ssh_config, _every_host(inventory))
+
+
+def _every_host(inventory: Any) -> dict[str, Host]:
+    return dict(inventory.hosts) if inventory is not None else {}
 
 
 def _absolute(source: str) -> str:

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
+import hmac
 import os
 import pwd
 import re
 import shlex
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetrun.hostfile import ASCII_LOWER, Entry, KeyLine, fold, is_wild, parse_line, show
 from fleetrun.keyblob import PublicKey, fingerprint, parse_blob
 
-__all__ = ["HostKeyCheck", "KeyLine", "KnownHosts", "Verdict", "fingerprint", "known_hosts_name"]
+if TYPE_CHECKING:
+    from fleetrun.hostcert import Certificate
+    from fleetrun.models import Host
+
+__all__ = ["HostKeyCheck", "KeyLine", "KnownHosts", "Verdict", "fingerprint", "host_key_files", "host_key_names",
+           "known_hosts_name"]
 
 # flock() already serialises separate opens, even within one process; this lock also makes the
 # "re-check, append, remember" sequence atomic for a KnownHosts shared by worker threads.
@@ -40,6 +48,36 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+def host_key_names(host: Host) -> list[str]:
+    """The names a host's key is looked up and recorded under: its HostKeyAlias alone if it has one (as ssh,
+    without a port), else `[HostName]:port` (bare on port 22) and, if it differs, the same for its name."""
+    if host.host_key_alias:
+        return [host.host_key_alias]
+    names = [known_hosts_name(host.address, host.port)]
+    if host.name != host.address:
+        names.append(known_hosts_name(host.name, host.port))
+    return names
+
+
+def host_key_files(host: Host) -> tuple[tuple[str, ...], str | None]:
+    """(the known_hosts files read for a host, in ssh's order; the file accept-new appends to, if any).
+
+    The inventory's `known_hosts` files come first and take new keys, then ssh_config's UserKnownHostsFile
+    (the first takes new keys when the inventory names none), then GlobalKnownHostsFile, read only. A host
+    never resolved through ssh_config gets ssh's defaults.
+    """
+    user = host.user_known_hosts
+    if user is None:
+        user = (str(default_known_hosts()), str(default_known_hosts().with_name("known_hosts2")))
+    system = host.global_known_hosts if host.user_known_hosts is not None else DEFAULT_GLOBAL_KNOWN_HOSTS
+    read = tuple(dict.fromkeys((*host.known_hosts, *user, *system)))
+    writable = host.known_hosts[0] if host.known_hosts else (user[0] if user else None)
+    return read, writable
+
+
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+
 def _without_port(name: str) -> str | None:
     """The bare host OpenSSH falls back to for `[host]:port` on another port than 22 ("w/out port")."""
     found = _WITH_PORT.fullmatch(name)
@@ -54,10 +92,12 @@ class HostKeyCheck:
     name: str  # the lookup name the deciding line matched (the first lookup name when none did)
     keytype: str  # of the offered key
     fingerprint: str  # of the offered key
-    line: KeyLine | None = None  # matching (known), conflicting (changed) or revoking (revoked)
+    line: KeyLine | None = None  # matching (known), conflicting (changed), revoking (revoked), or the CA line
     without_port: bool = False  # known through the bare host name, as ssh falls back to for [host]:port
-    unused_ca: tuple[KeyLine, ...] = ()  # @cert-authority lines for this host, each reported once per run
     bad_lines: tuple[str, ...] = ()  # lines for this host whose key cannot be read, each reported once per run
+    # The server offered a certificate: why it was not accepted (then the verdict is its plain key's), or None.
+    certificate_refused: str | None = None
+    by_certificate: bool = False  # known because a @cert-authority line signed the host's certificate
 
     @property
     def offered(self) -> str:
@@ -69,16 +109,22 @@ class HostKeyCheck:
         `user_file` is the known_hosts that `ssh-keygen -R` edits without `-f` (see `default_known_hosts`).
         """
         name, line = show(self.name), self.line
+        certificate = f"; its host certificate was refused: {self.certificate_refused}" \
+            if self.certificate_refused else ""
         if self.verdict is Verdict.REVOKED and line is not None:
-            return (f"REVOKED host key for {name}: it offered {self.offered}, which {line.where} marks @revoked; "
+            what = "signed by a CA that" if line.marker == "@revoked" and self.by_certificate else "which"
+            return (f"REVOKED host key for {name}: it offered {self.offered}, {what} {line.where} marks @revoked; "
                     "refusing (a revoked key may be in an attacker's hands)")
         if self.verdict is Verdict.CHANGED and line is not None:
             recorded = line.fingerprint if line.keytype == self.keytype else f"{line.keytype} {line.fingerprint}"
             return (f"HOST KEY CHANGED for {name}: it offered {self.offered}, but {line.where} records {recorded} "
-                    "(possible man-in-the-middle attack). If the host was rebuilt, verify its new key, then "
-                    + _removal_hint(self.name, line, user_file))
-        return (f"unknown host key for {name} ({self.offered}): verify the fingerprint, then add it to "
-                "known_hosts or run once with --host-key-checking accept-new")
+                    f"(possible man-in-the-middle attack){certificate}. If the host was rebuilt, verify its new "
+                    "key, then " + _removal_hint(self.name, line, user_file))
+        if self.certificate_refused:
+            return (f"unknown host key for {name} ({self.offered}){certificate}: fix the host's certificate or "
+                    "the @cert-authority line, or verify the key's fingerprint and add it to known_hosts")
+        return (f"unknown host key for {name} ({self.offered}): verify the fingerprint, then add it "
+                "to known_hosts or run once with --host-key-checking accept-new")
 
 
 def default_known_hosts() -> Path:
@@ -121,7 +167,7 @@ class KnownHosts:
         # a bare-name lookup often needs only @revoked and @cert-authority lines.
         self._scan: dict[bool, list[int]] = {False: [], True: []}  # marked? -> positions
         self._scan_memo: dict[tuple[bool, str], tuple[int, tuple[int, ...]]] = {}  # -> (covered, hits)
-        self._reported: set[int] = set()  # entries whose CA note or bad key was reported
+        self._reported: set[int] = set()  # entries whose bad key was reported
         self._report_lock = threading.Lock()
 
     @classmethod
@@ -232,8 +278,6 @@ class KnownHosts:
         looked_up_bare = self._lookup(bare, files, plain=not plain) if bare else []
         fallback = [e for e in looked_up_bare if e.load_key()]
         bad_lines = self._report_bad([*looked_up, *looked_up_bare])
-        ca = self._first_reports([e for e in (*entries, *fallback) if e.marker == "@cert-authority"])
-        unused_ca = tuple(e.location for e in ca)
 
         def result(
             verdict: Verdict, entry: Entry | None, among: list[str], without_port: bool = False
@@ -241,7 +285,7 @@ class KnownHosts:
             name = next((n for n in among if entry is not None and entry.matches(n)), folded[0] if folded else "")
             location = entry.location if entry is not None else None
             return HostKeyCheck(verdict, name, offered.keytype, offered.fingerprint, location, without_port,
-                                unused_ca, bad_lines)
+                                bad_lines)
 
         for entry in (*entries, *fallback):
             if entry.marker == "@revoked" and entry.key.plain == offered.plain:
@@ -262,6 +306,56 @@ class KnownHosts:
         """`judge`'s verdict alone."""
         return self.judge(names, keytype, blob, files).verdict
 
+    def judge_certificate(
+        self, names: Sequence[str], cert: Certificate, principal: str, files: Collection[str] | None = None,
+        *, now: float | None = None,
+    ) -> HostKeyCheck:
+        """Judge a host certificate as ssh's check_host_key does, its CA signature already verified.
+
+        A `@cert-authority` line for the host's name whose key signed the certificate makes it known, if the
+        certificate is valid for `principal` (the HostName, or HostKeyAlias) now. With no CA line at all for
+        `[host]:port`, the bare host's CA lines are tried, as ssh retries without the port. Otherwise, or when
+        the certificate is invalid, the verdict is the plain key's (ssh's "downgrade"), with the reason
+        attached. A certificate whose key or CA is `@revoked` under any of the names is refused.
+        """
+        folded = [fold(n) for n in names]
+        bare = list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
+        offered = cert.key
+        plain_type = parse_blob(offered.plain).keytype
+        looked_up = self._lookup([*folded, *bare], files, plain=False)
+        entries = [e for e in looked_up if e.load_key()]
+        bad_lines = self._report_bad(looked_up)
+        for entry in entries:
+            if entry.marker == "@revoked" and entry.key.plain in (offered.plain, cert.signature_key):
+                name = next((n for n in (*folded, *bare) if entry.matches(n)), folded[0])
+                return HostKeyCheck(Verdict.REVOKED, name, offered.keytype, offered.fingerprint, entry.location,
+                                    bad_lines=bad_lines, by_certificate=entry.key.plain == cert.signature_key)
+        refused = None
+        for among in (folded, bare):
+            authorities = [e for e in entries if e.marker == "@cert-authority" and any(e.matches(n) for n in among)]
+            if not authorities:
+                continue
+            signer = next((e for e in authorities if e.key.blob == cert.signature_key), None)
+            if signer is None:
+                lines = ", ".join(e.location.where for e in authorities)
+                refused = (f"its CA ({parse_blob(cert.signature_key).keytype} {cert.signer_fingerprint}) is not "
+                           f"the @cert-authority for this host ({lines})")
+                break
+            problem = cert.check_host(principal, now)
+            if problem is None:
+                name = next(n for n in among if signer.matches(n))
+                return HostKeyCheck(Verdict.KNOWN, name, offered.keytype, offered.fingerprint, signer.location,
+                                    without_port=among is bare, bad_lines=bad_lines, by_certificate=True)
+            refused = f"{problem} ({cert.describe()}; CA at {signer.location.where}, name {principal!r})"
+            break
+        plain = self.judge(names, plain_type, offered.plain, files)
+        return replace(plain, certificate_refused=refused, bad_lines=(*bad_lines, *plain.bad_lines))
+
+    def has_authority_for(self, names: Sequence[str], files: Collection[str] | None = None) -> bool:
+        """True if a @cert-authority line names any of these names (ssh then asks for certificates first)."""
+        entries = self._matching([fold(n) for n in names], files, plain=False)
+        return any(e.marker == "@cert-authority" for e in entries)
+
     def key_types_for(self, names: Sequence[str], files: Collection[str] | None = None) -> list[str]:
         """Key types of the plain lines for exactly these names, in file order, without repeats.
 
@@ -272,11 +366,13 @@ class KnownHosts:
         return list(dict.fromkeys(e.key.keytype for e in entries if e.marker is None))
 
     def add(
-        self, path: str | Path, name: str, keytype: str, blob: bytes, files: Collection[str] | None = None
+        self, path: str | Path, name: str, keytype: str, blob: bytes, files: Collection[str] | None = None,
+        *, hashed: bool = False,
     ) -> bool:
         """Append `name keytype key` to `path` unless the name already has a key (then False, no write).
 
         `files`, when given, are the only files whose keys count for that (the host's own, as in `judge`).
+        `hashed` writes the name as `|1|salt|hash` (HashKnownHosts), as ssh does.
 
         Raises ValueError for a name that is not a single literal host (whitespace, commas, wildcards),
         or a key OpenSSH could not read back.
@@ -297,6 +393,8 @@ class KnownHosts:
             raise ValueError(f"cannot add {name!r} to known_hosts: not a single literal host name")
         if is_wild(name):
             raise ValueError(f"cannot add {name!r} to known_hosts: wildcards are not host names")
+        if hashed:
+            text = f"{_hash_name(name)} {key.keytype} {base64.b64encode(key.blob).decode('ascii')}"
         line = (text + "\n").encode("utf-8")
         with _ADD_LOCK:
             if any(e.marker is None for e in self._matching([folded], files)):
@@ -328,3 +426,10 @@ class KnownHosts:
             assert recorded is not None and recorded.load_key()
             self._remember(recorded)
         return True
+
+
+def _hash_name(name: str) -> str:
+    """`|1|salt|hash` for a host name, as ssh-keygen -H and HashKnownHosts write it (HMAC-SHA1, 20-byte salt)."""
+    salt = os.urandom(20)
+    digest = hmac.digest(salt, name.encode("utf-8"), hashlib.sha1)
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"

@@ -2,8 +2,9 @@
 
 Precedence, least to most specific: `defaults`, then each group the host belongs to, then the host's own
 entry. Groups apply ancestors first, so a child group overrides its parents; between groups where neither is
-an ancestor of the other, the one defined later in the file wins. `vars` merge the same way, key by key. A
-`null` value resets a setting to the built-in default; setting password_env or password_file replaces both.
+an ancestor of the other, the one defined later in the file wins. `vars` and `env` merge the same way, key by
+key. A `null` value resets a setting to the built-in default (in `env`: unsets the variable); setting
+password_env or password_file replaces both, and so do become_password_env and become_password_file.
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_T + tag for tag in ("str", "int", "nul
 _SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _CONN_KEYS = ("user", "port", "key", "password_env", "password_file", "connect_timeout", "known_hosts", "jump",
               "proxy_command")
+_BECOME_KEYS = ("become", "become_user", "become_password_env", "become_password_file")  # sudo (issue 10)
 TOP_KEYS = ("defaults", "hosts", "groups", "ssh_config")  # also how fleetrun.sources tells this format apart
-_DEFAULTS_KEYS = (*_CONN_KEYS, "ssh_config")
-_HOST_KEYS = ("address", *_CONN_KEYS, "groups", "vars")
-_GROUP_KEYS = ("hosts", "children", "vars", *_CONN_KEYS)
-_SETTINGS = {"address", *_CONN_KEYS}  # the keys that resolve by precedence (only hosts may set address)
+_DEFAULTS_KEYS = (*_CONN_KEYS, *_BECOME_KEYS, "env", "ssh_config")
+_HOST_KEYS = ("address", *_CONN_KEYS, *_BECOME_KEYS, "groups", "vars", "env")
+_GROUP_KEYS = ("hosts", "children", "vars", "env", *_CONN_KEYS, *_BECOME_KEYS)
+# The keys that resolve by precedence (only hosts may set address); `vars` and `env` merge key by key.
+_SETTINGS = {"address", *_CONN_KEYS, *_BECOME_KEYS}
+# Set for the command by fleetrun itself (issue 14): `env:` and --env may not name them.
+RESERVED_ENV = re.compile(r"FLEETRUN_(HOST|ADDRESS|VAR_.*)\Z")
 _BAD_NAME = re.compile(r"[\s,&!*?\[\]]")  # characters the selection language gives a meaning to
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_DEPTH = 100
@@ -122,12 +127,14 @@ class _Entry:
     node: Node  # its key, for error lines
     settings: dict[str, Any]
     vars: dict[str, Any]
+    env: dict[str, str | None] = field(default_factory=dict)  # None: unset what a group or defaults set
 
 
 def _apply(resolved: dict[str, Any], level: dict[str, Any], sources: dict[str, str], label: str) -> None:
     # password_env and password_file are one choice: a more specific level picking one drops the other.
     # So are jump and proxy_command (how to reach the host).
-    for pair in (("password_env", "password_file"), ("jump", "proxy_command")):
+    for pair in (("password_env", "password_file"), ("jump", "proxy_command"),
+                 ("become_password_env", "become_password_file")):
         if pair[0] in level or pair[1] in level:
             for key in pair:
                 resolved.pop(key, None)
@@ -274,17 +281,20 @@ class _Reader:
                 value = int(value)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
                 self.fail(node, f"{label} must be an integer from 1 to 65535, got {value!r}")
+        elif key == "become":
+            if not isinstance(value, bool):
+                self.fail(node, f"{label} must be true or false, got {value!r}")
         elif key == "connect_timeout":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 self.fail(node, f"{label} must be a positive number of seconds, got {value!r}")
             return float(value)
         elif not isinstance(value, str) or not value.strip():
             self.fail(node, f"{label} must be a non-empty string, got {value!r}")
-        elif key == "password_env" and not _ENV_NAME.match(value):
+        elif key in ("password_env", "become_password_env") and not _ENV_NAME.match(value):
             # Not echoed: a value that is not a variable name may well be the password itself.
             self.fail(node, f"{label} must be the name of an environment variable (letters, digits, _), "
                       "not the password itself")
-        elif key in ("key", "password_file"):
+        elif key in ("key", "password_file", "become_password_file"):
             return self.path_value(value)
         return value
 
@@ -306,14 +316,36 @@ class _Reader:
 
     def entry(self, key_node: Node, fields: dict[str, tuple[Node, Node]], where: str) -> _Entry:
         settings = {key: self.setting(key, node, where) for key, (_, node) in fields.items() if key in _SETTINGS}
-        if settings.get("password_env") and settings.get("password_file"):
-            self.fail(fields["password_file"][0], f"{where}: set password_env or password_file, not both")
+        for env_key, file_key in (("password_env", "password_file"), ("become_password_env", "become_password_file")):
+            if settings.get(env_key) and settings.get(file_key):
+                self.fail(fields[file_key][0], f"{where}: set {env_key} or {file_key}, not both")
         if settings.get("jump") is not None and settings.get("proxy_command") is not None:
             self.fail(fields["proxy_command"][0], f"{where}: set jump or proxy_command, not both")
         variables = self.data(fields["vars"][1], f"{where}: vars") if "vars" in fields else None
         if not isinstance(variables, (dict, type(None))):
             self.fail(fields["vars"][1], f"{where}: vars must be a mapping, got {_kind(fields['vars'][1])}")
-        return _Entry(key_node, settings, dict(variables or {}))
+        env = self.env(fields["env"][1], f"{where}: env") if "env" in fields else {}
+        return _Entry(key_node, settings, dict(variables or {}), env)
+
+    def env(self, node: Node, where: str) -> dict[str, str | None]:
+        """`env:` NAME: value, exported to the command (issue 14); scalars only, as the shell sees them."""
+        out: dict[str, str | None] = {}
+        for name, (key_node, value_node) in self.pairs(node, where, "variable").items():
+            if not _ENV_NAME.match(name):
+                self.fail(key_node, f"{where}: {name!r} is not a variable name (letters, digits, _; not a digit "
+                          "first)")
+            if RESERVED_ENV.match(name):
+                self.fail(key_node, f"{where}: {name} is set by fleetrun itself; pick another name")
+            value = self.scalar(value_node, f"{where}.{name}")
+            if value is None:
+                out[name] = None
+                continue
+            text = value if isinstance(value, str) else ("true" if value is True else "false" if value is False
+                                                         else str(value))
+            if "\0" in text:
+                self.fail(value_node, f"{where}.{name}: a NUL character cannot be in an environment variable")
+            out[name] = text
+        return out
 
     def expand(self, text: str, node: Node, where: str) -> list[str]:
         try:
@@ -425,19 +457,22 @@ class _Reader:
                 belongs[host].append(name)
         resolved: dict[str, Host] = {}
         # Hosts share group sets: (settings, vars, where each setting came from) per set of groups.
-        inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {}
+        inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], dict[str, str],
+                                               dict[str, str | None]]] = {}
         for host, entry in hosts.items():
             member_of = tuple(belongs[host])
             if member_of not in inherited:
-                settings, variables = dict(defaults.settings), {}
+                settings, variables, env = dict(defaults.settings), {}, dict(defaults.env)
                 sources = dict.fromkeys(defaults.settings, "inventory defaults")
                 for name in sorted(member_of, key=rank.__getitem__):
                     if name in groups:
                         _apply(settings, groups[name].settings, sources, f"inventory groups.{name}")
                         variables.update(groups[name].vars)
-                inherited[member_of] = settings, variables, sources
+                        env.update(groups[name].env)
+                inherited[member_of] = settings, variables, sources, env
             settings, variables = dict(inherited[member_of][0]), dict(inherited[member_of][1])
             sources = dict(inherited[member_of][2])
+            env = {**inherited[member_of][3], **entry.env}
             _apply(settings, entry.settings, sources, f"inventory hosts.{host}")
             variables.update(entry.vars)
             # null resets a setting: it counts as not set, so ssh_config (which ranks lower) may supply it.
@@ -450,6 +485,10 @@ class _Reader:
                 known_hosts=settings.get("known_hosts") or (), groups=member_of, vars=variables,
                 explicit=frozenset(given), origins={key: (sources[key],) for key in given},
                 jump=settings.get("jump"), proxy_command=settings.get("proxy_command"),
+                become=bool(settings.get("become")), become_user=settings.get("become_user"),
+                become_password_env=settings.get("become_password_env"),
+                become_password_file=settings.get("become_password_file"),
+                env={name: value for name, value in env.items() if value is not None},
             )
         position = {name: index for index, name in enumerate(hosts)}
         members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}

@@ -49,7 +49,7 @@ _SSHD_CONFIG = """\
 ListenAddress {address}:{port}
 HostKey {host_key}
 {extra_host_keys}PidFile none
-AuthorizedKeysFile {directory}/authorized_keys
+{authorized_keys}
 PubkeyAuthentication yes
 PasswordAuthentication {password_auth}
 KbdInteractiveAuthentication no
@@ -181,16 +181,33 @@ def _spawn(argv: list[str], log: Path) -> int:
     return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
 
 
-def _srv_script(srv_size: str, then: list[str]) -> str:
-    return f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755 tmpfs /srv && exec {shlex.join(then)}"
+def _srv_script(srv_size: str, then: list[str], binds: tuple[tuple[str, str], ...] = (), owner: str = "") -> str:
+    mounts = "".join(f"mount --bind {shlex.quote(source)} {shlex.quote(target)} && " for target, source in binds)
+    return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755{owner} tmpfs /srv && {mounts}"
+            f"exec {shlex.join(then)}")
 
 
-def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str) -> list[str]:
+def _sshd_argv(sshd: str, config: Path, log: Path, unshare: str | None, srv_size: str,
+               binds: tuple[tuple[str, str], ...] = (), owner: str = "") -> list[str]:
     argv = [sshd, "-D", "-e", "-f", str(config), "-E", str(log)]
     if unshare is None:
         return argv
     # exec, so the pid we record is sshd itself and all it starts shares its private /srv.
-    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv)]
+    return [unshare, "-m", "--propagation", "private", "/bin/sh", "-c", _srv_script(srv_size, argv, binds, owner)]
+
+
+def _authorized_keys(directory: Path, user: str | None) -> str:
+    """sshd_config lines for the lab's one authorized key.
+
+    sshd reads an AuthorizedKeysFile as the user logging in, who (another account than the lab's owner) may not
+    reach the lab directory: for `user`, root's `cat` hands the key over instead (AuthorizedKeysCommand).
+    """
+    path = directory / "authorized_keys"
+    if user is None:
+        return f"AuthorizedKeysFile {path}"
+    cat = shutil.which("cat") or "/bin/cat"
+    return (f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\n"
+            "AuthorizedKeysCommandUser root")
 
 
 def _tail(log: Path, lines: int = 3) -> str:
@@ -380,6 +397,12 @@ def stop_lab(directory: Path) -> int:
     return stopped
 
 
+def shown_path(path: Path) -> str:
+    """`path` as the user would type it: relative when under the current directory (shorter to copy)."""
+    cwd = Path.cwd().resolve()
+    return os.path.relpath(path) if path.resolve().is_relative_to(cwd) else str(path)
+
+
 def _check_login(user: str) -> None:
     # Without PAM, sshd refuses an account whose password is locked with '!', even for key logins.
     with contextlib.suppress(OSError), open("/etc/shadow") as shadow:
@@ -411,7 +434,9 @@ def _prepare(directory: Path, private_srv: bool, srv_size: str) -> str | None:
     if (directory / STATE_FILE).exists():
         running = load_lab(directory)
         if any(_ours(host.pid, f"{directory / host.name}.sshd_config") for host in running.hosts):
-            raise LabError(f"a lab is already running in {directory}: stop it first (fleetrun lab down)")
+            where = shown_path(directory)
+            raise LabError(f"a lab is already running in {where}: stop it with 'fleetrun lab down --dir {where}', "
+                           "or give this one another --dir")
     return unshare
 
 
@@ -425,6 +450,8 @@ def start_lab(
     host_key_type: str = "ed25519",
     extra_config: str = "",
     extra_host_key_types: tuple[str, ...] = (),
+    bind_files: dict[str, Path] | None = None,
+    user: str | None = None,
 ) -> Lab:
     """Start `count` sshd processes on loopback, each its own host, and write the files to reach them.
 
@@ -434,6 +461,10 @@ def start_lab(
     `extra_host_key_types` (ssh-keygen -t names: "ecdsa", "rsa") gives the hosts more host keys besides their
     own Ed25519 one: one key per type at `extra_host_key_path`, shared by all hosts (an RSA key per host would
     cost seconds). The lab's known_hosts still lists the Ed25519 keys only.
+    `bind_files` ({"/etc/hosts": path}) shows the hosts other files in place of system ones, in their private
+    mount namespace (needs the private /srv, so root): a bastion that alone can resolve its targets' names.
+    `user` (root only): the account the inventory logs in as, instead of the one running the lab; its
+    private /srv is that user's (for sudo tests, with throwaway accounts).
     """
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}: pick a count in that range")
@@ -447,8 +478,23 @@ def start_lab(
     sshd = _find_tool("sshd", "openssh-server", SSHD_FALLBACK)
     keygen = _find_tool("ssh-keygen", "openssh-client", "/usr/bin/ssh-keygen")
     private_srv = os.geteuid() == 0 if private_srv is None else private_srv
+    binds = tuple((target, str(source)) for target, source in (bind_files or {}).items())
+    if binds and not private_srv:
+        raise LabError("bind_files needs the hosts' private mount namespace (private_srv, as root)")
     unshare = _prepare(directory, private_srv, srv_size)
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    owner = ""
+    if user is None:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        login = None
+    else:
+        if os.geteuid() != 0:
+            raise LabError(f"a lab logging in as {user} needs root (sshd must switch to that account)")
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise LabError(f"no account {user!r} on this machine: create it first (useradd)") from None
+        _check_login(user)
+        owner, login = f",uid={account.pw_uid},gid={account.pw_gid}", user
 
     client_key = directory / "id_ed25519"
     for stale in (client_key, client_key.with_suffix(".pub")):
@@ -480,10 +526,11 @@ def start_lab(
                 config, log = directory / f"{name}.sshd_config", directory / f"{name}.log"
                 fields = {"name": name, "address": address, "port": port, "host_key": host_key}
                 yes_no = "yes" if password_auth else "no"
-                settings = {"directory": directory, "password_auth": yes_no, "extra_host_keys": extra_host_keys}
+                settings = {"authorized_keys": _authorized_keys(directory, login), "password_auth": yes_no,
+                            "extra_host_keys": extra_host_keys}
                 text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
-                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size), log)
+                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, binds, owner), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))
             files = directory / "inventory.yaml", directory / "known_hosts", client_key

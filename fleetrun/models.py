@@ -53,7 +53,10 @@ class Host:
     host_key_alias: str | None = None  # check and record the host key under this name instead of the host's
     server_alive_interval: float = 0.0  # seconds between keepalive probes; 0: off
     server_alive_count_max: int = 3  # unanswered probes before the connection counts as lost
-    forward_agent: bool = False
+    forward_agent: bool | str = False  # ForwardAgent: True forwards the agent in use; a str is a socket path
+    # The resolved ProxyJump hops (each a Host with its own settings), first to last: fleetrun.route fills it
+    # in from `jump`; () means no bastion.
+    via: tuple[Host, ...] = field(default=(), compare=False)
     # sudo (issue 10): run the command as become_user through sudo; the password from one of the two sources.
     become: bool = False
     become_user: str | None = None
@@ -119,6 +122,8 @@ class HostResult:
     # all of it. Read the whole stream with output(); closed by the runner once every renderer had the result.
     stdout_file: Spill | None = field(default=None, compare=False, repr=False)
     stderr_file: Spill | None = field(default=None, compare=False, repr=False)
+    # exec under sudo (issue 10): whom the command ran as and how the negotiation went; None without become.
+    become: BecomeStatus | None = None
 
     @property
     def ok(self) -> bool:
@@ -156,6 +161,15 @@ class HostResult:
         for spill in (self.stdout_file, self.stderr_file):
             if spill is not None:
                 spill.close()
+
+
+@dataclass(frozen=True)
+class BecomeStatus:
+    """A host's sudo: the user become, and "ok", "rejected", "password-required", "tty-required", "timeout",
+    "error", or None when the host never got as far as sudo."""
+
+    user: str
+    status: str | None
 
 
 @dataclass(frozen=True)

@@ -305,6 +305,9 @@ class Processes:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        # One dispatch at a time, results included: two threads dispatching at once could otherwise deliver
+        # their not-started hosts out of dispatch order.
+        self.dispatching = threading.Lock()
         self.pending: collections.deque[tuple[Host, _Child]] = collections.deque()  # dispatch order
         self.stopping = False
         self.events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
@@ -351,35 +354,37 @@ class Processes:
     # -- dispatch ----------------------------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand out pending hosts, in dispatch order, to their children's idle workers (a host never overtakes
-        an earlier one of the same child); hosts the run no longer starts get their result here, in order."""
-        local: list[tuple[Host, HostResult]] = []
-        with self.lock:
-            blocked: set[int] = set()  # children with no idle worker, or with an earlier host still waiting
-            kept: collections.deque[tuple[Host, _Child]] = collections.deque()
-            while self.pending and len(blocked) < len(self.children):
-                host, child = self.pending.popleft()
-                if child.gone:
-                    local.append((host, self.callbacks.crashed(host, WorkerDied(
-                        f"worker process {child.index} died before this host was started"))))
-                elif self.stopping or self.cancel.is_set() or (child.index not in blocked and child.free > 0
-                                                               and not self.callbacks.admit(host)):
-                    self.stopping = True  # admit() said no once: the rollout stopped; so it stays
-                    local.append((host, self.callbacks.not_started(host)))
-                elif child.index in blocked or child.free <= 0:
-                    blocked.add(child.index)
-                    kept.append((host, child))
-                else:
-                    child.free -= 1
-                    child.running[host.name] = host
-                    try:
-                        child.channel.send(("run", child.channel.index[host.name]))
-                    except OSError:
-                        pass  # the child is gone: its reader accounts for every host it had
-            kept.extend(self.pending)
-            self.pending = kept
-        for host, result in local:
-            self._finish(host, result)
+        """Hand out pending hosts, in dispatch order, to their children's idle workers; hosts the run no longer
+        starts get their result here, in order.
+
+        Strictly in order, as one process's queue hands them out: a host whose child has no idle worker holds
+        back the hosts after it, so admit() (batches, the failure budget) sees them in the order one process
+        would, and a stopped rollout never starts a host after one it left out."""
+        with self.dispatching:
+            local: list[tuple[Host, HostResult]] = []
+            with self.lock:
+                while self.pending:
+                    host, child = self.pending[0]
+                    if child.gone:
+                        local.append((host, self.callbacks.crashed(host, WorkerDied(
+                            f"worker process {child.index} died before this host was started"))))
+                    elif self.stopping or self.cancel.is_set():
+                        local.append((host, self.callbacks.not_started(host)))
+                    elif child.free <= 0:
+                        break  # its child is busy: it, and every host after it, waits
+                    elif not self.callbacks.admit(host):
+                        self.stopping = True  # admit() said no once: the rollout stopped; so it stays
+                        local.append((host, self.callbacks.not_started(host)))
+                    else:
+                        child.free -= 1
+                        child.running[host.name] = host
+                        try:
+                            child.channel.send(("run", child.channel.index[host.name]))
+                        except OSError:
+                            pass  # the child is gone: its reader accounts for every host it had
+                    self.pending.popleft()
+            for host, result in local:
+                self._finish(host, result)
 
     def _finish(self, host: Host, result: HostResult) -> None:
         try:

@@ -7,20 +7,30 @@ import posixpath
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetrun.cancel import Cancel
-from fleetrun.errors import HostFailure, UsageError
-from fleetrun.models import Host, HostResult, Outcome
-from fleetrun.remotefs import CHUNK, TransferError, describe, local_sha256, remote_sha256, remote_stat, transfer_result
+from fleetrun.errors import UsageError
+from fleetrun.models import Host, HostResult
+from fleetrun.remotefs import (
+    Link,
+    TransferError,
+    describe,
+    local_sha256,
+    remote_sha256,
+    remote_stat,
+    special_kind,
+    transfer_result,
+)
+from fleetrun.ssh.sftpio import download
 
 if TYPE_CHECKING:
     from fleetrun.runner import HostContext, HostTask
     from fleetrun.ssh import Session
 
-PREFETCH_REQUESTS = 64  # 64 × 32 KiB in flight per host: fast, and memory stays bounded on a 1 GB file
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
@@ -61,37 +71,38 @@ def _safe_component(name: str) -> bool:
 
 
 class _Puller:
-    def __init__(self, plan: PullPlan, session: Session, host: Host, cancel: Cancel) -> None:
+    def __init__(self, plan: PullPlan, link: Link, host: Host) -> None:
         self.plan = plan
-        self.session = session
-        self.cancel = cancel
-        self.sftp = session.open_sftp()
+        self.link = link
         self.root = plan.local_dir / host_dir_name(host)
         self.details: list[str] = []
         self.changed = False
 
-    def close(self) -> None:
-        self.sftp.close()
+    @property
+    def sftp(self) -> Any:
+        return self.link.sftp
 
     def move(self) -> bool:
         """Pull the file or tree; True when any local file was written."""
-        self._pull()
-        return self.changed
-
-    def _pull(self) -> None:
+        self.link.doing(f"looking at {self.plan.remote}")
         attributes = remote_stat(self.sftp, self.plan.remote)
         if attributes is None:
             raise TransferError(f"no such file or directory: {self.plan.remote}")
         name = posixpath.basename(self.plan.remote)
-        if stat.S_ISDIR(attributes.st_mode or 0):
+        mode = attributes.st_mode or 0
+        if stat.S_ISDIR(mode):
             if not self.plan.recursive:
                 raise TransferError(f"{self.plan.remote} is a directory: pass -r to pull the tree")
             self._pull_tree(self.plan.remote, self.root / name)
-        else:
+        elif stat.S_ISREG(mode):
             self._pull_file(self.plan.remote, attributes, self.root / name)
+        else:  # opening a FIFO would wait for a writer forever; a device would never end
+            raise TransferError(f"{self.plan.remote} is a {special_kind(mode)}, not a regular file: not pulled")
+        return self.changed
 
     def _pull_tree(self, remote: str, local: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)
+        self.link.doing(f"listing {remote}")
         try:
             entries = sorted(self.sftp.listdir_attr(remote), key=lambda entry: entry.filename)
         except OSError as error:
@@ -107,37 +118,65 @@ class _Puller:
             elif stat.S_ISREG(mode):
                 self._pull_file(path, entry, local / entry.filename)
             else:
-                self.details.append(f"skipped {path} (not a regular file)")
+                self.details.append(f"skipped {path} ({special_kind(mode)}, not a regular file)")
 
     def _pull_file(self, remote: str, attributes: Any, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_file() and local.stat().st_size == attributes.st_size:
             mine = local_sha256(local)
-            if remote_sha256(self.session, self.sftp, [remote], self.cancel).get(remote) == mine:
+            if remote_sha256(self.link, [remote]).get(remote) == mine:
                 self.details.append(f"unchanged {local}")
                 return
         temp = local.with_name(f".{local.name}.fleetrun-tmp-{secrets.token_hex(4)}")
+        self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
-            with self.sftp.open(remote, "rb") as source, temp.open("wb") as target:
-                source.prefetch(attributes.st_size, max_concurrent_requests=PREFETCH_REQUESTS)
-                while chunk := source.read(CHUNK * 32):
-                    if self.cancel.is_set():
-                        raise HostFailure(Outcome.CANCELLED, f"cancelled during download of {remote}")
-                    target.write(chunk)
-            os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
-            os.replace(temp, local)
-        except OSError as error:
-            raise TransferError(describe(error, remote)) from None
+            size = self._download(remote, attributes.st_size or 0, temp)
+            with _local_errors(local.parent):
+                os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
+                os.replace(temp, local)
+        except BaseException:
+            if self.link.watchdog.reason() is not None:
+                self.link.notes.append(f"no partial file of {remote} kept")
+            raise
         finally:
             temp.unlink(missing_ok=True)
         self.changed = True
-        self.details.append(f"changed {local} ({attributes.st_size} bytes)")
+        self.details.append(f"changed {local} ({size} bytes)")
+
+
+    def _download(self, remote: str, size_hint: int, temp: Path) -> int:
+        with _local_errors(temp.parent):
+            target = temp.open("wb")
+
+        def write(data: bytes) -> None:
+            with _local_errors(temp.parent):
+                target.write(data)
+
+        try:
+            return download(self.sftp, remote, write, size_hint=size_hint, check=self.link.check)
+        except OSError as error:  # an SFTP error reply (the local ones are TransferErrors by now)
+            if self.link.watchdog.reason() is not None:
+                raise
+            raise TransferError(describe(error, remote)) from None
+        finally:
+            with _local_errors(temp.parent):
+                target.close()
+
+
+@contextmanager
+def _local_errors(directory: Path) -> Iterator[None]:
+    """A local write error (a full disk) as the host's one-line reason, naming the local directory."""
+    try:
+        yield
+    except OSError as error:
+        raise TransferError(f"cannot write in {directory}: {error.strerror or error}") from None
 
 
 def pull_task(plan: PullPlan) -> HostTask:
     """The task behind `fleetrun pull`."""
 
     def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        return transfer_result(host, session, _Puller(plan, session, host, context.cancel))
+        return transfer_result(host, session, context.options.timeout, context.cancel,
+                               lambda link: _Puller(plan, link, host))
 
     return run

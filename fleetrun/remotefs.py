@@ -9,16 +9,17 @@ import secrets
 import shlex
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, HostResult, Outcome
+from fleetrun.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from fleetrun.ssh import Session
+    from fleetrun.ssh import ExecResult, Session
 
 TEMP_MARK = ".fleetrun-tmp-"
 CHUNK = 32768  # SFTP's maximum request size: larger reads are split anyway
@@ -62,36 +63,55 @@ def remote_stat(sftp: Any, path: str) -> Any | None:
         raise TransferError(describe(error, path)) from None
 
 
+def remote_lstat(sftp: Any, path: str) -> Any | None:
+    """Like remote_stat, but a symlink's own attributes (not its target's)."""
+    try:
+        return sftp.lstat(path)
+    except OSError as error:
+        if getattr(error, "errno", None) == errno.ENOENT:
+            return None
+        raise TransferError(describe(error, path)) from None
+
+
 def is_dir(attributes: Any | None) -> bool:
     return attributes is not None and stat.S_ISDIR(attributes.st_mode or 0)
 
 
-def remote_sha256(session: Session, sftp: Any, paths: Sequence[str], cancel: Cancel) -> dict[str, str]:
+def special_kind(mode: int) -> str:
+    """What a non-regular, non-directory file is, in words."""
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISCHR, "character device"), (stat.S_ISLNK, "symlink"))
+    return next((word for test, word in kinds if test(mode)), "special file")
+
+
+def remote_sha256(link: Link, paths: Sequence[str]) -> dict[str, str]:
     """SHA-256 of remote files: computed on the host by sha256sum, else read back over SFTP."""
     hashes: dict[str, str] = {}
     for start in range(0, len(paths), HASH_BATCH):
         batch = list(paths[start : start + HASH_BATCH])
-        command = "sha256sum -- " + " ".join(shlex.quote(p) for p in batch)
-        result = session.run(command, cancel=cancel, timeout=600)
+        link.doing(f"comparing checksums of {_files(batch)}")
+        result = link.run("sha256sum -- " + " ".join(shlex.quote(p) for p in batch), timeout=600)
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         if result.exit_code == 0 and len(lines) == len(batch):
             # sha256sum prints in argument order; a leading backslash marks an escaped file name.
             hashes.update((path, line.lstrip("\\")[:64]) for path, line in zip(batch, lines, strict=True))
             continue
         for path in batch:  # no sha256sum on the host (or a file it could not read): hash it here
-            hashes[path] = _read_back_sha256(sftp, path, cancel)
+            hashes[path] = _read_back_sha256(link, path)
     return hashes
 
 
-def _read_back_sha256(sftp: Any, path: str, cancel: Cancel) -> str:
+def _files(paths: Sequence[str]) -> str:
+    return paths[0] if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _read_back_sha256(link: Link, path: str) -> str:
+    from fleetrun.ssh.sftpio import download
+
     digest = hashlib.sha256()
+    link.doing(f"reading back {path} to hash it")
     try:
-        with sftp.open(path, "rb") as remote:
-            remote.prefetch(max_concurrent_requests=64)
-            while chunk := remote.read(CHUNK * 8):
-                if cancel.is_set():
-                    raise HostFailure(Outcome.CANCELLED, "cancelled while reading back")
-                digest.update(chunk)
+        download(link.sftp, path, digest.update, size_hint=0, check=link.check)
     except OSError as error:
         raise TransferError(describe(error, path)) from None
     return digest.hexdigest()
@@ -138,29 +158,113 @@ def local_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class Link:
+    """One host's session as a transfer uses it: one SFTP channel and short commands, bounded by its watchdog."""
+
+    def __init__(self, session: Session, watchdog: Watchdog) -> None:
+        self.session = session
+        self.watchdog = watchdog
+        self.notes: list[str] = []  # what a stopped transfer left behind, for its one-line reason
+        self._sftp: Any | None = None
+        self._guard: int | None = None
+
+    @property
+    def sftp(self) -> Any:
+        """The SFTP client, opened on first use; the watchdog closes its channel when time is up."""
+        if self._sftp is None:
+            self.check()
+            # No channel to close yet: a server that never answers the open needs the connection closed.
+            opening = self.watchdog.guard(self.session.close)
+            try:
+                self._sftp = self.session.open_sftp()
+            finally:
+                self.watchdog.release(opening)
+            self._guard = self.watchdog.guard(self._sftp.close)
+        return self._sftp
+
+    def check(self) -> None:
+        self.watchdog.check()
+
+    def doing(self, what: str) -> None:
+        self.watchdog.doing = what
+
+    def run(self, command: str, *, timeout: float) -> ExecResult:
+        """A short command on the host, within both its own timeout and the transfer's time."""
+        self.check()
+        remaining = self.watchdog.remaining()
+        result = self.session.run(command, cancel=self.watchdog.cancel,
+                                  timeout=timeout if remaining is None else min(timeout, remaining))
+        if result.ended != "exited":
+            self.check()  # the transfer's time ran out (or the run was cancelled): stop here
+        return result
+
+    def remove(self, path: str) -> bool:
+        """Remove our own temp file, best effort, also once the watchdog has closed the SFTP channel."""
+        try:
+            if self.watchdog.reason() is None:
+                self.sftp.remove(path)
+                return True
+            # Our channel is closed or about to be: a fresh one, which the watchdog's grace bounds.
+            fresh = self.session.open_sftp()
+            try:
+                fresh.remove(path)
+            finally:
+                fresh.close()
+            return True
+        except Exception:  # the host is gone or does not answer: the next push of that file removes it
+            return False
+
+    def close(self) -> None:
+        if self._guard is not None:
+            self.watchdog.release(self._guard)
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:  # already closed by the watchdog, or the connection is gone
+                pass
+
+
 class Mover(Protocol):
-    """One host's push or pull: does the work, lists what it did, holds an SFTP session to close."""
+    """One host's push or pull: does the work over its link and lists what it did."""
 
     details: list[str]
 
     def move(self) -> bool: ...  # True when anything was written
 
-    def close(self) -> None: ...
 
-
-def transfer_result(host: Host, session: Session, mover: Mover) -> HostResult:
-    """Run a push or pull on one host and turn every way it can end into that host's result."""
+def transfer_result(host: Host, session: Session, limit: float | None, cancel: Cancel,
+                    make: Callable[[Link], Mover]) -> HostResult:
+    """Run a push or pull on one host within `limit` seconds and turn every way it can end into its result."""
+    watchdog = Watchdog(limit, cancel, session.close, name=host.name)
+    link = Link(session, watchdog)
+    mover: Mover | None = None
     try:
+        mover = make(link)
         changed = mover.move()
-    except (TransferError, OSError, EOFError) as error:
-        return failure_result(host, session, error, mover.details)
     except Exception as error:
-        if _still_connected(session, patient=True):
-            raise  # a bug of ours: the pool reports it as this host's internal error
-        return failure_result(host, session, error, mover.details)  # e.g. paramiko's SSHException
+        details = mover.details if mover is not None else []
+        reason = watchdog.reason()
+        if reason is not None:  # whatever the closed channel raised, the time limit or the cancel is why
+            return stopped_result(host, link, reason, details)
+        if isinstance(error, HostFailure):
+            raise  # e.g. the server refused the SFTP subsystem: the runner reports it
+        if isinstance(error, (TransferError, OSError, EOFError)) or not _still_connected(session, patient=True):
+            return failure_result(host, session, error, details)  # (e.g. paramiko's SSHException)
+        raise  # a bug of ours: the pool reports it as this host's internal error
     finally:
-        mover.close()
+        link.close()
+        watchdog.stop()
     return HostResult(host, Outcome.OK, changed=changed, details=tuple(mover.details))
+
+
+def stopped_result(host: Host, link: Link, reason: str, details: Sequence[str]) -> HostResult:
+    """A transfer stopped by --timeout (or a cancel): say what it was doing and what it left."""
+    watchdog = link.watchdog
+    if reason == "timeout":
+        outcome, text = Outcome.TIMEOUT, f"timed out after {watchdog.limit:g} s (--timeout) while {watchdog.doing}"
+    else:
+        outcome, text = Outcome.CANCELLED, f"cancelled while {watchdog.doing}"
+    return HostResult(host, outcome, error="; ".join([text, *link.notes]), details=tuple(details))
 
 
 def _still_connected(session: Session, *, patient: bool) -> bool:

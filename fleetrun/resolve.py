@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from fleetrun.errors import UsageError
 from fleetrun.models import Host
 from fleetrun.sshconfig import Origin, Preset, Settings, SshConfig, SshConfigSource, load, parse_hop
 
@@ -106,7 +105,7 @@ def apply_settings(host: Host, settings: Settings) -> Host:
         host_key_alias=settings.host_key_alias,
         server_alive_interval=float(settings.server_alive_interval),
         server_alive_count_max=settings.server_alive_count_max,
-        forward_agent=bool(settings.forward_agent),
+        forward_agent=settings.forward_agent,
         origins=origins,
     )
 
@@ -154,18 +153,6 @@ def resolve_hop(hops: Sequence[str], index: int, config: SshConfig, inventory: d
     return apply_settings(base, config.resolve(base.address, preset_for(base)))
 
 
-def refuse_proxies(hosts: Sequence[Host]) -> None:
-    """Connecting through ProxyJump/ProxyCommand is the other half of issue 9: until it lands, a host that
-    needs a bastion is refused (exit 2) rather than silently connected to directly."""
-    for host in hosts:
-        if host.jump or host.proxy_command:
-            what = "ProxyJump " + ",".join(host.jump) if host.jump else f"ProxyCommand {host.proxy_command!r}"
-            where = ", ".join(host.origins.get("jump" if host.jump else "proxy_command", ()))
-            raise UsageError(f"{host.name}: {what} ({where}) is not supported yet: this fleetrun cannot connect "
-                             "through a bastion; set `jump: none` for the host or pass --ssh-config none to "
-                             "connect directly")
-
-
 _SPELLING = {keyword.lower(): keyword for keyword in (
     "CanonicalizeHostname", "KnownHostsCommand", "PKCS11Provider", "SecurityKeyProvider", "ProxyUseFdpass",
     "ControlMaster", "ControlPath", "RemoteCommand", "LocalCommand", "LocalForward", "RemoteForward",
@@ -173,11 +160,21 @@ _SPELLING = {keyword.lower(): keyword for keyword in (
     "BindInterface", "RevokedHostKeys", "VerifyHostKeyDNS", "AddressFamily", "ConnectionAttempts",
     "PasswordAuthentication", "PubkeyAuthentication", "PreferredAuthentications", "AFSTokenPassing",
     "KerberosAuthentication", "KerberosTGTPassing", "RSAAuthentication", "RhostsRSAAuthentication",
-    "CompressionLevel", "ForwardAgent")}
+    "CompressionLevel")}
 
 
 def _spelled(keyword: str) -> str:
     return _SPELLING.get(keyword, keyword)
+
+
+def _hop_rows(host: Host, local_user: str) -> list[tuple[str, str, str]]:
+    """One row per resolved jump hop: where it leads, and where its address, port and user came from."""
+    rows = []
+    for index, hop in enumerate(host.via, 1):
+        origins = dict.fromkeys(origin for name in ("address", "port", "user") for origin in hop.origins.get(name, ()))
+        rows.append((f"  hop {index}", f"{hop.name}: {hop.user or local_user}@{hop.address}:{hop.port}",
+                     ", ".join(origins) or "default"))
+    return rows
 
 
 def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
@@ -217,6 +214,7 @@ def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
         ("identities only", text(host.identities_only), source("identities_only")),
         ("identity agent", agent or "none", source("identity_agent")),
         ("jump", text(host.jump), source("jump")),
+        *_hop_rows(host, local_user),
         ("proxy command", text(host.proxy_command), source("proxy_command")),
         ("connect timeout", f"{host.connect_timeout:g} s" if host.connect_timeout else "the run's (10 s)",
          source("connect_timeout")),

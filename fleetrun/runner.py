@@ -21,17 +21,17 @@ from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
 from fleetrun.lines import Lines, LineSplitter
-from fleetrun.models import Host, HostResult, Outcome, RunSummary
+from fleetrun.models import BecomeStatus, Host, HostResult, Outcome, RunSummary
 from fleetrun.output.base import OutputSink, Renderer, SinkFactory
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
+from fleetrun.preflight import connect_settings
 from fleetrun.redact import Redactor
 from fleetrun.rollout import Rollout, make_plan, not_started_reason
-from fleetrun.spill import SPILL_AT
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
     from fleetrun.procs import Processes
-    from fleetrun.ssh import ConnectSettings, Session
+    from fleetrun.ssh import Session
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
 
@@ -53,8 +53,11 @@ class RunOptions:
     password: str | None = field(default=None, repr=False)  # for hosts without a password source of their own
     # --ask-pass: asked once, after all local input was read.
     ask_password: Callable[[], str] | None = field(default=None, repr=False)
+    # -K/--ask-become-pass: the sudo password, asked once after --ask-pass, for become hosts without a source.
+    ask_become_password: Callable[[], str] | None = field(default=None, repr=False)
     use_agent: bool = True
     raw: bool = False
+    max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
     # Worker processes (fleetrun.procs); 1 runs every host in this process. The CLI defaults to the usable cores.
     procs: int = 1
 
@@ -66,6 +69,7 @@ class HostContext:
     options: RunOptions
     cancel: Cancel
     on_output: Callable[[str, bytes], None] | None
+    become_password: str | None = field(default=None, repr=False)  # this host's sudo password, if any
 
 
 HostTask = Callable[["Session", Host, HostContext], HostResult]
@@ -79,8 +83,9 @@ def apply_overrides(
     key: str | None = None,
     connect_timeout: float | None = None,
     host_key_checking: str | None = None,
+    jump: tuple[str, ...] | None = None,
 ) -> list[Host]:
-    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking win over the inventory and
+    """Command-line --user/--port/--key/--connect-timeout/--host-key-checking/--jump win over the inventory and
     ssh_config: each becomes an explicit setting of every host, with the flag as its origin."""
     given = {
         "connect_timeout": (connect_timeout, "--connect-timeout"),
@@ -88,13 +93,18 @@ def apply_overrides(
         "port": (port, "--port"),
         "key": (str(Path(key).expanduser()) if key is not None else None, "--key"),
         "host_key_checking": (host_key_checking, "--host-key-checking"),
+        "jump": (jump, "--jump"),
     }
-    changes = {name: value for name, (value, _) in given.items() if value is not None}
+    changes: dict[str, object] = {name: value for name, (value, _) in given.items() if value is not None}
     flags = {name: flag for name, (value, flag) in given.items() if value is not None}
     if not changes:
         return list(hosts)
+    dropped: frozenset[str] = frozenset()
+    if jump is not None:
+        changes["proxy_command"] = None  # -J decides how to reach every host, as ssh -J beats ProxyCommand
+        dropped = frozenset({"proxy_command"})
     origins = {name: (flag,) for name, flag in flags.items()}
-    return [replace(host, **changes, explicit=host.explicit | flags.keys(),  # type: ignore[arg-type]
+    return [replace(host, **changes, explicit=(host.explicit - dropped) | flags.keys(),  # type: ignore[arg-type]
                     origins={**host.origins, **origins}) for host in hosts]
 
 
@@ -117,40 +127,16 @@ def fit_forks(forks: int, hosts: int, warn: Callable[[str], None]) -> int:
     return forks
 
 
-def connect_settings(hosts: Sequence[Host], options: RunOptions, warn: Callable[[str], None]) -> ConnectSettings:
-    """Load known_hosts and every distinct key once, before any connection (bad input is exit 2 here)."""
-    from fleetrun.hostkeys import KnownHosts
-    from fleetrun.ssh import ConnectSettings, agent_blobs, load_identities, load_keys
+def resolve_become_passwords(hosts: Sequence[Host]) -> dict[str, str]:
+    """The sudo password of every become host that has a source of its own (read before any prompt)."""
+    from fleetrun.secrets import read_become_password
 
-    user_file = Path("~/.ssh/known_hosts").expanduser()
-    files = [str(user_file), *dict.fromkeys(path for host in hosts for path in host.known_hosts)]
-    known = KnownHosts.load(files)
-    for warning in known.warnings:
-        warn(f"known_hosts: {warning}")
-    # The inventory's key and --key must work (exit 2 otherwise); ssh_config's and ssh's default identity
-    # files are skipped when unusable, as ssh skips them.
-    keys = load_keys([host.key for host in hosts if host.key], options.key_passphrase)
-    others = [path for host in hosts for path in host.identity_files if path not in keys]
-    configured = {path for host in hosts if not host.identity_files_default for path in host.identity_files}
-    held: set[bytes] | None = None
-
-    def agent_has(blob: bytes) -> bool:
-        nonlocal held
-        if held is None:
-            held = agent_blobs(None) if options.use_agent else set()
-        return blob in held
-
-    more, encrypted = load_identities(others, configured, options.key_passphrase, agent_has, warn)
-    return ConnectSettings(
-        known_hosts=known,
-        accept_new_path=user_file,
-        host_key_checking=options.host_key_checking,
-        connect_timeout=options.connect_timeout,
-        keys={**keys, **more},
-        encrypted_identities=encrypted,
-        use_agent=options.use_agent,
-        warn=warn,
-    )
+    passwords: dict[str, str] = {}
+    for host in hosts:
+        password = read_become_password(host) if host.become else None
+        if password is not None:
+            passwords[host.name] = password
+    return passwords
 
 
 def resolve_passwords(hosts: Sequence[Host], fallback: str | None) -> dict[str, str]:
@@ -301,11 +287,18 @@ def execute(
 
     # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
     # must fail at once, not after the operator typed a password.
-    passwords = resolve_passwords(hosts, None)
-    settings = connect_settings(hosts, options, warn)
+    from fleetrun.route import hops_of
+
+    passwords = resolve_passwords([*hosts, *hops_of(hosts)], None)
+    become_passwords = resolve_become_passwords(hosts)
+    settings = connect_settings(hosts, options, warn, passwords)
     fallback = options.password if options.ask_password is None else options.ask_password()
     if fallback is not None:
         passwords.update({host.name: fallback for host in hosts if host.name not in passwords})
+    if options.ask_become_password is not None:  # one sudo password for the run: never a prompt per host
+        become_fallback = options.ask_become_password()
+        become_passwords.update({host.name: become_fallback for host in hosts
+                                 if host.become and host.name not in become_passwords})
     # Every secret this process holds, masked in all the run shows or writes: output (screen, --out-dir),
     # error lines, details and warnings. New secret sources only need to call secrets.remember().
     redactor = Redactor(secrets.held())
@@ -331,7 +324,7 @@ def execute(
             splitters = {name: LineSplitter(host, name, emit) for name in ("stdout", "stderr")}
         sink = sinks(host) if sinks is not None else None
         tap = _output_callback(splitters, sink, redactor)
-        context = HostContext(options, cancel, tap)
+        context = HostContext(options, cancel, tap, become_passwords.get(host.name))
         verified: bool | None = None
         try:
             with admission.slot(cancel):  # the connect timeout starts once the host has its slot
@@ -339,6 +332,15 @@ def execute(
             verified = session.host_key_verified
             try:
                 result = task(session, host, context)
+                # "connection lost" says what; a dead gateway or unanswered keepalives say why.
+                why = session.lost_reason() if result.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    result = replace(result, error=f"{result.error}: {why}" if result.error else why)
+            except HostFailure as failure:
+                why = session.lost_reason() if failure.outcome is Outcome.UNREACHABLE else None
+                if why is not None:
+                    failure.message = f"{failure.message}: {why}"
+                raise
             finally:
                 session.close()
         except HostFailure as failure:
@@ -385,6 +387,9 @@ def execute(
             result = event.result
             if result.outcome is Outcome.CANCELLED and result.reason is None:
                 result = replace(result, reason=cancel.reason)
+            if result.become is None and result.host.become and getattr(task, "becomes", False):
+                # exec under sudo on a host that never got as far as sudo: say whom, with no status
+                result = replace(result, become=BecomeStatus(result.host.become_user or "root", None))
             try:
                 counts[result.outcome] += 1
                 if result.ok and result.changed is not None:
@@ -399,6 +404,10 @@ def execute(
     # fork, stops writing to pages the worker processes share). Undone after the run, for library callers.
     gc.freeze()
     procs = max(1, min(options.procs, forks, len(hosts)))
+    if any(host.via for host in hosts):
+        # A bastion's one login carries every host behind it (issue 9), and --forks/--max-per-gateway count
+        # across all of them: that needs one process. The bastion's transport is the bottleneck anyway.
+        procs = 1
     workers: Processes | None = None
     if procs > 1:
         from fleetrun.procs import CannotFork, ChildSpec, Processes
@@ -431,6 +440,8 @@ def execute(
         raise
     finally:
         gc.unfreeze()
+        if settings.gateways is not None:
+            settings.gateways.close()  # every host through them is done
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.
@@ -460,59 +471,3 @@ def execute(
     with suppress(*gone):
         renderer.on_finish(summary)
     return summary
-
-
-def exec_task(command: str) -> HostTask:
-    """The task behind `fleetrun exec`: run one command and classify how it ended."""
-
-    def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        options = context.options
-        ended = session.run(
-            command,
-            cancel=context.cancel,
-            timeout=options.timeout,
-            max_output=options.max_output,
-            on_output=context.on_output,
-            raw=options.raw,
-            spill_at=SPILL_AT,
-        )
-        base = HostResult(
-            host,
-            Outcome.OK,
-            exit_code=ended.exit_code,
-            signal=ended.signal,
-            stdout=ended.stdout,
-            stderr=ended.stderr,
-            stdout_truncated=ended.stdout_truncated,
-            stderr_truncated=ended.stderr_truncated,
-            stdout_file=ended.stdout_file,
-            stderr_file=ended.stderr_file,
-        )
-        if ended.ended in ("timeout", "cancelled"):
-            outcome, error = _stopped(ended.ended, options, context.cancel.reason)
-            return replace(base, outcome=outcome, error=error)
-        if ended.ended == "lost":
-            return replace(base, outcome=Outcome.UNREACHABLE, error="connection lost mid-command")
-        if ended.signal is not None:
-            return replace(base, outcome=Outcome.FAILED, error=f"killed by signal {ended.signal}")
-        if ended.exit_code != 0:
-            return replace(base, outcome=Outcome.FAILED, error=f"exit status {ended.exit_code}")
-        return base
-
-    return run
-
-
-def _stopped(ended: str, options: RunOptions, reason: str | None) -> tuple[Outcome, str]:
-    """Outcome and error of a command fleetrun stopped by disconnecting: only what fleetrun knows is true."""
-    if ended == "timeout":
-        outcome, what = Outcome.TIMEOUT, f"command timed out after {options.timeout:g} s"
-    elif reason == "deadline":
-        outcome, what = Outcome.TIMEOUT, "the run's --deadline was reached"
-    else:
-        outcome, what = Outcome.CANCELLED, "cancelled"
-    if options.raw:
-        # No watcher on the host: closing the connection does not stop a command that ignores it.
-        return outcome, (f"{what}; fleetrun disconnected, and without the wrapper (--raw) "
-                         "the command may still be running on the host")
-    it = "it" if ended == "timeout" else "the command"
-    return outcome, f"{what}; fleetrun disconnected and the host's wrapper kills {it}"

@@ -1,23 +1,38 @@
-"""The host-pattern language: turn a pattern like `web&prod,db01!web03` into hosts, in inventory order."""
+"""The host-pattern language: turn a pattern like `web&prod,db01!web03` into hosts, in inventory order.
+
+Also the host-list files (`^FILE`, `@FILE`) that may stand for an atom, the names-only reading of a pattern that
+`fleetrun hosts --fold` uses, and the `-x`/`--pick` steps applied to a selection.
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import random
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from fleetrun.errors import SelectionError
-from fleetrun.hostnames import expand_ranges
+from fleetrun.hostnames import expand_ranges, fold
 from fleetrun.models import Host
 
 if TYPE_CHECKING:
     from fleetrun.inventory import Inventory
 
 _OPERATORS = ",&!"  # union, intersection, difference
+LIST_PREFIXES = "^@"  # `^FILE` as pdsh -w, `@FILE` as Ansible's --limit @FILE
+_T = TypeVar("_T")
+_PADDED = re.compile(r"(?<![0-9])0[0-9]")  # a zero-padded number in a name
 
 
-def select(inventory: Inventory, pattern: str) -> list[Host]:
+class NoMatch(SelectionError):
+    """An atom that matches no host (a typo, most often); a list of hosts to leave out may have those."""
+
+
+def select(inventory: Inventory, pattern: str, *, excluding: bool = False) -> list[Host]:
     """The hosts `pattern` names, in inventory order and without duplicates; raises SelectionError.
 
     A pattern is atoms joined by operators, evaluated strictly left to right with no precedence:
@@ -29,7 +44,11 @@ def select(inventory: Inventory, pattern: str) -> list[Host]:
     (`web[01-05]`, `web[01:05]`, `web[01-03,07]`: a comma inside brackets is part of the range, not a union).
     Each name a range produces is looked up as a group, a host or a glob; names that match nothing are
     skipped, but an atom that matches nothing at all is an error (a typo, with suggestions), and so is a
-    pattern that selects no host in the end.
+    pattern that selects no host in the end. An atom `^FILE` or `@FILE` is the union of the names listed in
+    FILE (see `read_host_list`), each read as an atom, each of which must match something.
+
+    `excluding` (for -x): a host list may name hosts that are not there (a list of hosts to leave out), and
+    a pattern may select nothing (there is nothing to leave out then).
 
     A pattern written the Ansible way (`web:&prod`, `web,!db`, `~regex`, `web[0]` on a group) is handed to
     fleetrun.ansible_patterns instead: see `syntax`.
@@ -37,18 +56,19 @@ def select(inventory: Inventory, pattern: str) -> list[Host]:
     if syntax(inventory, pattern) == "ansible":
         from fleetrun import ansible_patterns
 
-        return ansible_patterns.select(inventory, pattern)
+        return ansible_patterns.select(inventory, pattern, excluding=excluding)
     chosen: set[str] = set()
     for operator, atom in _parse(pattern):
+        found = _match(inventory, atom, pattern, excluding)
         if operator == "all-but":
-            chosen = set(inventory.hosts) - _match(inventory, atom, pattern)
+            chosen = set(inventory.hosts) - found
         elif operator == ",":
-            chosen |= _match(inventory, atom, pattern)
+            chosen |= found
         elif operator == "&":
-            chosen &= _match(inventory, atom, pattern)
+            chosen &= found
         else:
-            chosen -= _match(inventory, atom, pattern)
-    if not chosen:
+            chosen -= found
+    if not chosen and not excluding:
         raise SelectionError(f"pattern {pattern!r} selects no host")
     return [host for name, host in inventory.hosts.items() if name in chosen]
 
@@ -92,13 +112,15 @@ def _parse(pattern: str) -> list[tuple[str, str]]:
     return terms
 
 
-def _match(inventory: Inventory, atom: str, pattern: str) -> set[str]:
+def _match(inventory: Inventory, atom: str, pattern: str, excluding: bool = False) -> set[str]:
     """The host names one atom stands for; never empty (an empty match is a typo, reported with hints)."""
+    if atom[0] in LIST_PREFIXES:
+        return _match_list(inventory, atom, pattern, excluding)
     if atom in ("all", "*"):
         return set(inventory.hosts)
     if atom in inventory.groups:
         if not inventory.groups[atom]:
-            raise SelectionError(f"group {atom!r} has no host")
+            raise NoMatch(f"group {atom!r} has no host")
         return set(inventory.groups[atom])
     if atom in inventory.hosts:
         return {atom}
@@ -117,8 +139,167 @@ def _match(inventory: Inventory, atom: str, pattern: str) -> set[str]:
             matches = re.compile(fnmatch.translate(name)).match
             found.update(host for host in inventory.hosts if matches(host))
     if not found:
-        close = difflib.get_close_matches(atom, [*inventory.hosts, *inventory.groups], n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise SelectionError(f"no host or group matches {atom!r}{hint}")
+        raise NoMatch(f"no host or group matches {atom!r}{_hint(inventory, atom, names)}")
     return found
 
+
+def _hint(inventory: Inventory, atom: str, names: list[str]) -> str:
+    """' (did you mean …?)' for an atom that matched nothing: the same numbers padded otherwise, else close names."""
+    known = [*inventory.hosts, *inventory.groups]
+    padding = padding_hint(known, names)
+    if padding:
+        return f" ({padding})"
+    close = difflib.get_close_matches(atom, known, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _match_list(inventory: Inventory, atom: str, pattern: str, may_miss: bool) -> set[str]:
+    """`^FILE`/`@FILE`: the union of what each listed name matches; a name matching nothing is an error at its
+    line unless `may_miss`."""
+    try:
+        listed = read_host_list(atom)
+    except SelectionError:
+        group = atom[1:]
+        if atom[0] == "@" and group in inventory.groups and not Path(group).expanduser().exists():
+            raise SelectionError(f"{atom}: there is no host-list file {group!r}; for the group write {group} "
+                                 "(ClusterShell's @group is a plain group name here)") from None
+        raise
+    found: set[str] = set()
+    for entry in listed:
+        try:
+            found |= _match(inventory, entry.name, pattern)
+        except NoMatch as error:
+            if not may_miss:
+                raise NoMatch(f"{entry.where}: {error}") from None
+        except SelectionError as error:
+            raise SelectionError(f"{entry.where}: {error}") from None
+    if not listed and not may_miss:
+        raise NoMatch(f"host list {atom[1:]} names no host; list names one per line")
+    return found
+
+
+# --- host lists: ^FILE and @FILE ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One name from a host list, with where it was written (for errors)."""
+
+    name: str
+    path: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def read_host_list(spec: str) -> list[Listed]:
+    """The names in `^FILE` or `@FILE`: whitespace-separated, `#` to the end of a line is a comment.
+
+    A name is anything an atom may be (a host, a group, a glob, a range), never an operator or another list.
+    Raises SelectionError (exit 2) when the file cannot be read.
+    """
+    path = spec[1:]
+    if not path:
+        raise SelectionError(f"{spec!r}: name the host-list file, e.g. {spec}hosts.txt")
+    try:
+        raw = Path(path).expanduser().read_bytes()
+    except OSError as error:
+        raise SelectionError(f"host list {path}: cannot read it: {error.strerror}; check the path") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise SelectionError(f"{path}:{line}: not UTF-8 text; save the host list as UTF-8") from None
+    return parse_host_list(text, path)
+
+
+def parse_host_list(text: str, path: str) -> list[Listed]:
+    """Names from host-list text (a file, or stdin for `fleetrun hosts --fold`); SelectionError on a bad one."""
+    listed = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for word in line.split("#", 1)[0].split():
+            entry = Listed(word, path, number)
+            if word[0] in LIST_PREFIXES:
+                raise SelectionError(f"{entry.where}: {word!r}: host lists do not include other lists")
+            try:
+                one = len(_parse(word)) == 1 and word[0] != "!"
+            except SelectionError as error:
+                raise SelectionError(f"{entry.where}: {error}") from None
+            if not one:
+                raise SelectionError(f"{entry.where}: {word!r} is not one name: a host list holds names, ranges "
+                                     "or globs, without operators (write one per line)")
+            listed.append(entry)
+    return listed
+
+
+# --- patterns without an inventory: `fleetrun hosts --fold/--expand/--count` --------------------------------
+
+
+def names_of(pattern: str) -> list[str]:
+    """The names a pattern stands for with no inventory, as ClusterShell's nodeset reads a node set: names,
+    ranges and host lists, with `,` `&` `!` strictly left to right. In the order written, once each."""
+    chosen: dict[str, None] = {}
+    for operator, atom in _parse(pattern):
+        if operator == "all-but":
+            raise SelectionError(f"pattern {pattern!r}: a leading '!' needs an inventory (all hosts but …)")
+        found = dict.fromkeys(_names(atom, pattern))
+        if operator == ",":
+            chosen.update(found)
+        elif operator == "&":
+            chosen = {name: None for name in chosen if name in found}
+        else:
+            chosen = {name: None for name in chosen if name not in found}
+    return list(chosen)
+
+
+def _names(atom: str, pattern: str) -> list[str]:
+    if atom[0] in LIST_PREFIXES:
+        return [name for entry in read_host_list(atom) for name in _names(entry.name, pattern)]
+    if "*" in atom or "?" in atom:
+        raise SelectionError(f"pattern {pattern!r}: the glob {atom!r} needs an inventory to match against")
+    try:
+        return expand_ranges(atom)
+    except ValueError as error:
+        raise SelectionError(f"pattern {pattern!r}: {error}") from None
+
+
+# --- after the selection: -x and --pick ---------------------------------------------------------------------
+
+
+def exclude(hosts: Sequence[Host], removed: Iterable[Host]) -> list[Host]:
+    """`hosts` without `removed` (compared by name), in their order."""
+    names = {host.name for host in removed}
+    return [host for host in hosts if host.name not in names]
+
+
+def pick(items: Sequence[_T], count: int, seed: str | None) -> list[_T]:
+    """`count` of `items` at random (all of them if there are fewer), in their order; the same `seed` and the
+    same items always pick the same ones (clush --pick)."""
+    rng = random.Random(seed) if seed is not None else random.SystemRandom()
+    chosen = sorted(rng.sample(range(len(items)), min(count, len(items))))
+    return [items[index] for index in chosen]
+
+
+# --- zero padding -------------------------------------------------------------------------------------------
+
+
+def _unpadded(name: str) -> str:
+    return re.sub(r"[0-9]+", lambda digits: str(int(digits.group())), name)
+
+
+def padding_hint(known: Iterable[str], names: Iterable[str]) -> str | None:
+    """'did you mean lab[01-05]? …' when `names` (which match nothing) are known names padded otherwise."""
+    wanted = {_unpadded(name): name for name in names}
+    found = [name for name in known if _unpadded(name) in wanted and name not in wanted.values()]
+    if not found:
+        return None
+    asked = wanted[_unpadded(found[0])]
+    if len(found[0]) > len(asked) and not _PADDED.search(asked):
+        how = "zero-padded"
+    elif len(found[0]) < len(asked) and not any(_PADDED.search(name) for name in found):
+        how = "not zero-padded"
+    else:
+        how = "padded to another width"
+    return f"did you mean {fold(found)}? the names are {how}"

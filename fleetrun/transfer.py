@@ -1,28 +1,25 @@
-"""`fleetrun push`: atomic, idempotent uploads (temp file, verify, mode, rename) planned once for all hosts."""
+"""`fleetrun push` on one host: atomic, idempotent uploads (temp file, verify, mode, rename), links and directories."""
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shlex
 import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetrun.cancel import Cancel
-from fleetrun.errors import HostFailure, UsageError
-from fleetrun.models import Host, HostResult, Outcome
+from fleetrun.models import Host, HostResult
+from fleetrun.pushplan import LocalDir, LocalFile, LocalLink, PushPlan, parse_mode, plan_push
 from fleetrun.remotefs import (
     CHUNK,
+    Link,
     TransferError,
     describe,
     is_dir,
-    local_sha256,
     make_dirs,
+    remote_lstat,
     remote_sha256,
     remote_stat,
     remove_leftovers,
@@ -34,125 +31,31 @@ if TYPE_CHECKING:
     from fleetrun.runner import HostContext, HostTask
     from fleetrun.ssh import Session
 
+__all__ = ["PushPlan", "parse_mode", "plan_push", "push_task"]
+
 LOCAL_READ = 1 << 20  # local reads are cheap in big pieces; SFTP splits them into 32 KiB requests
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    """One file to push: read and hashed once, whatever the number of hosts."""
-
-    path: Path
-    relative: str  # posix path inside the pushed tree; "" for a single file
-    size: int
-    mode: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class PushPlan:
-    source_name: str  # basename of the local path
-    files: tuple[LocalFile, ...]
-    directories: tuple[str, ...]  # relative directories of the tree, parents first ("" is the root)
-    remote: str
-    recursive: bool
-    mode: int | None = None
-    mkdir: bool = False
-    backup: bool = False
-    owner: str | None = None
-    verify: bool = False
-
-
-def _local_file(path: Path, relative: str) -> LocalFile:
-    try:
-        info = path.stat()
-        return LocalFile(path, relative, info.st_size, stat.S_IMODE(info.st_mode), local_sha256(path))
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror}") from None
-
-
-def parse_mode(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise UsageError(f"--mode {text!r} is not an octal file mode like 0644")
-    return mode
-
-
-def plan_push(
-    local: str,
-    remote: str,
-    *,
-    recursive: bool = False,
-    mode: int | None = None,
-    mkdir: bool = False,
-    backup: bool = False,
-    owner: str | None = None,
-    verify: bool = False,
-) -> PushPlan:
-    """Check the local side and read every file once; every bad input is exit 2 before any connection."""
-    if not remote.startswith("/"):
-        raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
-    if owner is not None and (not owner or any(c in owner for c in " \t\n;'\"$`\\")):
-        raise UsageError(f"--owner {owner!r} must look like user or user:group")
-    source = Path(local)
-    if not source.exists():
-        raise UsageError(f"local path {local} does not exist")
-    if not os.access(source, os.R_OK):
-        raise UsageError(f"local path {local} is not readable")
-    name = source.resolve().name
-    if source.is_dir():
-        if not recursive:
-            raise UsageError(f"{local} is a directory: pass -r to push the tree")
-        files, directories = _walk(source)
-    elif source.is_file():
-        files, directories = [_local_file(source, "")], []
-    else:
-        raise UsageError(f"{local} is not a regular file or directory")
-    return PushPlan(name, tuple(files), tuple(directories), remote, recursive, mode, mkdir, backup, owner, verify)
-
-
-def _walk(root: Path) -> tuple[list[LocalFile], list[str]]:
-    files: list[LocalFile] = []
-    directories = [""]
-    for current, subdirs, names in os.walk(root, onerror=_raise_walk_error):
-        subdirs.sort()
-        base = Path(current).relative_to(root).as_posix()
-        prefix = "" if base == "." else base + "/"
-        directories += [prefix + d for d in subdirs]
-        for name in sorted(names):
-            path = Path(current) / name
-            if path.is_symlink() or not path.is_file():
-                continue  # links and special files are not pushed; documented
-            files.append(_local_file(path, prefix + name))
-    return files, directories
-
-
-def _raise_walk_error(error: OSError) -> None:
-    raise UsageError(f"cannot read {error.filename}: {error.strerror}")
+OWNER_RWX = 0o700
 
 
 class _Pusher:
-    """Pushes one plan to one host over its session; created per host inside the worker."""
+    """Pushes one plan to one host over its link; created per host inside the worker."""
 
-    def __init__(self, plan: PushPlan, session: Session, context: HostContext, transfers: threading.Semaphore):
+    def __init__(self, plan: PushPlan, link: Link, transfers: threading.Semaphore) -> None:
         self.plan = plan
-        self.session = session
-        self.cancel: Cancel = context.cancel
+        self.link = link
         self.transfers = transfers
-        self.sftp = session.open_sftp()
         self.listings: dict[str, list[str]] = {}
-        self.details: list[str] = []
+        self.details: list[str] = [f"skipped {entry}" for entry in plan.skipped]
+        self.deferred: list[tuple[str, int]] = []  # directory modes set last (they forbid writing inside)
 
-    def close(self) -> None:
-        self.sftp.close()
+    @property
+    def sftp(self) -> Any:
+        return self.link.sftp
 
-    def destinations(self) -> list[tuple[LocalFile, str]]:
-        """Where each file goes, scp-style: into REMOTE when it ends in / or is a directory there."""
+    def root(self) -> str:
+        """Where the file or tree goes, scp-style: into REMOTE when it ends in / or is a directory there."""
         plan = self.plan
+        self.link.doing(f"looking at {plan.remote}")
         into = plan.remote.endswith("/") or is_dir(remote_stat(self.sftp, plan.remote))
         root = posixpath.join(plan.remote, plan.source_name) if into else plan.remote
         parent = posixpath.dirname(root.rstrip("/")) or "/"
@@ -160,21 +63,68 @@ class _Pusher:
             if not plan.mkdir:
                 raise TransferError(f"directory {parent} does not exist on the host (pass --mkdir to create it)")
             make_dirs(self.sftp, parent)
-        if not plan.recursive:
-            return [(plan.files[0], root)]
-        for directory in plan.directories:
-            make_dirs(self.sftp, posixpath.join(root, directory) if directory else root)
-        return [(f, posixpath.join(root, f.relative)) for f in plan.files]
+        return root
 
     def move(self) -> bool:
-        """Push every file; True when anything on the host changed."""
-        pairs = self.destinations()
-        current = {dest: remote_stat(self.sftp, dest) for _, dest in pairs}
+        """Push everything; True when anything on the host changed."""
+        root = self.root()
+        if not self.plan.recursive:
+            return self._files([(self.plan.files[0], root)], follow=True)
+        changed = False
+        for directory in self.plan.directories:
+            changed |= self._directory(directory, posixpath.join(root, directory.relative) if directory.relative
+                                       else root)
+        changed |= self._files([(f, posixpath.join(root, f.relative)) for f in self.plan.files], follow=False)
+        for symlink in self.plan.links:
+            changed |= self._symlink(symlink, posixpath.join(root, symlink.relative))
+        for path, mode in reversed(self.deferred):  # deepest first: a parent's mode may forbid entering
+            self.link.doing(f"setting the mode of {path}")
+            self.sftp.chmod(path, mode)
+        return changed
+
+    # -- directories --------------------------------------------------------------------------------------
+
+    def _directory(self, local: LocalDir, path: str) -> bool:
+        """Create or fix one directory of the tree; its final mode waits until its contents are in."""
+        self.link.doing(f"creating {path}")
+        # The tree's root may be a symlink the operator named (like a destination of rsync); inside, not.
+        current = remote_stat(self.sftp, path) if not local.relative else remote_lstat(self.sftp, path)
+        wanted, writable = local.mode, local.mode | OWNER_RWX  # writable: what we need to fill it
+        if current is not None and stat.S_ISLNK(current.st_mode or 0):
+            self.sftp.remove(path)  # a symlink where the tree has a directory: replaced, as rsync does
+            current = None
+        if current is not None and not stat.S_ISDIR(current.st_mode or 0):
+            raise TransferError(f"{path} is a file on the host; refusing to replace it with a directory")
+        if current is None:
+            try:
+                self.sftp.mkdir(path, writable)
+                self.sftp.chmod(path, writable)  # the server's umask may have narrowed it
+            except OSError as error:
+                raise TransferError(f"cannot create directory: {describe(error, path)}") from None
+            if wanted != writable:
+                self.deferred.append((path, wanted))
+            self.details.append(f"created {path}/ (mode {wanted:04o})")
+            return True
+        if stat.S_IMODE(current.st_mode) == wanted:
+            return False
+        if wanted == writable:
+            self.sftp.chmod(path, wanted)  # at once: a 0700 directory is closed before its files arrive
+        else:
+            self.deferred.append((path, wanted))
+        self.details.append(f"changed {path}/ (mode {wanted:04o})")
+        return True
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    def _files(self, pairs: list[tuple[LocalFile, str]], *, follow: bool) -> bool:
+        self.link.doing("comparing files")
+        look = remote_stat if follow else remote_lstat
+        current = {dest: look(self.sftp, dest) for _, dest in pairs}
         for dest, attributes in current.items():
             if is_dir(attributes):
                 raise TransferError(f"{dest} is a directory on the host; refusing to replace it with a file")
-        same_size = [dest for local, dest in pairs if getattr(current[dest], "st_size", None) == local.size]
-        hashes = remote_sha256(self.session, self.sftp, same_size, self.cancel) if same_size else {}
+        same_size = [dest for local, dest in pairs if _regular(current[dest]) and _size(current[dest]) == local.size]
+        hashes = remote_sha256(self.link, same_size) if same_size else {}
         changed = False
         for local, dest in pairs:
             wanted_mode = self.plan.mode if self.plan.mode is not None else local.mode
@@ -202,38 +152,44 @@ class _Pusher:
         temp = temp_name(dest)
         try:
             with self._transfer_slot():
-                self._write(local, temp, mode)
+                self._write(local, temp, dest, mode)
             written = remote_stat(self.sftp, temp)
             if written is None or written.st_size != local.size:
                 # Pipelined SFTP writes can fail silently (a full disk among them): the size tells.
                 size = getattr(written, "st_size", 0)
                 raise TransferError(f"{self._space_report(temp)}: wrote {size} of {local.size} bytes of {dest}")
-            if self.plan.verify and remote_sha256(self.session, self.sftp, [temp], self.cancel)[temp] != local.sha256:
-                raise TransferError(f"checksum mismatch after upload of {dest}")
+            if self.plan.verify:
+                self.link.doing(f"verifying {dest}")
+                if remote_sha256(self.link, [temp])[temp] != local.sha256:
+                    raise TransferError(f"checksum mismatch after upload of {dest}")
             if self.plan.owner:
                 self._chown(temp)
             if exists and self.plan.backup:
                 self._backup(dest)
+            self.link.doing(f"renaming the upload onto {dest}")
             self.sftp.posix_rename(temp, dest)
         except BaseException:
-            try:
-                self.sftp.remove(temp)
-            except Exception:  # the connection may be gone; the next push removes the leftover
-                pass
+            removed = self.link.remove(temp)
+            left = "temp file removed" if removed else f"temp file {temp} left (the next push of it removes it)"
+            self.link.notes.append(f"{dest} untouched, {left}")
             raise
         self.details.append(f"changed {dest} ({local.size} bytes)")
 
-    def _write(self, local: LocalFile, temp: str, mode: int) -> None:
+    def _write(self, local: LocalFile, temp: str, dest: str, mode: int) -> None:
+        total = f"{local.size / (1 << 20):.1f} MiB"
         try:
             with local.path.open("rb") as source, self.sftp.open(temp, "wb") as target:
                 # Final mode before any byte lands, so a 0600 secret is never briefly world-readable.
                 self.sftp.chmod(temp, mode)
                 target.set_pipelined(True)
+                done = 0
                 while chunk := source.read(LOCAL_READ):
-                    if self.cancel.is_set():
-                        raise HostFailure(Outcome.CANCELLED, f"cancelled during upload of {local.path}")
+                    self.link.check()
+                    self.link.doing(f"uploading {dest} ({done / (1 << 20):.1f} of {total} sent)")
                     for start in range(0, len(chunk), CHUNK):
                         target.write(chunk[start : start + CHUNK])
+                    done += len(chunk)
+                self.link.doing(f"uploading {dest} (waiting for the host to confirm {total})")
         except OSError as error:
             if getattr(error, "errno", None) is None and str(error) not in ("Failure", ""):
                 raise  # not an SFTP status reply ("Socket is closed"...): transfer_result tells if the link died
@@ -248,8 +204,7 @@ class _Pusher:
         """Why a write failed when SFTP only says "Failure": ask the host about writability and free space."""
         directory = posixpath.dirname(temp)
         quoted = shlex.quote(directory)
-        probe = self.session.run(f"test -w {quoted} || echo readonly; df -Pk -- {quoted}", cancel=self.cancel,
-                                 timeout=30)
+        probe = self.link.run(f"test -w {quoted} || echo readonly; df -Pk -- {quoted}", timeout=30)
         lines = probe.stdout.decode("utf-8", "replace").splitlines()
         if probe.exit_code != 0 or not lines:
             return f"write failed in {directory} (disk full, read-only or no permission; the host did not say)"
@@ -261,24 +216,67 @@ class _Pusher:
 
     @contextmanager
     def _transfer_slot(self) -> Iterator[None]:
-        while not self.transfers.acquire(timeout=0.5):
-            if self.cancel.is_set():
-                raise HostFailure(Outcome.CANCELLED, "cancelled while waiting for a transfer slot")
+        self.link.doing("waiting for a transfer slot (--max-transfers)")
+        while not self.transfers.acquire(timeout=0.2):
+            self.link.check()
         try:
             yield
         finally:
             self.transfers.release()
 
+    # -- symlinks -----------------------------------------------------------------------------------------
+
+    def _symlink(self, local: LocalLink, dest: str) -> bool:
+        """Recreate a symlink with the same target text; an equal one is left alone."""
+        self.link.doing(f"linking {dest}")
+        current = remote_lstat(self.sftp, dest)
+        if is_dir(current):
+            raise TransferError(f"{dest} is a directory on the host; refusing to replace it with a symlink")
+        if current is not None and stat.S_ISLNK(current.st_mode or 0) and self._readlink(dest) == local.target:
+            return self._fix_link_owner(dest)
+        directory, name = posixpath.split(dest)
+        remove_leftovers(self.sftp, directory, [name], self.listings)
+        temp = temp_name(dest)
+        try:
+            # paramiko's symlink(source, dest) is (target, link path), the order OpenSSH's server reads.
+            self.sftp.symlink(local.target, temp)
+            if self.plan.owner:
+                self._chown(temp)
+            self.sftp.posix_rename(temp, dest)  # replaces a file or an older link in one step
+        except BaseException:
+            self.link.remove(temp)
+            raise
+        self.details.append(f"changed {dest} -> {local.target} (symlink)")
+        return True
+
+    def _readlink(self, path: str) -> str | None:
+        try:
+            target: str | None = self.sftp.readlink(path)
+            return target
+        except OSError as error:
+            raise TransferError(describe(error, path)) from None
+
+    def _fix_link_owner(self, dest: str) -> bool:
+        if self.plan.owner and self._owner_of(dest) != self._wanted_owner(dest):
+            self._chown(dest)
+            self.details.append(f"changed {dest} (symlink owner {self.plan.owner})")
+            return True
+        self.details.append(f"unchanged {dest} (symlink)")
+        return False
+
+    # -- commands on the host -----------------------------------------------------------------------------
+
     def _exec(self, command: str) -> None:
-        result = self.session.run(command, cancel=self.cancel, timeout=60)
+        result = self.link.run(command, timeout=60)
         if result.exit_code != 0:
             raise TransferError(f"{command.split()[0]} failed: {result.stderr.decode('utf-8', 'replace').strip()}")
 
     def _chown(self, path: str) -> None:
-        self._exec(f"chown {shlex.quote(self.plan.owner or '')} -- {shlex.quote(path)}")
+        # -h: a symlink's own owner, never its target's (GNU and BSD chown both take it).
+        self._exec(f"chown -h {shlex.quote(self.plan.owner or '')} -- {shlex.quote(path)}")
 
     def _owner_of(self, path: str) -> str:
-        result = self.session.run(f"stat -c %U:%G -- {shlex.quote(path)}", cancel=self.cancel, timeout=60)
+        result = self.link.run(f"stat -c %U:%G -- {shlex.quote(path)}", timeout=60)  # a link's own, unfollowed
         return result.stdout.decode("utf-8", "replace").strip()
 
     def _wanted_owner(self, path: str) -> str:
@@ -288,7 +286,17 @@ class _Pusher:
     def _backup(self, dest: str) -> None:
         # A hard link keeps the old inode under the backup name without a moment with no file at dest.
         quoted, backup = shlex.quote(dest), shlex.quote(dest + ".fleetrun-bak")
+        self.link.doing(f"backing up {dest}")
         self._exec(f"ln -f -- {quoted} {backup} 2>/dev/null || cp -p -- {quoted} {backup}")
+
+
+def _regular(attributes: Any | None) -> bool:
+    return attributes is not None and stat.S_ISREG(attributes.st_mode or 0)
+
+
+def _size(attributes: Any) -> int | None:
+    size: int | None = attributes.st_size
+    return size
 
 
 def push_task(plan: PushPlan, max_transfers: int) -> HostTask:
@@ -296,6 +304,7 @@ def push_task(plan: PushPlan, max_transfers: int) -> HostTask:
     transfers = threading.Semaphore(max_transfers)
 
     def run(session: Session, host: Host, context: HostContext) -> HostResult:
-        return transfer_result(host, session, _Pusher(plan, session, context, transfers))
+        return transfer_result(host, session, context.options.timeout, context.cancel,
+                               lambda link: _Pusher(plan, link, transfers))
 
     return run

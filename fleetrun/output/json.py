@@ -35,6 +35,7 @@ def result_record(result: HostResult, *, outputs: bool = True) -> dict[str, Any]
         "details": list(result.details),
         "host_key_verified": result.host_key_verified,
         "reason": result.reason,
+        "become": None if result.become is None else {"user": result.become.user, "status": result.become.status},
     }
     if not outputs:
         del record["stdout"], record["stderr"]

@@ -1,4 +1,9 @@
-"""--out-dir DIR: per host DIR/<host>.out, .err (raw, complete bytes) and .status (JSON), plus summary.json."""
+"""--out-dir DIR: per host DIR/<host>.out, .err (raw, complete bytes) and .status (JSON), plus summary.json.
+
+A marker file, DIR/.fleetrun-out-dir, lists the files the last run wrote there. Reusing DIR clears exactly those
+(so no stale host of an earlier run is left for `grep` to find); a non-empty DIR without the marker is refused,
+so fleetrun never deletes or mixes in a file it did not write.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,10 @@ from fleetrun.output.json import result_record, summary_record
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_STEM = 120  # file names stay well under NAME_MAX (255) with suffix, temp marker and hash
+MARKER = ".fleetrun-out-dir"
+MARKER_VERSION = 1
+SUMMARY = "summary.json"
+SUFFIXES = (".out", ".err", ".status")
 
 
 def file_stem(name: str) -> str:
@@ -105,6 +114,7 @@ class OutDirRenderer:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UsageError(f"--out-dir {directory}: cannot create it: {error.strerror or error}") from None
+        self.previous = _claim(self.directory)  # what an earlier run wrote here: cleared once this one starts
         self.stems: dict[str, str] = {}
         self.opened: set[str] = set()
         self.failures: list[str] = []  # appended by workers, reported by the collector
@@ -120,6 +130,16 @@ class OutDirRenderer:
     def on_start(self, hosts: Sequence[Host]) -> None:
         # Computed up front (before any worker runs) so names that sanitise alike are told apart the same way.
         self.stems = {host.name: file_stem(host.name) for host in hosts}
+        # Cleared here, not when the directory was checked: a run refused later (a bad key, exit 2) loses nothing.
+        ours = [stem + suffix for stem in self.stems.values() for suffix in SUFFIXES] + [SUMMARY]
+        try:
+            _write_marker(self.directory, [*ours, *self.previous])  # a run killed while clearing still knows
+            kept = _clear(self.directory, self.previous, ours)
+            _write_marker(self.directory, [*ours, *kept])
+        except OSError as error:
+            with self.lock:
+                self.failures.append(f"{error.filename or self.directory}: {error.strerror or error}")
+        self._report()
 
     def on_started(self, host: Host) -> None:
         with self.lock:
@@ -146,7 +166,7 @@ class OutDirRenderer:
     def on_finish(self, summary: RunSummary) -> None:
         try:
             text = json.dumps(summary_record(summary), indent=2) + "\n"
-            write_atomic(self.directory / "summary.json", text.encode())
+            write_atomic(self.directory / SUMMARY, text.encode())
         except OSError as error:
             with self.lock:
                 self.failures.append(f"{error.filename}: {error.strerror or error}")
@@ -162,3 +182,66 @@ class OutDirRenderer:
             self.err.write(f"fleetrun: warning: --out-dir: cannot write {failure}\n")
         if failures:
             self.err.flush()
+
+
+def _ours(name: object) -> bool:
+    """A name this module could have written: one plain file name with one of our endings."""
+    return (isinstance(name, str) and "/" not in name and "\0" not in name and not name.startswith(".")
+            and (name == SUMMARY or name.endswith(SUFFIXES)))
+
+
+def _claim(directory: Path) -> list[str]:
+    """Check DIR may be written (new, empty or a previous out-dir) and return what the previous run wrote."""
+    marker = directory / MARKER
+    if not os.path.lexists(marker):
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError as error:
+            raise UsageError(f"--out-dir {directory}: cannot read it: {error.strerror or error}") from None
+        if entries:
+            raise UsageError(
+                f"--out-dir {directory} is not empty and was not written by fleetrun (no {MARKER} in it, but "
+                f"{entries[0]!r}{' and more' if len(entries) > 1 else ''}): give a new or empty directory"
+            )
+        _write_marker(directory, [])
+        return []
+    try:
+        if not marker.is_file() or marker.is_symlink():
+            raise ValueError("not a regular file")
+        data = json.loads(marker.read_text())
+        if not isinstance(data, dict) or data.get("fleetrun_out_dir") != MARKER_VERSION:
+            raise ValueError(f"not a version {MARKER_VERSION} marker")
+        files = data.get("files")
+        if not isinstance(files, list):
+            raise ValueError("no list of files")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--out-dir {directory}: cannot use {marker} ({error}): remove it, or give a new or empty "
+                         "directory") from None
+    return [name for name in files if _ours(name)]  # anything else in it is not ours to delete
+
+
+def _write_marker(directory: Path, files: Sequence[str]) -> None:
+    record = {"fleetrun_out_dir": MARKER_VERSION, "files": sorted(set(files))}
+    write_atomic(directory / MARKER, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def _clear(directory: Path, previous: Sequence[str], ours: Sequence[str]) -> list[str]:
+    """Remove what the previous run wrote, and temp files a killed run left; returns what could not go."""
+    kept = []
+    for name in previous:
+        try:
+            os.unlink(directory / name)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            kept.append(name)  # still ours: the next run tries again
+    names = {*previous, *ours, MARKER}
+    for entry in os.listdir(directory):
+        match = _TEMP.fullmatch(entry)
+        if match and match.group(1) in names:
+            with suppress(OSError):
+                os.unlink(directory / entry)
+    return kept
+
+
+_TEMP = re.compile(r"\.(.+)\.[0-9]+\.tmp")  # what _temp_name makes of one of our names

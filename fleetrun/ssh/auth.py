@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import socket
 import struct
@@ -11,14 +12,84 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from paramiko.agent import AgentSSH
-from paramiko.pkey import UnknownKeyType
+from paramiko.pkey import PublicBlob, UnknownKeyType
 
 from fleetrun.errors import HostFailure, UsageError
+from fleetrun.hostcert import CERT_TYPE_USER, certificate_type_of
+from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 
 if TYPE_CHECKING:
     from fleetrun.ssh.connect import ConnectSettings
+
+CERT_SUFFIX = "-cert.pub"
+
+
+def load_private_key(path: str, password: bytes | None) -> paramiko.PKey:
+    """A private key file, as `PKey.from_path` loads it but without the `-cert.pub` beside it: ssh offers the
+    plain key and its certificate as two identities (and that certificate only without any CertificateFile),
+    and a broken certificate file must not make the key itself unusable."""
+    data = Path(path).read_bytes()
+    loaded: object
+    try:
+        loaded = serialization.load_ssh_private_key(data, password=password)
+    except ValueError:
+        loaded = serialization.load_pem_private_key(data, password=password)
+    key_class: type[paramiko.PKey]
+    if isinstance(loaded, rsa.RSAPrivateKey):
+        key_class = paramiko.RSAKey
+    elif isinstance(loaded, ed25519.Ed25519PrivateKey):
+        key_class = paramiko.Ed25519Key
+    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
+        key_class = paramiko.ECDSAKey
+    else:
+        raise UnknownKeyType(key_bytes=data, key_type=loaded.__class__)
+    with open(path) as handle:
+        return key_class.from_private_key(handle, password=password)  # type: ignore[arg-type]  # stubs say str
+
+
+def load_certificates(paths: Sequence[str], configured: set[str], warn: Callable[[str], None]) -> dict[str, bytes]:
+    """User certificate files (CertificateFile, or `<key>-cert.pub` next to a key), each read once.
+
+    One that is missing is skipped (with a warning when configured), as is one that is not a user certificate.
+    """
+    found: dict[str, bytes] = {}
+    for path in dict.fromkeys(paths):
+        try:
+            fields = Path(path).read_text().split()
+            blob = base64.b64decode(fields[1], validate=True)
+        except FileNotFoundError:
+            if path in configured:
+                warn(f"certificate file {path} does not exist: skipped (as ssh does)")
+            continue
+        except (OSError, IndexError, ValueError, UnicodeDecodeError) as error:
+            warn(f"certificate file {path} cannot be read ({error.__class__.__name__}): skipped")
+            continue
+        kind = certificate_type_of(blob)
+        if kind != CERT_TYPE_USER:
+            what = "a host certificate" if kind is not None else "not a certificate"
+            warn(f"certificate file {path} is {what}, not a user certificate: skipped (as ssh does)")
+            continue
+        found[path] = blob
+    return found
+
+
+def with_certificate(key: paramiko.PKey, blob: bytes) -> paramiko.PKey | None:
+    """A copy of `key` that authenticates with the certificate `blob`, or None if the certificate is not
+    for that key."""
+    try:
+        cert = parse_blob(blob)
+    except ValueError:
+        return None
+    if cert.plain != key.asbytes():
+        return None
+    twin = copy.copy(key)
+    twin.public_blob = PublicBlob(cert.keytype, blob)
+    return twin
+
 
 def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramiko.PKey]:
     """Load each distinct private key file once; a key that cannot be used is a usage error (exit 2)."""
@@ -26,7 +97,7 @@ def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramik
     secret = passphrase.encode() if passphrase is not None else None  # cryptography wants bytes
     for path in dict.fromkeys(paths):
         try:
-            keys[path] = paramiko.PKey.from_path(path, password=secret)  # type: ignore[arg-type]  # stubs say str
+            keys[path] = load_private_key(path, secret)
         except FileNotFoundError:
             raise UsageError(f"key file {path} does not exist: fix 'key' in the inventory or --key") from None
         except PermissionError:
@@ -97,7 +168,7 @@ def load_identities(
     for path in dict.fromkeys(paths):
         named = path in configured
         try:
-            keys[path] = paramiko.PKey.from_path(path, password=secret)  # type: ignore[arg-type]  # stubs say str
+            keys[path] = load_private_key(path, secret)
         except FileNotFoundError:
             if named:
                 warn(f"identity file {path} does not exist: skipped (as ssh does)")
@@ -159,11 +230,13 @@ def authenticate(
 ) -> None:
     """Keys, then password, each tried once, stopping at the first success. The order (README):
 
-    1. the key files named for this host (--key or the inventory's key, then ssh_config's IdentityFile lines),
-       each through ssh-agent instead when the file is encrypted and the agent holds it;
-    2. the agent's other keys, unless IdentitiesOnly (or --no-agent, or IdentityAgent none);
-    3. ssh's default key files (~/.ssh/id_rsa, id_ecdsa, id_ed25519 …), only when no file was named;
-    4. the password, if the host has one.
+    1. ssh_config's CertificateFile certificates, each with the key file or agent key it certifies;
+    2. the key files named for this host (--key or the inventory's key, then ssh_config's IdentityFile lines),
+       each through ssh-agent instead when the file is encrypted and the agent holds it, and each followed by
+       its `<file>-cert.pub` certificate when there is one and no CertificateFile is set (as ssh does);
+    3. the agent's other keys, unless IdentitiesOnly (or --no-agent, or IdentityAgent none);
+    4. ssh's default key files (~/.ssh/id_rsa, id_ecdsa, id_ed25519 …), only when no file was named;
+    5. the password, if the host has one.
     """
     user = host.user or local_user()
     tried: list[str] = []
@@ -171,6 +244,7 @@ def authenticate(
     offered: set[bytes] = set()
     keys = settings.keys or {}
     encrypted = settings.encrypted_identities or {}
+    certificates = settings.certificates or {}
     files = host.identity_files or ((host.key,) if host.key else ())
     named, defaults = ((), files) if host.identity_files_default else (files, ())
     agent: _SocketAgent | None = None
@@ -198,19 +272,44 @@ def authenticate(
         return transport.is_authenticated()
 
     def offer(label: str, key: paramiko.PKey) -> bool:
-        blob = key.asbytes()
+        blob = key.public_blob.key_blob if key.public_blob is not None else key.asbytes()
         if blob in offered:
             return False  # the same key under another name, or already offered by the agent
         offered.add(blob)
         return attempt(label, lambda: transport.auth_publickey(user, key), "publickey")
 
-    def offer_file(path: str) -> bool:
+    def private_half(path: str) -> tuple[paramiko.PKey | None, str]:
         if path in keys:
-            return offer(f"key {path}", keys[path])
+            return keys[path], f"key {path}"
         twin = next((key for key in agent_keys if key.asbytes() == encrypted.get(path)), None)
-        return twin is not None and offer(f"key {path} (through the agent)", twin)
+        return twin, f"key {path} (through the agent)"
+
+    def offer_file(path: str) -> bool:
+        key, label = private_half(path)
+        if key is None:
+            return False
+        if offer(label, key):
+            return True
+        cert = certificates.get(path + CERT_SUFFIX) if not host.certificate_files else None
+        certified = with_certificate(key, cert) if cert is not None else None
+        return certified is not None and offer(f"certificate {path}{CERT_SUFFIX}", certified)
+
+    def offer_certificate(path: str) -> bool:
+        blob = certificates.get(path)
+        if blob is None:
+            return False
+        # Its private half: any key file of the host, or any agent key (ssh signs with whichever holds it).
+        holders = [private_half(file)[0] for file in files] + list(agent_keys)
+        for holder in holders:
+            certified = with_certificate(holder, blob) if holder is not None else None
+            if certified is not None:
+                return offer(f"certificate {path}", certified)
+        return False
 
     try:
+        for path in host.certificate_files:
+            if offer_certificate(path):
+                return
         for path in named:
             if offer_file(path):
                 return

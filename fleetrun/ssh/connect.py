@@ -1,8 +1,9 @@
-"""Open a connection: TCP, SSH handshake, host-key verification and authentication, in one time budget."""
+"""Open a connection: its stream (TCP, ProxyCommand or a bastion's channel), the SSH handshake, host-key
+verification and authentication, in one time budget."""
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -13,28 +14,35 @@ from paramiko.common import DEBUG
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
-from fleetrun.hostkeys import KnownHosts, Verdict, known_hosts_name
+from fleetrun.hostcert import CertificateError, read_certificate
+from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files, host_key_names
+from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
 from fleetrun.ssh.auth import authenticate
 from fleetrun.ssh.diagnose import RecordingSocket
+from fleetrun.ssh.gateway import Gateway, GatewayFailure, Gateways, tunnel
+from fleetrun.ssh.keepalive import install_keepalive
+from fleetrun.ssh.link import Link, tcp_link
+from fleetrun.ssh.proxycommand import ProxyCommandLink
 from fleetrun.ssh.session import HANDLERS, Session
 
 HostKeyPolicy = str  # "yes" | "accept-new" | "no"
+_CERT = "-cert-v01@openssh.com"
 
 
 @dataclass(frozen=True)
 class ConnectSettings:
     """Everything `connect` needs besides the host; one per run, shared read-only by all workers."""
 
-    known_hosts: KnownHosts
-    # ~/.ssh/known_hosts: read for every host, and where accept-new appends for hosts without a file of their own
-    accept_new_path: Path
+    known_hosts: KnownHosts  # every file any host (or gateway) of the run reads, loaded once
     host_key_checking: HostKeyPolicy = "yes"
     connect_timeout: float = 10.0
     keys: dict[str, paramiko.PKey] | None = None  # key path -> loaded key, loaded once per run
     encrypted_identities: dict[str, bytes] | None = None  # encrypted key path -> public blob (agent may sign)
+    certificates: dict[str, bytes] | None = None  # user certificate path -> its blob, loaded once per run
     use_agent: bool = True
+    gateways: Gateways | None = None  # the run's shared bastion connections
     warn: Callable[[str], None] = lambda message: None
 
 
@@ -82,29 +90,42 @@ class _Transport(paramiko.Transport):
             super()._parse_debug(m)  # type: ignore[misc]
 
 
-def _preferred_key_types(known: Collection[str], supported: Sequence[str]) -> list[str]:
+def _preferred_key_types(known: Collection[str], supported: Sequence[str], authority: bool = False) -> list[str]:
     """Host key algorithms in the order ssh asks for them (OpenSSH's order_hostkeyalgs), among `supported`.
 
     ssh keeps its default order when a key of its best algorithm's type is known for the host, and otherwise
     moves the algorithms of the known key types first, each group in its own order. So a host with a stale
     line of one type and a right one of the type ssh prefers is asked for the right one, as ssh asks.
-    Certificate algorithms are never asked for: fleetrun does not verify host certificates.
+    A @cert-authority line for the host moves every certificate algorithm first too.
     """
     order = list(OPENSSH_HOST_KEY_ALGORITHMS)
     if OPENSSH_HOST_KEY_ALGORITHMS[order[0]] not in known:
-        first = [alg for alg in order if OPENSSH_HOST_KEY_ALGORITHMS[alg] in known]
+        first = [alg for alg in order
+                 if OPENSSH_HOST_KEY_ALGORITHMS[alg] in known or (authority and alg.endswith(_CERT))]
         order = first + [alg for alg in order if alg not in first]
     # Only what ssh would ask for: an algorithm paramiko has but ssh dropped (ssh-rsa, ssh-dss) stays out.
-    wanted = [alg for alg in order if alg in supported and not alg.endswith("-cert-v01@openssh.com")]
+    wanted = [alg for alg in order if alg in supported]
     return wanted or list(supported)
 
 
-def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel) -> Session:
-    """TCP, handshake, host-key check and authentication, all within the host's connect timeout.
+def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, *,
+            through: Gateway | None = None) -> Session:
+    """The stream, handshake, host-key check and authentication, all within the host's connect timeout.
 
-    Raises HostFailure with the outcome (unreachable, host key, auth failed, cancelled) and one line.
+    A host with a jump route goes through the run's shared gateway for it (`settings.gateways`), holding one
+    of its channel slots for as long as the session lasts; waiting for the gateway to open, or for a slot,
+    is not part of the host's own budget. `through` is for a gateway's own connection through the one
+    before it. Raises HostFailure with the outcome (unreachable, host key, auth failed, cancelled) and one line.
     """
     limit = host.connect_timeout or settings.connect_timeout
+    gateway, slot = through, False
+    if gateway is None and host.via:
+        if settings.gateways is None:
+            raise HostFailure(Outcome.UNREACHABLE, "no gateway registry for a host behind a bastion (a bug)")
+        gateway = settings.gateways.get(host.via)
+        gateway.transport(cancel)  # a gateway known to be dead fails the host here, before it queues for a slot
+        gateway.acquire_slot(cancel)
+        slot = True
     started = time.monotonic()
     deadline = started + limit
 
@@ -114,30 +135,9 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
             raise HostFailure(Outcome.UNREACHABLE, f"connect timed out after {limit:g} s (TCP, handshake and auth)")
         return left
 
-    where = f"{host.address}:{host.port}"
-    try:
-        sock = socket.create_connection((host.address, host.port), timeout=remaining())
-    except socket.gaierror as error:
-        raise HostFailure(Outcome.UNREACHABLE, f"cannot resolve {host.address!r}: {error.strerror}") from None
-    except ConnectionRefusedError:
-        raise HostFailure(Outcome.UNREACHABLE, f"connection refused by {where}") from None
-    except TimeoutError:
-        raise HostFailure(Outcome.UNREACHABLE, f"TCP connect to {where} timed out after {limit:g} s") from None
-    except ConnectionResetError:
-        # The server accepted and reset at once, before connect() returned (loopback is that fast): the same
-        # event as a reset before the banner, and the same words.
-        raise HostFailure(Outcome.UNREACHABLE, diagnose.reset_before_banner(where)) from None
-    except OSError as error:
-        raise HostFailure(Outcome.UNREACHABLE, f"cannot connect to {where}: {error.strerror or error}") from None
-
-    def abort() -> None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    handle = cancel.add_callback(abort)
-    recorder = RecordingSocket(sock)
+    link = _open_link(host, gateway, slot, remaining, limit, cancel)
+    handle = cancel.add_callback(link.abort)
+    recorder = RecordingSocket(link.sock)  # type: ignore[arg-type]
     transport = _Transport(recorder)  # type: ignore[arg-type]  # any object with socket's methods
     # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
     transport.handshake_timeout = limit + 5
@@ -146,47 +146,79 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
         transport._channel_handler_table = HANDLERS  # type: ignore[attr-defined]
         verified = _handshake(host, settings, transport, remaining, limit)
         recorder.stop()  # what the server sent has served its purpose: from here on, no copy
+        alive = install_keepalive(transport, host.server_alive_interval, host.server_alive_count_max, recorder)
         authenticate(host, settings, transport, password, remaining)
-        transport.set_keepalive(30)
-        return Session(host, transport, limit, host_key_verified=verified)
+        return Session(host, transport, limit, host_key_verified=verified, link=link, alive=alive)
     except HostFailure as failure:
         # Raised once paramiko's thread was started (it has an ident) but before the key exchange finished, it is
         # start_client's quiet timeout: say which step hung, and with what, if the thread died meanwhile.
         # Read before close(): closing makes the thread fail with an EOF of our own making.
         stalled = transport.ident is not None and not transport.initial_kex_done
         died_of, hello = transport.get_exception(), recorder.hello()
-        transport.close()
+        link.close(transport)
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
                               host_key_verified=verified) from None
+        _raise_if_gateway_lost(link, verified)
         if stalled:
-            message = _describe_connect_error(died_of, hello, transport, where, time.monotonic() - started)
+            message = _describe_connect_error(died_of, hello, transport, link, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message) from None
         if verified is not None:
             failure.host_key_verified = verified
         raise
     except BaseException as error:
         hello = recorder.hello()
-        transport.close()
+        link.close(transport)
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
                               host_key_verified=verified) from None
         if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
+            _raise_if_gateway_lost(link, verified)
             if transport.initial_kex_done:
-                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, where),
+                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, link.where),
                                   host_key_verified=verified) from None
-            message = _describe_connect_error(error, hello, transport, where, time.monotonic() - started)
+            message = _describe_connect_error(error, hello, transport, link, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message, host_key_verified=verified) from None
         raise
     finally:
         cancel.remove_callback(handle)
 
 
+def _open_link(host: Host, gateway: Gateway | None, slot: bool, remaining: Callable[[], float], limit: float,
+               cancel: Cancel) -> Link:
+    """The stream to the host: a channel through its gateway, its ProxyCommand, or TCP."""
+    if gateway is not None:
+        return tunnel(gateway, host.address, host.port, remaining(), cancel, slot=slot)
+    if host.proxy_command:
+        return ProxyCommandLink.start(host.proxy_command)
+    return tcp_link(host.address, host.port, remaining, limit)
+
+
+def _raise_if_gateway_lost(link: Link, verified: bool | None) -> None:
+    lost = link.lost_reason()
+    if lost is not None:
+        raise GatewayFailure(Outcome.UNREACHABLE, f"{lost} while connecting", host_key_verified=verified) from None
+
+
 def _describe_connect_error(
-    error: BaseException | None, hello: diagnose.ServerHello, transport: paramiko.Transport, where: str, waited: float
+    error: BaseException | None, hello: diagnose.ServerHello, transport: paramiko.Transport, link: Link,
+    waited: float,
 ) -> str:
     """What went wrong before login, from what the server really sent (see fleetrun.ssh.diagnose)."""
-    return diagnose.describe(error, hello, diagnose.ours(transport), where, waited)
+    message = diagnose.describe(error, hello, diagnose.ours(transport), link.where, waited)
+    note = link.failure_note()
+    return f"{message}; {note}" if note else message
+
+
+def _principal(host: Host) -> str:
+    """The name a host certificate must list: HostKeyAlias, else the HostName, lowercased unless an address."""
+    if host.host_key_alias:
+        return host.host_key_alias
+    try:
+        ipaddress.ip_address(host.address)
+        return host.address
+    except ValueError:
+        return host.address.lower()
 
 
 def _handshake(
@@ -198,14 +230,13 @@ def _handshake(
 ) -> bool:
     """Key exchange and host-key verification; True if known_hosts vouched for the key, False if the policy
     let an unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
-    names = [known_hosts_name(host.address, host.port)]
-    if host.name != host.address:
-        names.append(known_hosts_name(host.name, host.port))
-    # The user's file and the host's own, as ssh reads UserKnownHostsFile per host.
-    files = {str(settings.accept_new_path), *host.known_hosts}
+    names = host_key_names(host)
+    files, writable = host_key_files(host)
     known = settings.known_hosts
     options = transport.get_security_options()
-    options.key_types = _preferred_key_types(known.key_types_for(names, files), options.key_types)
+    supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
+    options.key_types = _preferred_key_types(known.key_types_for(names, files), supported,
+                                             known.has_authority_for(names, files))
     options.ciphers = preferred_ciphers(options.ciphers)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())
@@ -214,23 +245,21 @@ def _handshake(
         raise HostFailure(Outcome.UNREACHABLE, f"no SSH handshake within {limit:g} s: is an SSH server listening?")
 
     key = transport.get_remote_server_key()
-    blob = key.asbytes()
-    check = known.judge(names, key.get_name(), blob, files)
+    check, keytype, blob = _judge(host, known, key, names, files)
     for problem in check.bad_lines:
         settings.warn(f"known_hosts: {problem}")
-    for line in check.unused_ca:
-        settings.warn(f"known_hosts: {line.where}: @cert-authority line for {check.name} is not used: "
-                      "fleetrun does not verify host certificates yet, so only plain key lines vouch for a host")
     if check.verdict is Verdict.KNOWN:
         return True
     if check.verdict is not Verdict.UNKNOWN:
         raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)
     policy = host.host_key_checking or settings.host_key_checking  # ssh_config's StrictHostKeyChecking, mapped
     if policy == "accept-new":
-        target = Path(host.known_hosts[0]) if host.known_hosts else settings.accept_new_path
-        added = known.add(target, names[0], key.get_name(), blob, files)
+        if writable is None:
+            raise HostFailure(Outcome.HOST_KEY, check.explain() + " (accept-new has no file to record it in: "
+                              "UserKnownHostsFile is none)", host_key_verified=False)
+        added = known.add(Path(writable), names[0], keytype, blob, files, hashed=host.hash_known_hosts)
         # Not added: another process recorded a key for this name since we checked; judge against that one.
-        if not added and known.check(names, key.get_name(), blob, files) is not Verdict.KNOWN:
+        if not added and known.check(names, keytype, blob, files) is not Verdict.KNOWN:
             raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing",
                               host_key_verified=False)
         return False
@@ -238,3 +267,19 @@ def _handshake(
         settings.warn(f"{host.name}: host key NOT verified ({check.offered}): --host-key-checking no is for labs only")
         return False
     raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)
+
+
+def _judge(host: Host, known: KnownHosts, key: paramiko.PKey, names: list[str],
+           files: Collection[str]) -> tuple[HostKeyCheck, str, bytes]:
+    """known_hosts' verdict on the offered key, and the plain key that accept-new would record."""
+    offered = key.public_blob
+    if offered is None or not offered.key_type.endswith(_CERT):
+        return known.judge(names, key.get_name(), key.asbytes(), files), key.get_name(), key.asbytes()
+    try:
+        cert = read_certificate(offered.key_blob)
+    except CertificateError as error:
+        # ssh refuses such a key outright (sshkey_from_blob verifies the CA signature), whatever known_hosts says.
+        raise HostFailure(Outcome.HOST_KEY, f"the host certificate {names[0]} offered cannot be trusted: {error}",
+                          host_key_verified=False) from None
+    plain = parse_blob(cert.key.plain)
+    return known.judge_certificate(names, cert, _principal(host), files), plain.keytype, plain.blob

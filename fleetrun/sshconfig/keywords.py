@@ -370,8 +370,6 @@ MEANINGFUL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "passwordauthentication": (lambda v: v is False, "a password, when one is given, is still tried"),
     "pubkeyauthentication": (lambda v: v is False, "keys are still offered"),
     "preferredauthentications": (lambda v: True, "methods are tried in fleetrun's order (see the README)"),
-    # TODO(issue 9, connection half): forward the agent on the session channel, then drop this warning.
-    "forwardagent": (lambda v: v is not False, "the agent is not forwarded to the hosts yet"),
 }
 
 

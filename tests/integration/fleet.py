@@ -31,9 +31,11 @@ def clean_env(home: Path) -> dict[str, str]:
     """No agent, a HOME without the real user's ~/.ssh (and the run journal under it, not the user's), and no
     ssh_config unless a test passes one: ssh finds ~/.ssh/config through the passwd entry, not $HOME, so only
     this keeps the user's own out."""
-    dropped = {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY", "XDG_STATE_HOME", "FLEETRUN_STATE_DIR"}
+    dropped = {"SSH_AUTH_SOCK", "FLEETRUN_INVENTORY", "XDG_STATE_HOME", "FLEETRUN_STATE_DIR",
+               "FLEETRUN_CONFIG"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["HOME"] = str(home)
+    env["XDG_CONFIG_HOME"] = str(home / ".config")  # no defaults file but the test's own
     env["FLEETRUN_SSH_CONFIG"] = "none"
     return env
 

@@ -8,6 +8,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,6 +100,13 @@ def test_stop_lab_stops_exactly_its_own_pids_and_stopping_twice_is_harmless(make
     assert all(os.getsid(pid) == pid for pid in pids)
     with pytest.raises(LabError, match="a lab is already running in"):
         lab_module.start_lab(1, small.directory)
+    # From the command line, the message names the --dir to stop, as the user would type it.
+    parent = small.directory.parent
+    again = subprocess.run([sys.executable, "-m", "fleetrun", "lab", "up", "1", "--dir", small.directory.name],
+                           cwd=parent, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert again.returncode == 2
+    assert again.stderr == (f"fleetrun: error: a lab is already running in {small.directory.name}: stop it with "
+                            f"'fleetrun lab down --dir {small.directory.name}', or give this one another --dir\n")
     assert stop_lab(small.directory) == 2
     assert not any(running(pid) for pid in pids)
     assert all(running(host.pid) for host in lab.hosts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,3 +245,121 @@ def test_push_verify_owner_and_max_transfers(lab10, tmp_path):
     fixed = push(lab10, str(payload), "/srv/owned.txt", "-H", "all", "--owner", "nobody:nogroup", home=tmp_path)
     _, summary = fixed.json()
     assert summary["changed"] == 1 and srv(lab10.hosts[0], "owned.txt").stat().st_uid == 65534
+
+
+def _site(tmp_path: Path) -> Path:
+    import socket
+
+    tree = tmp_path / "site"
+    (tree / "private").mkdir(parents=True)
+    (tree / "private" / "key").write_text("secret\n")
+    (tree / "private" / "key").chmod(0o600)
+    (tree / "private").chmod(0o700)
+    (tree / "ro").mkdir()
+    (tree / "ro" / "README").write_text("read me\n")
+    (tree / "ro").chmod(0o555)
+    (tree / "index.html").write_text("<h1>hi</h1>\n")
+    (tree / "current").symlink_to("private/key")
+    (tree / "hostname").symlink_to("/etc/hostname")
+    (tree / "dangling").symlink_to("no/such/file")
+    (tree / "linkdir").symlink_to("private")
+    os.mkfifo(tree / "fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tree / "sock"))
+    tree.chmod(0o750)
+    return tree
+
+
+def _mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o7777
+
+
+def test_push_tree_keeps_symlinks_and_directory_modes_and_reports_special_files(make_lab, tmp_path):
+    lab = make_lab(2)
+    tree = _site(tmp_path)
+    run = push(lab, str(tree), "/srv/www/", "-r", "--mkdir", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    hosts, _ = run.json()
+    for host in lab.hosts:
+        root = srv(host, "www/site")
+        assert (_mode(root), _mode(root / "private"), _mode(root / "ro")) == (0o750, 0o700, 0o555)
+        assert (_mode(root / "private" / "key"), (root / "ro" / "README").read_text()) == (0o600, "read me\n")
+        links = {name: os.readlink(root / name) for name in ("current", "hostname", "dangling", "linkdir")}
+        assert links == {"current": "private/key", "hostname": "/etc/hostname", "dangling": "no/such/file",
+                         "linkdir": "private"}
+        assert not (root / "fifo").exists() and not (root / "sock").exists()
+        assert sorted(p.name for p in root.iterdir()) == ["current", "dangling", "hostname", "index.html",
+                                                          "linkdir", "private", "ro"], "no temp file left"
+        details = hosts[host.name]["details"]
+        assert "skipped fifo (FIFO: special files are not pushed)" in details
+        assert "skipped sock (socket: special files are not pushed)" in details
+
+    again = push(lab, str(tree), "/srv/www/", "-r", "-H", "all", "-v", home=tmp_path)
+    hosts, summary = again.json()
+    assert again.code == 0 and summary["unchanged"] == 2 and summary["changed"] == 0, again.out
+    assert "unchanged /srv/www/site/linkdir (symlink)" in hosts[lab.hosts[0].name]["details"]
+
+    drifted = srv(lab.hosts[1], "www/site")
+    (drifted / "private").chmod(0o755)
+    (drifted / "current").unlink()
+    (drifted / "current").write_text("a file where a link was\n")
+    (drifted / "linkdir").unlink()
+    (drifted / "linkdir").symlink_to("ro")
+    (drifted / "ro").chmod(0o755)
+    shutil.rmtree(drifted / "ro")
+    (drifted / "ro").symlink_to("private")  # a link where the tree has a directory: replaced, like rsync
+    fixed = push(lab, str(tree), "/srv/www/", "-r", "-H", "all", home=tmp_path)
+    hosts, summary = fixed.json()
+    assert (summary["changed"], summary["unchanged"]) == (1, 1), fixed.out
+    assert _mode(drifted / "private") == 0o700
+    assert not (drifted / "ro").is_symlink() and _mode(drifted / "ro") == 0o555
+    assert (drifted / "ro" / "README").read_text() == "read me\n" and (drifted / "private" / "key").exists()
+    assert os.readlink(drifted / "current") == "private/key" and os.readlink(drifted / "linkdir") == "private"
+    details = hosts[lab.hosts[1].name]["details"]
+    assert "changed /srv/www/site/private/ (mode 0700)" in details
+    assert "changed /srv/www/site/current -> private/key (symlink)" in details
+
+
+def test_push_copy_links_follows_symlinks_like_rsync_L(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    tree = _site(tmp_path)
+    run = push(lab, str(tree), "/srv/", "-r", "--copy-links", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    root = srv(host, "site")
+    assert not (root / "current").is_symlink() and (root / "current").read_text() == "secret\n"
+    assert _mode(root / "current") == 0o600
+    assert (root / "linkdir").is_dir() and not (root / "linkdir").is_symlink()
+    assert (_mode(root / "linkdir"), (root / "linkdir" / "key").read_text()) == (0o700, "secret\n")
+    assert not os.path.lexists(root / "dangling")
+    hosts, _ = run.json()
+    assert "skipped dangling (symlink to a missing file; --copy-links cannot follow it)" in hosts[host.name]["details"]
+    again = push(lab, str(tree), "/srv/", "-r", "-L", "-H", "all", home=tmp_path)
+    assert again.json()[1]["unchanged"] == 1
+
+
+def test_push_of_a_symlink_operand_sends_its_target_under_its_own_name(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    (tmp_path / "app-v2.conf").write_text("v2\n")
+    (tmp_path / "app.conf").symlink_to("app-v2.conf")
+    run = push(lab, str(tmp_path / "app.conf"), "/srv/", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    assert [p.name for p in srv(host).iterdir()] == ["app.conf"]
+    assert srv(host, "app.conf").read_text() == "v2\n" and not srv(host, "app.conf").is_symlink()
+
+
+def test_push_owner_changes_a_symlink_itself_never_its_target(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    srv(host, "outside.txt").write_text("root's\n")
+    tree = tmp_path / "conf"
+    tree.mkdir()
+    (tree / "app.conf").write_text("x\n")
+    (tree / "outside").symlink_to("/srv/outside.txt")
+    run = push(lab, str(tree), "/srv/", "-r", "--owner", "nobody:nogroup", "-H", "all", home=tmp_path)
+    assert run.code == 0, run.err
+    assert os.lstat(srv(host, "conf/outside")).st_uid == 65534 and srv(host, "conf/app.conf").stat().st_uid == 65534
+    assert srv(host, "outside.txt").stat().st_uid == 0
+    again = push(lab, str(tree), "/srv/", "-r", "--owner", "nobody:nogroup", "-H", "all", home=tmp_path)
+    assert again.json()[1]["unchanged"] == 1

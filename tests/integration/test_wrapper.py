@@ -147,6 +147,58 @@ def test_the_watcher_holds_no_output_pipe_and_shows_no_command_text():
         proc.communicate(timeout=30)
 
 
+def test_new_group_where_the_wrapper_already_leads_one_execs_directly_without_forking():
+    # sudo's use_pty makes the command a session leader: setsid would fork there, and the pid would change
+    with lifeline() as line:
+        proc = wrapped("echo $$ $(ps -o pgid= -p $$); sleep 306", leader=True, lifeline=str(line.pid),
+                       new_group=True)
+        assert proc.stdout is not None
+        pid, pgid = proc.stdout.readline().split()
+        assert int(pid) == int(pgid) == proc.pid
+        line.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_the_watcher_survives_a_hangup_and_still_kills_the_command():
+    # Under --become-pty the terminal's hangup reaches the whole group, the watcher's too
+    with lifeline() as line:
+        proc = wrapped("trap '' HUP; sleep 307", lifeline=str(line.pid))
+        assert wait_for(lambda: bool(watchers(line.pid)))
+        (watcher,) = watchers(line.pid)
+        os.kill(watcher, signal.SIGHUP)
+        time.sleep(0.5)
+        assert alive(watcher)
+        line.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_exported_variables_and_a_script_on_fd_3_deleted_before_it_runs(tmp_path):
+    from fleetrun.ssh.wrapper import ScriptLoad, script_command
+
+    script = b"#!/bin/sh\necho \"$0 $1 [$V] $(ls -A \"$TMPDIR\")\"\nread -r rest; echo \"stdin=$rest\"\n"
+    command = script_command(["/bin/sh"], ["arg one"])
+    line = wrap_command(command, env={"V": "it's $x", "TMPDIR": str(tmp_path)},
+                        script=ScriptLoad(len(script), exact=True))
+    proc = subprocess.run(["/bin/bash", "-c", line], input=script + b"more input\n", capture_output=True,
+                          env=ENV, start_new_session=True, timeout=30, preexec_fn=restore_signals)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"/dev/fd/3 arg one [it's $x] \nstdin=more input\n"  # no file in TMPDIR while it ran
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_script_that_did_not_arrive_whole_is_exit_125(tmp_path):
+    from fleetrun.ssh.wrapper import SCRIPT_FAILED, ScriptLoad, script_command
+
+    line = wrap_command(script_command(["/bin/sh"], []), env={"TMPDIR": str(tmp_path)},
+                        script=ScriptLoad(100, exact=False))
+    proc = subprocess.run(["/bin/bash", "-c", line], input=b"echo short\n", capture_output=True, env=ENV,
+                          start_new_session=True, timeout=30, preexec_fn=restore_signals)
+    assert proc.returncode == SCRIPT_FAILED and b"could not write the script" in proc.stderr
+    assert proc.stdout == b"" and list(tmp_path.iterdir()) == []
+
+
 def children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(child) for child in found]

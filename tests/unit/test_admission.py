@@ -128,7 +128,7 @@ def test_the_run_limits_handshakes_but_not_the_hosts_worked_on(mocker):
         return FakeSession()
 
     mocker.patch("fleetrun.ssh.connect", side_effect=connect)
-    mocker.patch("fleetrun.runner.connect_settings", return_value=None)
+    mocker.patch("fleetrun.runner.connect_settings", return_value=mocker.Mock(gateways=None))
 
     def task(session, host, context):
         together.wait()  # raises BrokenBarrierError (a failed host) unless all 8 are in their task at once

@@ -9,9 +9,10 @@ import click
 import pytest
 
 from fleetrun.cli import exec_command
+from fleetrun.exec_task import _stopped
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.table import TableRenderer
-from fleetrun.runner import RunOptions, _stopped
+from fleetrun.runner import RunOptions
 from fleetrun.ssh.wrapper import wrap_command, wrapper_script
 from fleetrun.status import ExitStatus
 
@@ -70,7 +71,8 @@ def test_wrapper_is_one_exec_line_and_carries_the_command_untouched():
 def test_wrapper_takes_a_lifeline_and_a_new_process_group_for_later_callers():
     script = wrapper_script(lifeline="$1", new_group=True)
     assert script.startswith("L=$1; ")
-    assert script.endswith('exec setsid "${SHELL:-/bin/sh}" -c "$1"')
+    # setsid only where the wrapper does not lead a group (it would fork there); checked on the host
+    assert script.endswith('then exec setsid "${SHELL:-/bin/sh}" -c "$1"; fi; exec "${SHELL:-/bin/sh}" -c "$1"')
     assert "setsid" not in wrapper_script()
 
 

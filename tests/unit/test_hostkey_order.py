@@ -37,7 +37,27 @@ def test_only_what_ssh_asks_for() -> None:
     # An algorithm ssh no longer asks for by default is not asked for, even if the library has it.
     assert _preferred_key_types(["ssh-rsa"], [*PARAMIKO, "ssh-rsa", "ssh-dss"]) == [RSA512, RSA256, ED, P256, P384,
                                                                                    P521]
-    assert _preferred_key_types([], ["ssh-ed25519-cert-v01@openssh.com", ED]) == [ED]  # no host certificates
+
+
+CERTS = [f"{alg}-cert-v01@openssh.com" for alg in ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                                                   "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256")]
+ED_C, P256_C, P384_C, P521_C, RSA512_C, RSA256_C = CERTS
+ALL = [*CERTS, *PARAMIKO]  # what paramiko can check, in ssh's default order: certificates first
+
+
+@pytest.mark.parametrize(("known", "authority", "expected"), [
+    ([], False, ALL),  # nothing on record: ssh's list as it is, certificates first
+    ([], True, ALL),
+    (["ssh-ed25519"], True, ALL),
+    # A known type pulls its certificate algorithm forward with it.
+    (["ecdsa-sha2-nistp256"], False, [P256_C, P256, ED_C, P384_C, P521_C, RSA512_C, RSA256_C, ED, P384, P521,
+                                      RSA512, RSA256]),
+    # A @cert-authority line for the host pulls every certificate algorithm forward.
+    (["ssh-rsa"], True, [ED_C, P256_C, P384_C, P521_C, RSA512_C, RSA256_C, RSA512, RSA256, ED, P256, P384, P521]),
+    (["ssh-rsa"], False, [RSA512_C, RSA256_C, RSA512, RSA256, ED_C, P256_C, P384_C, P521_C, ED, P256, P384, P521]),
+])
+def test_certificate_algorithms_in_ssh_order(known: list[str], authority: bool, expected: list[str]) -> None:
+    assert _preferred_key_types(known, ALL, authority) == expected
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")

@@ -446,17 +446,15 @@ def test_unparseable_key_blobs_are_skipped_with_a_warning(tmp_path: Path, keys: 
     assert known.check(["nul2"], web.keytype, web.blob) is Verdict.KNOWN
 
 
-def test_cert_authority_lines_are_reported_once_per_line(tmp_path: Path, keys: dict[str, Key]) -> None:
+def test_cert_authority_lines_never_vouch_for_a_plain_key(tmp_path: Path, keys: dict[str, Key]) -> None:
+    # A CA line only vouches for certificates it signed (tests/unit/test_hostcert.py), never for a key: not
+    # even for the CA's own key offered as a host key.
     web, ca = keys["web"], keys["ca"]
-    path = write(tmp_path, "@cert-authority *.fleet " + ca.line("").strip(), web.line("a.fleet,b.fleet"),
-                 "@cert-authority other " + ca.line("").strip())
+    path = write(tmp_path, "@cert-authority *.fleet " + ca.line("").strip(), web.line("a.fleet"))
     known = KnownHosts.load([path])
-    first = known.judge(["a.fleet"], web.keytype, web.blob)
-    assert first.verdict is Verdict.KNOWN
-    assert [(line.where, line.marker) for line in first.unused_ca] == [(f"{path}:1", "@cert-authority")]
-    assert known.judge(["b.fleet"], web.keytype, web.blob).unused_ca == ()  # same line: said once
-    assert known.judge(["c.other"], web.keytype, web.blob).unused_ca == ()  # no CA line for that host
-    assert [line.line for line in known.judge(["[other]:2222"], web.keytype, web.blob).unused_ca] == [3]
+    assert known.check(["a.fleet"], web.keytype, web.blob) is Verdict.KNOWN
+    assert known.check(["b.fleet"], ca.keytype, ca.blob) is Verdict.UNKNOWN
+    assert known.has_authority_for(["b.fleet"]) and not known.has_authority_for(["b.other"])
 
 
 def test_changed_message_names_the_line_both_fingerprints_and_a_fix_that_works(

@@ -318,6 +318,9 @@ def test_the_example_inventory_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert web01.vars["tier"] == 0
     assert (db01.user, db01.port, db01.address, db01.key) == ("postgres", 2222, "10.0.0.5", "/home/op/.ssh/id_ed25519")
     assert inventory.hosts["db02"].password_env == "DB02_SSH_PASSWORD"
+    db02 = inventory.hosts["db02"]
+    assert (db02.become, db02.become_user, db02.become_password_env) == (True, None, "DB02_SUDO_PASSWORD")
+    assert db01.env == {"APP_ENV": "production"} and not db01.become
 
 
 def test_diamond_children_are_not_a_cycle(tmp_path: Path) -> None:

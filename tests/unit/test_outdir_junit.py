@@ -13,7 +13,7 @@ from fleetrun.errors import UsageError
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.json import result_record
 from fleetrun.output.junit import JunitRenderer, xml_text
-from fleetrun.output.outdir import OutDirRenderer, file_stem
+from fleetrun.output.outdir import MARKER, OutDirRenderer, file_stem
 from fleetrun.status import ExitStatus
 
 WEB1, WEB2, ODD = Host("web01", "10.0.0.1"), Host("web02", "10.0.0.2"), Host("../etc/passwd", "10.0.0.3")
@@ -56,7 +56,7 @@ def test_out_dir_files(tmp_path):
     assert (directory / f"{odd}.out").read_bytes() == b"" and (directory / f"{odd}.err").read_bytes() == b""
     assert json.loads((directory / f"{odd}.status").read_text())["status"] == "not started"
     assert json.loads((directory / "summary.json").read_text())["counts"] == {"ok": 1, "failed": 1, "not started": 1}
-    assert not [p for p in os.listdir(directory) if p.startswith(".")], "no temp files left"
+    assert [p for p in os.listdir(directory) if p.startswith(".")] == [MARKER], "no temp files left"
     assert not (tmp_path / "etc").exists() and err.getvalue() == ""
 
 
@@ -77,6 +77,81 @@ def test_out_dir_that_cannot_be_made_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="--out-dir"):
         OutDirRenderer(tmp_path / "file" / "sub", io.StringIO())
+
+
+def _run_into(directory, hosts):
+    """One run's worth of --out-dir writes: every host finishes (failed), then the summary."""
+    writer = OutDirRenderer(directory, io.StringIO())
+    writer.on_start(hosts)
+    for host in hosts:
+        sink = writer.open_sink(host)
+        sink.write("stdout", f"{host.name} output\n".encode())
+        sink.close()
+        writer.on_result(HostResult(host, Outcome.FAILED, exit_code=1, error="exit status 1"))
+    writer.on_finish(RunSummary(len(hosts), {Outcome.FAILED: len(hosts)}, 1.0, ExitStatus.COMMAND_FAILED))
+    return writer
+
+
+def test_reused_out_dir_holds_only_the_last_runs_files_and_the_users_own(tmp_path):
+    six = [Host(f"web0{n}", f"10.0.0.{n}") for n in range(1, 7)]
+    _run_into(tmp_path / "out", six)
+    out = tmp_path / "out"
+    assert len(list(out.glob("*.status"))) == 6
+    (out / "notes.txt").write_text("mine\n")  # the operator's own file, added between runs
+    (out / "web03.status.orig").write_text("a copy the operator made\n")
+    (out / f".web05.out.{os.getpid() + 1}.tmp").write_bytes(b"left by a killed run")
+
+    _run_into(out, six[:1])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MARKER, "notes.txt", "summary.json", "web01.err", "web01.out", "web01.status", "web03.status.orig"])
+    assert json.loads((out / "summary.json").read_text())["total"] == 1
+    assert json.loads((out / MARKER).read_text())["files"] == ["summary.json", "web01.err", "web01.out",
+                                                               "web01.status"]
+
+
+def test_non_empty_directory_that_is_no_out_dir_is_refused_untouched(tmp_path):
+    (tmp_path / "report.status").write_text("someone else's\n")
+    with pytest.raises(UsageError, match=r"not empty and was not written by fleetrun .*report\.status"):
+        OutDirRenderer(tmp_path, io.StringIO())
+    assert [p.name for p in tmp_path.iterdir()] == ["report.status"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    OutDirRenderer(empty, io.StringIO())  # an empty directory is fine: it becomes an out-dir
+    assert [p.name for p in empty.iterdir()] == [MARKER]
+
+
+def test_marker_never_makes_fleetrun_delete_what_it_did_not_write(tmp_path):
+    outside = tmp_path / "precious.out"
+    outside.write_text("keep\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").mkdir()
+    (out / "sub" / "x.out").write_text("keep\n")
+    (out / "config.yaml").write_text("keep\n")
+    (out / ".hidden.out").write_text("keep\n")
+    names = ["../precious.out", str(outside), "sub/x.out", "config.yaml", ".hidden.out", 7, "gone.status"]
+    (out / MARKER).write_text(json.dumps({"fleetrun_out_dir": 1, "files": names}))
+    _run_into(out, [WEB1])
+    assert outside.read_text() == (out / "sub" / "x.out").read_text() == (out / "config.yaml").read_text() == "keep\n"
+    assert (out / ".hidden.out").exists() and (out / "web01.status").exists()
+
+
+@pytest.mark.parametrize("marker", ["not json", '{"fleetrun_out_dir": 99, "files": []}', '{"files": "x"}', None])
+def test_unreadable_marker_is_a_usage_error(tmp_path, marker):
+    if marker is None:
+        (tmp_path / MARKER).mkdir()
+    else:
+        (tmp_path / MARKER).write_text(marker)
+    (tmp_path / "web01.status").write_text("{}")
+    with pytest.raises(UsageError, match=f"cannot use .*{MARKER}"):
+        OutDirRenderer(tmp_path, io.StringIO())
+    assert (tmp_path / "web01.status").exists()
+
+
+def test_previous_files_are_cleared_only_when_the_run_starts(tmp_path):
+    _run_into(tmp_path, [WEB1, WEB2])
+    OutDirRenderer(tmp_path, io.StringIO())  # a run that then stops with exit 2 (a bad key) before starting
+    assert (tmp_path / "web02.status").exists(), "nothing lost by a run that never started"
 
 
 def test_junit_report_shape(tmp_path):

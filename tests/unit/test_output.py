@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
+from fleetrun.models import BecomeStatus, Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.json import SCHEMA, JsonRenderer
 from fleetrun.output.stream import StreamRenderer
 from fleetrun.output.table import TableRenderer
@@ -70,13 +70,23 @@ def test_json_contract_is_pinned():
         "schema": "fleetrun/1", "type": "host", "host": "web02", "address": "10.0.0.2", "port": 2222,
         "status": "failed", "exit_code": 2, "signal": None, "stdout": "\ufffdok\n", "stderr": "",
         "stdout_truncated": False, "stderr_truncated": False, "duration": 1.235, "error": "exit status 2",
-        "changed": None, "details": [], "host_key_verified": True, "reason": None,
+        "changed": None, "details": [], "host_key_verified": True, "reason": None, "become": None,
     }
     # false: connected without known_hosts vouching for the key; null: never got as far as the key.
     assert unverified["host_key_verified"] is False and unreachable["host_key_verified"] is None
     assert final == {"schema": "fleetrun/1", "type": "summary", "total": 1, "counts": {"failed": 1},
                      "elapsed": 3.42, "exit_status": 1, "interrupted": False, "changed": 0, "unchanged": 0,
                      "batches": [], "stopped": None}
+
+
+def test_json_become_record_says_whom_and_how_sudo_went():
+    out = io.StringIO()
+    JsonRenderer(out).on_result(HostResult(WEB1, Outcome.AUTH_FAILED, error="sudo rejected the password",
+                                           become=BecomeStatus("root", "rejected")))
+    JsonRenderer(out).on_result(HostResult(WEB2, Outcome.UNREACHABLE, become=BecomeStatus("postgres", None)))
+    rejected, unreached = (json.loads(line) for line in out.getvalue().splitlines())
+    assert rejected["become"] == {"user": "root", "status": "rejected"}
+    assert unreached["become"] == {"user": "postgres", "status": None}  # never got as far as sudo
 
 
 def test_json_contract_for_a_stopped_rollout():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_every_host_once_each_started_before_it_finished_and_dealt_out_by_positi
     assert len(set(pid_of.values())) == 3 and os.getpid() not in {int(p) for p in pid_of.values()}
     for index, host in enumerate(HOSTS):
         assert pid_of[host.name] == pid_of[HOSTS[index % 3].name]
-    assert not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+    assert not any(os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
                    for p in pid_of.values())
 
 
@@ -167,7 +168,7 @@ def test_spilled_outputs_and_long_lines_cross_as_descriptors_and_warnings_reach_
         spill.append(host.name.encode() * 50_000)
         import tempfile
 
-        line_file = tempfile.TemporaryFile()
+        line_file = tempfile.TemporaryFile()  # noqa: SIM115  # the OutputLine owns it
         line_file.write(b"a long line of " + host.name.encode())
         emit(Lines((OutputLine(host, "stdout", b"short"), OutputLine(host, "stdout", b"", spill=line_file))))
         sent["warn"](f"note from {host.name}")  # type: ignore[operator]

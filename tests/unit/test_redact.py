@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import types
 
 import pytest
 
@@ -186,8 +187,11 @@ def test_the_runner_masks_output_results_errors_and_warnings(mocker, monkeypatch
         return FakeSession()
 
     mocker.patch("fleetrun.ssh.connect", side_effect=connect)
-    mocker.patch("fleetrun.runner.connect_settings", side_effect=lambda hosts, options, warn: warn(
-        f"known_hosts: odd line mentioning {PASSPHRASE}"))
+    def settings(hosts, options, warn, passwords=None):
+        warn(f"known_hosts: odd line mentioning {PASSPHRASE}")
+        return types.SimpleNamespace(gateways=None)
+
+    mocker.patch("fleetrun.runner.connect_settings", side_effect=settings)
 
     def task(session, host: Host, context: HostContext) -> HostResult:
         assert context.on_output is not None

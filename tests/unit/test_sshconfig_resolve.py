@@ -205,7 +205,7 @@ def test_adhoc_hosts_from_a_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("pattern", "message"), [
     ("all", "need an inventory"), ("web*", "need an inventory"), ("web&db", "need an inventory"),
-    ("web01:99999", "bad port"), ("@web01", "empty user"), ("a@h:1,b@h:2", "listed twice"),
+    ("web01:99999", "bad port"), ("@web01", "cannot read"), ("a@h:1,b@h:2", "listed twice"),
     ("web[3-1]", "backwards"), (",", "names no host"),
 ])
 def test_adhoc_refuses(pattern: str, message: str) -> None:
