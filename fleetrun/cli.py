@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -113,8 +114,9 @@ def run_options(function: F) -> F:
                      help="accept-new: record unknown keys; no: labs only, never changed keys. Default: "
                           "ssh_config's StrictHostKeyChecking (ask: yes; no: accept-new), else yes."),
         click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=None,
-                     help="Seconds for TCP connect, SSH handshake and authentication together "
-                     "(overrides the inventory; default 10)."),
+                     help="Seconds for TCP connect, SSH handshake and authentication together, counted from "
+                     "when the host gets its handshake slot (see --max-handshakes), not from when it was "
+                     "queued (overrides the inventory; default 10)."),
         click.option("-J", "--jump", metavar="SPEC",
                      help="Reach every host through these bastions, like ssh -J: '[user@]host[:port],…' visited "
                           "in order, or 'none' (overrides the inventory's jump and ssh_config's ProxyJump)."),
@@ -130,6 +132,13 @@ def run_options(function: F) -> F:
                      help="Hold an exclusive lock on FILE for the run; if another run holds it, exit 75."),
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
+        click.option("--procs", type=click.IntRange(1, 256), default=None, metavar="N",
+                     help="Worker processes, each with its share of the hosts and of --forks; one collector. "
+                          "Default: the usable cores (1 on a 1-core machine)."),
+        click.option("--max-handshakes", type=click.IntRange(1, 4096), default=None, metavar="N",
+                     help="Hosts connecting at once (TCP connect to authenticated), apart from --forks: the "
+                          "others wait their turn without their connect timeout running. Default: 16 per "
+                          "usable core, at least 8."),
         click.option("--format", "output_format", type=click.Choice(["table", "gather", "stream", "json"]),
                      default="table", show_default=True,
                      help="table: a row per host; gather: hosts with the same output folded into one block; "
@@ -441,6 +450,7 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status.
 
     `adjust` (exec) changes and checks the resolved hosts before anything connects."""
+    from fleetrun.admission import usable_cores
     from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
 
@@ -455,6 +465,8 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     defaults = _split_defaults(params)[1]
     options = RunOptions(
         forks=params["forks"],
+        max_handshakes=params.get("max_handshakes"),
+        procs=params.get("procs") or usable_cores(),
         connect_timeout=defaults.get("connect_timeout", 10.0),  # for hosts that have none of their own
         timeout=params["timeout"],
         deadline=params["deadline"],
@@ -622,9 +634,14 @@ def _stdin_forwarded(no_stdin: bool) -> bool:
     if no_stdin:
         return False
     try:
-        return not os.isatty(0)
+        if os.isatty(0):
+            return False
+        info = os.fstat(0)
     except OSError:
         return False
+    # /dev/null (cron, CI, `</dev/null`): the commands' stdin at EOF at once is the same thing, and needs no
+    # spool, so the run may use every core (--procs).
+    return not (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3))
 
 
 @cli.command("exec", cls=ExecCommand)
@@ -670,6 +687,12 @@ def exec_command(command: str, max_output: str, **params: Any) -> int:
 
     params["max_output_bytes"] = parse_size(max_output)
     spec = _exec_spec(command, params)
+    if spec.stdin is not None:
+        # The spool's reader thread lives in this process; worker processes would not see its bytes.
+        if (params.get("procs") or 1) > 1:
+            click.echo(f"fleetrun: warning: running in one process, not {params['procs']} (--procs): stdin is "
+                       "forwarded to the commands; give -n or </dev/null to use every core", err=True)
+        params["procs"] = 1
     return run_on_hosts(params, lambda: exec_task(spec), adjust=lambda hosts: _exec_hosts(hosts, spec, params))
 
 
@@ -949,9 +972,10 @@ def main(argv: list[str] | None = None) -> None:
     # paramiko imports `invoke` (and with it unittest.mock) only for its own ssh_config's "Match exec"; fleetrun
     # reads ssh_config with fleetrun.sshconfig (Match exec via subprocess): 0.1-0.2 s of CPU per run saved.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
-    from fleetrun import quiet
+    from fleetrun import malloc, quiet
 
     quiet.install(debug=bool(os.environ.get("FLEETRUN_DEBUG")))
+    malloc.hold_mmap_threshold()
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         status = cli.main(args=args, prog_name="fleetrun", standalone_mode=False, obj={"argv": args})

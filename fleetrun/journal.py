@@ -273,9 +273,10 @@ class JournalWriter:
         from fleetrun.output.json import result_record
 
         cap = self.output_cap
-        kept = replace(result, stdout=result.stdout[:cap], stderr=result.stderr[:cap],
-                       stdout_truncated=result.stdout_truncated or len(result.stdout) > cap,
-                       stderr_truncated=result.stderr_truncated or len(result.stderr) > cap)
+        kept = replace(result, stdout=result.output_head("stdout", cap), stderr=result.output_head("stderr", cap),
+                       stdout_file=None, stderr_file=None,
+                       stdout_truncated=result.stdout_truncated or result.output_size("stdout") > cap,
+                       stderr_truncated=result.stderr_truncated or result.output_size("stderr") > cap)
         record = result_record(kept)
         if self.secrets:
             record = _redact(record, self.secrets)

@@ -13,9 +13,10 @@ from fleetrun.output.base import decode
 SCHEMA = "fleetrun/1"
 
 
-def result_record(result: HostResult) -> dict[str, Any]:
-    """The JSON object for one host; pinned by tests/unit/test_json_contract.py."""
-    return {
+def result_record(result: HostResult, *, outputs: bool = True) -> dict[str, Any]:
+    """The JSON object for one host; pinned by tests/unit/test_json_contract.py. Without `outputs`, no
+    stdout/stderr keys (--out-dir's .status): a spilled output is then not even read back."""
+    record = {
         "schema": SCHEMA,
         "type": "host",
         "host": result.host.name,
@@ -24,8 +25,8 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "status": result.outcome.value,
         "exit_code": result.exit_code,
         "signal": result.signal,
-        "stdout": decode(result.stdout),
-        "stderr": decode(result.stderr),
+        "stdout": decode(result.output("stdout")) if outputs else None,
+        "stderr": decode(result.output("stderr")) if outputs else None,
         "stdout_truncated": result.stdout_truncated,
         "stderr_truncated": result.stderr_truncated,
         "duration": round(result.duration, 3),
@@ -36,6 +37,9 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "reason": result.reason,
         "become": None if result.become is None else {"user": result.become.user, "status": result.become.status},
     }
+    if not outputs:
+        del record["stdout"], record["stderr"]
+    return record
 
 
 def inventory_record(host: Host, local_user: str) -> str:
