@@ -170,9 +170,10 @@ def load(path: Path) -> list[ShardResult]:
     if path.is_dir():
         if (path / "run.json").exists():
             return [load_run_directory(path)]
-        found = sorted(entry for entry in path.iterdir()
-                       if (entry.is_dir() and (entry / "run.json").exists())
-                       or (entry.is_file() and entry.suffix in (".json", ".jsonl") and not entry.name.startswith(".")))
+        # The journal's `latest` links to a run listed anyway, and hidden names are half-made or half-removed.
+        found = sorted(entry for entry in path.iterdir() if not entry.is_symlink() and not entry.name.startswith(".")
+                       and ((entry.is_dir() and (entry / "run.json").exists())
+                            or (entry.is_file() and entry.suffix in (".json", ".jsonl"))))
         if not found:
             raise UsageError(f"{path}: no shard results in it (no run.json, no *.json files): give the shards' "
                              "--format json files or run directories")
