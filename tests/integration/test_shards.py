@@ -172,3 +172,29 @@ def test_merge_refuses_a_missing_shard_a_duplicate_and_a_mixed_selection(shards,
     empty = tmp_path / "empty.json"
     empty.write_text("")
     assert "it is empty" in fleetrun("runs", "merge", *files, str(empty), home=home).err
+
+
+def test_push_shards_merge_with_their_changes_and_a_shard_rerun_repeats_its_share(lab: Lab, ssh_env, tmp_path):
+    home = ssh_env
+    local = tmp_path / "app.conf"
+    local.write_text("port = 8080\n")
+    files = []
+    for index in (1, 2):
+        run = fleetrun("push", "-i", str(lab.inventory), str(local), "/srv/shard-test/app.conf", "--mkdir", "-H", "all",
+                       "--shard", f"{index}/2", "--format", "json", home=home)
+        assert run.code == 0, run.err
+        files.append(tmp_path / f"push-{index}.json")
+        files[-1].write_text(run.out)
+    merged = fleetrun("runs", "merge", *map(str, files), "--format", "json", home=home)
+    hosts, summary = merged.json()
+    assert merged.code == 0 and sorted(hosts) == sorted(host.name for host in lab.hosts)
+    assert summary["changed"] + summary["unchanged"] == len(lab.hosts)
+
+    # rerun of the last shard acts on that shard's hosts, as a plain run (the share is not taken again)
+    again = fleetrun("rerun", "--format", "json", home=home)
+    hosts, summary = again.json()
+    assert again.code == 0 and sorted(hosts) == sorted(host.name for host in lab.hosts)[1::2]
+    assert "shard" not in summary and all(record["changed"] is False for record in hosts.values())
+    refused = fleetrun("push", "-i", str(lab.inventory), str(local), "/srv/shard-test/app.conf", "--shard", "1/2",
+                       "--retry-failed=latest", home=home)
+    assert refused.code == 2 and "--shard does not go with --retry-failed" in refused.err
