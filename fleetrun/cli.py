@@ -66,6 +66,34 @@ def host_list_options(function: F) -> F:
     return function
 
 
+def shard_options(function: F) -> F:
+    """--shard and --shard-total (issue 13): on exec, push, pull and `fleetrun hosts` (a dry run of the share)."""
+    options = [
+        click.option("--shard", metavar="K/N|auto",
+                     help="Act on share K of N (1-based) of the selected hosts: sorted by name, the i-th goes to "
+                          "shard (i mod N)+1. auto: K and N from the scheduler's variables (Kubernetes Indexed Job, "
+                          "GitLab, Buildkite, CircleCI). Merge the results with `fleetrun runs merge`."),
+        click.option("--shard-total", type=int, default=None, metavar="N",
+                     help="With --shard auto: the number of shards where the scheduler sets none (a Kubernetes "
+                          "Indexed Job's spec.completions). Env: FLEETRUN_SHARD_TOTAL."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def shard_spec(params: dict[str, Any], *, retry_failed: bool = False, rerun: bool = False) -> Any:
+    """The --shard the options ask for (a fleetrun.shard.ShardSpec, or None); bad ones are exit 2 at once."""
+    if params.get("shard") is None and params.get("shard_total") is None:
+        return None
+    from fleetrun.shard import check_options, parse_shard
+
+    spec = parse_shard(params.get("shard"), params.get("shard_total"), os.environ)
+    if spec is not None:
+        check_options(spec, retry_failed=retry_failed, rerun=rerun, pick=params.get("pick"), seed=params.get("seed"))
+    return spec
+
+
 def inventory_option(function: F) -> F:
     function = click.option(
         "--ansible-inventory", "ansible_inventory", metavar="SRC", multiple=True, shell_complete=_complete_files,
@@ -100,6 +128,7 @@ def run_options(function: F) -> F:
                           "('web01,deploy@10.0.0.5:2222', ranges, ^FILE), resolved through ssh_config like pdsh -w. "
                           "Required, except with --retry-failed."),
         host_list_options,
+        shard_options,
         inventory_option,
         ssh_config_option,
         click.option("-u", "--user", help="Log in as USER (overrides the inventory and ssh_config)."),
@@ -213,7 +242,7 @@ def _make_renderer(params: dict[str, Any], out: TextIO, err: TextIO) -> Any:
     if output_format == "json":
         from fleetrun.output.json import JsonRenderer
 
-        return JsonRenderer(out)
+        return JsonRenderer(out, {"shard": params["_shard"]} if params.get("_shard") else None)
     if output_format == "stream":
         from fleetrun.output.stream import StreamRenderer
 
@@ -455,9 +484,21 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     from fleetrun.runner import RunOptions, execute
 
     rollout = rollout_from(params)
+    shard = shard_spec(params, retry_failed=params.get("retry_failed") is not None,
+                       rerun=params.get("_rerun") is not None)
     planned = plan_hosts(params, sys.stderr)
     if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
         return int(ExitStatus.OK)
+    if shard is not None:
+        from dataclasses import replace
+
+        from fleetrun.shard import empty_share_note, take_share
+
+        share, info = take_share(planned.hosts, shard)
+        if not share:  # still a run (journal, JSON summary): the merge must see every shard
+            sys.stderr.write(empty_share_note(info))
+        planned = replace(planned, hosts=share, shard=info.record())
+        params["_shard"] = planned.shard  # for the JSON summary
     hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
     if adjust is not None:
         hosts = adjust(hosts)
@@ -808,6 +849,7 @@ for _command in (push_command, pull_command):  # -t bounds the transfer here, no
 @click.option("-H", "--hosts", "hosts_pattern", metavar="PATTERN", shell_complete=_complete_pattern,
               help="Hosts to list, as for exec (default: all). The PATTERN argument does the same.")
 @host_list_options
+@shard_options
 @inventory_option
 @ssh_config_option
 @click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
@@ -840,7 +882,7 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
         for flag, given in (("--names", names), ("--format json", output_format == "json"), ("--explain", explain)):
             if given:
                 raise UsageError(f"{flag} and {actions[0]} do not go together: pick one")
-        return _node_set(actions[0], arguments, hosts_pattern, separator, params)
+        return _node_set(actions[0], arguments, hosts_pattern, separator, params, shard_spec(params))
     if len(arguments) > 1:
         raise UsageError(f"one PATTERN, not {len(arguments)} ({' '.join(arguments)}): join them with ',' "
                          "(node sets go with --fold, --expand or --count)")
@@ -849,9 +891,18 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
         raise UsageError(f"two patterns given ({pattern!r} and -H {hosts_pattern!r}): give one")
     if names and output_format == "json":
         raise UsageError("--names and --format json do not go together: pick one")
+    shard = shard_spec(params)
     inventory = _inventory(params)
     selected, ssh_config_allowed = select_in(inventory, hosts_pattern or pattern or "all", params, listing=True,
                                              quiet=names or output_format == "json")
+    footer = ""
+    if shard is not None:
+        from fleetrun.shard import empty_share_note, take_share
+
+        selected, info = take_share(selected, shard)
+        footer = f" (shard {info.index}/{info.total} of {info.selection_count} selected)"
+        if not selected:
+            sys.stderr.write(empty_share_note(info))
     out = sys.stdout
     local = getpass.getuser()
     if names:
@@ -878,12 +929,12 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
 
     rows = [(h.name, h.address, str(h.port), h.user or local, ",".join(h.groups)) for h in hosts]
     out.write(aligned(("HOST", "ADDRESS", "PORT", "USER", "GROUPS"), rows))
-    out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}\n")
+    out.write(f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}{footer}\n")
     return int(ExitStatus.OK)
 
 
 def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None, separator: str,
-              params: dict[str, Any]) -> int:
+              params: dict[str, Any], shard: Any = None) -> int:
     """`fleetrun hosts --fold/--expand/--count`: over NAMES (or stdin) without an inventory, or over -H's hosts."""
     from fleetrun.nodesets import given_names, render
 
@@ -899,6 +950,10 @@ def _node_set(action: str, arguments: tuple[str, ...], hosts_pattern: str | None
             raise UsageError(f"{action} over NAMES reads no inventory: for the inventory's hosts use -H PATTERN")
         names = given_names(arguments, sys.stdin, params.get("exclude") or (), params.get("pick"),
                             params.get("seed"), action)
+    if shard is not None:
+        from fleetrun.shard import share_names
+
+        names = share_names(names, shard.index, shard.total)
     sys.stdout.write(render(action, names, separator))
     return int(ExitStatus.OK)
 

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Options of a recorded run that `rerun` does not repeat: where the host list came from (the rerun gives the
-# hosts), and report files (a rerun must not overwrite the original's --out-dir or --junit report).
-_NOT_REPEATED = ("pattern", "retry_failed", "out_dir", "junit")
+# hosts), and report files (a rerun must not overwrite the original's --out-dir or --junit report). A shard's
+# rerun acts on the hosts that shard recorded (its share), as a plain run: the share is not taken twice.
+_NOT_REPEATED = ("pattern", "retry_failed", "out_dir", "junit", "shard", "shard_total")
 _OUTPUT_OVERRIDES = ("output_format", "gather", "diff", "verbose", "quiet", "no_progress", "out_dir", "junit",
                      "no_journal")
 
@@ -128,6 +129,7 @@ class Planned:
     parent: str | None  # the run being retried
     ssh_config: bool = True  # whether the inventory lets ssh_config apply
     inventory_hosts: Mapping[str, Host] = field(default_factory=dict)  # every inventory host, for jump hops
+    shard: Mapping[str, Any] | None = None  # --shard: fleetrun.shard.ShardInfo.record() (`hosts` is the share)
 
 
 def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
@@ -232,7 +234,7 @@ def journal_for(params: dict[str, Any], planned: Planned, hosts: Sequence[Host],
     argv = root_obj.get("argv", sys.argv[1:]) if isinstance(root_obj, dict) else sys.argv[1:]
     meta = RunMeta(kind=kind, argv=tuple(argv), command=options.get("command") if kind == "exec" else None,
                    transfer=transfer, inventories=planned.inventories, pattern=planned.pattern, options=options,
-                   cwd=os.getcwd(), parent=planned.parent)
+                   cwd=os.getcwd(), parent=planned.parent, shard=planned.shard)
     secrets = _secrets(hosts, known_secrets)
     root = runs_dir()
 
@@ -391,6 +393,69 @@ def runs_show(run_ref: str, status_filter: str | None, names: bool, output_forma
         out.write(f"{_outcome_text(summary, False)}"
                   + (f"; {summary['stopped']['message']}" if summary.get("stopped") else "") + "\n")
     return int(ExitStatus.OK)
+
+
+@runs_group.command("merge")
+@click.argument("paths", nargs=-1, required=True, metavar="DIR_OR_FILES...")
+@click.option("--format", "output_format", type=click.Choice(["table", "gather", "json"]), default="table",
+              show_default=True, help="As for exec: a row per host, hosts with the same output folded, or JSON Lines "
+                                      "(whose summary lists the shards under `merged`).")
+@click.option("--diff", is_flag=True, help="Gather, showing each minority group as a diff against the largest.")
+@click.option("-v", "--verbose", is_flag=True, help="Show full output (stderr of ok hosts too).")
+@click.option("-q", "--quiet", is_flag=True, help="Only hosts that did not end ok, and the summary line.")
+@click.option("--junit", metavar="FILE", help="Write a JUnit XML report of the merged run, one testcase per host.")
+@click.option("--names", is_flag=True, help="Only the host names, one per line (with --status: a list to retry); "
+                                           "exits 0 once the shards check out.")
+@click.option("--status", "status_filter", metavar="S[,S…]",
+              help="Only hosts with these statuses (e.g. failed,unreachable; not-ok: all but ok).")
+def runs_merge(paths: tuple[str, ...], output_format: str, diff: bool, verbose: bool, quiet: bool,
+               junit: str | None, names: bool, status_filter: str | None) -> int:
+    """Join the results of `--shard K/N` runs into one run, shown as that run would have been, with the exit
+    status it would have had.
+
+    Each of DIR_OR_FILES is a shard's `--format json` output, a run directory of the journal, or a directory
+    holding such files. Refused (exit 2): an input that is not a finished shard result, shards of different
+    selections, a shard given twice or missing, a host in two shards.
+    """
+    from fleetrun.runs_merge import load_all, merge
+
+    wanted = _statuses(status_filter)
+    if wanted is not None and not names:
+        raise UsageError("--status goes with --names (the host names to retry, say); add --names")
+    merged = merge(load_all(paths))
+    out, err = sys.stdout, sys.stderr
+    if names:
+        out.write("".join(f"{result.host.name}\n" for result in merged.results
+                          if wanted is None or result.outcome.value in wanted))
+        return int(ExitStatus.OK)
+    from fleetrun.output.base import Renderer
+    from fleetrun.output.fanout import Fanout, OnlyProblems
+
+    if output_format == "json":
+        from fleetrun.output.json import JsonRenderer
+
+        screen: Renderer = JsonRenderer(out, merged.record())
+    else:
+        from fleetrun.cli import _make_renderer
+
+        screen = _make_renderer({"output_format": output_format, "gather": False, "diff": diff, "verbose": verbose},
+                                out, err)
+    renderers: list[Renderer] = [OnlyProblems(screen) if quiet else screen]
+    if junit:
+        from fleetrun.output.junit import JunitRenderer
+
+        first = merged.shards[0]
+        properties = {"shards": str(merged.total)}
+        if first.command is not None:
+            properties["command"] = first.command
+        renderers.append(JunitRenderer(junit, err, suite=f"fleetrun {first.kind or 'runs merge'}",
+                                       properties=properties))
+    renderer = Fanout(renderers)
+    renderer.on_start([result.host for result in merged.results])
+    for result in merged.results:
+        renderer.on_result(result)
+    renderer.on_finish(merged.summary)
+    return int(merged.summary.exit_status)
 
 
 def parse_size_option(text: str, option: str) -> int:
