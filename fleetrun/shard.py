@@ -8,7 +8,6 @@ one, need no coordination, and are the same on every machine that selects the sa
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -69,10 +68,11 @@ class ShardInfo:
 
 
 def selection_digest(names: Iterable[str]) -> str:
-    """sha256 (hex) of the names sorted in plain string order and joined by "\\n" (no newline at the end).
+    """sha256 (hex) of the names sorted in plain string order, each followed by "\\n": the journal's
+    `selection.sha256` too, and the same as `fleetrun hosts -H PATTERN --names | LC_ALL=C sort | sha256sum`."""
+    from fleetrun.journal import selection_sha256
 
-    The same as `fleetrun hosts -H PATTERN --names | LC_ALL=C sort | head -c -1 | sha256sum`."""
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    return selection_sha256(names)
 
 
 def shard_of(position: int, total: int) -> int:

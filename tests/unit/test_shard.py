@@ -181,9 +181,9 @@ def test_the_share_is_the_same_whatever_order_the_selection_came_in():
         assert {h.name for h in share(selection, index, 3)} == {h.name for h in share(shuffled, index, 3)}
 
 
-def test_digest_is_sha256_of_the_sorted_names_joined_by_newlines():
+def test_digest_is_sha256_of_the_sorted_names_each_with_a_newline():
     names = ["web02", "db01", "web10", "Web1"]
-    assert selection_digest(names) == hashlib.sha256(b"Web1\ndb01\nweb02\nweb10").hexdigest()
+    assert selection_digest(names) == hashlib.sha256(b"Web1\ndb01\nweb02\nweb10\n").hexdigest()
     assert selection_digest(reversed(names)) == selection_digest(names)
     assert selection_digest([]) == hashlib.sha256(b"").hexdigest()
     assert selection_digest(["a", "b"]) != selection_digest(["a", "b", "c"])
