@@ -135,7 +135,7 @@ class Planned:
 def plan_hosts(params: dict[str, Any], err: TextIO) -> Planned | None:
     """The selected hosts: --hosts, or a recorded run's (failed) hosts within --hosts. None: nothing to retry
     (already said on stderr; the caller exits 0 without connecting anywhere)."""
-    from fleetrun.cli import _inventory, select_in
+    from fleetrun.cli_shared import _inventory, select_in
     from fleetrun.journal import runs_dir
     from fleetrun.journal_read import latest_for, resolve_run
 
@@ -436,7 +436,7 @@ def runs_merge(paths: tuple[str, ...], output_format: str, diff: bool, verbose: 
 
         screen: Renderer = JsonRenderer(out, merged.record())
     else:
-        from fleetrun.cli import _make_renderer
+        from fleetrun.cli_shared import _make_renderer
 
         screen = _make_renderer({"output_format": output_format, "gather": False, "diff": diff, "verbose": verbose},
                                 out, err)
@@ -459,7 +459,7 @@ def runs_merge(paths: tuple[str, ...], output_format: str, diff: bool, verbose: 
 
 
 def parse_size_option(text: str, option: str) -> int:
-    from fleetrun.cli import parse_size
+    from fleetrun.cli_options import parse_size
 
     try:
         return parse_size(text)
