@@ -14,6 +14,7 @@ import click
 
 from fleetrun import __version__
 from fleetrun.cli_exec import exec_command
+from fleetrun.cli_journal import rerun_command, runs_group
 from fleetrun.cli_options import (
     F,
     _complete_files,
@@ -25,7 +26,7 @@ from fleetrun.cli_options import (
     shard_spec,
     ssh_config_option,
 )
-from fleetrun.cli_runs import rerun_command, rollout_options, runs_group
+from fleetrun.cli_runs import rollout_options
 from fleetrun.cli_shared import (
     _DEFAULTS_KEY,
     _check_pick,
