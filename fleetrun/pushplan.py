@@ -17,6 +17,14 @@ HASH_READ = 1 << 20
 SFTP_TIME_MAX = 1 << 32  # SFTP v3 carries times as unsigned 32-bit seconds
 
 
+class _Stopped(Exception):
+    """The host's check stopped a hash (its timeout, a cancel): `reason` is what it raised."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
 class LocalDigest:
     """The SHA-256 of one local file, computed when a host first needs it and then shared by every host.
 
@@ -40,12 +48,9 @@ class LocalDigest:
             if self._value is None and self._error is None:
                 self.computed += 1
                 try:
-                    digest = hashlib.sha256()
-                    with self.path.open("rb") as source:
-                        while chunk := source.read(HASH_READ):
-                            digest.update(chunk)
-                            check()
-                        now = os.fstat(source.fileno())
+                    digest, now = self._hash(check)
+                except _Stopped as stopped:
+                    raise stopped.reason from None
                 except OSError as error:
                     self._error = f"cannot read {self.path}: {error.strerror}"
                 else:
@@ -53,13 +58,27 @@ class LocalDigest:
                         # The digest would not be of the file the plan's size and mtime describe.
                         self._error = f"{self.path} changed on this machine during the push: push it again"
                     else:
-                        self._value = digest.hexdigest()
+                        self._value = digest
             if self._error is not None:
                 raise TransferError(self._error)
             assert self._value is not None
             return self._value
         finally:
             self._lock.release()
+
+    def _hash(self, check: Callable[[], None]) -> tuple[str, os.stat_result]:
+        def stoppable() -> None:
+            try:
+                check()
+            except BaseException as reason:  # a timeout may be an OSError: keep it apart from read errors
+                raise _Stopped(reason) from None
+
+        digest = hashlib.sha256()
+        with self.path.open("rb") as source:
+            while chunk := source.read(HASH_READ):
+                digest.update(chunk)
+                stoppable()
+            return digest.hexdigest(), os.fstat(source.fileno())
 
     @property
     def done(self) -> bool:
