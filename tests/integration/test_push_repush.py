@@ -191,3 +191,28 @@ def test_tree_is_compared_per_file_and_verify_mode_owner_still_work(logged, tmp_
         assert srv(host, "site/index.html").read_text() == "<h1>hello</h1>\n"
         assert srv(host, "site/index.html.fleetrun-bak").read_text() == "<h1>hi</h1>\n"
         assert int(srv(host, "site/index.html").stat().st_mtime) == int((tree / "index.html").stat().st_mtime)
+
+
+def test_an_identical_file_whose_mtime_we_may_not_set_stays_unchanged_with_a_note(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    payload = tmp_path / "shared.txt"
+    payload.write_text("shared\n")
+    there = srv(host, "shared.txt")
+    there.write_text("shared\n")
+    there.chmod(0o666)  # root's file, writable by all: nobody may write it but not set its times
+    os.utime(there, (1_600_000_000, 1_600_000_000))
+    # sshd reads authorized_keys as nobody: let it through the test's private temp directories.
+    for directory in [lab.directory, *lab.directory.parents]:
+        if directory == Path("/tmp"):
+            break
+        directory.chmod(directory.stat().st_mode | 0o711)
+    (lab.directory / "authorized_keys").chmod(0o644)
+    run = fleetrun("push", "-i", str(lab.inventory), str(payload), "/srv/shared.txt", "--mode", "0666",
+                   "-u", "nobody", "-H", "all", "--format", "json", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    hosts, summary = run.json()
+    # nobody has no shell, so no sha256sum: the host's copy was read back over SFTP to hash it.
+    assert summary["unchanged"] == 1 and hosts[host.name]["details"] == [
+        "unchanged /srv/shared.txt (same checksum; mtime not set: permission denied: /srv/shared.txt)"]
+    assert int(there.stat().st_mtime) == 1_600_000_000 and there.stat().st_uid == 0
