@@ -66,6 +66,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kex", default="curve25519-sha256",
                         help="KexAlgorithms for rsync's ssh ('default': OpenSSH's); curve25519 is what paramiko "
                              "negotiates, as in bench/run.py")
+    parser.add_argument("--quiet-wait", type=float, default=10,
+                        help="seconds at most to wait for a quiet machine before each push (default: %(default)s)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from WORK/repush.json")
     args = parser.parse_args()
     args.tools = [tool for tool in args.tools.split(",") if tool]
@@ -194,11 +196,15 @@ def render(samples: list[Sample], args: argparse.Namespace) -> str:
         lines += ["", f"fleetrun's identical re-push takes **{ratios['fleetrun']:.2f}×** its fresh push (median of "
                   "the runs), which "
                   f"{verdict} issue 13's target of at most 0.25× (it was 0.73× when every push hashed every "
-                  "host's copy; the `--checksum` row still does, with the local file now hashed once, when first "
-                  f"needed). In CPU (client and servers) the re-push costs {cpu_ratio:.2f}× the fresh push: what "
-                  f"is left of its wall time is connecting {args.hosts} hosts on a shared machine."]
+                  "host's copy; the `--checksum` row still hashes every host's copy, the local file once, "
+                  f"when first needed). In CPU (client and servers) the re-push costs {cpu_ratio:.2f}× the fresh "
+                  f"push: what is left of its wall time is connecting {args.hosts} hosts on a shared machine."]
         if "rsync" in ratios:
             lines.append(f"rsync's re-push takes {ratios['rsync']:.2f}× its own fresh push in the same run.")
+    fresh = [s.wall for s in samples if s.phase == "fresh" and s.ok]
+    if fresh:
+        lines += ["", f"Fresh pushes took {min(fresh):.1f}–{max(fresh):.1f} s across the runs: the other work on "
+                  "this machine came and went, which is why each ratio pairs a re-push with its own fresh push."]
     lines += ["", "The re-push reads neither file: a remote file with the local size and mtime (whole seconds, "
               "rsync's default `--modify-window 0`) is unchanged, as in rsync's quick check; fleetrun sets the "
               "remote mtime on every upload, on the temp file before the rename. What is left is connecting and "
@@ -238,7 +244,8 @@ def main() -> int:
             for tool in order:
                 clear(fleet)
                 for phase in PHASES:
-                    wait_quiet()
+                    if args.quiet_wait > 0:
+                        wait_quiet(args.quiet_wait)
                     sample = measure(tool, phase, fleet, local, expected, work, args.timeout)
                     samples.append(sample)
                     print(f"run {run + 1}: {tool:10} {phase:5} {sample.wall:7.2f} s "
