@@ -1,4 +1,4 @@
-"""What `fleetrun push` will send, read once before any connection: files, symlinks, directories and their modes."""
+"""What `fleetrun push` will send, looked at before any connection; file contents are hashed lazily, once per run."""
 
 from __future__ import annotations
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from fleet import fleetrun
+from fleet import clean_env, fleetrun
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +220,29 @@ def test_an_identical_file_whose_mtime_we_may_not_set_stays_unchanged_with_a_not
     assert summary["unchanged"] == 1 and hosts[host.name]["details"] == [
         "unchanged /srv/shared.txt (same checksum; mtime not set: permission denied: /srv/shared.txt)"]
     assert int(there.stat().st_mtime) == 1_600_000_000 and there.stat().st_uid == 0
+
+
+def test_a_local_file_changed_during_its_upload_fails_the_host_and_keeps_the_target(make_lab, tmp_path):
+    lab = make_lab(1)
+    host = lab.hosts[0]
+    srv(host, "big.bin").write_bytes(b"old")
+    payload = tmp_path / "big.bin"
+    with payload.open("wb") as out:
+        for _ in range(200):
+            out.write(os.urandom(1 << 20))
+    command = [sys.executable, "-m", "fleetrun", "push", "-i", str(lab.inventory), str(payload), "/srv/big.bin",
+               "-H", "all", "--format", "json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(".fleetrun-tmp-" in p.name for p in srv(host).iterdir()):
+        time.sleep(0.02)
+    info = payload.stat()
+    os.utime(payload, ns=(info.st_atime_ns, info.st_mtime_ns + 5 * 10**9))  # what an editor saving it would do
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    record = json.loads(out.splitlines()[0])
+    assert record["status"] == "failed" and "changed on this machine during the push: push it again" in (
+        record["error"]), record
+    assert srv(host, "big.bin").read_bytes() == b"old"
+    assert [p.name for p in srv(host).iterdir()] == ["big.bin"], "the temp file was removed"
