@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fleet import clean_env, fleetrun
+
+from fleetrun.errors import LabError
+from fleetrun.lab import Lab, start_lab, stop_lab
 
 pytestmark = pytest.mark.integration
 
@@ -197,8 +203,25 @@ def test_tree_is_compared_per_file_and_verify_mode_owner_still_work(logged, tmp_
         assert int(srv(host, "site/index.html").stat().st_mtime) == int((tree / "index.html").stat().st_mtime)
 
 
-def test_an_identical_file_whose_mtime_we_may_not_set_stays_unchanged_with_a_note(make_lab, tmp_path):
-    lab = make_lab(1)
+@pytest.fixture
+def nobody_lab() -> Iterator[Lab]:
+    """One lab host that `nobody` can log in to. Its directory is outside pytest's base temp directory, whose
+    0700 root any pytest session started meanwhile (on this shared machine) would restore; sshd reads
+    authorized_keys as the user logging in."""
+    directory = Path(tempfile.mkdtemp(prefix="fleetrun-nobody-lab-"))
+    directory.chmod(0o711)
+    try:
+        lab = start_lab(1, directory)
+        (lab.directory / "authorized_keys").chmod(0o644)
+        yield lab
+    finally:
+        with contextlib.suppress(LabError):
+            stop_lab(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_an_identical_file_whose_mtime_we_may_not_set_stays_unchanged_with_a_note(nobody_lab, tmp_path):
+    lab = nobody_lab
     host = lab.hosts[0]
     payload = tmp_path / "shared.txt"
     payload.write_text("shared\n")
@@ -206,12 +229,6 @@ def test_an_identical_file_whose_mtime_we_may_not_set_stays_unchanged_with_a_not
     there.write_text("shared\n")
     there.chmod(0o666)  # root's file, writable by all: nobody may write it but not set its times
     os.utime(there, (1_600_000_000, 1_600_000_000))
-    # sshd reads authorized_keys as nobody: let it through the test's private temp directories.
-    for directory in [lab.directory, *lab.directory.parents]:
-        if directory == Path("/tmp"):
-            break
-        directory.chmod(directory.stat().st_mode | 0o711)
-    (lab.directory / "authorized_keys").chmod(0o644)
     run = fleetrun("push", "-i", str(lab.inventory), str(payload), "/srv/shared.txt", "--mode", "0666",
                    "-u", "nobody", "-H", "all", "--format", "json", home=tmp_path)
     assert run.code == 0, run.out + run.err
