@@ -62,6 +62,17 @@ class Cancel:
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
 
+    def after_fork(self) -> None:
+        """In a forked worker process: a pipe of its own, so that setting this copy wakes no one in the parent."""
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._read_fd, self._write_fd = os.pipe()
+        if self._event.is_set():
+            os.write(self._write_fd, b"x")
+
     def fileno(self) -> int:
         """Readable once cancelled; never read from, so it stays readable for every waiter."""
         return self._read_fd

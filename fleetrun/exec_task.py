@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from fleetrun.commandplan import ExecSpec, command_for, host_env
 from fleetrun.models import BecomeStatus, Host, HostResult, Outcome
+from fleetrun.spill import SPILL_AT
 
 if TYPE_CHECKING:
     from fleetrun.become import BecomeRequest
@@ -55,6 +56,7 @@ class ExecTask:
             become=become,
             feed=feed,
             script=load,
+            spill_at=SPILL_AT,
         )
         base = HostResult(
             host,
@@ -65,6 +67,8 @@ class ExecTask:
             stderr=ended.stderr,
             stdout_truncated=ended.stdout_truncated,
             stderr_truncated=ended.stderr_truncated,
+            stdout_file=ended.stdout_file,
+            stderr_file=ended.stderr_file,
             become=None if become is None else BecomeStatus(become.user, ended.become),
         )
         if ended.ended == "become":

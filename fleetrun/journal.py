@@ -53,6 +53,8 @@ RUN_FIELDS = {
     "options": "the command's parameters as parsed (what `rerun` repeats)",
     "cwd": "the working directory (rerun runs from it, so relative paths mean the same)",
     "parent": "the id of the run this one retried, or null",
+    "shard": "--shard: {index, total, selection_sha256, selection_count, source} of the WHOLE selection (the "
+             "run's own `selection` is its share); null when not sharded",
     "started": "ISO 8601 UTC time", "ended": "ISO 8601 UTC time, null until the run ended",
     "exit_status": "the run's exit status, null until it ended",
     "redacted": "true if a secret value was masked in argv/command/options: rerun then refuses",
@@ -149,6 +151,7 @@ class RunMeta:
     options: Mapping[str, Any] = field(default_factory=dict)
     cwd: str = ""
     parent: str | None = None
+    shard: Mapping[str, Any] | None = None  # fleetrun.shard.ShardInfo.record(), for `runs merge`
 
 
 def _redact(value: Any, secrets: Sequence[str]) -> Any:
@@ -251,6 +254,7 @@ class JournalWriter:
             "inventories": [{"path": path, "sha256": file_sha256(path)} for path in meta.inventories],
             "selection": {"pattern": meta.pattern, "count": len(names), "sha256": selection_sha256(names)},
             "options": options, "cwd": meta.cwd, "parent": meta.parent,
+            "shard": dict(meta.shard) if meta.shard is not None else None,
             "started": now_text(), "ended": None, "exit_status": None, "redacted": redacted,
             "fleetrun": __version__, "pid": os.getpid(),
         }
@@ -273,9 +277,10 @@ class JournalWriter:
         from fleetrun.output.json import result_record
 
         cap = self.output_cap
-        kept = replace(result, stdout=result.stdout[:cap], stderr=result.stderr[:cap],
-                       stdout_truncated=result.stdout_truncated or len(result.stdout) > cap,
-                       stderr_truncated=result.stderr_truncated or len(result.stderr) > cap)
+        kept = replace(result, stdout=result.output_head("stdout", cap), stderr=result.output_head("stderr", cap),
+                       stdout_file=None, stderr_file=None,
+                       stdout_truncated=result.stdout_truncated or result.output_size("stdout") > cap,
+                       stderr_truncated=result.stderr_truncated or result.output_size("stderr") > cap)
         record = result_record(kept)
         if self.secrets:
             record = _redact(record, self.secrets)
@@ -286,7 +291,8 @@ class JournalWriter:
         from fleetrun.output.json import summary_record
 
         assert self.directory is not None and self.run_id is not None
-        _write_json_atomic(self.directory / "summary.json", summary_record(summary))
+        extra = {"shard": dict(self.meta.shard)} if self.meta.shard is not None else None
+        _write_json_atomic(self.directory / "summary.json", summary_record(summary, extra))
         with _locked(self.root):
             # The end time is taken under the lock that moves `latest`: `latest` is the run that ended last.
             self.record.update(ended=now_text(), exit_status=int(summary.exit_status))

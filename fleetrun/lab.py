@@ -10,12 +10,8 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetrun.errors import LabError
+from fleetrun.lab_process import is_ours, log_tail, spawn_detached, terminate, wait_ready
 
 SSHD_FALLBACK = "/usr/sbin/sshd"
 STATE_FILE = "lab.json"
@@ -41,9 +38,6 @@ _rng = random.Random()  # module-level so a test can make the choice of block an
 _SAFE_PATH = re.compile(r"[\w./@+,=-]+")
 _SIZE = re.compile(r"[1-9][0-9]*[kmgKMG%]?")
 # Python ignores SIGPIPE and a caller may ignore others; sshd and the shells it starts need the defaults.
-_SIGDEF = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
-_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-_OUR_NAMES = ("sshd", "sh", "unshare")  # a lab host's process, before and after its execs
 _SSHD_CONFIG = """\
 # fleetrun lab host {name}; rewritten on every start
 ListenAddress {address}:{port}
@@ -170,17 +164,6 @@ def extra_host_key_path(directory: Path, keytype: str) -> Path:
     return directory / f"lab_host_{keytype}_key"
 
 
-def _spawn(argv: list[str], log: Path) -> int:
-    # posix_spawn, not Popen: no pipes, no Popen objects warning at exit, no fd in the parent per host.
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    # A new session, so a Ctrl-C in the caller's terminal does not reach the lab.
-    return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=set())
-
-
 def _srv_script(srv_size: str, then: list[str], binds: tuple[tuple[str, str], ...] = (), owner: str = "") -> str:
     mounts = "".join(f"mount --bind {shlex.quote(source)} {shlex.quote(target)} && " for target, source in binds)
     return (f"mkdir -p /srv && mount -t tmpfs -o size={srv_size},mode=0755{owner} tmpfs /srv && {mounts}"
@@ -208,121 +191,6 @@ def _authorized_keys(directory: Path, user: str | None) -> str:
     cat = shutil.which("cat") or "/bin/cat"
     return (f"AuthorizedKeysFile none\nAuthorizedKeysCommand {os.path.realpath(cat)} {path}\n"
             "AuthorizedKeysCommandUser root")
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    with contextlib.suppress(OSError):
-        return " | ".join(line.strip() for line in log.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
-
-
-def _banner(host: LabHost, deadline: float, abort: threading.Event) -> bytes:
-    with socket.create_connection((host.address, host.port), timeout=1.0) as sock:
-        banner = b""
-        # Once connected, wait for the banner as long as the deadline allows: giving up early and
-        # reconnecting would pile more work on an sshd that is only slow because the machine is busy.
-        while b"\n" not in banner and len(banner) < 256 and not abort.is_set() and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                if not (chunk := sock.recv(256)):
-                    break
-                banner += chunk
-        if banner.startswith(b"SSH-2.0-"):
-            # Answer in kind and let sshd close first: its log then stays free of probe errors.
-            sock.sendall(b"SSH-2.0-fleetrun_lab_probe\r\n")
-            sock.shutdown(socket.SHUT_WR)
-            with contextlib.suppress(OSError):
-                while sock.recv(4096):
-                    pass
-        return banner
-
-
-def _wait_one(host: LabHost, deadline: float, abort: threading.Event) -> str | None:
-    """None once the host sends an SSH-2.0 banner, else why it did not."""
-    while not abort.is_set():
-        try:
-            done, status = os.waitpid(host.pid, os.WNOHANG)
-        except ChildProcessError:
-            return "sshd exited"
-        if done:
-            return f"sshd exited with status {os.waitstatus_to_exitcode(status)}"
-        with contextlib.suppress(OSError):
-            if _banner(host, deadline, abort).startswith(b"SSH-2.0-"):
-                return None
-        if time.monotonic() >= deadline:
-            return "no SSH-2.0 banner before the deadline"
-        time.sleep(0.05)
-    return None  # another host failed first; that one is reported
-
-
-def _wait_ready(hosts: list[LabHost], timeout: float) -> tuple[LabHost, str] | None:
-    deadline, abort = time.monotonic() + timeout, threading.Event()
-
-    def one(host: LabHost) -> tuple[LabHost, str] | None:
-        reason = _wait_one(host, deadline, abort)
-        if reason is None:
-            return None
-        abort.set()  # one failure fails the lab: stop waiting for the others
-        return host, reason
-
-    # Bounded threads keep the parent's open sockets bounded, whatever the fleet size.
-    with ThreadPoolExecutor(max_workers=min(32, len(hosts)), thread_name_prefix="fleetrun-lab-ready") as pool:
-        try:
-            failures = [failure for failure in pool.map(one, hosts) if failure is not None]
-        finally:
-            abort.set()  # on Ctrl-C too: the pool's exit waits for its threads, so let them return now
-    return failures[0] if failures else None
-
-
-def _proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """(command name, state, parent pid) of a process, or None if there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text[text.rindex(")") + 2 :].split()
-    return text[text.index("(") + 1 : text.rindex(")")], rest[0], int(rest[1])
-
-
-def _ours(pid: int, config: str) -> bool:
-    # The pid may have been reused since the lab started: only a process started with this config counts.
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return f"-f {config}" in cmdline
-
-
-def _alive(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    # Reap only a dead lab process of our own: never steal the exit status of another child of ours.
-    if stat is not None and stat[1] == "Z" and stat[0] in _OUR_NAMES and stat[2] == os.getpid():
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    return stat is not None and stat[1] != "Z"  # a zombie nobody reaps has stopped all the same
-
-
-def _terminate(processes: list[tuple[int, str]], grace: float = 5.0) -> int:
-    """SIGTERM the processes still running their lab config, SIGKILL them after `grace`; how many."""
-    targets = []
-    for pid, config in processes:
-        if _ours(pid, config):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-                targets.append(pid)
-        else:
-            _alive(pid)  # reaps it if it is our own zombie
-
-    def wait(pids: list[int], seconds: float) -> list[int]:
-        deadline = time.monotonic() + seconds
-        while (pids := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return pids
-
-    for pid in wait(targets, grace):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    wait(targets, 2.0)
-    return len(targets)
 
 
 def _write_files(lab: Lab, started: str) -> None:
@@ -392,7 +260,7 @@ def stop_lab(directory: Path) -> int:
             if inventory.readline().startswith(_HEADER):
                 return 0  # a lab that was stopped already: stopping twice is harmless
     state = _read_state(directory)
-    stopped = _terminate([(int(host["pid"]), host["config"]) for host in state["hosts"]])
+    stopped = terminate([(int(host["pid"]), host["config"]) for host in state["hosts"]])
     (directory / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -433,7 +301,7 @@ def _prepare(directory: Path, private_srv: bool, srv_size: str) -> str | None:
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
     if (directory / STATE_FILE).exists():
         running = load_lab(directory)
-        if any(_ours(host.pid, f"{directory / host.name}.sshd_config") for host in running.hosts):
+        if any(is_ours(host.pid, f"{directory / host.name}.sshd_config") for host in running.hosts):
             where = shown_path(directory)
             raise LabError(f"a lab is already running in {where}: stop it with 'fleetrun lab down --dir {where}', "
                            "or give this one another --dir")
@@ -530,16 +398,16 @@ def start_lab(
                             "extra_host_keys": extra_host_keys}
                 text = _SSHD_CONFIG.format(**settings, **fields)
                 config.write_text(_with_extra(text, extra_config))
-                pid = _spawn(_sshd_argv(sshd, config, log, unshare, srv_size, binds, owner), log)
+                pid = spawn_detached(_sshd_argv(sshd, config, log, unshare, srv_size, binds, owner), log)
                 spawned.append((pid, str(config)))
                 hosts.append(LabHost(name, address, port, pid, host_key))
             files = directory / "inventory.yaml", directory / "known_hosts", client_key
             lab = Lab(directory, tuple(hosts), *files, user, private_srv)
             # Recorded before waiting, so `lab down` can clean up after an interrupted start.
             _write_state(lab, started, srv_size)
-            failure = _wait_ready(hosts, 15 + 0.03 * count)
+            failure = wait_ready(hosts, 15 + 0.03 * count)
         except BaseException as error:
-            _terminate(spawned)
+            terminate(spawned)
             (directory / STATE_FILE).unlink(missing_ok=True)
             if isinstance(error, OSError):
                 raise LabError(
@@ -549,10 +417,10 @@ def start_lab(
         if failure is None:
             _write_files(lab, started)
             return lab
-        _terminate(spawned)
+        terminate(spawned)
         (directory / STATE_FILE).unlink(missing_ok=True)
         host, reason = failure
-        tail = _tail(directory / f"{host.name}.log")
+        tail = log_tail(directory / f"{host.name}.log")
         # Another lab may have taken the address between our probe and sshd's bind: try another block.
         if attempt < _ATTEMPTS and ("Address already in use" in tail or "Cannot bind any address" in tail):
             continue

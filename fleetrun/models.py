@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, BinaryIO
 
+from fleetrun.spill import Spill
 from fleetrun.status import ExitStatus
 
 
@@ -117,12 +118,49 @@ class HostResult:
     # Why a host was not started or was cancelled: "rollout stopped", "stopped by the operator", "interrupted",
     # "terminated", "deadline" (issue 11). None for hosts that ran to their own end.
     reason: str | None = None
+    # A stream longer than fleetrun.spill.SPILL_AT: `stdout`/`stderr` hold its first SPILL_AT bytes and this file
+    # all of it. Read the whole stream with output(); closed by the runner once every renderer had the result.
+    stdout_file: Spill | None = field(default=None, compare=False, repr=False)
+    stderr_file: Spill | None = field(default=None, compare=False, repr=False)
     # exec under sudo (issue 10): whom the command ran as and how the negotiation went; None without become.
     become: BecomeStatus | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    def output(self, stream: str) -> bytes:
+        """The whole of "stdout" or "stderr" (read back from its spill file if it has one)."""
+        spill = self.stdout_file if stream == "stdout" else self.stderr_file
+        if spill is not None:
+            return spill.read()
+        return self.stdout if stream == "stdout" else self.stderr
+
+    def output_size(self, stream: str) -> int:
+        spill = self.stdout_file if stream == "stdout" else self.stderr_file
+        return spill.size if spill is not None else len(self.stdout if stream == "stdout" else self.stderr)
+
+    def output_head(self, stream: str, length: int) -> bytes:
+        """The first `length` bytes of a stream, without reading the rest."""
+        spill = self.stdout_file if stream == "stdout" else self.stderr_file
+        data = self.stdout if stream == "stdout" else self.stderr
+        if spill is not None and length > len(data):
+            return spill.read(0, length)
+        return data[:length]
+
+    def output_tail(self, stream: str, length: int) -> bytes:
+        """The last `length` bytes of a stream, without reading the rest."""
+        spill = self.stdout_file if stream == "stdout" else self.stderr_file
+        if spill is not None:
+            return spill.tail(length)
+        data = self.stdout if stream == "stdout" else self.stderr
+        return data[-length:] if length else b""
+
+    def release(self) -> None:
+        """Close the spill files (the collector, once every renderer had this result)."""
+        for spill in (self.stdout_file, self.stderr_file):
+            if spill is not None:
+                spill.close()
 
 
 @dataclass(frozen=True)

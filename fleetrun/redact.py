@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from fleetrun.models import HostResult
+from fleetrun.spill import Spill, rewrite
 
 MASK = "***"
 _MASK_BYTES = MASK.encode()
@@ -58,13 +59,26 @@ class Redactor:
         """`result` with its output, error line and details masked."""
         if self._bytes is None:
             return result
+        stdout, stdout_file = self._output(result.stdout, result.stdout_file, result.stdout_truncated)
+        stderr, stderr_file = self._output(result.stderr, result.stderr_file, result.stderr_truncated)
         return replace(
             result,
-            stdout=self.data(result.stdout, cut=result.stdout_truncated),
-            stderr=self.data(result.stderr, cut=result.stderr_truncated),
+            stdout=stdout,
+            stderr=stderr,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
             error=None if result.error is None else self.text(result.error),
             details=tuple(self.text(line) for line in result.details),
         )
+
+    def _output(self, head: bytes, spill: Spill | None, cut: bool) -> tuple[bytes, Spill | None]:
+        """One stream masked: in memory as a whole, or a spilled one streamed into a new spill file."""
+        if spill is None:
+            return self.data(head, cut=cut), None
+        mask = self.stream()
+        masked = rewrite(head, spill, mask.feed, lambda: mask.flush(cut=cut))
+        spill.close()  # the unmasked copy: gone now
+        return masked
 
     def _holds_secret(self, data: bytes) -> bool:
         # A substring test per secret runs at memory speed; the regex alternation of several secrets is ten
@@ -117,7 +131,7 @@ class StreamRedactor:
         self._pending = data[keep:]
         return b"".join(parts)
 
-    def flush(self) -> bytes:
-        """What was held back, masked; the stream is over."""
+    def flush(self, *, cut: bool = False) -> bytes:
+        """What was held back, masked; the stream is over (`cut`: it was truncated, see Redactor.data)."""
         pending, self._pending = self._pending, b""
-        return self._redactor.data(pending)
+        return self._redactor.data(pending, cut=cut)

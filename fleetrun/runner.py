@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import resource
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from fleetrun.admission import Admission, default_limit, share
 from fleetrun.cancel import Cancel
 from fleetrun.dispatch import Dispatcher, Question
 from fleetrun.errors import HostFailure
@@ -28,6 +30,7 @@ from fleetrun.rollout import Rollout, make_plan, not_started_reason
 from fleetrun.status import ExitStatus, worst
 
 if TYPE_CHECKING:
+    from fleetrun.procs import Processes
     from fleetrun.ssh import Session
 
 FDS_PER_FORK = 6  # socket, the channel's select pipe (2), SFTP and a margin
@@ -38,7 +41,9 @@ class RunOptions:
     """Connection and run settings that apply to every host of one run."""
 
     forks: int = 64
-    connect_timeout: float = 10.0  # for hosts whose inventory sets none
+    # SSH handshakes (TCP connect to authenticated) in flight at once; None: admission.default_limit()
+    max_handshakes: int | None = None
+    connect_timeout: float = 10.0  # for hosts whose inventory sets none; counted from the host's handshake slot
     timeout: float | None = None  # per command
     deadline: float | None = None  # whole run, seconds from start
     max_output: int = 4 << 20  # per stream per host
@@ -53,6 +58,8 @@ class RunOptions:
     use_agent: bool = True
     raw: bool = False
     max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
+    # Worker processes (fleetrun.procs); 1 runs every host in this process. The CLI defaults to the usable cores.
+    procs: int = 1
 
 
 @dataclass(frozen=True)
@@ -268,10 +275,15 @@ def execute(
     for secret in (options.key_passphrase, options.password):
         secrets.remember(secret)
 
-    def warn(message: str) -> None:
+    def write_warning(message: str) -> None:
         with warn_lock:
             err.write(f"fleetrun: warning: {secrets.redact(message)}\n")
             err.flush()
+
+    warn_to: list[Callable[[str], None]] = [write_warning]  # a worker process: over its channel to the parent
+
+    def warn(message: str) -> None:
+        warn_to[0](message)
 
     # Every local input (keys, known_hosts, password sources) is read before --ask-pass prompts: a bad --key
     # must fail at once, not after the operator typed a password.
@@ -294,6 +306,8 @@ def execute(
     forks = fit_forks(options.forks, max((len(batch) for batch in plan.batches), default=0), warn)
     from fleetrun.ssh import connect
 
+    handshakes = options.max_handshakes or default_limit()
+    admission = Admission(handshakes)
     cancel = Cancel()
     counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
     changes = {"changed": 0, "unchanged": 0}
@@ -313,7 +327,8 @@ def execute(
         context = HostContext(options, cancel, tap, become_passwords.get(host.name))
         verified: bool | None = None
         try:
-            session = connect(host, settings, passwords.get(host.name), cancel)
+            with admission.slot(cancel):  # the connect timeout starts once the host has its slot
+                session = connect(host, settings, passwords.get(host.name), cancel)
             verified = session.host_key_verified
             try:
                 result = task(session, host, context)
@@ -381,19 +396,52 @@ def execute(
                     changes["changed" if result.changed else "unchanged"] += 1
                 renderer.on_result(result)
             finally:  # even when a renderer failed: the next batch waits for this count
+                result.release()  # spilled output: every renderer had it (one that keeps it took its own copy)
                 dispatcher.rendered(result)
 
-    renderer.on_start(hosts)
-    with _signals(cancel, err) as interrupts:
-        callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
-            work, not_started, crashed, handle, admit=dispatcher.admit,
-            settled=lambda host, result: dispatcher.settle(result))
+    # Everything made so far (modules, inventory, known_hosts, keys) lives for the whole run: frozen, the
+    # garbage collector stops re-scanning it every few hundred allocations of the connections (and, before a
+    # fork, stops writing to pages the worker processes share). Undone after the run, for library callers.
+    gc.freeze()
+    procs = max(1, min(options.procs, forks, len(hosts)))
+    if any(host.via for host in hosts):
+        # A bastion's one login carries every host behind it (issue 9), and --forks/--max-per-gateway count
+        # across all of them: that needs one process. The bastion's transport is the bottleneck anyway.
+        procs = 1
+    workers: Processes | None = None
+    if procs > 1:
+        from fleetrun.procs import CannotFork, ChildSpec, Processes
+
+        def in_child(index: int, send_warning: Callable[[str], None]) -> None:
+            nonlocal admission
+            admission = Admission(share(handshakes, procs, index))  # the slots dealt out like the hosts
+            warn_to[0] = send_warning
+
+        # Forked here, before the renderers start any thread (progress) or open any file (journal).
         try:
-            handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
-                                      deadline_check=check_deadline)
-        finally:
-            if settings.gateways is not None:
-                settings.gateways.close()  # every host through them is done
+            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, in_child))
+        except CannotFork as why:  # a library caller with threads of its own: one process is always right
+            warn(f"running in one process, not {procs} (--procs): {why}")
+    try:
+        renderer.on_start(hosts)
+        with _signals(cancel, err) as interrupts:
+            callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
+                work, not_started, crashed, handle, admit=dispatcher.admit,
+                settled=lambda host, result: dispatcher.settle(result))
+            if workers is not None:
+                handler_errors = workers.run(dispatcher.jobs(), callbacks, cancel=cancel,
+                                             deadline_check=check_deadline, warn=warn)
+            else:
+                handler_errors = run_pool(dispatcher.jobs(), callbacks, forks=forks, cancel=cancel,
+                                          deadline_check=check_deadline)
+    except BaseException:
+        if workers is not None:
+            workers.kill()
+        raise
+    finally:
+        gc.unfreeze()
+        if settings.gateways is not None:
+            settings.gateways.close()  # every host through them is done
     cancel.close()
     # A reader gone (`| head`) is no error; after a hangup neither is a dead terminal (EIO), even one that failed
     # a write just before the signal arrived.

@@ -11,6 +11,7 @@ from typing import TextIO
 from fleetrun.hostnames import fold
 from fleetrun.models import Host, HostResult, Outcome, OutputLine, RunSummary
 from fleetrun.output.base import decode, paint, status_text, summary_line
+from fleetrun.spill import Spill
 
 STDERR_TAIL_LINES = 3  # stderr lines shown per failing host without -v; all of it is in -v, --out-dir, JSON
 STDERR_TAIL_WIDTH = 200
@@ -37,6 +38,16 @@ class Group:
     first: int  # inventory position of the first host, so equal-sized groups keep a stable order
     hosts: list[str] = field(default_factory=list)
     notes: dict[bytes, Note] = field(default_factory=dict)
+    # A long stdout stays in its spill file (fleetrun.spill) until the end; `stdout` is then only its start.
+    file: Spill | None = None
+
+    def text(self) -> str:
+        """The group's whole stdout, decoded."""
+        return decode(self.file.read() if self.file is not None else self.stdout)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def group_status(result: HostResult) -> str:
@@ -66,13 +77,18 @@ class Grouper:
         status = group_status(result)
         digest = hashlib.sha256()
         digest.update(f"{result.outcome.value}\0{status}\0{result.stdout_truncated}\0".encode())
-        digest.update(result.stdout)  # hashed in place: no second copy of a large output
+        if result.stdout_file is not None:
+            for chunk in result.stdout_file.chunks():  # a spilled output: hashed piece by piece from its file
+                digest.update(chunk)
+        else:
+            digest.update(result.stdout)  # hashed in place: no second copy of a large output
         key = digest.digest()
         name = result.host.name
         group = self._groups.get(key)
         if group is None:
             position = self.order.get(name, len(self.order) + len(self._groups))
-            group = Group(result.outcome, status, result.stdout, result.stdout_truncated, position)
+            group = Group(result.outcome, status, result.stdout, result.stdout_truncated, position,
+                          file=result.stdout_file.dup() if result.stdout_file is not None else None)
             self._groups[key] = group
         group.hosts.append(name)
         self._add_note(group, result)
@@ -82,9 +98,9 @@ class Grouper:
         error = result.error if result.error and not result.ok else ""
         stderr = ""
         if self.full_stderr:
-            stderr = decode(result.stderr).rstrip("\n")
+            stderr = decode(result.output("stderr")).rstrip("\n")
         elif not result.ok:
-            stderr = stderr_tail(decode(result.stderr))
+            stderr = stderr_tail(decode(result.output("stderr")))
         details = "\n".join(result.details) if self.full_stderr else ""  # push/pull: one line per file, with -v
         if not error and not stderr and not details:
             return
@@ -174,18 +190,22 @@ class GatherRenderer:
         groups = self.grouper.groups()
         majority = groups[0] if groups else None
         majority_lines: list[str] = []  # split once, diffed against every other group
-        if self.diff and majority is not None:
-            majority_lines = decode(majority.stdout).splitlines()
-        for group in groups:
-            self._header(group)
-            if self.diff and majority is not None and group is not majority:
-                self._diff(majority, majority_lines, group)
-            else:
-                self._body(group)
-            self._notes(group)
-            self.out.write("\n")
-        self.out.write(summary_line(summary) + "\n")
-        self.out.flush()
+        try:
+            if self.diff and majority is not None:
+                majority_lines = majority.text().splitlines()
+            for group in groups:
+                self._header(group)
+                if self.diff and majority is not None and group is not majority:
+                    self._diff(majority, majority_lines, group)
+                else:
+                    self._body(group)
+                self._notes(group)
+                self.out.write("\n")
+            self.out.write(summary_line(summary) + "\n")
+            self.out.flush()
+        finally:
+            for group in groups:
+                group.close()
 
     def _header(self, group: Group) -> None:
         count = len(group.hosts)
@@ -195,13 +215,13 @@ class GatherRenderer:
 
     def _body(self, group: Group) -> None:
         if group.stdout:
-            text = decode(group.stdout)
+            text = group.text()
             self.out.write(text if text.endswith("\n") else text + "\n")
         elif not group.notes:
             self.out.write("(no output)\n")
 
     def _diff(self, majority: Group, old: list[str], group: Group) -> None:
-        new = decode(group.stdout).splitlines()
+        new = group.text().splitlines()
         lines = list(unified_diff(old, new, fold(majority.hosts), fold(group.hosts)))
         if not lines:
             self.out.write(f"(same output as {fold(majority.hosts)})\n")

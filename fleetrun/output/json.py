@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from fleetrun.models import Host, HostResult, OutputLine, RunSummary
@@ -13,9 +13,10 @@ from fleetrun.output.base import decode
 SCHEMA = "fleetrun/1"
 
 
-def result_record(result: HostResult) -> dict[str, Any]:
-    """The JSON object for one host; pinned by tests/unit/test_json_contract.py."""
-    return {
+def result_record(result: HostResult, *, outputs: bool = True) -> dict[str, Any]:
+    """The JSON object for one host; pinned by tests/unit/test_json_contract.py. Without `outputs`, no
+    stdout/stderr keys (--out-dir's .status): a spilled output is then not even read back."""
+    record = {
         "schema": SCHEMA,
         "type": "host",
         "host": result.host.name,
@@ -24,8 +25,8 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "status": result.outcome.value,
         "exit_code": result.exit_code,
         "signal": result.signal,
-        "stdout": decode(result.stdout),
-        "stderr": decode(result.stderr),
+        "stdout": decode(result.output("stdout")) if outputs else None,
+        "stderr": decode(result.output("stderr")) if outputs else None,
         "stdout_truncated": result.stdout_truncated,
         "stderr_truncated": result.stderr_truncated,
         "duration": round(result.duration, 3),
@@ -36,6 +37,9 @@ def result_record(result: HostResult) -> dict[str, Any]:
         "reason": result.reason,
         "become": None if result.become is None else {"user": result.become.user, "status": result.become.status},
     }
+    if not outputs:
+        del record["stdout"], record["stderr"]
+    return record
 
 
 def inventory_record(host: Host, local_user: str) -> str:
@@ -58,8 +62,10 @@ def inventory_record(host: Host, local_user: str) -> str:
     return json.dumps(record, ensure_ascii=True, default=str) + "\n"
 
 
-def summary_record(summary: RunSummary) -> dict[str, Any]:
-    """The closing JSON object: counts, exit status, and how a rolling run went (batches, why it stopped)."""
+def summary_record(summary: RunSummary, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The closing JSON object: counts, exit status, and how a rolling run went (batches, why it stopped).
+
+    `extra` adds fields after those: a shard run's {"shard": …}, a merged run's {"merged": …} (issue 13)."""
     stopped = summary.stopped
     return {
         "schema": SCHEMA,
@@ -76,14 +82,16 @@ def summary_record(summary: RunSummary) -> dict[str, Any]:
                     for batch in summary.batches],
         "stopped": None if stopped is None else {"reason": stopped.reason, "after_batch": stopped.after_batch,
                                                  "message": stopped.message},
+        **(extra or {}),
     }
 
 
 class JsonRenderer:
     wants_lines = False
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, summary_extra: Mapping[str, Any] | None = None) -> None:
         self.out = out
+        self.summary_extra = summary_extra
 
     def on_start(self, hosts: Sequence[Host]) -> None:
         pass
@@ -98,7 +106,7 @@ class JsonRenderer:
         self._write(result_record(result))
 
     def on_finish(self, summary: RunSummary) -> None:
-        self._write(summary_record(summary))
+        self._write(summary_record(summary, self.summary_extra))
 
     def _write(self, record: dict[str, Any]) -> None:
         # ensure_ascii keeps each record one line of plain ASCII whatever bytes the host sent.

@@ -59,7 +59,7 @@ def _case(result: HostResult) -> _Case:
         lines.append(f"exit code: {result.exit_code}")
     if result.signal:
         lines.append(f"signal: SIG{result.signal}")
-    stderr = decode(result.stderr[-STDERR_TAIL * 4:])[-STDERR_TAIL:]  # bytes first: never decode megabytes
+    stderr = decode(result.output_tail("stderr", STDERR_TAIL * 4))[-STDERR_TAIL:]  # never decode megabytes
     if stderr:
         lines += ["stderr (last lines):", stderr.rstrip("\n")]
     return _Case(result.host.name, result.duration, result.outcome, message, "\n".join(lines))

@@ -121,7 +121,8 @@ class OutDirRenderer:
         self.lock = threading.Lock()
 
     def open_sink(self, host: Host) -> OutputSink:
-        """Called on the host's worker before it connects, so every started host gets both files."""
+        """Called on the host's worker before it connects, so every started host gets both files. A worker
+        process calls it on its own copy of this renderer: `on_started` is what tells the collector."""
         with self.lock:
             self.opened.add(host.name)
         return _HostFiles(self.directory / self._stem(host.name), self.failures, self.lock)
@@ -141,14 +142,14 @@ class OutDirRenderer:
         self._report()
 
     def on_started(self, host: Host) -> None:
-        pass
+        with self.lock:
+            self.opened.add(host.name)  # its worker opened the files (perhaps in a worker process)
 
     def on_line(self, line: OutputLine) -> None:
         pass
 
     def on_result(self, result: HostResult) -> None:
-        record: dict[str, Any] = result_record(result)
-        del record["stdout"], record["stderr"]
+        record: dict[str, Any] = result_record(result, outputs=False)
         base = self.directory / self._stem(result.host.name)
         try:
             with self.lock:

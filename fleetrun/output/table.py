@@ -74,14 +74,15 @@ class TableRenderer:
         if result.error and result.outcome is not Outcome.OK:
             parts.append(result.error)
         if self.verbose:
-            parts += [decode(result.stdout).rstrip("\n"), decode(result.stderr).rstrip("\n")]
+            parts += [decode(result.output("stdout")).rstrip("\n"), decode(result.output("stderr")).rstrip("\n")]
             parts += list(result.details)
             if result.stdout_truncated or result.stderr_truncated:
                 parts.append("[output truncated at --max-output]")
         else:
-            stdout = excerpt(decode(result.stdout), EXCERPT_LINES, EXCERPT_WIDTH)
+            # The whole stream, read back if it was spilled (one host at a time): the excerpt counts its lines.
+            stdout = excerpt(decode(result.output("stdout")), EXCERPT_LINES, EXCERPT_WIDTH)
             # A failing host's stderr usually says why; an ok host's is noise at fleet scale.
-            stderr = "" if result.ok else excerpt(decode(result.stderr), EXCERPT_LINES, EXCERPT_WIDTH)
+            stderr = "" if result.ok else excerpt(decode(result.output("stderr")), EXCERPT_LINES, EXCERPT_WIDTH)
             parts += [stdout, stderr]
             if result.stdout_truncated or result.stderr_truncated:
                 parts.append("[truncated: see -v or --format json]")

@@ -96,7 +96,6 @@ def _as_yaml(inventory: Inventory) -> dict[str, Any]:
 
 def _as_fleetrun(inventory: Inventory) -> tuple[str, list[str]]:
     warnings: list[str] = []
-    unkeyed: dict[str, list[str]] = {}  # fields fleetrun YAML has no key for -> hosts that have them
     vaulted: list[str] = []
     hosts: dict[str, Any] = {}
     for name, host in inventory.hosts.items():
@@ -110,11 +109,18 @@ def _as_fleetrun(inventory: Inventory) -> tuple[str, list[str]]:
             entry["address"] = host.address
         if host.port != 22 or "port" in host.explicit:
             entry["port"] = host.port
-        for key in ("user", "key", "password_env", "password_file", "connect_timeout"):
+        for key in ("user", "key", "password_env", "password_file", "connect_timeout", "proxy_command",
+                    "become_user", "become_password_env", "become_password_file"):
             if getattr(host, key) is not None:
                 entry[key] = getattr(host, key)
+        if host.jump is not None:
+            entry["jump"] = list(host.jump) if host.jump else "none"
+        if host.become:
+            entry["become"] = True
         if host.known_hosts:
             entry["known_hosts"] = list(host.known_hosts)
+        if host.env:
+            entry["env"] = dict(host.env)
         groups = [group for group in host.groups if group != "ungrouped"]
         if groups:
             entry["groups"] = groups
@@ -124,15 +130,8 @@ def _as_fleetrun(inventory: Inventory) -> tuple[str, list[str]]:
         if variables:
             entry["vars"] = variables
         hosts[name] = entry or None
-        missing = [f for f in ("jump", "proxy_command") if getattr(host, f) is not None] + \
-            (["become"] if host.become else [])
-        if missing:
-            unkeyed.setdefault(", ".join(missing), []).append(name)
     if not hosts:
         raise UsageError("the inventory has no host to export")
-    for fields, names in unkeyed.items():
-        warnings.append(f"fleetrun YAML has no key for {fields} yet: {_some(names)} keep them only in their "
-                        "ansible_* vars")
     if vaulted:
         warnings.append(f"vault-encrypted vars of {_some(vaulted)} are left out: fleetrun YAML cannot hold them")
     return _dump({"hosts": hosts}), warnings

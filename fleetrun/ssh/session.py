@@ -28,6 +28,7 @@ from fleetrun.become import (
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
+from fleetrun.spill import Capture, Spill
 from fleetrun.ssh.agentfwd import agent_socket, request_forwarding
 from fleetrun.ssh.wrapper import ScriptLoad, wrap_command
 from fleetrun.stdin_spool import Feed
@@ -55,6 +56,9 @@ class ExecResult:
     stderr: bytes
     stdout_truncated: bool
     stderr_truncated: bool
+    # Streams longer than `spill_at`: stdout/stderr are their first bytes, these files all of it (fleetrun.spill).
+    stdout_file: Spill | None = None
+    stderr_file: Spill | None = None
     become: str | None = None  # under sudo: fleetrun.become's status ("ok", "rejected", …); None without
     become_message: str = ""  # sudo's own last line when it did not run the command
 
@@ -116,6 +120,7 @@ class Session:
         max_output: int = 4 << 20,
         on_output: OutputCallback | None = None,
         raw: bool = False,
+        spill_at: int | None = None,
         env: Mapping[str, str] | None = None,
         become: BecomeRequest | None = None,
         feed: Feed | None = None,
@@ -128,6 +133,8 @@ class Session:
         (`ssh -n`). `become` runs the command under sudo (fleetrun.become negotiates first; --timeout starts
         when the command does). A command that does not end by itself (timeout, cancel) is stopped by closing
         the connection: the host's watcher (fleetrun.ssh.wrapper) then kills it; under `raw` nothing does.
+        With `spill_at`, a stream longer than that goes on in a private temporary file (ExecResult.stdout_file),
+        so memory does not grow with output size.
         """
         line = command if raw else wrap_command(command, env=env, become=become, script=script)
         try:
@@ -142,7 +149,7 @@ class Session:
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostFailure(Outcome.UNREACHABLE,
                               f"could not start the command: {error or 'the connection was lost'}") from None
-        stdout, stderr = _Capture(max_output), _Capture(max_output)
+        stdout, stderr = Capture(max_output, spill_at), Capture(max_output, spill_at)
         waker, handle = _watch(chan, cancel)
         writer: _Writer | None = None
         crlf = CrlfToLf() if become is not None and become.pty else None
@@ -167,6 +174,10 @@ class Session:
                 # Dropping the connection is the kill signal: sshd's session process ends, and the watcher,
                 # whose lifeline it is, kills the command's process group. Nothing to wait for here.
                 self.transport.close()
+        except BaseException:
+            stdout.close()  # a spill file nobody will own
+            stderr.close()
+            raise
         finally:
             cancel.remove_callback(handle)
             chan.close()
@@ -181,10 +192,12 @@ class Session:
             ended=ended,
             exit_code=exit_code,
             signal=signal,
-            stdout=bytes(stdout.data),
-            stderr=bytes(stderr.data),
+            stdout=stdout.data(),
+            stderr=stderr.data(),
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
+            stdout_file=stdout.spill,
+            stderr_file=stderr.spill,
             become=None if negotiated is None else OK,
         )
 
@@ -207,10 +220,12 @@ class Session:
             ended="cancelled" if status == CANCELLED and ended == "become" else ended,
             exit_code=exit_code,
             signal=None,
-            stdout=bytes(stdout.data),
-            stderr=bytes(stderr.data),
+            stdout=stdout.data(),
+            stderr=stderr.data(),
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
+            stdout_file=stdout.spill,
+            stderr_file=stderr.spill,
             become=None if status == CANCELLED else status,
             become_message=message,
         )
@@ -272,22 +287,6 @@ def _reported(chan: paramiko.Channel) -> bool:
     return chan.exit_status >= 0 or getattr(chan, "fleetrun_exit_signal", None) is not None
 
 
-class _Capture:
-    """Keeps the first `limit` bytes of a stream and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self.data += chunk
-
-
 class _Waker:
     """Wakes the reading worker when a channel buffer gets data, EOF or closes, or the run is cancelled.
 
@@ -326,7 +325,7 @@ def _watch(chan: paramiko.Channel, cancel: Cancel) -> tuple[_Waker, int]:
 class _Output:
     """Where the command's output goes: the captures and the live callback, with a terminal's CRLF undone."""
 
-    def __init__(self, stdout: _Capture, stderr: _Capture, on_output: OutputCallback | None,
+    def __init__(self, stdout: Capture, stderr: Capture, on_output: OutputCallback | None,
                  crlf: CrlfToLf | None) -> None:
         self.stdout, self.stderr = stdout, stderr
         self._on_output = on_output

@@ -319,6 +319,16 @@ def test_become_timeout_bounds_the_negotiation_only(labs, tmp_path, ssh_env):
     assert record["become"]["status"] == "timeout" and "--become-timeout 0.5 s" in record["error"]
 
 
+def test_become_timeout_does_not_bound_the_command(labs, accounts, tmp_path, ssh_env):
+    # Once sudo has taken the password and started the command, --become-timeout no longer counts.
+    inv = inventory(labs["pw"], tmp_path)
+    result = run("exec", "-i", inv, "-H", "lab01", "-b", "--become-timeout", "1", "--format", "json",
+                 "sleep 3; id -u", home=ssh_env, password=accounts.password)
+    assert result.code == 0, result.out + result.err
+    record = result.json()[0]["lab01"]
+    assert record["stdout"] == "0\n" and record["become"] == {"user": "root", "status": "ok"}
+
+
 def test_on_a_pty_timeout_still_kills_the_command(labs, accounts, tmp_path, ssh_env):
     inv = inventory(labs["tty"], tmp_path)
     result = run("exec", "-i", inv, "-H", "lab01", "-b", "--become-pty", "-t", "2", "trap '' HUP; sleep 60.75",

@@ -143,7 +143,7 @@ def test_missing_sshd_names_the_package_to_install(monkeypatch, tmp_path):
 
 def test_a_host_that_cannot_start_is_named_with_its_log_and_nothing_is_left(monkeypatch, tmp_path):
     spawned: list[int] = []
-    real_spawn, real_host_key = lab_module._spawn, lab_module._host_key
+    real_spawn, real_host_key = lab_module.spawn_detached, lab_module._host_key
 
     def recording_spawn(argv: list[str], log: Path) -> int:
         spawned.append(real_spawn(argv, log))
@@ -154,7 +154,7 @@ def test_a_host_that_cannot_start_is_named_with_its_log_and_nothing_is_left(monk
         if comment.endswith("lab02"):
             path.write_text("not a key\n")
 
-    monkeypatch.setattr(lab_module, "_spawn", recording_spawn)
+    monkeypatch.setattr(lab_module, "spawn_detached", recording_spawn)
     monkeypatch.setattr(lab_module, "_host_key", broken_second_key)
     with pytest.raises(LabError, match=r"lab host lab02 .* did not start: .*no hostkeys available"):
         lab_module.start_lab(3, tmp_path, private_srv=False)

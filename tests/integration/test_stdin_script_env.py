@@ -270,3 +270,27 @@ def test_an_unknown_template_key_is_exit_2_before_connecting(lab, tmp_path):
     result = fleetrun("exec", "-i", str(inv), "-H", "all", "--template", "echo {vars.role}", home=tmp_path)
     assert result.code == 2 and result.out == ""
     assert "--template: host lab04 has no {vars.role}" in result.err
+
+
+def test_a_terminal_on_stdin_is_not_sent_and_dev_null_is_eof(lab, tmp_path):
+    """On a terminal nothing is sent (ssh's rule for fleetrun's stdin): `cat` sees EOF at once, and so it does
+    with </dev/null; neither waits for input typed at the terminal."""
+    controller, terminal = os.openpty()
+    try:
+        os.write(controller, b"typed at the terminal\n")  # would reach the hosts if a terminal were forwarded
+        proc = subprocess.run([sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H",
+                               "lab0[1-3]", "--format", "json", "cat; echo end"], stdin=terminal,
+                              capture_output=True, timeout=120, env=clean_env(tmp_path))
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    result = Run(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+    assert result.code == 0, result.err
+    assert {record["stdout"] for record in result.json()[0].values()} == {"end\n"}
+    with open(os.devnull, "rb") as null:
+        proc = subprocess.run([sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H",
+                               "lab0[1-3]", "--format", "json", "wc -c"], stdin=null, capture_output=True,
+                              timeout=120, env=clean_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    hosts = Run(0, proc.stdout.decode(), "").json()[0]
+    assert {record["stdout"].strip() for record in hosts.values()} == {"0"}

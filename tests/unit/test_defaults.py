@@ -83,7 +83,7 @@ def test_values_are_applied_and_a_flag_beats_the_file(capsys, xdg, runs) -> None
 def test_format_and_progress_defaults(capsys, xdg, runs, monkeypatch) -> None:
     (xdg / "config.yaml").write_text("format: json\nno_progress: yes\n")
     made: list[dict[str, Any]] = []
-    import fleetrun.cli as cli
+    import fleetrun.cli_shared as cli
 
     real = cli._make_outputs
     monkeypatch.setattr(cli, "_make_outputs",

@@ -8,7 +8,7 @@ import shlex
 import click
 import pytest
 
-from fleetrun.cli import exec_command
+from fleetrun.cli_exec import exec_command
 from fleetrun.exec_task import _stopped
 from fleetrun.models import Host, HostResult, Outcome, RunSummary
 from fleetrun.output.table import TableRenderer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetrun.cli import exec_command
+from fleetrun.cli_exec import exec_command
 
 # 192.0.2.x (TEST-NET-1): never contacted, since each case stops before connecting; a connection would be a bug.
 INVENTORY = """\

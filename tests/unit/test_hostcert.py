@@ -127,10 +127,10 @@ def test_port_fallback_and_revocation(tmp_path: Path, keys) -> None:
                                   f"@cert-authority web01 {ca}")])
     assert both.judge_certificate(["[web01]:2222"], cert, "web01").verdict is Verdict.UNKNOWN
     # @revoked for the CA or for the certified key refuses it, under either name.
-    for revoked in (ca, host):
-        (tmp_path / revoked[-6:]).mkdir()
+    for number, revoked in enumerate((ca, host)):
+        (tmp_path / f"revoked{number}").mkdir()  # not named after the key: base64 has "/"
         lines = (f"@cert-authority * {ca}", f"@revoked web01 {revoked}")
-        known = KnownHosts.load([write(tmp_path / revoked[-6:], *lines)])
+        known = KnownHosts.load([write(tmp_path / f"revoked{number}", *lines)])
         check = known.judge_certificate(["[web01]:2222"], cert, "web01")
         assert check.verdict is Verdict.REVOKED and check.explain().startswith("REVOKED host key for web01: ")
 

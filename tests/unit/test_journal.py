@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetrun import journal
 from fleetrun.errors import UsageError
 from fleetrun.journal import OUTPUT_CAP, JournalWriter, RunMeta, prune, selection_sha256, state_root
 from fleetrun.journal_read import latest_for, list_runs, load_run, resolve_run
@@ -240,3 +241,15 @@ def test_concurrent_processes_write_complete_journals_and_latest_is_the_last_to_
     last = max(runs.values(), key=lambda run: run.info["ended"])
     assert os.readlink(tmp_path / "latest") == last.id  # the one that finished last
     assert not [name for name in os.listdir(tmp_path) if name.startswith((".new-", ".trash-", ".latest-"))]
+
+
+def test_default_retention_is_200_runs_and_500_mb(tmp_path: Path) -> None:
+    """With no limits given, prune keeps the newest 200 runs, and (by size) 500 MB in all."""
+    assert (journal.KEEP_RUNS, journal.MAX_BYTES) == (200, 500 << 20)
+    for number in range(205):
+        run = tmp_path / f"20261201T{number:06d}-x"
+        run.mkdir()
+        (run / "run.json").write_text("{}")
+    journal.prune(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert len(left) == 200 and left[0] == "20261201T000005-x"

@@ -80,7 +80,8 @@ def test_cancel_marks_queued_jobs_not_started_and_accounts_for_all():
         return ("cancelled", job)
 
     events: list[object] = []
-    threading.Timer(0.3, lambda: cancel.set("interrupted")).start()
+    # Cancel once a job runs, not after a fixed delay: on a loaded machine no worker may have started by then.
+    threading.Thread(target=lambda: started.wait(60) and cancel.set("interrupted")).start()
     run_pool(range(50), make_callbacks(work, events), forks=3, cancel=cancel)
     results = finished(events)
     assert sorted(job for _, job in results) == list(range(50))

@@ -101,12 +101,8 @@ def test_export_round_trips(tmp_path: Path, form: str) -> None:
     again = load(tmp_path, text, {"ansible-json": "out.json", "ansible-yaml": "out.yml", "fleetrun": "out.yaml"}[form])
     if form == "fleetrun":
         assert again.ansible is False  # it really is read back as fleetrun YAML
-        assert warnings and "jump, become" in warnings[0]
-        expected = comparable(original)
-        for name, row in expected["hosts"].items():  # type: ignore[attr-defined]
-            if name == "db1":  # fleetrun YAML has no jump/become keys yet: they stay in the vars only
-                expected["hosts"][name] = (*row[:7], False, None, None, *row[10:])  # type: ignore[index]
-        assert comparable(again) == expected
+        assert warnings == []  # jump, become and the rest all have fleetrun keys: nothing is left out
+        assert comparable(again) == comparable(original)
     else:
         assert comparable(again) == comparable(original)
 
@@ -163,3 +159,26 @@ def test_vault_values_are_left_out_of_a_fleetrun_export_with_a_warning(tmp_path:
     text, warnings = export(load(tmp_path, VAULTED, "inv.yml"), "fleetrun")
     assert load(tmp_path, text, "out.yaml").hosts["w1"].vars == {"plain": 1}
     assert warnings == ["vault-encrypted vars of host w1 are left out: fleetrun YAML cannot hold them"]
+
+
+def test_fleetrun_export_keeps_sudo_env_and_routes(tmp_path: Path) -> None:
+    """become*, env, jump (and `jump: none`) and proxy_command survive `inventory export --format fleetrun`."""
+    (tmp_path / "inventory.yaml").write_text("""\
+defaults: {jump: ops@bastion:2222}
+hosts:
+  db01: {become: true, become_user: postgres, become_password_env: DB_SUDO, env: {APP_ENV: prod}}
+  bastion: {jump: none}
+  edge: {proxy_command: nc %h %p, jump: null, become_password_file: /etc/fleet/sudo}
+""")
+    original = load_sources([str(tmp_path / "inventory.yaml")])
+    text, warnings = export(original, "fleetrun")
+    assert warnings == []
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "inventory.yaml").write_text(text)
+    again = load_sources([str(tmp_path / "again" / "inventory.yaml")])
+    fields = ("become", "become_user", "become_password_env", "become_password_file", "jump", "proxy_command")
+    for name in ("db01", "bastion", "edge"):
+        before, after = original.hosts[name], again.hosts[name]
+        assert [getattr(after, f) for f in fields] == [getattr(before, f) for f in fields], name
+        assert dict(after.env) == dict(before.env)
+    assert again.hosts["db01"].env == {"APP_ENV": "prod"} and again.hosts["bastion"].jump == ()

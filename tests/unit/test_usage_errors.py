@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from fleetrun.cli import _make_outputs, main
+from fleetrun.cli import main
+from fleetrun.cli_shared import _make_outputs
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -1,0 +1,499 @@
+"""Several worker processes (--procs): children run hosts in their own thread pools, the parent stays in charge.
+
+One Python process runs Python code on one core at a time, whatever the machine has: paramiko's packet
+handling is Python, so a controller with N cores runs N children. The parent keeps everything that must be
+global, exactly as with one process: it iterates the dispatcher (batches, barriers, --pause, --confirm), admits
+each host just before it starts and settles each result (the failure budget), and its one collector thread
+renders every event. Children only run `work` for the hosts they are handed.
+
+    parent main thread:  dispatcher.jobs() -> host k goes to child k mod N (a deterministic share), queued in order
+    parent, per child:   a host is sent only when that child has an idle worker (credit), so it starts at once,
+                         and the parent's admit() is the last word on whether it starts
+    child:               forks/N worker threads; Started, output lines and the Finished result go back
+    parent reader:       settle() the result, hand the freed worker its next host, queue the event
+    parent collector:    renders, in arrival order, as with one process
+
+The channel is a Unix socketpair per child carrying pickled records. A host travels as its index in the
+selection (both sides hold the same list, inherited by fork); an open file (a spilled line or output) travels
+as a file descriptor (SCM_RIGHTS), so big outputs never cross as bytes. Children ignore SIGINT, SIGTERM and
+SIGHUP (a terminal's Ctrl-C reaches the whole process group): the parent handles the signal and sends
+"cancel" with its reason. A child whose parent is gone (its socket reads EOF, e.g. after a second Ctrl-C)
+exits at once; its connections close, and each host's wrapper kills its command.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import pickle
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetrun.cancel import Cancel
+from fleetrun.lines import Lines
+from fleetrun.models import Host, HostResult
+from fleetrun.pool import TICK, Finished, PoolCallbacks, Started
+from fleetrun.spill import Spill
+
+_HEADER = struct.Struct("!IB")  # payload length, number of file descriptors passed with it
+MAX_FDS = 64  # per record: a batch of lines ends at its first spilled line, a result has two streams
+_STOP = object()
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+Work = Callable[[Host, Callable[[object], None]], HostResult]
+
+
+class CannotFork(Exception):
+    """Worker processes cannot be forked safely here (another thread is running): run in one process."""
+
+
+class WorkerDied(Exception):
+    """A worker process ended without returning every host it was given (killed, or a bug of ours)."""
+
+
+# -- records over a socket -------------------------------------------------------------------------------------------
+
+
+class _Pickler(pickle.Pickler):
+    """Hosts by their index in the selection, open files by descriptor: neither is copied byte by byte."""
+
+    def __init__(self, file: io.BytesIO, index: dict[str, int]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.index = index
+        self.fds: list[int] = []
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, Host):
+            position = self.index.get(obj.name)
+            return None if position is None else ("host", position)
+        if isinstance(obj, Spill):
+            self.fds.append(obj.fileno())
+            return ("spill", len(self.fds) - 1, obj.size)
+        if isinstance(obj, io.BufferedRandom):  # a long line's spill file (fleetrun.lines)
+            self.fds.append(obj.fileno())
+            return ("file", len(self.fds) - 1)
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, hosts: Sequence[Host], fds: list[int]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.hosts, self.fds = hosts, fds
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0]
+        if kind == "host":
+            return self.hosts[pid[1]]
+        if kind == "spill":
+            return Spill.from_fd(self.fds[pid[1]], pid[2])
+        if kind == "file":
+            return open(self.fds[pid[1]], "rb+", closefd=True)  # closed by Lines.release
+        raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+
+
+class Channel:
+    """One end of a parent-child socketpair: whole records in, whole records out; sends are serialised."""
+
+    def __init__(self, sock: socket.socket, hosts: Sequence[Host]) -> None:
+        self.sock, self.hosts = sock, hosts
+        self.index = {host.name: position for position, host in enumerate(hosts)}
+        self.send_lock = threading.Lock()
+
+    def send(self, record: object) -> list[int]:
+        """Send `record`; returns the descriptors it carried (the caller may close its copies now)."""
+        buffer = io.BytesIO()
+        pickler = _Pickler(buffer, self.index)
+        pickler.dump(record)
+        payload = buffer.getvalue()
+        header = _HEADER.pack(len(payload), len(pickler.fds))
+        with self.send_lock:
+            if pickler.fds:
+                socket.send_fds(self.sock, [header], pickler.fds)
+            else:
+                self.sock.sendall(header)
+            self.sock.sendall(payload)
+        return pickler.fds
+
+    def receive(self) -> object:
+        """The next record; EOFError when the other side has gone."""
+        header, fds = self._exactly(_HEADER.size, want_fds=True)
+        length, count = _HEADER.unpack(header)
+        if len(fds) != count:
+            for fd in fds:
+                os.close(fd)
+            raise EOFError(f"record announced {count} descriptors, {len(fds)} arrived")
+        payload, _ = self._exactly(length, want_fds=False)
+        return _Unpickler(payload, self.hosts, fds).load()
+
+    def _exactly(self, size: int, *, want_fds: bool) -> tuple[bytes, list[int]]:
+        chunks: list[bytes] = []
+        fds: list[int] = []
+        got = 0
+        while got < size:
+            if want_fds:
+                data, received, _, _ = socket.recv_fds(self.sock, size - got, MAX_FDS)
+                fds += received
+            else:
+                data = self.sock.recv(min(size - got, 1 << 20))
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                raise EOFError("the other side closed the channel")
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks), fds
+
+
+# -- the child -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChildSpec:
+    """What a child needs besides its socket; all of it inherited by fork, nothing pickled."""
+
+    hosts: Sequence[Host]
+    work: Work
+    crashed: Callable[[Host, BaseException], HostResult]
+    not_started: Callable[[Host], HostResult]
+    cancel: Cancel
+    setup: Callable[[int, Callable[[str], None]], None]  # (child index, warn over the channel): per-process state
+    forks: list[int] = field(default_factory=list)  # worker threads per child
+
+
+def _child(index: int, channel: Channel, spec: ChildSpec) -> None:
+    """A worker process's whole life; never returns (os._exit: no atexit, no flushing the parent's buffers)."""
+    status = 0
+    try:
+        spec.cancel.after_fork()  # a pipe of its own: setting it here must not wake the parent's waiters
+        spec.setup(index, lambda text: _quietly(channel, ("warn", text)))
+        jobs: queue.Queue[object] = queue.Queue()
+
+        def emit(event: object) -> None:
+            if isinstance(event, Lines):
+                _send_and_release(channel, ("lines", event), event)
+            else:  # nothing else is emitted by the runner's work today; say so rather than drop it
+                raise TypeError(f"cannot send a {type(event).__name__} event to the parent")
+
+        def worker() -> None:
+            while (job := jobs.get()) is not _STOP:
+                assert isinstance(job, int)
+                host = spec.hosts[job]
+                if spec.cancel.is_set():
+                    result = spec.not_started(host)
+                else:
+                    channel.send(("started", job))
+                    try:
+                        result = spec.work(host, emit)
+                    except BaseException as error:  # a worker never dies from a job
+                        result = spec.crashed(host, error)
+                _send_result(channel, job, result)
+
+        workers = [threading.Thread(target=worker, name=f"fleetrun-worker-{index}.{n}")
+                   for n in range(spec.forks[index])]
+        for thread in workers:
+            thread.start()
+        while True:
+            try:
+                message = channel.receive()
+            except (EOFError, OSError):
+                os._exit(3)  # the parent is gone: nobody to report to; closing our sockets stops the hosts
+            assert isinstance(message, tuple)
+            if message[0] == "run":
+                jobs.put(message[1])
+            elif message[0] == "cancel":
+                spec.cancel.set(message[1])
+            elif message[0] == "end":
+                break
+        for _ in workers:
+            jobs.put(_STOP)
+        for thread in workers:
+            thread.join()
+        channel.send(("bye",))
+    except BaseException:  # a bug of ours: the parent reports each host this child still had
+        status = 70
+        with contextlib.suppress(BaseException):
+            import traceback
+
+            _quietly(channel, ("warn", f"worker process {index} failed: {traceback.format_exc().strip()}"))
+    finally:
+        os._exit(status)
+
+
+def _quietly(channel: Channel, record: object) -> None:
+    with contextlib.suppress(OSError):
+        channel.send(record)
+
+
+def _send_result(channel: Channel, job: int, result: HostResult) -> None:
+    try:
+        channel.send(("finished", job, result))
+    finally:
+        for spill in (result.stdout_file, result.stderr_file):
+            if spill is not None:
+                spill.close()  # the parent has its own descriptor now
+
+
+def _send_and_release(channel: Channel, record: object, lines: Lines) -> None:
+    try:
+        channel.send(record)
+    finally:
+        lines.release()
+
+
+# -- the parent ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    index: int
+    pid: int
+    channel: Channel
+    free: int  # idle worker threads
+    running: dict[str, Host] = field(default_factory=dict)  # sent, no result yet
+    gone: bool = False  # its socket reached EOF
+    bye: bool = False  # it said goodbye after its last result
+    reaped: bool = False  # waited for: its pid may belong to another process now
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` worker threads over `parts` processes: differ by at most one, each at least one."""
+    base, extra = divmod(total, parts)
+    return [max(1, base + (1 if index < extra else 0)) for index in range(parts)]
+
+
+class Processes:
+    """The worker processes of one run, forked before any thread of the run starts."""
+
+    def __init__(self, count: int, forks: int, spec: ChildSpec) -> None:
+        if threading.active_count() != 1:
+            # fork() copies only the calling thread; a lock another thread held would stay locked in the child.
+            raise CannotFork(f"{threading.active_count() - 1} other threads are running")
+        self.spec = spec
+        spec.forks = split(forks, count)
+        self.children: list[_Child] = []
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()  # buffered text would otherwise be written again by a child
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            for index in range(count):
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                pid = os.fork()
+                if pid == 0:  # the child
+                    ours.close()
+                    for child in self.children:  # its siblings' channels are none of its business
+                        child.channel.sock.close()
+                    for signum in _SIGNALS:
+                        signal.signal(signum, signal.SIG_IGN)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+                    _child(index, Channel(theirs, spec.hosts), spec)
+                theirs.close()
+                self.children.append(_Child(index, pid, Channel(ours, spec.hosts), spec.forks[index]))
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        # One dispatch at a time, results included: two threads dispatching at once could otherwise deliver
+        # their not-started hosts out of dispatch order.
+        self.dispatching = threading.Lock()
+        self.pending: collections.deque[tuple[Host, _Child]] = collections.deque()  # dispatch order
+        self.stopping = False
+        self.events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
+        self.handler_errors: list[BaseException] = []
+        self.warn: Callable[[str], None] = lambda text: None
+        self._done = threading.Event()
+
+    def run(self, jobs: Iterable[Host], callbacks: PoolCallbacks[Host, HostResult], *, cancel: Cancel,
+            deadline_check: Callable[[], None] = lambda: None,
+            warn: Callable[[str], None] = lambda text: None) -> list[BaseException]:
+        """Run every job in the children, one Finished event per job to `callbacks.handle`: run_pool's contract."""
+        self.callbacks, self.cancel, self.warn = callbacks, cancel, warn
+        collector = threading.Thread(target=self._collect, name="fleetrun-collector")
+        collector.start()
+        readers = [threading.Thread(target=self._read, args=(child,), name=f"fleetrun-reader-{child.index}")
+                   for child in self.children]
+        for thread in readers:
+            thread.start()
+        forwarder = threading.Thread(target=self._forward_cancel, name="fleetrun-cancel-forwarder")
+        forwarder.start()
+        try:
+            for number, host in enumerate(jobs):
+                deadline_check()
+                with self.lock:
+                    self.pending.append((host, self.children[number % len(self.children)]))
+                self._dispatch()
+            self._wait(lambda: not self.pending and all(not c.running for c in self.children), deadline_check)
+        finally:
+            for child in self.children:
+                with contextlib.suppress(OSError):
+                    child.channel.send(("end",))
+            self._wait(lambda: all(c.gone for c in self.children), deadline_check)
+            self._done.set()
+            for thread in [*readers, forwarder]:
+                while thread.is_alive():
+                    deadline_check()
+                    thread.join(TICK)
+            self._reap()
+            self.events.put(_STOP)
+            while collector.is_alive():
+                collector.join(TICK)
+        return self.handler_errors
+
+    # -- dispatch ----------------------------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Hand out pending hosts, in dispatch order, to their children's idle workers; hosts the run no longer
+        starts get their result here, in order.
+
+        Strictly in order, as one process's queue hands them out: a host whose child has no idle worker holds
+        back the hosts after it, so admit() (batches, the failure budget) sees them in the order one process
+        would, and a stopped rollout never starts a host after one it left out."""
+        with self.dispatching:
+            local: list[tuple[Host, HostResult]] = []
+            with self.lock:
+                while self.pending:
+                    host, child = self.pending[0]
+                    if child.gone:
+                        local.append((host, self.callbacks.crashed(host, WorkerDied(
+                            f"worker process {child.index} died before this host was started"))))
+                    elif self.stopping or self.cancel.is_set():
+                        local.append((host, self.callbacks.not_started(host)))
+                    elif child.free <= 0:
+                        break  # its child is busy: it, and every host after it, waits
+                    elif not self.callbacks.admit(host):
+                        self.stopping = True  # admit() said no once: the rollout stopped; so it stays
+                        local.append((host, self.callbacks.not_started(host)))
+                    else:
+                        child.free -= 1
+                        child.running[host.name] = host
+                        try:
+                            child.channel.send(("run", child.channel.index[host.name]))
+                        except OSError:
+                            pass  # the child is gone: its reader accounts for every host it had
+                    self.pending.popleft()
+            for host, result in local:
+                self._finish(host, result)
+
+    def _finish(self, host: Host, result: HostResult) -> None:
+        try:
+            self.callbacks.settled(host, result)
+        except BaseException as error:
+            self.handler_errors.append(error)
+        self.events.put(Finished(host, result))
+        with self.changed:
+            self.changed.notify_all()
+
+    def _wait(self, done: Callable[[], bool], deadline_check: Callable[[], None]) -> None:
+        """Until `done()`; hosts still pending once the run is cancelled are given their result meanwhile."""
+        while True:
+            deadline_check()
+            if self.cancel.is_set():
+                self._dispatch()
+            with self.changed:
+                if done():
+                    return
+                self.changed.wait(TICK)
+
+    def _forward_cancel(self) -> None:
+        """Tell every child once the run is cancelled (a signal handler must not write to sockets itself)."""
+        while not self._done.is_set():
+            if self.cancel.wait(TICK):
+                for child in self.children:
+                    with contextlib.suppress(OSError):
+                        child.channel.send(("cancel", self.cancel.reason or "cancelled"))
+                return
+
+    # -- results -----------------------------------------------------------------------------------------------------
+
+    def _read(self, child: _Child) -> None:
+        try:
+            while True:
+                message = child.channel.receive()
+                assert isinstance(message, tuple)
+                kind = message[0]
+                if kind == "started":
+                    self.events.put(Started(self.spec.hosts[message[1]]))
+                elif kind == "lines":
+                    self.events.put(message[1])
+                elif kind == "finished":
+                    host: Host = self.spec.hosts[message[1]]
+                    with self.lock:
+                        child.running.pop(host.name, None)
+                        child.free += 1
+                    self._finish(host, message[2])
+                    self._dispatch()
+                elif kind == "warn":
+                    self.warn(message[1])
+                elif kind == "bye":
+                    child.bye = True
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass
+        finally:
+            self._lost(child)
+
+    def _lost(self, child: _Child) -> None:
+        """The child's channel ended: every host it still had gets a result, and so do those queued for it."""
+        status = self._reap_one(child)
+        with self.lock:
+            child.gone = True
+            left = list(child.running.values())
+            child.running.clear()
+        if left:
+            why = WorkerDied(f"worker process {child.index} ended ({status}) before this host finished")
+            for host in left:
+                self._finish(host, self.callbacks.crashed(host, why))
+        self._dispatch()
+
+    def _reap_one(self, child: _Child) -> str:
+        """Wait for a child whose channel has ended (it is exiting, or was killed); how it ended."""
+        for _ in range(250):
+            try:
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                child.reaped = True
+                return "gone"
+            if pid:
+                child.reaped = True
+                code = os.waitstatus_to_exitcode(status)
+                return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            threading.Event().wait(0.02)
+        return "still running"
+
+    def _reap(self) -> None:
+        for child in self.children:
+            if not child.reaped:
+                self._reap_one(child)
+            child.channel.sock.close()
+
+    def _collect(self) -> None:
+        while (event := self.events.get()) is not _STOP:
+            try:
+                self.callbacks.handle(event)
+            except BaseException as error:
+                self.handler_errors.append(error)
+
+    def kill(self) -> None:
+        """Stop every child not yet waited for at once (the run failed around them): nothing of theirs is
+        reported."""
+        for child in self.children:
+            if child.reaped:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
+            child.reaped = True
+            with contextlib.suppress(OSError):
+                child.channel.sock.close()

@@ -1,0 +1,204 @@
+"""Worker processes with scripted work: the same events as one process, in order, every host once, whatever
+happens to a child; spilled outputs and long lines cross as file descriptors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from fleetrun.cancel import Cancel
+from fleetrun.lines import Lines
+from fleetrun.models import Host, HostResult, Outcome, OutputLine
+from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
+from fleetrun.procs import ChildSpec, Processes, split
+from fleetrun.spill import Spill
+
+HOSTS = [Host(f"h{n:02d}", f"10.0.0.{n}") for n in range(1, 31)]
+
+
+def make_spec(work, *, cancel=None, setup=None):
+    return ChildSpec(
+        HOSTS,
+        work,
+        crashed=lambda host, error: HostResult(host, Outcome.FAILED, error=f"internal error: {error}"),
+        not_started=lambda host: HostResult(host, Outcome.NOT_STARTED, error="not started"),
+        cancel=cancel or Cancel(),
+        setup=setup or (lambda index, warn: None),
+    )
+
+
+def callbacks(spec, events, *, admit=lambda host: True):
+    return PoolCallbacks(spec.work, spec.not_started, spec.crashed, events.append, admit=admit)
+
+
+def pid_work(host, emit):
+    return HostResult(host, Outcome.OK, exit_code=0, stdout=f"{host.name} in {os.getpid()}\n".encode())
+
+
+def results(events):
+    return [event.result for event in events if isinstance(event, Finished)]
+
+
+def test_split_spreads_forks_evenly():
+    assert split(64, 2) == [32, 32]
+    assert split(5, 2) == [3, 2]
+    assert split(1, 3) == [1, 1, 1]
+
+
+def test_every_host_once_each_started_before_it_finished_and_dealt_out_by_position():
+    spec = make_spec(pid_work)
+    events: list[object] = []
+    workers = Processes(3, 6, spec)
+    errors = workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel)
+    assert errors == []
+    done = results(events)
+    assert sorted(result.host.name for result in done) == [host.name for host in HOSTS]
+    assert all(result.host is next(h for h in HOSTS if h.name == result.host.name) for result in done)
+    started = [event.job.name for event in events if isinstance(event, Started)]
+    assert sorted(started) == sorted(host.name for host in HOSTS)
+    order = [event.job.name if isinstance(event, Started) else event.result.host.name for event in events]
+    for host in HOSTS:
+        assert order.index(host.name) < len(order) - order[::-1].index(host.name) - 1  # Started, then Finished
+    # Host k ran in worker process k mod 3: three pids, each with its own share.
+    pid_of = {r.host.name: r.stdout.split()[-1] for r in done}
+    assert len(set(pid_of.values())) == 3 and os.getpid() not in {int(p) for p in pid_of.values()}
+    for index, host in enumerate(HOSTS):
+        assert pid_of[host.name] == pid_of[HOSTS[index % 3].name]
+    assert not any(os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
+                   for p in pid_of.values())
+
+
+def test_the_same_records_as_one_process():
+    def work(host, emit):
+        number = int(host.name[1:])
+        if number % 7 == 0:
+            raise RuntimeError(f"bug on {host.name}")
+        outcome = Outcome.FAILED if number % 5 == 0 else Outcome.OK
+        return HostResult(host, outcome, exit_code=number % 5, stdout=b"x" * number, error=None)
+
+    one: list[object] = []
+    spec = make_spec(work)
+    run_pool(iter(HOSTS), callbacks(spec, one), forks=4, cancel=Cancel())
+    many: list[object] = []
+    workers = Processes(2, 4, spec)
+    workers.run(iter(HOSTS), callbacks(spec, many), cancel=spec.cancel)
+    assert sorted(results(one), key=lambda r: r.host.name) == sorted(results(many), key=lambda r: r.host.name)
+
+
+def test_a_stop_gives_the_rest_not_started_in_dispatch_order():
+    """admit() says no once the rollout has stopped: every later host is not started, in the order it came."""
+    stop_after = {"count": 0}
+    lock = threading.Lock()
+
+    def admit(host):
+        with lock:
+            stop_after["count"] += 1
+            return int(host.name[1:]) <= 4
+
+    spec = make_spec(pid_work)
+    events: list[object] = []
+    workers = Processes(2, 2, spec)
+    workers.run(iter(HOSTS), callbacks(spec, events, admit=admit), cancel=spec.cancel)
+    skipped = [r.host.name for r in results(events) if r.outcome is Outcome.NOT_STARTED]
+    assert skipped == [host.name for host in HOSTS[4:]]
+
+
+def test_cancel_reaches_the_children_and_every_host_is_accounted_for():
+    cancel = Cancel()
+    running = threading.Event()
+
+    def work(host, emit):
+        if spec.cancel.wait(30):  # the child's own copy, set by the parent's "cancel" message
+            return HostResult(host, Outcome.CANCELLED, error=f"cancelled ({spec.cancel.reason})")
+        return HostResult(host, Outcome.OK)
+
+    spec = make_spec(work, cancel=cancel)
+    events: list[object] = []
+
+    def handle(event):
+        events.append(event)
+        if isinstance(event, Started) and len([e for e in events if isinstance(e, Started)]) == 4:
+            running.set()
+
+    workers = Processes(2, 4, spec)
+    timer = threading.Thread(target=lambda: running.wait(30) and cancel.set("interrupted"))
+    timer.start()
+    workers.run(iter(HOSTS), PoolCallbacks(work, spec.not_started, spec.crashed, handle), cancel=cancel)
+    timer.join()
+    done = results(events)
+    assert sorted(r.host.name for r in done) == [h.name for h in HOSTS]
+    cancelled = [r for r in done if r.outcome is Outcome.CANCELLED]
+    assert len(cancelled) == 4 and all(r.error == "cancelled (interrupted)" for r in cancelled)
+    assert {r.outcome for r in done} == {Outcome.CANCELLED, Outcome.NOT_STARTED}
+
+
+def test_a_killed_child_fails_its_hosts_and_the_others_go_on():
+    def work(host, emit):
+        if host.name == "h03":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return HostResult(host, Outcome.OK)
+
+    spec = make_spec(work)
+    events: list[object] = []
+    workers = Processes(2, 2, spec)
+    workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel)
+    done = results(events)
+    assert sorted(r.host.name for r in done) == [h.name for h in HOSTS]
+    lost = [r for r in done if r.outcome is Outcome.FAILED]
+    assert "h03" in {r.host.name for r in lost}
+    assert all("worker process 0" in (r.error or "") for r in lost)
+    assert any("killed by signal 9" in (r.error or "") for r in lost)
+    # The other child's share ran to the end.
+    assert all(r.outcome is Outcome.OK for r in done if int(r.host.name[1:]) % 2 == 0)
+
+
+def test_spilled_outputs_and_long_lines_cross_as_descriptors_and_warnings_reach_the_parent():
+    warnings: list[str] = []
+    sent: dict[str, object] = {}
+
+    def setup(index, warn):
+        sent["warn"] = warn
+
+    def work(host, emit):
+        spill = Spill.create()
+        spill.append(host.name.encode() * 50_000)
+        import tempfile
+
+        line_file = tempfile.TemporaryFile()  # noqa: SIM115  # the OutputLine owns it
+        line_file.write(b"a long line of " + host.name.encode())
+        emit(Lines((OutputLine(host, "stdout", b"short"), OutputLine(host, "stdout", b"", spill=line_file))))
+        sent["warn"](f"note from {host.name}")  # type: ignore[operator]
+        return HostResult(host, Outcome.OK, stdout=spill.read(0, 10), stdout_file=spill)
+
+    spec = make_spec(work, setup=setup)
+    events: list[object] = []
+    workers = Processes(2, 2, spec)
+    workers.run(iter(HOSTS[:6]), callbacks(spec, events), cancel=spec.cancel, warn=warnings.append)
+    for result in results(events):
+        assert result.output("stdout") == result.host.name.encode() * 50_000
+        result.release()
+    lines = [line for event in events if isinstance(event, Lines) for line in event.lines]
+    long_lines = [b"".join(line.chunks()) for line in lines if line.spill is not None]
+    assert sorted(long_lines) == sorted(b"a long line of " + h.name.encode() for h in HOSTS[:6])
+    for event in events:
+        if isinstance(event, Lines):
+            event.release()
+    assert sorted(warnings) == sorted(f"note from {h.name}" for h in HOSTS[:6])
+
+
+def test_no_fork_while_another_thread_runs():
+    from fleetrun.procs import CannotFork
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with pytest.raises(CannotFork):
+            Processes(2, 2, make_spec(pid_work))
+    finally:
+        stop.set()
+        other.join()
