@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LAB    := .lab/demo
 
-.PHONY: all demo test lint unit integration bench sshd sudo clean
+.PHONY: all demo test lint unit integration bench sshd sudo rsync clean
 
 all: test
 
@@ -80,8 +80,21 @@ demo: $(STAMP) sshd
 	echo "     $(BIN)/fleetrun lab down --dir .lab/try"; \
 	exit $$status
 
-bench: $(STAMP) sshd
+bench: $(STAMP) sshd rsync
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/repush.py
+
+# bench/repush.py compares re-pushes with rsync's quick check; install rsync when missing and we may.
+rsync:
+	@if ! command -v rsync >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing rsync (for bench/repush.py)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; \
+	  else \
+	    echo "rsync not found: install it, or run bench/repush.py --tools fleetrun,fleetrun-c"; exit 2; \
+	  fi; \
+	fi
 
 clean:
 	-$(BIN)/fleetrun lab down --dir $(LAB) 2>/dev/null

@@ -110,10 +110,14 @@ cli.add_command(exec_command)
 @click.option("--owner", metavar="USER[:GROUP]",
               help="chown the pushed files and symlinks (a link itself, never its target; needs the right to).")
 @click.option("--verify", is_flag=True, help="Check the SHA-256 on the host after uploading, before the rename.")
+@click.option("-c", "--checksum", is_flag=True,
+              help="Compare files of the same size by SHA-256, whatever their mtimes (as rsync -c); default: "
+                   "same size and mtime is unchanged, unread.")
 @click.option("--max-transfers", type=click.IntRange(min=1), default=None,
               help="Uploads in flight at once across all hosts (default: --forks).")
 def push_command(local: str, remote: str, recursive: bool, copy_links: bool, mode: str | None, mkdir: bool,
-                 backup: bool, owner: str | None, verify: bool, max_transfers: int | None, **params: Any) -> int:
+                 backup: bool, owner: str | None, verify: bool, checksum: bool, max_transfers: int | None,
+                 **params: Any) -> int:
     """Copy LOCAL to REMOTE on every selected host: atomically, and only where it differs.
 
     REMOTE ending in / (or an existing directory there) means "into this directory".
@@ -121,7 +125,7 @@ def push_command(local: str, remote: str, recursive: bool, copy_links: bool, mod
     from fleetrun.transfer import parse_mode, plan_push, push_task
 
     plan = plan_push(local, remote, recursive=recursive, mode=parse_mode(mode), mkdir=mkdir, backup=backup,
-                     owner=owner, verify=verify, copy_links=copy_links)
+                     owner=owner, verify=verify, copy_links=copy_links, checksum=checksum)
     return run_on_hosts(params, lambda: push_task(plan, max_transfers or params["forks"]))
 
 

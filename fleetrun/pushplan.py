@@ -1,25 +1,113 @@
-"""What `fleetrun push` will send, read once before any connection: files, symlinks, directories and their modes."""
+"""What `fleetrun push` will send, looked at before any connection; file contents are hashed lazily, once per run."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetrun.errors import UsageError
-from fleetrun.remotefs import local_sha256, special_kind
+from fleetrun.remotefs import TransferError, special_kind
+
+HASH_READ = 1 << 20
+SFTP_TIME_MAX = 1 << 32  # SFTP v3 carries times as unsigned 32-bit seconds
+
+
+class _Stopped(Exception):
+    """The host's check stopped a hash (its timeout, a cancel): `reason` is what it raised."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class LocalDigest:
+    """The SHA-256 of one local file, computed when a host first needs it and then shared by every host.
+
+    Most re-pushes never need it (size and mtime match on every host), so nothing is hashed at plan time.
+    The first host to ask hashes the file under the lock; the others wait for that one result (or error).
+    """
+
+    def __init__(self, path: Path, size: int, mtime_ns: int) -> None:
+        self.path, self.size, self.mtime_ns = path, size, mtime_ns
+        self._lock = threading.Lock()
+        self._value: str | None = None
+        self._error: str | None = None
+        self.computed = 0  # how many times the file was read to hash it (0 or 1)
+
+    def value(self, check: Callable[[], None] = lambda: None) -> str:
+        """The hex digest. `check` runs while waiting and between reads (it raises to stop: a timeout, a
+        cancel); a stopped hash stores nothing, so the next host to ask starts it again."""
+        while not self._lock.acquire(timeout=0.2):
+            check()
+        try:
+            if self._value is None and self._error is None:
+                self.computed += 1
+                try:
+                    digest, now = self._hash(check)
+                except _Stopped as stopped:
+                    raise stopped.reason from None
+                except OSError as error:
+                    self._error = f"cannot read {self.path}: {error.strerror}"
+                else:
+                    if (now.st_size, now.st_mtime_ns) != (self.size, self.mtime_ns):
+                        # The digest would not be of the file the plan's size and mtime describe.
+                        self._error = f"{self.path} changed on this machine during the push: push it again"
+                    else:
+                        self._value = digest
+            if self._error is not None:
+                raise TransferError(self._error)
+            assert self._value is not None
+            return self._value
+        finally:
+            self._lock.release()
+
+    def _hash(self, check: Callable[[], None]) -> tuple[str, os.stat_result]:
+        def stoppable() -> None:
+            try:
+                check()
+            except BaseException as reason:  # a timeout may be an OSError: keep it apart from read errors
+                raise _Stopped(reason) from None
+
+        digest = hashlib.sha256()
+        with self.path.open("rb") as source:
+            while chunk := source.read(HASH_READ):
+                digest.update(chunk)
+                stoppable()
+            return digest.hexdigest(), os.fstat(source.fileno())
+
+    @property
+    def done(self) -> bool:
+        return self._value is not None or self._error is not None
 
 
 @dataclass(frozen=True)
 class LocalFile:
-    """One file to push: read and hashed once, whatever the number of hosts."""
+    """One file to push, as it was when the plan was made; its content is read only when a host needs it."""
 
     path: Path
     relative: str  # posix path inside the pushed tree; "" for a single file
     size: int
     mode: int
-    sha256: str
+    mtime: int  # whole seconds, what rsync's quick check compares (its default --modify-window 0)
+    atime: int
+    digest: LocalDigest = field(compare=False, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hashed on first use, once per run (thread-safe); TransferError when the file is gone or changed."""
+        return self.digest.value()
+
+    @property
+    def sftp_times(self) -> tuple[int, int] | None:
+        """(atime, mtime) for SFTP's setstat, or None when SFTP v3 cannot carry them (before 1970, after 2106)."""
+        if 0 <= self.mtime < SFTP_TIME_MAX and 0 <= self.atime < SFTP_TIME_MAX:
+            return self.atime, self.mtime
+        return None
 
 
 @dataclass(frozen=True)
@@ -53,6 +141,7 @@ class PushPlan:
     links: tuple[LocalLink, ...] = ()
     skipped: tuple[str, ...] = ()  # "relative (why)": special files, and what --copy-links cannot follow
     copy_links: bool = False
+    checksum: bool = False  # compare by SHA-256 whenever sizes match, whatever the mtimes (rsync -c)
 
 
 def parse_mode(text: str | None) -> int | None:
@@ -78,8 +167,9 @@ def plan_push(
     owner: str | None = None,
     verify: bool = False,
     copy_links: bool = False,
+    checksum: bool = False,
 ) -> PushPlan:
-    """Check the local side and read every file once; every bad input is exit 2 before any connection.
+    """Check the local side and stat every file once; every bad input is exit 2 before any connection.
 
     LOCAL itself is followed when it is a symlink (what you name is what you push, as with scp); symlinks
     inside a tree are recreated as symlinks, or followed with `copy_links` (rsync -L).
@@ -105,15 +195,20 @@ def plan_push(
     else:
         raise UsageError(f"{local} is not a regular file or directory")
     return PushPlan(name, tuple(files), tuple(directories), remote, recursive, mode, mkdir, backup, owner, verify,
-                    tuple(links), tuple(skipped), copy_links)
+                    tuple(links), tuple(skipped), copy_links, checksum)
 
 
 def _local_file(path: Path, relative: str) -> LocalFile:
     try:
         info = path.stat()
-        return LocalFile(path, relative, info.st_size, stat.S_IMODE(info.st_mode), local_sha256(path))
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read {path}: Permission denied")
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    # Whole seconds, floored (as st_mtime's integer part is for times after 1970, and as rsync keeps them).
+    mtime, atime = info.st_mtime_ns // 1_000_000_000, info.st_atime_ns // 1_000_000_000
+    return LocalFile(path, relative, info.st_size, stat.S_IMODE(info.st_mode), mtime, atime,
+                     LocalDigest(path, info.st_size, info.st_mtime_ns))
 
 
 class _Walk:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 import stat
@@ -117,25 +118,52 @@ class _Pusher:
     # -- files --------------------------------------------------------------------------------------------
 
     def _files(self, pairs: list[tuple[LocalFile, str]], *, follow: bool) -> bool:
+        """Upload the files that differ. rsync's quick check: a regular file of the same size and mtime (whole
+        seconds) is unchanged, neither side read; a size match with another mtime, or every size match with
+        --checksum, is compared by SHA-256 (remote sha256sum, the local file hashed once per run)."""
         self.link.doing("comparing files")
         look = remote_stat if follow else remote_lstat
         current = {dest: look(self.sftp, dest) for _, dest in pairs}
         for dest, attributes in current.items():
             if is_dir(attributes):
                 raise TransferError(f"{dest} is a directory on the host; refusing to replace it with a file")
-        same_size = [dest for local, dest in pairs if _regular(current[dest]) and _size(current[dest]) == local.size]
-        hashes = remote_sha256(self.link, same_size) if same_size else {}
+        same_size = [(local, dest) for local, dest in pairs
+                     if _regular(current[dest]) and _size(current[dest]) == local.size]
+        quick = {dest for local, dest in same_size if not self.plan.checksum and _same_mtime(local, current[dest])}
+        to_hash = [dest for _, dest in same_size if dest not in quick]
+        hashes = remote_sha256(self.link, to_hash) if to_hash else {}
         changed = False
         for local, dest in pairs:
             wanted_mode = self.plan.mode if self.plan.mode is not None else local.mode
-            if hashes.get(dest) == local.sha256:
-                changed |= self._fix_attributes(dest, current[dest], wanted_mode)
-                continue
-            self._upload(local, dest, current[dest] is not None, wanted_mode)
-            changed = True
+            if dest in quick:
+                changed |= self._fix_attributes(dest, current[dest], wanted_mode, "same size and mtime")
+            elif dest in hashes and hashes[dest] == local.digest.value(self.link.check):
+                why = "same checksum"
+                if not _same_mtime(local, current[dest]):
+                    why += self._set_times(dest, local)
+                changed |= self._fix_attributes(dest, current[dest], wanted_mode, why)
+            else:
+                self._upload(local, dest, current[dest] is not None, wanted_mode)
+                changed = True
         return changed
 
-    def _fix_attributes(self, dest: str, attributes: Any, wanted_mode: int) -> bool:
+    def _set_times(self, dest: str, local: LocalFile) -> str:
+        """Give an identical file the local mtime, so that the next push finds it by size and mtime alone."""
+        times = local.sftp_times
+        if times is None:
+            return ""
+        self.link.doing(f"setting the mtime of {dest}")
+        try:
+            self.sftp.utime(dest, times)
+        except OSError as error:
+            # Not ours to fail on (e.g. a file of another owner we may write but not touch): it is the same file,
+            # only the next push will hash it again.
+            if getattr(error, "errno", None) is None and str(error) not in ("Failure", ""):
+                raise  # not an SFTP status reply: the link died
+            return f"; mtime not set: {describe(error, dest)}"
+        return "; mtime set"
+
+    def _fix_attributes(self, dest: str, attributes: Any, wanted_mode: int, why: str) -> bool:
         fixed = []
         if stat.S_IMODE(attributes.st_mode) != wanted_mode:
             self.sftp.chmod(dest, wanted_mode)
@@ -143,7 +171,8 @@ class _Pusher:
         if self.plan.owner and self._owner_of(dest) != self._wanted_owner(dest):
             self._chown(dest)
             fixed.append(f"owner {self.plan.owner}")
-        self.details.append(f"changed {dest} ({', '.join(fixed)})" if fixed else f"unchanged {dest}")
+        self.details.append(f"changed {dest} ({', '.join(fixed)}; content: {why})" if fixed
+                            else f"unchanged {dest} ({why})")
         return bool(fixed)
 
     def _upload(self, local: LocalFile, dest: str, exists: bool, mode: int) -> None:
@@ -158,9 +187,20 @@ class _Pusher:
                 # Pipelined SFTP writes can fail silently (a full disk among them): the size tells.
                 size = getattr(written, "st_size", 0)
                 raise TransferError(f"{self._space_report(temp)}: wrote {size} of {local.size} bytes of {dest}")
+            times = local.sftp_times
+            if times is not None:
+                # On the temp file, after its last write and before the rename: the final name never has
+                # another mtime, and the next push recognises the file by size and mtime without reading it.
+                self.link.doing(f"setting the mtime of {dest}")
+                try:
+                    self.sftp.utime(temp, times)
+                except OSError as error:
+                    if getattr(error, "errno", None) is None and str(error) not in ("Failure", ""):
+                        raise  # not an SFTP status reply: transfer_result tells if the link died
+                    raise TransferError(f"cannot set the modification time: {describe(error, temp)}") from None
             if self.plan.verify:
                 self.link.doing(f"verifying {dest}")
-                if remote_sha256(self.link, [temp])[temp] != local.sha256:
+                if remote_sha256(self.link, [temp])[temp] != local.digest.value(self.link.check):
                     raise TransferError(f"checksum mismatch after upload of {dest}")
             if self.plan.owner:
                 self._chown(temp)
@@ -190,6 +230,10 @@ class _Pusher:
                         target.write(chunk[start : start + CHUNK])
                     done += len(chunk)
                 self.link.doing(f"uploading {dest} (waiting for the host to confirm {total})")
+                now = os.fstat(source.fileno())
+            if (now.st_size, now.st_mtime_ns) != (local.digest.size, local.digest.mtime_ns):
+                # What was sent may not be what the plan's size and mtime describe (and would be stamped so).
+                raise TransferError(f"{local.path} changed on this machine during the push: push it again")
         except OSError as error:
             if getattr(error, "errno", None) is None and str(error) not in ("Failure", ""):
                 raise  # not an SFTP status reply ("Socket is closed"...): transfer_result tells if the link died
@@ -292,6 +336,12 @@ class _Pusher:
 
 def _regular(attributes: Any | None) -> bool:
     return attributes is not None and stat.S_ISREG(attributes.st_mode or 0)
+
+
+def _same_mtime(local: LocalFile, attributes: Any) -> bool:
+    """rsync's default --modify-window 0: whole seconds equal (SFTP v3 carries no more than that)."""
+    mtime = getattr(attributes, "st_mtime", None)
+    return mtime is not None and int(mtime) == local.mtime
 
 
 def _size(attributes: Any) -> int | None:

@@ -1,15 +1,19 @@
-"""What push -r plans to send: symlinks kept (or followed with --copy-links), directory modes, special files skipped."""
+"""What push plans to send (symlinks, directory modes, special files skipped) and its lazy, shared local SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from fleetrun.errors import UsageError
 from fleetrun.pushplan import LocalDir, LocalLink, plan_push
+from fleetrun.remotefs import TransferError
 
 
 @pytest.fixture
@@ -72,3 +76,62 @@ def test_a_symlink_named_on_the_command_line_is_followed_but_keeps_its_name(tmp_
 def test_special_file_as_local_is_exit_2(tree):
     with pytest.raises(UsageError, match="not a regular file or directory"):
         plan_push(str(tree / "fifo"), "/srv/x")
+
+
+def test_the_plan_stats_files_but_hashes_none(tmp_path):
+    (tmp_path / "big.bin").write_bytes(os.urandom(100_000))
+    os.utime(tmp_path / "big.bin", (1_700_000_000, 1_700_000_123))
+    plan = plan_push(str(tmp_path / "big.bin"), "/srv/", checksum=True)
+    local = plan.files[0]
+    assert (local.size, local.mtime, local.atime, plan.checksum) == (100_000, 1_700_000_123, 1_700_000_000, True)
+    assert local.sftp_times == (1_700_000_000, 1_700_000_123)
+    assert not local.digest.done and local.digest.computed == 0
+
+
+def test_the_digest_is_computed_once_for_all_hosts_asking_at_once(tmp_path):
+    data = os.urandom(3_000_000)
+    (tmp_path / "big.bin").write_bytes(data)
+    local = plan_push(str(tmp_path / "big.bin"), "/srv/").files[0]
+    start = threading.Barrier(16)
+
+    def host() -> str:
+        start.wait()
+        return local.digest.value()
+
+    with ThreadPoolExecutor(16) as pool:
+        digests = list(pool.map(lambda _: host(), range(16)))
+    assert set(digests) == {hashlib.sha256(data).hexdigest()} and local.sha256 == digests[0]
+    assert local.digest.computed == 1
+
+
+def test_a_file_changed_after_planning_is_an_error_for_every_host_not_a_wrong_digest(tmp_path):
+    path = tmp_path / "app.conf"
+    path.write_text("v1\n")
+    local = plan_push(str(path), "/srv/").files[0]
+    path.write_text("v2\n")  # same size, another mtime (or the same mtime: then the size must differ)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    for _ in range(2):
+        with pytest.raises(TransferError, match=r"app.conf changed on this machine during the push: push it again"):
+            local.digest.value()
+    assert local.digest.computed == 1
+
+
+def test_a_hash_stopped_by_its_host_leaves_it_to_the_next(tmp_path):
+    (tmp_path / "big.bin").write_bytes(os.urandom(3 << 20))
+    local = plan_push(str(tmp_path / "big.bin"), "/srv/").files[0]
+
+    def timed_out() -> None:
+        raise TimeoutError("this host's --timeout")
+
+    with pytest.raises(TimeoutError):
+        local.digest.value(timed_out)
+    assert not local.digest.done
+    assert local.digest.value() == hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("mtime", "times"), [(0, (0, 0)), ((1 << 32) - 1, (5, (1 << 32) - 1)), (-1, None),
+                                              (1 << 32, None)])
+def test_times_sftp_v3_cannot_carry_are_not_set(tmp_path, mtime, times):
+    (tmp_path / "f").write_text("x")
+    os.utime(tmp_path / "f", (5 if mtime else 0, mtime))
+    assert plan_push(str(tmp_path / "f"), "/srv/").files[0].sftp_times == times
