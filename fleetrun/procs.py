@@ -276,7 +276,8 @@ class Processes:
     def __init__(self, count: int, forks: int, spec: ChildSpec) -> None:
         if threading.active_count() != 1:
             # fork() copies only the calling thread; a lock another thread held would stay locked in the child.
-            others = sorted({thread.name for thread in threading.enumerate() if thread is not threading.current_thread()})
+            me = threading.current_thread()
+            others = sorted({thread.name for thread in threading.enumerate() if thread is not me})
             raise CannotFork(f"{threading.active_count() - 1} other threads are running ({', '.join(others[:5])})")
         self.spec = spec
         spec.forks = split(forks, count)
