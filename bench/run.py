@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -125,7 +126,7 @@ class Bench:
             raise SystemExit(f"bench: fleetrun itself cannot run: {self.missing['fleetrun']}")
         if "push" in self.args.workloads:
             self.tools.push_local = self._push_file()
-        command = " ".join(["bench/run.py", *sys.argv[1:]])
+        command = shlex.join(["bench/run.py", *sys.argv[1:]])  # quoted: the report shows commands to paste
         earlier = self.meta.get("commands", []) if self.args.merge else []
         self.meta = {
             "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
