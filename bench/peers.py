@@ -266,6 +266,16 @@ def _fleetrun_patient(fleet: Fleet, workload: Workload, forks: int | None, tools
     return Invocation([*invocation.argv, "--connect-timeout", "60"], invocation.env, invocation.check)
 
 
+def _fleetrun_procs(count: int) -> Callable[[Fleet, Workload, int | None, Tools], Invocation]:
+    """fleetrun with `--procs count` worker processes (the plain row runs at its default: the usable cores)."""
+
+    def build(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
+        invocation = _fleetrun(fleet, workload, forks, tools)
+        return Invocation([*invocation.argv, "--procs", str(count)], invocation.env, invocation.check)
+
+    return build
+
+
 def _reference(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
     # fleetrun's own interpreter: the very paramiko and cryptography builds fleetrun runs on, and no bench venv needed.
     base = [sys.executable, str(CLIENTS / "paramiko_loop.py"), "--spec", str(fleet.spec)]
@@ -324,6 +334,8 @@ PEERS: tuple[Peer, ...] = (
     Peer("fleetrun", "fleetrun", "fleetrun", (*EXEC, "push"), None, _fleetrun),
     Peer("fleetrun-raw", "fleetrun --raw", "variant", ("true",), None, _fleetrun_raw),
     Peer("fleetrun-patient", "fleetrun --connect-timeout 60", "variant", ("true",), None, _fleetrun_patient),
+    Peer("fleetrun-procs1", "fleetrun --procs 1", "variant", ("true",), None, _fleetrun_procs(1)),
+    Peer("fleetrun-procs2", "fleetrun --procs 2", "variant", ("true",), None, _fleetrun_procs(2)),
     Peer("paramiko", "bare paramiko loop", "reference", EXEC, None, _reference),
     Peer("sftp", "bare paramiko sftp loop", "reference", ("push",), None, _sftp),
     Peer("pdsh", "pdsh -R ssh", "peer", EXEC, "32", _pdsh, ("pdsh",)),

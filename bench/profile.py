@@ -77,6 +77,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--forks", type=int, default=64)
+    parser.add_argument("--procs", type=int, default=1,
+                        help="fleetrun --procs (default 1: one process, whose profile is the cost per host)")
     parser.add_argument("--command", default="true")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
@@ -95,12 +97,13 @@ def main() -> int:
     lab = start_lab(args.hosts, lab_dir)
     try:
         fleetrun = [str(MAIN_BIN / "fleetrun"), "exec", args.command, "-i", str(lab.inventory), "--hosts", "all",
-                    "--forks", str(args.forks), "--format", "json"]  # fmt: skip
+                    "--forks", str(args.forks), "--procs", str(args.procs), "--format", "json",
+                    "--no-journal"]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}
         for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
             record = [str(PY_SPY), "record", "--rate", str(args.rate), "--format", fmt, "--output",
                       str(work / name), *(["--gil"] if args.gil else []), *(["--native"] if args.native else []),
-                      "--", *fleetrun]  # fmt: skip
+                      *(["--subprocesses"] if args.procs > 1 else []), "--", *fleetrun]  # fmt: skip
             done = subprocess.run(record, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   check=False)  # fmt: skip
             if done.returncode != 0:

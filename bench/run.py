@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/run.py`: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import install, report
+from bench import install, lean_lab, report
 from bench.fleet import Fleet, make_fleet
 from bench.measure import Measurement, ServerMeter, machine_busy, run_measured
 from bench.peers import PEER_KEYS, PEERS, PUSH_REMOTE, WORKLOADS, Peer, Tools, Verdict, Workload, find_missing
@@ -32,6 +33,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 PUSH_BYTES = 100 << 20
 SMOKE_TOOLS = ("fleetrun", "paramiko", "pdsh", "pssh")
 BIG_OUTPUT = 8 << 20  # keep a tool's output files only when smaller than this
+PROCS_KEYS = ("fleetrun-procs1", "fleetrun-procs2")
+PROCS_MIN_HOSTS = 500  # the --procs rows: from this lab size up
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,7 +126,7 @@ class Bench:
             raise SystemExit(f"bench: fleetrun itself cannot run: {self.missing['fleetrun']}")
         if "push" in self.args.workloads:
             self.tools.push_local = self._push_file()
-        command = " ".join(["bench/run.py", *sys.argv[1:]])
+        command = shlex.join(["bench/run.py", *sys.argv[1:]])  # quoted: the report shows commands to paste
         earlier = self.meta.get("commands", []) if self.args.merge else []
         self.meta = {
             "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -138,7 +141,18 @@ class Bench:
             "kex": self.args.kex or "OpenSSH default",
             "timeout": self.args.timeout,
             "slow": self.args.slow,
+            "lab_account": lean_lab.account(),
+            "lean_check": self._lean_check(),
         }
+
+    def _lean_check(self) -> dict[str, Any] | None:
+        """bench/lean_lab.py's last result (WORK/lean.json), if it was run: the rc file per tool, both labs."""
+        path = self.work / "lean.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
 
     def _push_file(self) -> Path:
         path = self.work / "push-100MiB.bin"
@@ -162,7 +176,14 @@ class Bench:
         if workload.key == "true" and "fleetrun" in self.args.tools and hosts >= 200 and not self.args.smoke:
             fleetrun = next(p for p in PEERS if p.key == "fleetrun")
             rows.append((fleetrun, self.args.scale_forks, str(self.args.scale_forks)))
+        if workload.key == "true" and hosts >= PROCS_MIN_HOSTS:
+            rows += self._procs_rows()
         return rows
+
+    def _procs_rows(self) -> list[tuple[Peer, int | None, str]]:
+        """--procs 1 against --procs 2 at the scale check's forks (issue 13: at 500 and 1000 hosts)."""
+        keys = [key for key in PROCS_KEYS if key in self.args.tools]
+        return [(p, self.args.scale_forks, str(self.args.scale_forks)) for p in PEERS if p.key in keys]
 
     def measure_lab(self, hosts: int, workloads: tuple[str, ...], scale_only: bool = False) -> None:
         directory = self.work / f"lab-{hosts}"
@@ -174,6 +195,7 @@ class Bench:
                 if scale_only:
                     keys = [key for key in ("fleetrun", "fleetrun-patient") if key in self.args.tools]
                     rows = [(p, self.args.scale_forks, str(self.args.scale_forks)) for p in PEERS if p.key in keys]
+                    rows += self._procs_rows() if hosts >= PROCS_MIN_HOSTS else []
                 else:
                     rows = self.rows_for(workload, hosts)
                 target = fleet

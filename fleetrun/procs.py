@@ -79,6 +79,10 @@ class _Pickler(pickle.Pickler):
             self.fds.append(obj.fileno())
             return ("spill", len(self.fds) - 1, obj.size)
         if isinstance(obj, io.BufferedRandom):  # a long line's spill file (fleetrun.lines)
+            # Its last writes may still sit in this process's buffer: the parent reads the file through its own
+            # descriptor, and would see the line cut at a multiple of the buffer size (flaky: unless this side's
+            # close, right after the send, flushed them before the parent read).
+            obj.flush()
             self.fds.append(obj.fileno())
             return ("file", len(self.fds) - 1)
         return None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paramiko
 from paramiko.common import DEBUG
+from paramiko.packet import Packetizer
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
@@ -80,6 +81,29 @@ def preferred_ciphers(supported: Sequence[str]) -> tuple[str, ...]:
     return first + tuple(cipher for cipher in supported if cipher not in first)
 
 
+class _Packetizer(Packetizer):
+    """paramiko's Packetizer with the handshake's time limit kept as a deadline, not a Timer thread.
+
+    paramiko starts a threading.Timer per connection for it (one more thread per host, created and torn down
+    within the handshake); its read loop already checks handshake_timed_out() at every 0.1 s socket timeout,
+    so a clock read there does the same job. fleetrun's own connect timeout is the one that rules anyway.
+    """
+
+    _deadline: float | None = None
+    _complete = False
+
+    def start_handshake(self, timeout: float) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + float(timeout)
+
+    def handshake_timed_out(self) -> bool:
+        return self._deadline is not None and not self._complete and time.monotonic() >= self._deadline
+
+    def complete_handshake(self) -> None:
+        if self._deadline is not None:
+            self._complete = True
+
+
 class _Transport(paramiko.Transport):
     """paramiko's Transport, minus per-connection work nobody reads."""
 
@@ -138,7 +162,7 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     link = _open_link(host, gateway, slot, remaining, limit, cancel)
     handle = cancel.add_callback(link.abort)
     recorder = RecordingSocket(link.sock)  # type: ignore[arg-type]
-    transport = _Transport(recorder)  # type: ignore[arg-type]  # any object with socket's methods
+    transport = _Transport(recorder, packetizer_class=_Packetizer)  # type: ignore[arg-type]  # socket-like
     # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
     transport.handshake_timeout = limit + 5
     verified: bool | None = None  # the host-key check's result: every outcome after it carries it

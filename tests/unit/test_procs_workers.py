@@ -202,3 +202,26 @@ def test_no_fork_while_another_thread_runs():
     finally:
         stop.set()
         other.join()
+
+
+def test_a_long_lines_file_crosses_whole_even_with_writes_still_in_the_senders_buffer():
+    import socket
+    import tempfile
+
+    from fleetrun.procs import Channel
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender, receiver = Channel(ours, HOSTS), Channel(theirs, HOSTS)
+        line_file = tempfile.TemporaryFile()  # noqa: SIM115  # buffered, as fleetrun.lines writes it
+        text = b"x" * 100_000
+        for start in range(0, len(text), 1000):  # in pieces, as chunks arrive: the last 1696 bytes stay buffered
+            line_file.write(text[start : start + 1000])
+        sender.send(("lines", Lines((OutputLine(HOSTS[0], "stdout", b"", spill=line_file),))))
+        _, lines = receiver.receive()  # type: ignore[misc]
+        try:
+            # Read before the sender closes its copy (closing would flush): the file must be whole already.
+            assert b"".join(lines.lines[0].chunks()) == text
+        finally:
+            lines.release()
+            line_file.close()
