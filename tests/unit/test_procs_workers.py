@@ -208,7 +208,7 @@ def test_a_long_lines_file_crosses_whole_even_with_writes_still_in_the_senders_b
     import socket
     import tempfile
 
-    from fleetrun.procs import Channel
+    from fleetrun.procs_channel import Channel
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
