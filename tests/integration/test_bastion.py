@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bastion import kill_tree, make_bastions, processes_named, wait_for
+from bastion import kill_tree, make_bastions, process_tree, processes_named, wait_for
 from fleet import Run
 
 pytestmark = pytest.mark.integration
@@ -272,3 +273,75 @@ def test_a_bastion_reached_through_its_own_proxy_command(make_lab, tmp_path):
     assert {record["stdout"].strip() for record in run.json()[0].values()} == {h.name for h in fleet.targets.hosts}
     assert fleet.accepted() == 1
     assert processes_named(marker) == []  # the bastion's proxy was reaped with the bastion's connection
+
+
+def test_a_frozen_bastion_is_found_by_its_own_keepalives(make_lab, tmp_path):
+    """ServerAliveInterval on the bastion's connection itself: a bastion that stops answering (SIGSTOP: the kernel
+    still ACKs) ends its hosts as unreachable within the probes, not when the commands would have."""
+    fleet = make_bastions(make_lab, tmp_path / "work", 3)
+    inventory = fleet.inventory(tmp_path / "inv.yaml")
+    config = tmp_path / "ssh_config"
+    # Only the bastion probes: the targets' own connections run inside it and have no keepalive of their own.
+    config.write_text(f"Host b1 {fleet.bastion().address}\n  ServerAliveInterval 1\n  ServerAliveCountMax 3\n")
+    proc = fleet.start("exec", "-i", str(inventory), "--ssh-config", str(config), "sleep 20.913", "-H", "t*",
+                       "--format", "json")
+    stopped: list[int] = []
+    try:
+        wait_for(lambda: len(processes_named(r"^sleep 20\.913")) >= 3, 60, "3 hosts running the command")
+        stopped = process_tree(fleet.bastion().pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - frozen
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 4, out + err
+    hosts, _ = Run(proc.returncode, out, err).json()
+    assert len(hosts) == 3 and {record["status"] for record in hosts.values()} == {"unreachable"}
+    assert all("keepalives" in record["error"] for record in hosts.values()), [r["error"] for r in hosts.values()]
+    assert waited < 15  # 3 probes a second apart, not the commands' 20 s
+
+
+def test_a_tunnel_the_bastion_cannot_open_in_time_ends_within_the_hosts_connect_timeout(make_lab, tmp_path):
+    """The bastion's own TCP connect to the target hangs (a listener whose accept queue is full drops the SYNs):
+    the channel open is bounded by what is left of that host's connect timeout, and the other hosts go on."""
+    fleet = make_bastions(make_lab, tmp_path / "work", 2)
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # Linux queues backlog + 1 connections; later SYNs get no answer
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        time.sleep(0.5)  # let the handshakes that fit complete
+        inventory = fleet.inventory(tmp_path / "inv.yaml")
+        data = yaml.safe_load(inventory.read_text())
+        data["hosts"]["stuck"] = {"address": "127.0.0.1", "port": port, "jump": "b1"}
+        inventory.write_text(yaml.safe_dump(data))
+        started = time.monotonic()
+        run = fleet.run("exec", "-i", str(inventory), "true", "-H", "stuck,t*", "--connect-timeout", "3",
+                        "--format", "json")
+        elapsed = time.monotonic() - started
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()
+    hosts, _ = run.json()
+    assert run.code == 4, run.out + run.err
+    assert hosts["stuck"]["status"] == "unreachable"
+    assert hosts["stuck"]["error"].startswith(f"gateway b1 did not open a channel to 127.0.0.1:{port} within "), \
+        hosts["stuck"]["error"]
+    assert {hosts[name]["status"] for name in fleet.names} == {"ok"}
+    assert elapsed < 30  # the kernel would retry that SYN for about two minutes
