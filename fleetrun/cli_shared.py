@@ -354,6 +354,11 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
     if adjust is not None:
         hosts = adjust(hosts)
+    if (params.get("procs") or 1) > 1 and any(host.via for host in hosts):
+        # fleetrun.runner runs such a run in one process: one bastion login must carry all its hosts.
+        click.echo(f"fleetrun: warning: running in one process, not {params['procs']} (--procs): hosts are "
+                   "reached through a bastion, whose one shared login carries them all", err=True)
+        params["procs"] = 1
     question = confirm_question(rollout, sys.stderr)
     defaults = _split_defaults(params)[1]
     options = RunOptions(

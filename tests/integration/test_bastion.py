@@ -34,6 +34,11 @@ def test_20_hosts_through_one_bastion_share_one_login(make_lab, tmp_path):
         assert hosts[name]["stdout"].strip() == lab_host.name
     assert fleet.accepted() == 1, fleet.log()
     assert "Disconnecting" not in fleet.log() and "nonexistent channel" not in fleet.log()
+    # --procs 2 asked for explicitly: one process all the same (one login carries every host), and it says so.
+    run = fleet.run("exec", "-i", str(inventory), "--procs", "2", "true", "-H", "t*", "--format", "json")
+    assert run.code == 0, run.out + run.err
+    assert "running in one process, not 2 (--procs): hosts are reached through a bastion" in run.err
+    assert fleet.accepted() == 2, fleet.log()  # one more run, one more login
 
 
 def test_the_targets_cannot_be_reached_without_the_bastion(make_lab, tmp_path):

@@ -35,6 +35,14 @@ def test_stdin_goes_to_every_host(lab, tmp_path):
     assert len(hosts) == 20 and {record["stdout"].strip() for record in hosts.values()} == {"2"}
 
 
+def test_forwarded_stdin_runs_in_one_process_and_says_so_when_procs_asked_for_more(lab, tmp_path):
+    result = run("exec", "-i", str(lab.inventory), "-H", "lab0[1-4]", "--procs", "2", "--format", "json", "wc -l",
+                 home=tmp_path, stdin=b"a\nb\n")
+    assert result.code == 0, result.err
+    assert {record["stdout"].strip() for record in result.json()[0].values()} == {"2"}
+    assert "running in one process, not 2 (--procs): stdin is forwarded to the commands" in result.err
+
+
 def test_no_stdin_and_n_send_nothing(lab, tmp_path):
     for flag in ("-n", "--no-stdin"):
         result = run("exec", "-i", str(lab.inventory), "-H", "lab01", flag, "--format", "json", "wc -c",
