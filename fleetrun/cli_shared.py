@@ -31,38 +31,28 @@ def _password_prompt(ask: bool) -> Callable[[], str] | None:
 
     No terminal (stdin a pipe, a file, /dev/null or closed) is exit 2 at once, before anything else.
     """
-    if not ask:
-        return None
-    if sys.stdin is None or not sys.stdin.isatty():
-        raise UsageError("--ask-pass needs a terminal; without one use password_env or password_file in the inventory")
-    def prompt() -> str:
-        from fleetrun.secrets import remember
-
-        try:
-            password = getpass.getpass("SSH password: ")
-        except EOFError:  # Ctrl-D
-            raise UsageError("--ask-pass: no password entered") from None
-        remember(password)
-        return password
-
-    return prompt
+    return _terminal_prompt("SSH password: ", "--ask-pass", "password_env or password_file") if ask else None
 
 
 def _ask_become_prompt(ask: bool) -> Callable[[], str] | None:
     """-K: the sudo password prompt the run calls once, after --ask-pass; no terminal is exit 2 at once."""
     if not ask:
         return None
+    return _terminal_prompt("sudo password: ", "-K/--ask-become-pass", "become_password_env or become_password_file")
+
+
+def _terminal_prompt(text: str, option: str, instead: str) -> Callable[[], str]:
+    """A prompt on the terminal for one secret, which redaction then masks; UsageError at once without one."""
     if sys.stdin is None or not sys.stdin.isatty():
-        raise UsageError("-K/--ask-become-pass needs a terminal; without one use become_password_env or "
-                         "become_password_file in the inventory")
+        raise UsageError(f"{option} needs a terminal; without one use {instead} in the inventory")
 
     def prompt() -> str:
         from fleetrun.secrets import remember
 
         try:
-            password = getpass.getpass("sudo password: ")
+            password = getpass.getpass(text)
         except EOFError:  # Ctrl-D
-            raise UsageError("-K/--ask-become-pass: no password entered") from None
+            raise UsageError(f"{option}: no password entered") from None
         remember(password)
         return password
 

@@ -8,13 +8,14 @@ A host reached at all was reached through the bastion.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,20 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, ()))
     return tree
+
+
+@contextlib.contextmanager
+def frozen(root: int) -> Iterator[None]:
+    """`root` and its descendants stopped (SIGSTOP: they stop answering, the kernel still ACKs), then resumed."""
+    stopped = process_tree(root)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def kill_tree(root: int) -> None:

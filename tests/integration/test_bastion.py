@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import socket
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bastion import kill_tree, make_bastions, process_tree, processes_named, wait_for
+from bastion import frozen, kill_tree, make_bastions, processes_named, wait_for
 from fleet import Run
 
 pytestmark = pytest.mark.integration
@@ -290,21 +289,13 @@ def test_a_frozen_bastion_is_found_by_its_own_keepalives(make_lab, tmp_path):
     config.write_text(f"Host b1 {fleet.bastion().address}\n  ServerAliveInterval 1\n  ServerAliveCountMax 3\n")
     proc = fleet.start("exec", "-i", str(inventory), "--ssh-config", str(config), "sleep 20.913", "-H", "t*",
                        "--format", "json")
-    stopped: list[int] = []
     try:
         wait_for(lambda: len(processes_named(r"^sleep 20\.913")) >= 3, 60, "3 hosts running the command")
-        stopped = process_tree(fleet.bastion().pid)
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
-        frozen = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        waited = time.monotonic() - frozen
+        with frozen(fleet.bastion().pid):
+            started = time.monotonic()
+            out, err = proc.communicate(timeout=60)
+            waited = time.monotonic() - started
     finally:
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
         if proc.poll() is None:
             proc.kill()
             proc.communicate()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bastion import process_tree, processes_named, wait_for
+from bastion import frozen, processes_named, wait_for
 from fleet import clean_env, fleetrun
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ def test_host_key_alias_is_the_name_keys_are_looked_up_and_recorded_under(lab, t
 
 def test_server_alive_ends_a_frozen_host_as_unreachable(make_lab, tmp_path):
     lab = make_lab(2)
-    frozen, fine = lab.hosts
+    stopping, fine = lab.hosts
     inventory = inventory_of(tmp_path / "inv.yaml", lab, {h.name: {"address": h.address, "port": h.port}
                                                           for h in lab.hosts}, known_hosts=str(lab.known_hosts))
     config = tmp_path / "cfg"
@@ -132,31 +132,23 @@ def test_server_alive_ends_a_frozen_host_as_unreachable(make_lab, tmp_path):
             "sleep 6.417; echo done", "-H", "all", "--format", "json"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
-    stopped: list[int] = []
     try:
         wait_for(lambda: len(processes_named(r"^sleep 6\.417")) == 2, 60, "both hosts running the command")
         # Freeze one host: its sshd and the session it forked stop answering, the kernel still ACKs.
-        stopped = process_tree(frozen.pid)
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
-        started = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        waited = time.monotonic() - started
+        with frozen(stopping.pid):
+            started = time.monotonic()
+            out, err = proc.communicate(timeout=60)
+            waited = time.monotonic() - started
     finally:
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     records = {r["host"]: r for r in map(json.loads, out.splitlines()) if r["type"] == "host"}
     assert proc.returncode == 4, out + err
     assert records[fine.name]["status"] == "ok" and records[fine.name]["stdout"] == "done\n"
-    assert records[frozen.name]["status"] == "unreachable"
+    assert records[stopping.name]["status"] == "unreachable"
     assert re.search(r"no answer to 3 keepalives in 4 s \(ServerAliveInterval 1, ServerAliveCountMax 3\)",
-                     records[frozen.name]["error"]), records[frozen.name]["error"]
+                     records[stopping.name]["error"]), records[stopping.name]["error"]
     assert waited < 30  # well before the command itself (or anything else) would have ended it
 
 
