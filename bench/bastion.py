@@ -31,6 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/bastion.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import report
 from bench.fleet import Fleet, make_fleet
 from bench.measure import ServerMeter, run_measured
 from bench.peers import (
@@ -205,17 +206,6 @@ def render(rows: list[Row], hosts: int, forks: int, runs: int, started: str, com
     return "\n".join(lines) + "\n"
 
 
-def merge(path: Path, section: str) -> None:
-    """Put the section into RESULTS.md, replacing an earlier one (bench/report.write keeps it when run.py rewrites)."""
-    text = path.read_text() if path.exists() else "# fleetrun benchmark results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def _on_term(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the labs' `finally`, which stops their sshd processes
 
@@ -280,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(LabError):
             stop_lab(labs / "targets")
     command = "bench/bastion.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    merge(Path(args.out), render(rows, args.hosts, args.forks, args.runs, started, command.strip()))
+    section = render(rows, args.hosts, args.forks, args.runs, started, command.strip())
+    report.write_section(Path(args.out), BEGIN, END, section)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/pull.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import report
 from bench.fleet import Fleet, make_fleet
 from bench.measure import ServerMeter, machine_busy, run_measured
 from fleetrun.lab import start_lab, stop_lab
@@ -174,22 +175,13 @@ def render(samples: list[Sample], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# fleetrun benchmark results\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> int:
     args = parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         samples = [Sample(**record) for record in json.loads((work / "pull.json").read_text())]
-        write_section(Path(args.out), render(samples, args))
+        report.write_section(Path(args.out), BEGIN, END, render(samples, args))
         return 0
     lab_dir = work / "lab"
     lab = start_lab(1, lab_dir, srv_size=f"{sum(args.sizes) + 64}m")
@@ -216,7 +208,7 @@ def main() -> int:
     finally:
         stop_lab(lab_dir)
     (work / "pull.json").write_text(json.dumps([s.__dict__ for s in samples], indent=1) + "\n")
-    write_section(Path(args.out), render(samples, args))
+    report.write_section(Path(args.out), BEGIN, END, render(samples, args))
     return 0 if all(s.ok for s in samples if s.tool == "fleetrun") else 1
 
 

@@ -332,3 +332,15 @@ def write(path: Path, text: str) -> None:
         previous = ""
     kept = [match.group(0) for match in _OWNED_SECTION.finditer(previous)]
     path.write_text(text.rstrip("\n") + "\n" + "".join(f"\n{section}\n" for section in kept))
+
+
+def write_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Put one bench script's section (its `begin` line to its `end` line) into the report at `path`,
+    replacing the one an earlier run wrote, or appending it; the rest of the report stays as it is."""
+    text = path.read_text() if path.exists() else "# fleetrun benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -6,7 +6,7 @@ import base64
 import time
 from dataclasses import dataclass
 
-from fleetrun.keyblob import PublicKey, parse_blob
+from fleetrun.keyblob import PublicKey, WireReader, parse_blob
 
 CERT_TYPE_USER = 1
 CERT_TYPE_HOST = 2
@@ -75,25 +75,7 @@ class Certificate:
         return f"from {start} to {end}"
 
 
-class _Fields:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def take(self, size: int) -> bytes:
-        if size > len(self.data) - self.at:
-            raise CertificateError("certificate is truncated")
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
-
-    def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
-
-    def string(self) -> bytes:
-        return self.take(self.uint(4))
-
-
-def _skip_key_fields(keytype: str, fields: _Fields) -> None:
+def _skip_key_fields(keytype: str, fields: WireReader) -> None:
     """Step over the certified key's own fields (their content is checked by parse_blob)."""
     base = keytype.split("-cert-v01@openssh.com", 1)[0]
     count = {"ssh-ed25519": 1, "sk-ssh-ed25519@openssh.com": 2, "ssh-rsa": 2, "ssh-dss": 4,
@@ -110,22 +92,24 @@ def read_certificate(blob: bytes) -> Certificate:
         raise CertificateError(str(error)) from None
     if not key.is_cert:
         raise CertificateError(f"a {key.keytype} key is not a certificate")
-    fields = _Fields(blob)
-    fields.string()  # type
-    fields.string()  # nonce
-    _skip_key_fields(key.keytype, fields)
-    serial, cert_type, key_id = fields.uint(8), fields.uint(4), fields.string()
-    principals_data = _Fields(fields.string())
-    principals = []
-    while principals_data.at < len(principals_data.data):
-        principals.append(principals_data.string().decode("utf-8", "replace"))
-    valid_after, valid_before = fields.uint(8), fields.uint(8)
-    critical = fields.string()
-    fields.string()  # extensions
-    fields.string()  # reserved
-    signer = fields.string()
-    signature = _Fields(fields.string())
-    signature_type = signature.string().decode("latin-1")
+    try:  # parse_blob checked the layout already; a short field here is still told as a certificate error
+        fields = WireReader(blob)
+        fields.string()  # type
+        fields.string()  # nonce
+        _skip_key_fields(key.keytype, fields)
+        serial, cert_type, key_id = fields.uint(8), fields.uint(4), fields.string()
+        principals_data = WireReader(fields.string())
+        principals = []
+        while principals_data.at < len(principals_data.data):
+            principals.append(principals_data.string().decode("utf-8", "replace"))
+        valid_after, valid_before = fields.uint(8), fields.uint(8)
+        critical = fields.string()
+        fields.string()  # extensions
+        fields.string()  # reserved
+        signer = fields.string()
+        signature_type = WireReader(fields.string()).string().decode("latin-1")
+    except ValueError as error:
+        raise CertificateError(f"certificate cannot be read ({error})") from None
     try:
         ca = parse_blob(signer)
     except ValueError as error:
@@ -161,7 +145,7 @@ def certificate_type_of(blob: bytes) -> int | None:
         key = parse_blob(blob)
         if not key.is_cert:
             return None
-        fields = _Fields(blob)
+        fields = WireReader(blob)
         fields.string()
         fields.string()
         _skip_key_fields(key.keytype, fields)

@@ -129,7 +129,7 @@ def b64decode(text: str) -> bytes:
     return data
 
 
-class _Reader:
+class WireReader:
     """SSH wire-format fields (RFC 4251 section 5) from a blob, with OpenSSH's sshbuf rules."""
 
     def __init__(self, data: bytes) -> None:
@@ -197,7 +197,7 @@ def _ec_point(curve_name: str, point: bytes) -> None:
         raise ValueError("EC point is an invalid public value")
 
 
-def _read_plain(keytype: str, blob_name: str, reader: _Reader) -> bytes:
+def _read_plain(keytype: str, blob_name: str, reader: WireReader) -> bytes:
     """Read one plain key's fields after its type; return them canonically encoded (without the type)."""
     base = keytype.removesuffix(_CERT).removesuffix("@openssh.com")
     if base in ("ssh-ed25519", "sk-ssh-ed25519"):
@@ -227,7 +227,7 @@ def _read_plain(keytype: str, blob_name: str, reader: _Reader) -> bytes:
     return fields
 
 
-def _read_cert_body(reader: _Reader) -> None:
+def _read_cert_body(reader: WireReader) -> None:
     """The certificate fields after the key (PROTOCOL.certkeys); the CA signature itself is not verified."""
     reader.uint(8)  # serial
     if reader.uint(4) not in (1, 2):  # SSH2_CERT_TYPE_USER, SSH2_CERT_TYPE_HOST
@@ -242,7 +242,7 @@ def _read_cert_body(reader: _Reader) -> None:
 
 def parse_blob(data: bytes) -> PublicKey:
     """Decode a public key blob as OpenSSH does; ValueError says why OpenSSH would reject it."""
-    reader = _Reader(data)
+    reader = WireReader(data)
     blob_name = reader.cstring().decode("latin-1")
     keytype = KEY_TYPES.get(blob_name)
     if keytype is None:
