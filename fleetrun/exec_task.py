@@ -30,6 +30,11 @@ class ExecTask:
     def __init__(self, plan: ExecSpec) -> None:
         self.plan = plan
 
+    def lean_for(self, host: Host) -> bool:
+        """Whether this host's command needs only one exec channel: no sudo, nothing sent to its stdin (so its
+        connection may go through fleetrun.ssh.lean; the agent forwarding and the rest are connect's to judge)."""
+        return not host.become and self.plan.script is None and not self.plan.stdin
+
     def __call__(self, session: Session, host: Host, context: HostContext) -> HostResult:
         plan = self.plan
         from fleetrun.ssh.wrapper import ScriptLoad, script_command

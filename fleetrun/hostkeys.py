@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import hashlib
 import hmac
 import os
@@ -129,8 +130,15 @@ class HostKeyCheck:
 
 def default_known_hosts() -> Path:
     """The file `ssh-keygen -R` edits without `-f`: ~/.ssh/known_hosts of the passwd home, not of $HOME."""
+    return _default_known_hosts(os.getuid(), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=4)
+def _default_known_hosts(uid: int, home_variable: str | None) -> Path:
+    # Asked for every host of a run (twice): the passwd lookup once per user is enough. $HOME is part of the
+    # key only because it is the fallback for a user without a passwd entry.
     try:
-        home = pwd.getpwuid(os.getuid()).pw_dir
+        home = pwd.getpwuid(uid).pw_dir
     except KeyError:
         home = os.path.expanduser("~")
     return Path(home, ".ssh", "known_hosts")

@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from fleetrun.admission import Admission, default_limit, share
 from fleetrun.cancel import Cancel
@@ -322,6 +322,9 @@ def execute(
     deadline = None if options.deadline is None else started + options.deadline
 
     closed = itertools.count(1)  # sessions closed in this process (next() is atomic: no lock needed)
+    # Tasks that need no more of a connection than one exec channel say so per host (ExecTask.lean_for): those
+    # hosts may go through fleetrun.ssh.lean, without a paramiko thread.
+    lean_for: Callable[[Host], bool] | None = getattr(task, "lean_for", None)
 
     def check_deadline() -> None:
         if deadline is not None and time.monotonic() >= deadline:
@@ -338,10 +341,12 @@ def execute(
         verified: bool | None = None
         try:
             with admission.slot(cancel):  # the connect timeout starts once the host has its slot
-                session = connect(host, settings, passwords.get(host.name), cancel)
+                session = connect(host, settings, passwords.get(host.name), cancel,
+                                  lean=lean_for is not None and lean_for(host))
             verified = session.host_key_verified
             try:
-                result = task(session, host, context)
+                # A LeanSession only for a task whose lean_for(host) said so: it calls nothing but run().
+                result = task(cast("Session", session), host, context)
                 # "connection lost" says what; a dead gateway or unanswered keepalives say why.
                 why = session.lost_reason() if result.outcome is Outcome.UNREACHABLE else None
                 if why is not None:

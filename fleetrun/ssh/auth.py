@@ -48,7 +48,9 @@ def load_private_key(path: str, password: bytes | None) -> paramiko.PKey:
     else:
         raise UnknownKeyType(key_bytes=data, key_type=loaded.__class__)
     with open(path) as handle:
-        return key_class.from_private_key(handle, password=password)  # type: ignore[arg-type]  # stubs say str
+        key = key_class.from_private_key(handle, password=password)  # type: ignore[arg-type]  # stubs say str
+    setattr(key, "fleetrun_private", loaded)  # noqa: B010  # fleetrun.ssh.lean signs Ed25519 with it (no PyNaCl)
+    return key
 
 
 def load_certificates(paths: Sequence[str], configured: set[str], warn: Callable[[str], None]) -> dict[str, bytes]:

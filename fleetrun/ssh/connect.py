@@ -4,10 +4,12 @@ verification and authentication, in one time budget."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import paramiko
 from paramiko.common import DEBUG
@@ -20,11 +22,15 @@ from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files,
 from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
+from fleetrun.ssh import lean as lean_client
 from fleetrun.ssh.auth import authenticate
 from fleetrun.ssh.diagnose import RecordingSocket
 from fleetrun.ssh.gateway import Gateway, GatewayFailure, Gateways, tunnel
 from fleetrun.ssh.keepalive import install_keepalive
-from fleetrun.ssh.link import Link, tcp_link
+from fleetrun.ssh.lean import Handover, Offer
+from fleetrun.ssh.lean_session import LeanSession
+from fleetrun.ssh.lean_wire import WireError
+from fleetrun.ssh.link import Link, TcpLink, tcp_link
 from fleetrun.ssh.proxycommand import ProxyCommandLink
 from fleetrun.ssh.session import HANDLERS, Session
 
@@ -132,14 +138,26 @@ def _preferred_key_types(known: Collection[str], supported: Sequence[str], autho
     return wanted or list(supported)
 
 
+@overload
 def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, *,
-            through: Gateway | None = None) -> Session:
+            through: Gateway | None = None, lean: Literal[False] = False) -> Session: ...
+
+
+@overload
+def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, *,
+            through: Gateway | None = None, lean: bool) -> Session | LeanSession: ...
+
+
+def connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, *,
+            through: Gateway | None = None, lean: bool = False) -> Session | LeanSession:
     """The stream, handshake, host-key check and authentication, all within the host's connect timeout.
 
     A host with a jump route goes through the run's shared gateway for it (`settings.gateways`), holding one
     of its channel slots for as long as the session lasts; waiting for the gateway to open, or for a slot,
     is not part of the host's own budget. `through` is for a gateway's own connection through the one
-    before it. Raises HostFailure with the outcome (unreachable, host key, auth failed, cancelled) and one line.
+    before it. `lean`: the caller needs only one exec channel without sudo or stdin, so a host reached over TCP
+    with key files may go through fleetrun.ssh.lean (no thread of its own; paramiko whenever it cannot).
+    Raises HostFailure with the outcome (unreachable, host key, auth failed, cancelled) and one line.
     """
     limit = host.connect_timeout or settings.connect_timeout
     gateway, slot = through, False
@@ -161,7 +179,22 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
 
     link = _open_link(host, gateway, slot, remaining, limit, cancel)
     handle = cancel.add_callback(link.abort)
-    recorder = RecordingSocket(link.sock)  # type: ignore[arg-type]
+    try:
+        sock: object = link.sock
+        if lean and isinstance(link, TcpLink) and _lean_eligible(host, settings, password):
+            try:
+                return _lean_connect(host, settings, link, remaining, limit, cancel)
+            except Handover as handover:
+                sock = handover.replay_socket(link.sock)  # paramiko goes on from the start of the conversation
+        return _paramiko_connect(host, settings, password, cancel, link, sock, remaining, limit, started)
+    finally:
+        cancel.remove_callback(handle)
+
+
+def _paramiko_connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, link: Link,
+                      sock: object, remaining: Callable[[], float], limit: float, started: float) -> Session:
+    """The handshake, host-key check and authentication through paramiko's Transport."""
+    recorder = RecordingSocket(sock)  # type: ignore[arg-type]
     transport = _Transport(recorder, packetizer_class=_Packetizer)  # type: ignore[arg-type]  # socket-like
     # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
     transport.handshake_timeout = limit + 5
@@ -204,8 +237,75 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
             message = _describe_connect_error(error, hello, transport, link, time.monotonic() - started)
             raise HostFailure(Outcome.UNREACHABLE, message, host_key_verified=verified) from None
         raise
-    finally:
-        cancel.remove_callback(handle)
+
+
+def _lean_eligible(host: Host, settings: ConnectSettings, password: str | None) -> bool:
+    """Whether fleetrun.ssh.lean can make this connection: a TCP host authenticating with key files only."""
+    if not lean_client.enabled():
+        return False
+    agent = settings.use_agent and host.identity_agent != "none" and bool(
+        host.identity_agent or os.environ.get("SSH_AUTH_SOCK"))
+    return lean_client.eligible(host, password, settings.keys or {}, agent, settings.certificates or {})
+
+
+def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: tuple[str, ...]) -> Offer:
+    """The KEXINIT lists paramiko's Transport would send this host, as `_handshake` configures it."""
+    known = settings.known_hosts
+    supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]
+    key_types = _preferred_key_types(known.key_types_for(names, files), supported,
+                                     known.has_authority_for(names, files))
+    # Transport.preferred_keys appends a certificate variant of every name, whatever the list holds already.
+    sent_key_types = (*key_types, *(f"{name}-cert-v01@openssh.com" for name in key_types))
+    transport_class = paramiko.Transport
+    return Offer(
+        kex=tuple(transport_class._preferred_kex),  # type: ignore[attr-defined]
+        key_types=sent_key_types,
+        ciphers=preferred_ciphers(transport_class._preferred_ciphers),  # type: ignore[attr-defined]
+        macs=tuple(transport_class._preferred_macs),  # type: ignore[attr-defined]
+        compression=tuple(transport_class._preferred_compression),  # type: ignore[attr-defined]
+    )
+
+
+def _lean_connect(host: Host, settings: ConnectSettings, link: TcpLink, remaining: Callable[[], float],
+                  limit: float, cancel: Cancel) -> LeanSession:
+    """The connection through fleetrun.ssh.lean; raises Handover when paramiko must make it instead."""
+    margin = min(1.0, limit / 10)  # left to paramiko after a handover, to say what went wrong in its words
+    deadline = time.monotonic() + remaining()
+    verified: bool | None = None
+    try:
+        names = host_key_names(host)
+        files, writable = host_key_files(host)
+
+        def check(keytype: str, blob: bytes) -> bool:
+            return _check_plain_host_key(host, settings, keytype, blob, names, files, writable)
+
+        offer = _lean_offer(host, settings, names, files)
+        connection, verified = lean_client.handshake(link.sock, link.where, offer, deadline, margin, check)
+        authenticate(host, settings, connection, None, remaining)  # type: ignore[arg-type]  # its auth subset
+        return LeanSession(host, connection, limit, host_key_verified=verified, link=link)
+    except Handover:
+        if cancel.is_set():
+            link.close(None)
+            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})") from None
+        raise
+    except HostFailure as failure:
+        link.close(None)
+        if cancel.is_set():
+            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
+                              host_key_verified=verified) from None
+        if verified is not None:
+            failure.host_key_verified = verified
+        raise
+    except (paramiko.SSHException, OSError, EOFError, WireError) as error:
+        link.close(None)
+        if cancel.is_set():
+            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
+                              host_key_verified=verified) from None
+        raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, link.where),
+                          host_key_verified=verified) from None
+    except BaseException:
+        link.close(None)
+        raise
 
 
 def _open_link(host: Host, gateway: Gateway | None, slot: bool, remaining: Callable[[], float], limit: float,
@@ -255,7 +355,7 @@ def _handshake(
     """Key exchange and host-key verification; True if known_hosts vouched for the key, False if the policy
     let an unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
     names = host_key_names(host)
-    files, writable = host_key_files(host)
+    files, _ = host_key_files(host)
     known = settings.known_hosts
     options = transport.get_security_options()
     supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
@@ -268,8 +368,29 @@ def _handshake(
         # start_client returns quietly, without raising, when its timeout runs out.
         raise HostFailure(Outcome.UNREACHABLE, f"no SSH handshake within {limit:g} s: is an SSH server listening?")
 
-    key = transport.get_remote_server_key()
-    check, keytype, blob = _judge(host, known, key, names, files)
+    return _check_host_key(host, settings, transport.get_remote_server_key())
+
+
+def _check_host_key(host: Host, settings: ConnectSettings, key: paramiko.PKey) -> bool:
+    """known_hosts' verdict on the key the host offered: True if vouched for, False if the policy let an
+    unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
+    names = host_key_names(host)
+    files, writable = host_key_files(host)
+    check, keytype, blob = _judge(host, settings.known_hosts, key, names, files)
+    return _settle(host, settings, check, keytype, blob, names, files, writable)
+
+
+def _check_plain_host_key(host: Host, settings: ConnectSettings, keytype: str, blob: bytes, names: list[str],
+                          files: tuple[str, ...], writable: str | None) -> bool:
+    """_check_host_key for a plain key (not a certificate), as its type and blob."""
+    check = settings.known_hosts.judge(names, keytype, blob, files)
+    return _settle(host, settings, check, keytype, blob, names, files, writable)
+
+
+def _settle(host: Host, settings: ConnectSettings, check: HostKeyCheck, keytype: str, blob: bytes,
+            names: list[str], files: tuple[str, ...], writable: str | None) -> bool:
+    """What the verdict means for the connection under the host's StrictHostKeyChecking policy."""
+    known = settings.known_hosts
     for problem in check.bad_lines:
         settings.warn(f"known_hosts: {problem}")
     if check.verdict is Verdict.KNOWN:

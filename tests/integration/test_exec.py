@@ -74,9 +74,31 @@ def test_stream_format(lab, tmp_path):
     assert "lab01 | two" in run.err and "2 ok in" in run.err
 
 
-def test_unknown_host_key_is_refused_before_auth(lab, tmp_path, mocker, monkeypatch, capsys):
+def _spy_key_offers(mocker, monkeypatch, engine: str):
+    """Counts the key offers of a run, checking that every connection went through `engine` (fleetrun.ssh.lean's
+    client, or paramiko's with FLEETRUN_SSH=paramiko) and none through the other."""
     import paramiko
 
+    from fleetrun.ssh import lean
+
+    if engine == "paramiko":
+        monkeypatch.setenv("FLEETRUN_SSH", "paramiko")
+    handshakes = mocker.spy(lean, "handshake")
+    lean_offers = mocker.spy(lean.LeanConnection, "auth_publickey")
+    paramiko_offers = mocker.spy(paramiko.Transport, "auth_publickey")
+
+    def offers() -> int:
+        if engine == "lean":
+            assert handshakes.call_count > 0 and paramiko_offers.call_count == 0
+            return lean_offers.call_count
+        assert handshakes.call_count == 0 and lean_offers.call_count == 0
+        return paramiko_offers.call_count
+
+    return offers
+
+
+@pytest.mark.parametrize("engine", ["lean", "paramiko"])
+def test_unknown_host_key_is_refused_before_auth(lab, tmp_path, mocker, monkeypatch, capsys, engine):
     from fleetrun.cli import main
 
     known = tmp_path / "known_hosts"
@@ -84,14 +106,15 @@ def test_unknown_host_key_is_refused_before_auth(lab, tmp_path, mocker, monkeypa
     inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, known_hosts=str(known))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    auth = mocker.spy(paramiko.Transport, "auth_publickey")
+    auth = _spy_key_offers(mocker, monkeypatch, engine)
     with pytest.raises(SystemExit) as done:
-        main(["exec", "-i", str(inventory), "true", "-H", "lab01,lab02", "--format", "json"])
+        # One process: the spies see only this one's connections (--procs would run them in children).
+        main(["exec", "-i", str(inventory), "true", "-H", "lab01,lab02", "--format", "json", "--procs", "1"])
     assert done.value.code == 5
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["status"] for r in records[:-1]] == ["host key", "host key"]
     assert "SHA256:" in records[0]["error"] and "accept-new" in records[0]["error"]
-    assert auth.call_count == 0, "no credentials may be offered to an unverified host"
+    assert auth() == 0, "no credentials may be offered to an unverified host"
     assert known.read_text() == "# nothing yet\n"
     assert not (tmp_path / ".ssh" / "known_hosts").exists()
 
@@ -167,22 +190,21 @@ def test_closed_port_and_unresolvable_name_are_unreachable(lab, tmp_path):
     assert hosts["lab01"]["status"] == hosts["lab02"]["status"] == "ok"
 
 
-def test_wrong_key_is_auth_failed_after_exactly_one_attempt(lab, tmp_path, mocker, monkeypatch, capsys):
-    import paramiko
-
+@pytest.mark.parametrize("engine", ["lean", "paramiko"])
+def test_wrong_key_is_auth_failed_after_exactly_one_attempt(lab, tmp_path, mocker, monkeypatch, capsys, engine):
     from fleetrun.cli import main
 
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    auth = mocker.spy(paramiko.Transport, "auth_publickey")
+    auth = _spy_key_offers(mocker, monkeypatch, engine)
     with pytest.raises(SystemExit) as done:
         main(["exec", "-i", str(lab.inventory), "true", "-H", "lab01", "--key", str(other), "--format", "json"])
     assert done.value.code == 4
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert record["status"] == "auth failed" and str(other) in record["error"]
-    assert auth.call_count == 1
+    assert auth() == 1
 
 
 def test_timeout_kills_the_remote_command(lab, tmp_path):
