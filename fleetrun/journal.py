@@ -177,6 +177,7 @@ class JournalWriter:
     """
 
     wants_lines = False
+    wants_started = False
 
     def __init__(self, root: Path, meta: RunMeta, err: TextIO, *, secrets: Iterable[str] = (),
                  keep: int = KEEP_RUNS, max_bytes: int = MAX_BYTES, output_cap: int = OUTPUT_CAP) -> None:

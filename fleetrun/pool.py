@@ -58,6 +58,9 @@ class PoolCallbacks(Generic[Job, Result]):
     # Runs with every result on the thread that made it, before it is queued for the collector: a worker's
     # next `admit` already knows about its last result (a failure budget must not let one more host start).
     settled: Callable[[Job, Result], None] = _ignore
+    # Whether a Started event goes to `handle` as each job starts: only progress displays and --out-dir need
+    # one, and every event is a queue hand-off to the collector thread (or a message from a worker process).
+    announce_started: bool = True
 
 
 def run_pool(
@@ -99,7 +102,8 @@ def run_pool(
             if cancel.is_set() or not callbacks.admit(typed_job):
                 finish(typed_job, callbacks.not_started(typed_job))
                 continue
-            emit(Started(typed_job))
+            if callbacks.announce_started:
+                emit(Started(typed_job))
             try:
                 result = callbacks.work(typed_job, emit)
             except BaseException as error:  # a worker never dies from a job

@@ -69,6 +69,7 @@ class ChildSpec:
     cancel: Cancel
     setup: Callable[[int, Callable[[str], None]], None]  # (child index, warn over the channel): per-process state
     forks: list[int] = field(default_factory=list)  # worker threads per child
+    announce_started: bool = True  # a "started" message per host (PoolCallbacks.announce_started)
 
 
 def _child(index: int, channel: Channel, spec: ChildSpec) -> None:
@@ -92,7 +93,8 @@ def _child(index: int, channel: Channel, spec: ChildSpec) -> None:
                 if spec.cancel.is_set():
                     result = spec.not_started(host)
                 else:
-                    channel.send(("started", job))
+                    if spec.announce_started:
+                        channel.send(("started", job))
                     try:
                         result = spec.work(host, emit)
                     except BaseException as error:  # a worker never dies from a job

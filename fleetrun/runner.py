@@ -425,6 +425,8 @@ def execute(
         # A bastion's one login carries every host behind it (issue 9), and --forks/--max-per-gateway count
         # across all of them: that needs one process. The bastion's transport is the bottleneck anyway.
         procs = 1
+    # A renderer made outside fleetrun (a library caller's) may not say: it gets the events, as before.
+    announce_started = bool(getattr(renderer, "wants_started", True))
     workers: Processes | None = None
     if procs > 1:
         from fleetrun.procs import CannotFork, ChildSpec, Processes
@@ -436,7 +438,8 @@ def execute(
 
         # Forked here, before the renderers start any thread (progress) or open any file (journal).
         try:
-            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, in_child))
+            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, in_child,
+                                                        announce_started=announce_started))
         except CannotFork as why:  # a library caller with threads of its own: one process is always right
             warn(f"running in one process, not {procs} (--procs): {why}")
     try:
@@ -444,7 +447,7 @@ def execute(
         with _signals(cancel, err) as interrupts:
             callbacks: PoolCallbacks[Host, HostResult] = PoolCallbacks(
                 work, not_started, crashed, handle, admit=dispatcher.admit,
-                settled=lambda host, result: dispatcher.settle(result))
+                settled=lambda host, result: dispatcher.settle(result), announce_started=announce_started)
             if workers is not None:
                 handler_errors = workers.run(dispatcher.jobs(), callbacks, cancel=cancel,
                                              deadline_check=check_deadline, warn=warn)

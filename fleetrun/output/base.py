@@ -13,6 +13,7 @@ class Renderer(Protocol):
     """Called only from the collector thread, in event order; it owns nothing but its streams."""
 
     wants_lines: bool  # True: the runner splits output into OutputLine events as it arrives
+    wants_started: bool  # True: on_started is called as each host's work starts (else no such event is made)
 
     def on_start(self, hosts: Sequence[Host]) -> None: ...
 

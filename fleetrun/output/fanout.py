@@ -15,6 +15,7 @@ class Fanout:
     def __init__(self, renderers: Sequence[Renderer]) -> None:
         self.renderers = list(renderers)
         self.wants_lines = any(renderer.wants_lines for renderer in self.renderers)
+        self.wants_started = any(getattr(renderer, "wants_started", True) for renderer in self.renderers)
         self._line_renderers = [renderer for renderer in self.renderers if renderer.wants_lines]
 
     def on_start(self, hosts: Sequence[Host]) -> None:
@@ -57,6 +58,7 @@ class OnlyProblems:
     """--quiet: the wrapped renderer sees only hosts that did not end ok, and no live lines."""
 
     wants_lines = False
+    wants_started = False
 
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer

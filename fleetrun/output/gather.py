@@ -167,6 +167,7 @@ def _hunk_range(start: int, stop: int) -> str:
 
 class GatherRenderer:
     wants_lines = False
+    wants_started = False
 
     def __init__(self, out: TextIO, *, diff: bool = False, verbose: bool = False, colour: bool = False) -> None:
         self.out = out

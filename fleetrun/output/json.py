@@ -88,6 +88,7 @@ def summary_record(summary: RunSummary, extra: Mapping[str, Any] | None = None) 
 
 class JsonRenderer:
     wants_lines = False
+    wants_started = False
 
     def __init__(self, out: TextIO, summary_extra: Mapping[str, Any] | None = None) -> None:
         self.out = out

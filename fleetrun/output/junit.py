@@ -90,6 +90,7 @@ def report(cases: Sequence[_Case], summary: RunSummary, *, suite: str, propertie
 
 class JunitRenderer:
     wants_lines = False
+    wants_started = False
 
     def __init__(self, path: str | Path, err: TextIO, *, suite: str = "fleetrun",
                  properties: Mapping[str, str] | None = None) -> None:

@@ -106,6 +106,7 @@ class OutDirRenderer:
     """Writes the status files from the collector; `open_sink` gives the workers their raw output files."""
 
     wants_lines = False
+    wants_started = True
 
     def __init__(self, directory: str | Path, err: TextIO) -> None:
         self.directory = Path(directory)

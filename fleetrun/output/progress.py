@@ -60,6 +60,7 @@ class ProgressRenderer:
     """
 
     wants_lines = False
+    wants_started = True
 
     def __init__(self, err: TextIO, *, interval: float = INTERVAL, clock: Callable[[], float] = time.monotonic,
                  width: Callable[[], int] | None = None) -> None:

@@ -12,6 +12,7 @@ from fleetrun.output.base import decode, status_text, summary_line
 
 class StreamRenderer:
     wants_lines = True
+    wants_started = False
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out = out

@@ -45,6 +45,7 @@ def fit(text: str, width: int, *, wrap: bool) -> str:
 
 class TableRenderer:
     wants_lines = False
+    wants_started = False
 
     def __init__(self, out: TextIO, *, verbose: bool = False, width: int | None = None, colour: bool = False) -> None:
         self.out = out

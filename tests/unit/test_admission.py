@@ -118,7 +118,7 @@ def test_the_run_limits_handshakes_but_not_the_hosts_worked_on(mocker):
     lock, connecting, most = threading.Lock(), [0], [0]
     together = threading.Barrier(8, timeout=60)
 
-    def connect(host, settings, password, cancel):
+    def connect(host, settings, password, cancel, lean=False):
         with lock:
             connecting[0] += 1
             most[0] = max(most[0], connecting[0])

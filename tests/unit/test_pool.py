@@ -31,6 +31,14 @@ def test_every_job_yields_exactly_one_result():
     assert sum(isinstance(event, Started) for event in events) == 100
 
 
+def test_no_started_events_when_nothing_renders_them():
+    events: list[object] = []
+    callbacks = make_callbacks(lambda job, emit: ("ok", job), events)
+    callbacks.announce_started = False
+    run_pool(range(50), callbacks, forks=4, cancel=Cancel())
+    assert len(finished(events)) == 50 and not any(isinstance(event, Started) for event in events)
+
+
 def test_a_crashing_job_becomes_a_result_and_the_worker_keeps_going():
     def work(job, emit):
         if job % 3 == 0:

@@ -72,6 +72,15 @@ def test_every_host_once_each_started_before_it_finished_and_dealt_out_by_positi
                    for p in pid_of.values())
 
 
+def test_children_send_no_started_message_when_nothing_renders_it():
+    spec = make_spec(pid_work)
+    spec.announce_started = False
+    events: list[object] = []
+    workers = Processes(2, 4, spec)
+    assert workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel) == []
+    assert len(results(events)) == len(HOSTS) and not any(isinstance(event, Started) for event in events)
+
+
 def test_the_same_records_as_one_process():
     def work(host, emit):
         number = int(host.name[1:])

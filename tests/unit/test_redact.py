@@ -180,7 +180,7 @@ def test_the_runner_masks_output_results_errors_and_warnings(mocker, monkeypatch
     """execute() with the SSH edge faked: every path by which a host's text reaches a renderer is masked."""
     monkeypatch.setenv("FLEET_PW", SECRET + "\nnot part of it")
 
-    def connect(host, settings, password, cancel):
+    def connect(host, settings, password, cancel, lean=False):
         assert password == SECRET  # the first line only
         if host.name == "web02":
             raise HostFailure(Outcome.AUTH_FAILED, f"server said: bad password {password}")
