@@ -419,9 +419,10 @@ class _Reader:
             for host in members[name]:
                 belongs[host].append(name)
         resolved: dict[str, Host] = {}
-        # Hosts share group sets: (settings, vars, where each setting came from, env) per set of groups.
+        # Hosts share group sets: (settings, vars, where each setting came from, env as written, env to export)
+        # per set of groups.
         inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], dict[str, str],
-                                               dict[str, str | None]]] = {}
+                                               dict[str, str | None], dict[str, str]]] = {}
         # Memory flat in fleet size (issue 13): what hosts have in common is one object that they all point to
         # (the group tuple, the set of given keys, the origin pairs, vars and env without a key of the host's
         # own); only what is the host's own is built per host.
@@ -429,22 +430,22 @@ class _Reader:
         for host, entry in hosts.items():
             member_of = shared.value(tuple(belongs[host]))
             if member_of not in inherited:
-                settings, variables, env = dict(defaults.settings), {}, dict(defaults.env)
+                settings, variables, written = dict(defaults.settings), {}, dict(defaults.env)
                 sources = dict.fromkeys(defaults.settings, "inventory defaults")
                 for name in sorted(member_of, key=rank.__getitem__):
                     if name in groups:
                         _apply(settings, groups[name].settings, sources, f"inventory groups.{name}")
                         variables.update(groups[name].vars)
-                        env.update(groups[name].env)
-                inherited[member_of] = settings, variables, sources, {k: v for k, v in env.items() if v is not None}
-            settings, variables, sources, env = inherited[member_of]
+                        written.update(groups[name].env)
+                inherited[member_of] = settings, variables, sources, written, _exported(written)
+            settings, variables, sources, written, env = inherited[member_of]
             if entry.settings:
                 settings, sources = dict(settings), dict(sources)
                 _apply(settings, entry.settings, sources, f"inventory hosts.{host}")
             if entry.vars:
                 variables = {**variables, **entry.vars}
             if entry.env:
-                env = {name: value for name, value in {**env, **entry.env}.items() if value is not None}
+                env = _exported({**written, **entry.env})
             # null resets a setting: it counts as not set, so ssh_config (which ranks lower) may supply it.
             given = [key for key, value in settings.items() if value is not None]
             resolved[host] = Host(
@@ -461,8 +462,14 @@ class _Reader:
                 env=env,
             )
         position = {name: index for index, name in enumerate(hosts)}
-        members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}
+        # Each name as the host's own string, not the copy the group's list spelled it with.
+        members_in_order = {name: tuple(resolved[host].name for host in sorted(members[name], key=position.__getitem__))
+                            for name in order}
         return Inventory(path=self.path, hosts=resolved, groups=members_in_order)
+
+
+def _exported(env: dict[str, str | None]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if value is not None}  # None: unset by a later level
 
 
 class _Sharing:

@@ -10,7 +10,6 @@ from typing import Any, BinaryIO
 from fleetrun.spill import Spill
 from fleetrun.status import ExitStatus
 
-
 OriginPair = tuple[str, tuple[str, ...]]
 
 

@@ -77,6 +77,9 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
     `share` (one per run): equal values of different hosts (origin pairs, known_hosts and identity tuples)
     become one object, so that what every host has in common costs memory once (issue 13)."""
     origins: dict[str, tuple[str, ...]] = dict(host.origins)
+    if share is not None and isinstance(host.origins, Origins):  # the host's own pairs, kept as they are
+        for pair in host.origins.pairs:
+            share.setdefault(pair, pair)
     for keyword, origin in settings.origins.items():
         if keyword in _FIELDS:
             origins[_FIELDS[keyword]] = (str(origin),)
@@ -91,7 +94,7 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
         HOST_KEY_POLICY[settings.strict_host_key_checking] if "stricthostkeychecking" in settings.origins else None)
 
     def one(value: _V) -> _V:  # keyed by type too: 1 == 1.0 == True
-        return value if share is None else share.setdefault((type(value), value), value)  # type: ignore[no-any-return]
+        return value if share is None else share.setdefault((type(value), value), value)
 
     return replace(
         host,

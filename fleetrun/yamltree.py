@@ -15,8 +15,15 @@ from typing import Any
 import yaml
 from yaml.composer import ComposerError
 from yaml.error import Mark
-from yaml.events import (AliasEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent,
-                         SequenceStartEvent, StreamEndEvent)
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 
 _PARSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # only its parser part (events) is used
 _RESOLVER = yaml.resolver.Resolver()  # what SafeLoader and CSafeLoader resolve untagged nodes with
@@ -25,7 +32,7 @@ _RESOLVER = yaml.resolver.Resolver()  # what SafeLoader and CSafeLoader resolve 
 class Node:
     """One node: `value` is a str (scalars), a list of nodes (sequences) or of (key, value) node pairs."""
 
-    __slots__ = ("tag", "value", "line", "index")
+    __slots__ = ("index", "line", "tag", "value")
 
     def __init__(self, tag: str, value: Any, line: int, index: int) -> None:
         self.tag = tag
@@ -62,7 +69,7 @@ def compose(text: str) -> Node | None:
 
 
 def _mark(node: Node) -> Mark:
-    return Mark("<unicode string>", node.index, node.line - 1, 0, None, None)
+    return Mark("<unicode string>", node.index, node.line - 1, 0, None, None)  # type: ignore[arg-type]
 
 
 class _Composer:
@@ -82,7 +89,7 @@ class _Composer:
             parser.get_event()  # document end
             self.anchors = {}
         if not parser.check_event(StreamEndEvent):
-            event = parser.get_event()
+            event: Any = parser.get_event()
             raise ComposerError("expected a single document in the stream", _mark(document) if document else None,
                                 "but found another document", event.start_mark)
         parser.get_event()  # stream end
@@ -94,13 +101,13 @@ class _Composer:
         open_nodes: list[Node] = []  # the sequences and mappings being filled, innermost last
         keys: list[Node | None] = []  # per open mapping: its key waiting for a value
         while True:
-            event = parser.get_event()
+            event: Any = parser.get_event()
             if isinstance(event, (SequenceEndEvent, MappingEndEvent)):
                 node = open_nodes.pop()
                 keys.pop()
             elif isinstance(event, AliasEvent):
                 if event.anchor not in self.anchors:
-                    raise ComposerError(None, None, "found undefined alias", event.start_mark)
+                    raise ComposerError(None, None, "found undefined alias", event.start_mark)  # type: ignore[arg-type]
                 node = self.anchors[event.anchor]
             else:
                 node = self.start(event)
@@ -129,6 +136,8 @@ class _Composer:
                                 "second occurrence", event.start_mark)
         tag, mark = event.tag, event.start_mark
         kind: type[Node]
+        model: type[yaml.nodes.Node]
+        value: Any
         if isinstance(event, ScalarEvent):
             kind, model, value = ScalarNode, yaml.nodes.ScalarNode, event.value
         elif isinstance(event, SequenceStartEvent):
@@ -137,7 +146,8 @@ class _Composer:
             assert isinstance(event, MappingStartEvent), event
             kind, model, value = MappingNode, yaml.nodes.MappingNode, []
         if tag is None or tag == "!":
-            tag = _RESOLVER.resolve(model, event.value if kind is ScalarNode else None, event.implicit)
+            tag = _RESOLVER.resolve(model, event.value if kind is ScalarNode else None,  # type: ignore[no-untyped-call]
+                                    event.implicit)
         node = kind(tag, value, mark.line + 1, mark.index)
         if anchor is not None:
             self.anchors[anchor] = node
