@@ -321,6 +321,8 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     """Shared body of exec/push/pull: select hosts, build options, run the task, return the exit status.
 
     `adjust` (exec) changes and checks the resolved hosts before anything connects."""
+    from dataclasses import replace
+
     from fleetrun.admission import usable_cores
     from fleetrun.cli_runs import confirm_question, journal_for, plan_hosts, rollout_from
     from fleetrun.runner import RunOptions, execute
@@ -332,8 +334,6 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
     if planned is None:  # --retry-failed / rerun --failed with nothing left: done, nowhere connected
         return int(ExitStatus.OK)
     if shard is not None:
-        from dataclasses import replace
-
         from fleetrun.shard import empty_share_note, take_share
 
         share, info = take_share(planned.hosts, shard)
@@ -342,6 +342,8 @@ def run_on_hosts(params: dict[str, Any], task_factory: Callable[[], Any],
         planned = replace(planned, hosts=share, shard=info.record())
         params["_shard"] = planned.shard  # for the JSON summary
     hosts = _resolve(planned.hosts, params, planned.ssh_config, planned.inventory_hosts)
+    # From here on only the resolved hosts count: the inventory's own copies go before the run (issue 13).
+    planned = replace(planned, hosts=[], inventory_hosts={})
     if adjust is not None:
         hosts = adjust(hosts)
     if (params.get("procs") or 1) > 1 and any(host.via for host in hosts):

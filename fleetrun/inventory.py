@@ -14,9 +14,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetrun.errors import UsageError
 from fleetrun.models import Host
+
+if TYPE_CHECKING:
+    from fleetrun.yamltree import Node
 
 TOP_KEYS = ("defaults", "hosts", "groups", "ssh_config")  # also how fleetrun.sources tells this format apart
 # Set for the command by fleetrun itself (issue 14): `env:` and --env may not name them.
@@ -59,8 +63,10 @@ def find_inventory(explicit: str | None) -> Path:
                       f"{config / 'fleetrun' / 'inventory.yaml'}; pass -i FILE")
 
 
-def load_inventory(path: Path) -> Inventory:
-    """Read, validate and resolve one inventory file; raises InventoryError, never a YAML or OS error."""
+def load_inventory(path: Path, tree: Node | None = None) -> Inventory:
+    """Read, validate and resolve one inventory file; raises InventoryError, never a YAML or OS error.
+
+    `tree`: its fleetrun.yamltree node tree, when the caller has already composed the file."""
     from fleetrun.inventory_reader import read_inventory
 
-    return read_inventory(path)
+    return read_inventory(path, tree)

@@ -9,18 +9,17 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fleetrun.errors import InventoryError
 from fleetrun.hostnames import expand_ranges
 from fleetrun.inventory import RESERVED_ENV, TOP_KEYS, Inventory
-from fleetrun.models import Host
+from fleetrun.models import Host, OriginPair, Origins
+from fleetrun.yamltree import MappingNode, Node, ScalarNode, SequenceNode, compose
 
-# The C parser is ~10x faster; only its node tree is used, nothing gets constructed from tags.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Only the node tree (fleetrun.yamltree, from the C parser's events) is used, nothing gets constructed from tags.
 _SCALARS = yaml.constructor.SafeConstructor()  # only its stateless scalar builders (int, float, bool) run
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _NULL, _SEQ, _MAP, _MERGE = (_T + tag for tag in ("str", "int", "null", "seq", "map", "merge"))
@@ -37,14 +36,20 @@ _SETTINGS = {"address", *_CONN_KEYS, *_BECOME_KEYS}
 _BAD_NAME = re.compile(r"[\s,&!*?\[\]]")  # characters the selection language gives a meaning to
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_DEPTH = 100
+_V = TypeVar("_V")
 _NO_PASSWORD = (
     "a literal password is not allowed in the inventory; set password_env (the name of an environment "
     "variable) or password_file (a file readable only by you)"
 )
 
 
-def read_inventory(path: Path) -> Inventory:
-    """Read, validate and resolve one inventory file; raises InventoryError, never a YAML or OS error."""
+def read_inventory(path: Path, tree: Node | None = None) -> Inventory:
+    """Read, validate and resolve one inventory file; raises InventoryError, never a YAML or OS error.
+
+    `tree`: the file's node tree when the caller already composed it (fleetrun.sources, to tell formats apart).
+    """
+    if tree is not None:
+        return _read_tree(path, tree)
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -55,7 +60,7 @@ def read_inventory(path: Path) -> Inventory:
         bad_line = raw[: error.start].count(b"\n") + 1
         raise InventoryError(str(path), bad_line, "not UTF-8 text; save the file as UTF-8") from None
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = compose(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         # problem/context only: str(error) quotes the offending source line, which may hold a secret.
@@ -68,6 +73,10 @@ def read_inventory(path: Path) -> Inventory:
         raise InventoryError(str(path), where, "invalid YAML: unreadable character; remove it") from None
     if root is None or root.tag == _NULL:
         raise InventoryError(str(path), 1, "the inventory is empty; add a 'hosts:' mapping (see the example)")
+    return _read_tree(path, root)
+
+
+def _read_tree(path: Path, root: Node) -> Inventory:
     try:
         return _Reader(path).inventory(root)
     except RecursionError:
@@ -126,7 +135,7 @@ class _Reader:
         self.defined: dict[str, Node] = {}  # group -> where it is defined: the "later wins" order
 
     def fail(self, node: Node | None, message: str) -> NoReturn:
-        line = node.start_mark.line + 1 if node is not None else None
+        line = node.line if node is not None else None
         raise InventoryError(str(self.path), line, " ".join(message.splitlines()))
 
     def enter(self, node: Node, where: str) -> None:
@@ -157,7 +166,7 @@ class _Reader:
                 continue
             key = key_node.value
             if key in own:
-                first = own[key][0].start_mark.line + 1
+                first = own[key][0].line
                 self.fail(key_node, f"{where}: duplicate {noun} {key!r} (first at line {first}); keep one")
             if len(key) == 8 and key.lower() == "password":
                 self.fail(key_node, f"{where}: {_NO_PASSWORD}")
@@ -181,7 +190,7 @@ class _Reader:
         if node.tag == _INT and node.value.isdigit() and node.value[0] != "0":  # skips YAML 1.1 octal/base 60
             return int(node.value)
         try:
-            return _SCALARS.yaml_constructors[node.tag](_SCALARS, node)
+            return _SCALARS.yaml_constructors[node.tag](_SCALARS, yaml.nodes.ScalarNode(node.tag, node.value))
         except (ValueError, KeyError, yaml.YAMLError):  # e.g. `!!int abc`, `!!bool maybe`
             self.fail(node, f"{where}: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}")
 
@@ -317,7 +326,7 @@ class _Reader:
                              (("ssh_config", top), ("defaults: ssh_config", default_fields)) if "ssh_config" in fields)
         self.hosts(top["hosts"][1])
         self.groups(top["groups"][1] if "groups" in top else None)
-        order = sorted(self.defined, key=lambda group: self.defined[group].start_mark.index)
+        order = sorted(self.defined, key=lambda group: self.defined[group].index)
         for name in order:
             if name in self.entries_by_host:
                 self.fail(self.defined[name], f"{name!r} is both a host and a group; rename one of them")
@@ -350,7 +359,7 @@ class _Reader:
                 if name in hosts:
                     first = hosts[name].node  # may be a range that made this name too
                     self.fail(key_node, f"{where}: duplicate host {name!r} (also made by {first.value!r} on "
-                              f"line {first.start_mark.line + 1}); keep one")
+                              f"line {first.line}); keep one")
                 hosts[name] = entry
             for group, item in self.names(fields["groups"][1], f"{where}: groups") if "groups" in fields else []:
                 self.check_name(group, item, "group")
@@ -410,43 +419,77 @@ class _Reader:
             for host in members[name]:
                 belongs[host].append(name)
         resolved: dict[str, Host] = {}
-        # Hosts share group sets: (settings, vars, where each setting came from) per set of groups.
+        # Hosts share group sets: (settings, vars, where each setting came from, env as written, env to export)
+        # per set of groups.
         inherited: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], dict[str, str],
-                                               dict[str, str | None]]] = {}
+                                               dict[str, str | None], dict[str, str]]] = {}
+        # Memory flat in fleet size (issue 13): what hosts have in common is one object that they all point to
+        # (the group tuple, the set of given keys, the origin pairs, vars and env without a key of the host's
+        # own); only what is the host's own is built per host.
+        shared = _Sharing()
         for host, entry in hosts.items():
-            member_of = tuple(belongs[host])
+            member_of = shared.value(tuple(belongs[host]))
             if member_of not in inherited:
-                settings, variables, env = dict(defaults.settings), {}, dict(defaults.env)
+                settings, variables, written = dict(defaults.settings), {}, dict(defaults.env)
                 sources = dict.fromkeys(defaults.settings, "inventory defaults")
                 for name in sorted(member_of, key=rank.__getitem__):
                     if name in groups:
                         _apply(settings, groups[name].settings, sources, f"inventory groups.{name}")
                         variables.update(groups[name].vars)
-                        env.update(groups[name].env)
-                inherited[member_of] = settings, variables, sources, env
-            settings, variables = dict(inherited[member_of][0]), dict(inherited[member_of][1])
-            sources = dict(inherited[member_of][2])
-            env = {**inherited[member_of][3], **entry.env}
-            _apply(settings, entry.settings, sources, f"inventory hosts.{host}")
-            variables.update(entry.vars)
+                        written.update(groups[name].env)
+                inherited[member_of] = settings, variables, sources, written, _exported(written)
+            settings, variables, sources, written, env = inherited[member_of]
+            if entry.settings:
+                settings, sources = dict(settings), dict(sources)
+                _apply(settings, entry.settings, sources, f"inventory hosts.{host}")
+            if entry.vars:
+                variables = {**variables, **entry.vars}
+            if entry.env:
+                env = _exported({**written, **entry.env})
             # null resets a setting: it counts as not set, so ssh_config (which ranks lower) may supply it.
-            given = {key for key, value in settings.items() if value is not None}
+            given = [key for key, value in settings.items() if value is not None]
             resolved[host] = Host(
                 name=host, address=settings.get("address") or host, port=settings.get("port") or 22,
                 user=settings.get("user"), key=settings.get("key"),
                 password_env=settings.get("password_env"), password_file=settings.get("password_file"),
                 connect_timeout=settings.get("connect_timeout"),
                 known_hosts=settings.get("known_hosts") or (), groups=member_of, vars=variables,
-                explicit=frozenset(given), origins={key: (sources[key],) for key in given},
+                explicit=shared.value(frozenset(given)), origins=shared.origins(given, sources),
                 jump=settings.get("jump"), proxy_command=settings.get("proxy_command"),
                 become=bool(settings.get("become")), become_user=settings.get("become_user"),
                 become_password_env=settings.get("become_password_env"),
                 become_password_file=settings.get("become_password_file"),
-                env={name: value for name, value in env.items() if value is not None},
+                env=env,
             )
         position = {name: index for index, name in enumerate(hosts)}
-        members_in_order = {name: tuple(sorted(members[name], key=position.__getitem__)) for name in order}
+        # Each name as the host's own string, not the copy the group's list spelled it with.
+        members_in_order = {name: tuple(resolved[host].name for host in sorted(members[name], key=position.__getitem__))
+                            for name in order}
         return Inventory(path=self.path, hosts=resolved, groups=members_in_order)
+
+
+def _exported(env: dict[str, str | None]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if value is not None}  # None: unset by a later level
+
+
+class _Sharing:
+    """One object for equal values among the hosts of one inventory (see `_Reader.resolve`)."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+        self.pairs: dict[OriginPair, OriginPair] = {}
+        self.labels: dict[str, tuple[str]] = {}
+
+    def value(self, value: _V) -> _V:
+        return self.values.setdefault(value, value)  # type: ignore[no-any-return]
+
+    def origins(self, keys: list[str], sources: dict[str, str]) -> Origins:
+        pairs = []
+        for key in keys:
+            label = sources[key]
+            pair = (key, self.labels.setdefault(label, (label,)))
+            pairs.append(self.pairs.setdefault(pair, pair))
+        return Origins(pairs)
 
 
 def _precedence(order: list[str], children: dict[str, list[tuple[str, Node]]]) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, BinaryIO
@@ -10,8 +10,50 @@ from typing import Any, BinaryIO
 from fleetrun.spill import Spill
 from fleetrun.status import ExitStatus
 
+OriginPair = tuple[str, tuple[str, ...]]
 
-@dataclass(frozen=True)
+
+class Origins(Mapping[str, tuple[str, ...]]):
+    """Where a host's settings came from, as (field, sources) pairs: a read-only mapping for `hosts --explain`.
+
+    A tuple of pairs instead of a dict per host: most pairs ("user" from "inventory defaults", "hash_known_hosts"
+    from /etc/ssh/ssh_config:52) are then the same objects for every host of a run, so 1000 hosts cost 1000
+    small tuples, not 1000 dicts (fleetrun.inventory_reader and fleetrun.resolve share them). Few keys, so a
+    lookup walking the pairs is as quick as hashing.
+    """
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: Iterable[OriginPair] = ()) -> None:
+        self.pairs: tuple[OriginPair, ...] = tuple(pairs)  # each field once
+
+    @classmethod
+    def of(cls, origins: Mapping[str, tuple[str, ...]], share: dict[OriginPair, OriginPair] | None = None) -> Origins:
+        """The pairs of a mapping, each looked up in `share` first (and added to it) so that equal pairs are one."""
+        if share is None:
+            return cls(origins.items())
+        return cls(share.setdefault(pair, pair) for pair in origins.items())
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        for name, sources in self.pairs:
+            if name == key:
+                return sources
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.pairs))
+
+    def __reduce__(self) -> tuple[type[Origins], tuple[tuple[OriginPair, ...]]]:
+        return (Origins, (self.pairs,))
+
+
+@dataclass(frozen=True, slots=True)
 class Host:
     """One host to act on, with every connection setting already resolved from the inventory."""
 
@@ -96,7 +138,7 @@ _OUTCOME_STATUS: dict[Outcome, ExitStatus] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostResult:
     """Exactly one of these per selected host, whatever happened."""
 
@@ -163,7 +205,7 @@ class HostResult:
                 spill.close()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BecomeStatus:
     """A host's sudo: the user become, and "ok", "rejected", "password-required", "tty-required", "timeout",
     "error", or None when the host never got as far as sudo."""
@@ -172,7 +214,7 @@ class BecomeStatus:
     status: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputLine:
     """One whole line of live output from a host (without its newline), for the stream renderer."""
 

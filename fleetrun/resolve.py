@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
-from fleetrun.models import Host
+from fleetrun.models import Host, Origins
 from fleetrun.sshconfig import Origin, Preset, Settings, SshConfig, SshConfigSource, load, parse_hop
 
 # ssh's StrictHostKeyChecking -> fleetrun's policy. `ask` would prompt: fleetrun never does, so it means yes.
@@ -29,6 +30,7 @@ _FIELDS = {
     "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent",
 }
 _KEYWORDS = {field: keyword for keyword, field in _FIELDS.items()}
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,15 @@ def preset_for(host: Host) -> Preset:
     )
 
 
-def apply_settings(host: Host, settings: Settings) -> Host:
-    """The host with every connection field taken from the resolved settings, and where each came from."""
+def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None = None) -> Host:
+    """The host with every connection field taken from the resolved settings, and where each came from.
+
+    `share` (one per run): equal values of different hosts (origin pairs, known_hosts and identity tuples)
+    become one object, so that what every host has in common costs memory once (issue 13)."""
     origins: dict[str, tuple[str, ...]] = dict(host.origins)
+    if share is not None and isinstance(host.origins, Origins):  # the host's own pairs, kept as they are
+        for pair in host.origins.pairs:
+            share.setdefault(pair, pair)
     for keyword, origin in settings.origins.items():
         if keyword in _FIELDS:
             origins[_FIELDS[keyword]] = (str(origin),)
@@ -84,29 +92,33 @@ def apply_settings(host: Host, settings: Settings) -> Host:
     explicit = host.explicit
     policy = host.host_key_checking if "host_key_checking" in explicit else (
         HOST_KEY_POLICY[settings.strict_host_key_checking] if "stricthostkeychecking" in settings.origins else None)
+
+    def one(value: _V) -> _V:  # keyed by type too: 1 == 1.0 == True
+        return value if share is None else share.setdefault((type(value), value), value)
+
     return replace(
         host,
         address=settings.hostname,
         port=settings.port,
         user=settings.user if "user" in settings.origins else None,
-        connect_timeout=settings.connect_timeout,
+        connect_timeout=one(settings.connect_timeout),
         lookup_name=settings.host_arg,
-        identity_files=tuple(identity.path for identity in settings.identity_files),
+        identity_files=one(tuple(identity.path for identity in settings.identity_files)),
         identity_files_default=settings.identity_files_default,
         identities_only=settings.identities_only,
-        certificate_files=tuple(identity.path for identity in settings.certificate_files),
+        certificate_files=one(tuple(identity.path for identity in settings.certificate_files)),
         identity_agent=settings.identity_agent,
-        jump=settings.proxy_jump,
+        jump=one(settings.proxy_jump),
         proxy_command=settings.proxy_command,
         host_key_checking=policy,
-        user_known_hosts=settings.user_known_hosts,
-        global_known_hosts=settings.global_known_hosts,
+        user_known_hosts=one(settings.user_known_hosts),
+        global_known_hosts=one(settings.global_known_hosts),
         hash_known_hosts=settings.hash_known_hosts,
         host_key_alias=settings.host_key_alias,
-        server_alive_interval=float(settings.server_alive_interval),
+        server_alive_interval=one(float(settings.server_alive_interval)),
         server_alive_count_max=settings.server_alive_count_max,
         forward_agent=settings.forward_agent,
-        origins=origins,
+        origins=Origins.of(origins, share),
     )
 
 
@@ -114,6 +126,7 @@ def resolve_hosts(hosts: Sequence[Host], source: SshConfigSource, warn: Callable
     """Read ssh_config once and resolve every host; options fleetrun does not apply warn once per run."""
     config = load(source)
     resolved: list[Host] = []
+    share: dict[Any, Any] = {}
     warned: dict[str, int] = {}
     first: dict[str, tuple[str, Origin]] = {}
     for host in hosts:
@@ -121,7 +134,7 @@ def resolve_hosts(hosts: Sequence[Host], source: SshConfigSource, warn: Callable
         for keyword, why, origin in settings.ignored:
             warned[keyword] = warned.get(keyword, 0) + 1
             first.setdefault(keyword, (why, origin))
-        resolved.append(apply_settings(host, settings))
+        resolved.append(apply_settings(host, settings, share))
     for keyword, count in warned.items():
         why, origin = first[keyword]
         hosts_text = f"{count} host{'s' if count != 1 else ''}"

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from yaml.nodes import MappingNode, Node, ScalarNode
+import yaml
 
 from fleetrun.errors import InventoryError, UsageError
 from fleetrun.inventory import TOP_KEYS as _FLEETRUN_TOP_KEYS
@@ -29,6 +29,9 @@ from fleetrun.sources.ansible_yaml import read_yaml
 from fleetrun.sources.ini import read_ini
 from fleetrun.sources.resolve import resolve
 from fleetrun.sources.yamlload import compose, read_text
+from fleetrun.yamltree import MappingNode as TreeMapping
+from fleetrun.yamltree import ScalarNode as TreeScalar
+from fleetrun.yamltree import compose as compose_tree
 
 FLEETRUN_KEYS = frozenset(_FLEETRUN_TOP_KEYS)  # a YAML file with only these top keys is fleetrun YAML
 DATA_SUFFIXES = frozenset({".ini", ".yml", ".yaml", ".json", ".cfg", ".txt", ".md"})
@@ -155,14 +158,17 @@ def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
     yaml_suffix = path.suffix in (".yml", ".yaml")
     if yaml_suffix or not _SECTION_LINE.search(text):
         try:
-            root = compose(path, text)
-        except InventoryError:
+            tree = compose_tree(text)  # the compact tree: all a fleetrun inventory needs, a quarter of the memory
+        except yaml.YAMLError:
             if yaml_suffix:
-                raise
-            root = None
-        if isinstance(root, MappingNode):
-            if _is_fleetrun(root):
-                return load_inventory(path)
+                compose(path, text)  # raises the error, worded as for every YAML source
+            tree = None
+        if isinstance(tree, TreeMapping):
+            if _is_fleetrun(tree):
+                return load_inventory(path, tree)
+            del tree  # before the full tree
+            root = compose(path, text)
+            assert root is not None
             read_yaml(data, path, root)
             return None
         if yaml_suffix:
@@ -172,8 +178,8 @@ def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
     return None
 
 
-def _is_fleetrun(root: Node) -> bool:
-    keys = {key.value for key, _ in root.value if isinstance(key, ScalarNode)}
+def _is_fleetrun(root: TreeMapping) -> bool:
+    keys = {key.value for key, _ in root.value if isinstance(key, TreeScalar)}
     return "hosts" in keys and keys <= FLEETRUN_KEYS
 
 

@@ -251,8 +251,20 @@ def _options(words: list[str]) -> list[tuple[str, str | None]]:
     return found
 
 
-def host_record(name: str, groups: tuple[str, ...], variables: dict[str, Any], mapped: Mapped) -> Host:
+def host_record(name: str, groups: tuple[str, ...], variables: dict[str, Any], mapped: Mapped,
+                share: dict[Any, Any] | None = None) -> Host:
+    """The Host; `share` (one per inventory) makes what hosts have in common one object (issue 13)."""
     fields = mapped.fields
     kept = {key: value for key, value in variables.items() if key not in _NOT_KEPT}
+    explicit = frozenset(fields)
+    if share is not None:
+        explicit = share.setdefault(explicit, explicit)
+        if "known_hosts" in fields:
+            fields["known_hosts"] = share.setdefault(("known_hosts", fields["known_hosts"]), fields["known_hosts"])
+        previous = share.get(("vars", groups))
+        if previous == kept:  # the same vars as the last host of these groups (no vars of its own): one dict
+            kept = previous
+        else:
+            share[("vars", groups)] = kept
     return Host(name=name, address=fields.get("address", name), groups=groups, vars=kept,
-                explicit=frozenset(fields), **{k: v for k, v in fields.items() if k != "address"})
+                explicit=explicit, **{k: v for k, v in fields.items() if k != "address"})

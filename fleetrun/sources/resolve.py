@@ -42,6 +42,7 @@ def resolve(data: AnsibleData) -> Resolved:
     unsupported: dict[str, str] = {}
     ignored: Counter[str] = Counter()
     unused: Counter[str] = Counter()
+    share: dict[Any, Any] = {}
     for name, entry in data.hosts.items():
         direct = tuple(entry.groups)
         if direct not in ancestry:
@@ -76,7 +77,7 @@ def resolve(data: AnsibleData) -> Resolved:
         unused.update(mapped.unused_secrets)
         if mapped.unsupported:
             unsupported[name] = mapped.unsupported
-        hosts[name] = host_record(name, names, variables, mapped)
+        hosts[name] = host_record(name, names, variables, mapped, share)
     members = {group: tuple(_members(data, group)) for group in groups if group != "all"}
     warnings = list(data.warnings)
     if ignored:
