@@ -23,9 +23,9 @@ def connect_settings(
     from fleetrun.route import hops_of
     from fleetrun.ssh import ConnectSettings, agent_blobs, connect, load_certificates, load_identities, load_keys
     from fleetrun.ssh.auth import CERT_SUFFIX
-    from fleetrun.ssh.gateway import Gateways, Opened
 
-    everyone = [*hosts, *hops_of(hosts)]
+    hops = hops_of(hosts)
+    everyone = [*hosts, *hops]
     # Each host's own files (inventory known_hosts, UserKnownHostsFile, GlobalKnownHostsFile), read once each.
     files = dict.fromkeys(path for host in everyone for path in host_key_files(host)[0])
     known = KnownHosts.load(list(files))
@@ -33,6 +33,7 @@ def connect_settings(
         warn(f"known_hosts: {warning}")
     # The inventory's key and --key must work (exit 2 otherwise); ssh_config's and ssh's default identity
     # files are skipped when unusable, as ssh skips them.
+    secrets = passwords if passwords is not None else {}
     keys = load_keys([host.key for host in everyone if host.key], options.key_passphrase)
     others = [path for host in everyone for path in host.identity_files if path not in keys]
     configured = {path for host in everyone if not host.identity_files_default for path in host.identity_files}
@@ -51,8 +52,15 @@ def connect_settings(
               for path in (host.identity_files or ((host.key,) if host.key else ()))]
     certificates = load_certificates([*named_certificates, *beside], named_certificates, warn)
     _warn_forwarding(hosts, warn)
-    gateways = Gateways(lambda hop, upstream, cancel: opened(hop, upstream, cancel),
-                        options.max_per_gateway or options.forks)
+    gateways = None
+    if hops:  # bastions are paramiko's: without any, a run need not import it (see fleetrun.ssh.lean)
+        from fleetrun.ssh.gateway import Gateways, Opened
+
+        def opened(hop: Host, upstream: Any, cancel: Cancel) -> Opened:
+            session = connect(hop, settings, secrets.get(hop.name), cancel, through=upstream)
+            return Opened(session.transport, session.close, session.lost_reason)
+
+        gateways = Gateways(opened, options.max_per_gateway or options.forks)
     settings = ConnectSettings(
         known_hosts=known,
         host_key_checking=options.host_key_checking,
@@ -64,22 +72,16 @@ def connect_settings(
         gateways=gateways,
         warn=warn,
     )
-    secrets = passwords if passwords is not None else {}
-
-    def opened(hop: Host, upstream: Any, cancel: Cancel) -> Opened:
-        session = connect(hop, settings, secrets.get(hop.name), cancel, through=upstream)
-        return Opened(session.transport, session.close, session.lost_reason)
-
     return settings
 
 
 def _warn_forwarding(hosts: Sequence[Host], warn: Callable[[str], None]) -> None:
     """ForwardAgent: say once what it gives away; and when there is no agent to forward."""
-    from fleetrun.ssh.agentfwd import agent_socket
-
     forwarding = [host for host in hosts if host.forward_agent]
     if not forwarding:
         return
+    from fleetrun.ssh.agentfwd import agent_socket
+
     usable = [host for host in forwarding if agent_socket(host.forward_agent, host.identity_agent)]
     if usable:
         count = f"{len(usable)} host{'s' if len(usable) != 1 else ''}"

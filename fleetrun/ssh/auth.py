@@ -5,52 +5,30 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from paramiko.agent import AgentSSH
-from paramiko.pkey import PublicBlob, UnknownKeyType
+from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import HostFailure, UsageError
 from fleetrun.hostcert import CERT_TYPE_USER, certificate_type_of
 from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
+from fleetrun.ssh.keys import AuthRefused, KeyFile, UnsupportedKeyType, load_private_key
 
 if TYPE_CHECKING:
+    import paramiko
+
+    from fleetrun.ssh.agent import SocketAgent
     from fleetrun.ssh.connect import ConnectSettings
+    from fleetrun.ssh.lean import LeanConnection
+
+# paramiko is imported only where a connection needs it (an agent, a certificate, paramiko's own transport):
+# a run of lean connections (fleetrun.ssh.lean) never imports it.
+Key = Any  # a KeyFile, or one of paramiko's keys (an agent's, or one carrying a certificate)
 
 CERT_SUFFIX = "-cert.pub"
-
-
-def load_private_key(path: str, password: bytes | None) -> paramiko.PKey:
-    """A private key file, as `PKey.from_path` loads it but without the `-cert.pub` beside it: ssh offers the
-    plain key and its certificate as two identities (and that certificate only without any CertificateFile),
-    and a broken certificate file must not make the key itself unusable."""
-    data = Path(path).read_bytes()
-    loaded: object
-    try:
-        loaded = serialization.load_ssh_private_key(data, password=password)
-    except ValueError:
-        loaded = serialization.load_pem_private_key(data, password=password)
-    key_class: type[paramiko.PKey]
-    if isinstance(loaded, rsa.RSAPrivateKey):
-        key_class = paramiko.RSAKey
-    elif isinstance(loaded, ed25519.Ed25519PrivateKey):
-        key_class = paramiko.Ed25519Key
-    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
-        key_class = paramiko.ECDSAKey
-    else:
-        raise UnknownKeyType(key_bytes=data, key_type=loaded.__class__)
-    with open(path) as handle:
-        key = key_class.from_private_key(handle, password=password)  # type: ignore[arg-type]  # stubs say str
-    setattr(key, "fleetrun_private", loaded)  # noqa: B010  # fleetrun.ssh.lean signs Ed25519 with it (no PyNaCl)
-    return key
 
 
 def load_certificates(paths: Sequence[str], configured: set[str], warn: Callable[[str], None]) -> dict[str, bytes]:
@@ -79,23 +57,25 @@ def load_certificates(paths: Sequence[str], configured: set[str], warn: Callable
     return found
 
 
-def with_certificate(key: paramiko.PKey, blob: bytes) -> paramiko.PKey | None:
-    """A copy of `key` that authenticates with the certificate `blob`, or None if the certificate is not
-    for that key."""
+def with_certificate(key: Key, blob: bytes) -> paramiko.PKey | None:
+    """A copy of `key` (as paramiko's key object) that authenticates with the certificate `blob`, or None if the
+    certificate is not for that key."""
     try:
         cert = parse_blob(blob)
     except ValueError:
         return None
     if cert.plain != key.asbytes():
         return None
-    twin = copy.copy(key)
+    from paramiko.pkey import PublicBlob
+
+    twin = copy.copy(key.paramiko() if isinstance(key, KeyFile) else key)
     twin.public_blob = PublicBlob(cert.keytype, blob)
     return twin
 
 
-def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramiko.PKey]:
+def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, KeyFile]:
     """Load each distinct private key file once; a key that cannot be used is a usage error (exit 2)."""
-    keys: dict[str, paramiko.PKey] = {}
+    keys: dict[str, KeyFile] = {}
     secret = passphrase.encode() if passphrase is not None else None  # cryptography wants bytes
     for path in dict.fromkeys(paths):
         try:
@@ -104,14 +84,17 @@ def load_keys(paths: Sequence[str], passphrase: str | None) -> dict[str, paramik
             raise UsageError(f"key file {path} does not exist: fix 'key' in the inventory or --key") from None
         except PermissionError:
             raise UsageError(f"key file {path} is not readable by this user") from None
-        except (paramiko.PasswordRequiredException, TypeError) as error:
+        except TypeError as error:
             if "password" not in str(error).lower():
                 raise UsageError(f"key file {path} cannot be loaded: {error}") from None
             # cryptography says "password-protected, but password was not provided" with a TypeError.
             raise UsageError(
                 f"key file {path} is encrypted: pass --key-passphrase-env NAME with the passphrase in $NAME"
             ) from None
-        except (paramiko.SSHException, ValueError) as error:
+        except UnsupportedKeyType as error:
+            raise UsageError(f"key file {path} is {error}, which fleetrun cannot use: use an Ed25519, ECDSA or "
+                             "RSA key") from None
+        except ValueError as error:
             hint = "wrong passphrase?" if passphrase else "is it a private key in PEM or OpenSSH format?"
             raise UsageError(f"key file {path} cannot be loaded ({error.__class__.__name__}): {hint}") from None
     return keys
@@ -158,13 +141,13 @@ def load_identities(
     passphrase: str | None,
     agent_has: Callable[[bytes], bool],
     warn: Callable[[str], None],
-) -> tuple[dict[str, paramiko.PKey], dict[str, bytes]]:
+) -> tuple[dict[str, KeyFile], dict[str, bytes]]:
     """Identity files from ssh_config or ssh's defaults: each distinct file loaded once, never a prompt.
 
     A file that cannot be used is skipped, as ssh skips it: quietly for a default that does not exist, with
     one warning otherwise. Returns (loaded keys, public blobs of encrypted keys ssh-agent may sign for).
     """
-    keys: dict[str, paramiko.PKey] = {}
+    keys: dict[str, KeyFile] = {}
     encrypted: dict[str, bytes] = {}
     secret = passphrase.encode() if passphrase is not None else None
     for path in dict.fromkeys(paths):
@@ -176,7 +159,7 @@ def load_identities(
                 warn(f"identity file {path} does not exist: skipped (as ssh does)")
         except (IsADirectoryError, PermissionError) as error:
             warn(f"identity file {path} cannot be read ({error.strerror}): skipped")
-        except (paramiko.PasswordRequiredException, TypeError) as error:
+        except TypeError as error:
             if "password" not in str(error).lower():
                 warn(f"identity file {path} cannot be loaded ({error}): skipped")
                 continue
@@ -186,39 +169,25 @@ def load_identities(
             if blob is None or not agent_has(blob):
                 warn(f"identity file {path} is encrypted and no passphrase was given (--key-passphrase-env "
                      "NAME): skipped, fleetrun never prompts")
-        except UnknownKeyType:
+        except UnsupportedKeyType:
             warn(f"identity file {path} is of a key type fleetrun cannot use (DSA, XMSS or a security key): skipped")
-        except (paramiko.SSHException, ValueError) as error:
+        except ValueError as error:
             hint = "wrong passphrase?" if passphrase else "not a private key in PEM or OpenSSH format?"
             warn(f"identity file {path} cannot be loaded ({error.__class__.__name__}, {hint}): skipped")
     return keys, encrypted
 
 
-class _SocketAgent(AgentSSH):
-    """An ssh-agent reached through a given socket (IdentityAgent), with a timeout on every exchange."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            self._connect(sock)  # type: ignore[attr-defined]  # paramiko's own Agent does the same
-        except BaseException:
-            sock.close()
-            raise
-
-    def close(self) -> None:
-        self._close()  # type: ignore[attr-defined]
-
-
-def _open_agent(socket_path: str | None, timeout: float) -> _SocketAgent | None:
+def _open_agent(socket_path: str | None, timeout: float) -> SocketAgent | None:
     """The agent at `socket_path` (None: $SSH_AUTH_SOCK), or None if there is none to talk to."""
     path = socket_path or os.environ.get("SSH_AUTH_SOCK")
     if not path or path == "none":
         return None
+    import paramiko
+
+    from fleetrun.ssh.agent import SocketAgent
+
     try:
-        return _SocketAgent(path, timeout)
+        return SocketAgent(path, timeout)
     except (OSError, paramiko.SSHException, EOFError):
         return None  # no agent listening there: like ssh, carry on without it
 
@@ -226,7 +195,7 @@ def _open_agent(socket_path: str | None, timeout: float) -> _SocketAgent | None:
 def authenticate(
     host: Host,
     settings: ConnectSettings,
-    transport: paramiko.Transport,
+    transport: paramiko.Transport | LeanConnection,
     password: str | None,
     remaining: Callable[[], float],
 ) -> None:
@@ -249,8 +218,10 @@ def authenticate(
     certificates = settings.certificates or {}
     files = host.identity_files or ((host.key,) if host.key else ())
     named, defaults = ((), files) if host.identity_files_default else (files, ())
-    agent: _SocketAgent | None = None
+    agent: SocketAgent | None = None
     agent_keys: list[paramiko.AgentKey] = []
+    # fleetrun.ssh.lean signs with the key files themselves; paramiko's transport wants its own key objects.
+    own_keys = bool(getattr(transport, "signs_key_files", False))
     if settings.use_agent and host.identity_agent != "none":
         agent = _open_agent(host.identity_agent, max(0.1, min(remaining(), 10.0)))
         agent_keys = list(agent.get_keys()) if agent is not None else []
@@ -263,24 +234,29 @@ def authenticate(
         transport.auth_timeout = remaining()
         try:
             method()
-        except paramiko.BadAuthenticationType as error:
-            allowed = list(error.allowed_types)
-            return False
-        except paramiko.AuthenticationException as error:
-            if "timeout" in str(error).lower():
+        except Exception as error:
+            refusal = _refusal(error)
+            if refusal is None:
+                raise
+            kind_of_refusal, methods = refusal
+            if kind_of_refusal == "methods":
+                allowed = methods
+            elif kind_of_refusal == "timeout":
                 # The server never answered in time: a slow or overloaded host, not a wrong credential.
                 raise HostFailure(Outcome.UNREACHABLE, f"no answer to authentication ({label}) in time") from None
             return False
         return transport.is_authenticated()
 
-    def offer(label: str, key: paramiko.PKey) -> bool:
+    def offer(label: str, key: Key) -> bool:
         blob = key.public_blob.key_blob if key.public_blob is not None else key.asbytes()
         if blob in offered:
             return False  # the same key under another name, or already offered by the agent
         offered.add(blob)
-        return attempt(label, lambda: transport.auth_publickey(user, key), "publickey")
+        signer = key.paramiko() if isinstance(key, KeyFile) and not own_keys else key
+        # A KeyFile goes to the lean client, paramiko's keys to paramiko's transport (own_keys above).
+        return attempt(label, lambda: transport.auth_publickey(user, signer), "publickey")  # type: ignore[arg-type]
 
-    def private_half(path: str) -> tuple[paramiko.PKey | None, str]:
+    def private_half(path: str) -> tuple[Key | None, str]:
         if path in keys:
             return keys[path], f"key {path}"
         twin = next((key for key in agent_keys if key.asbytes() == encrypted.get(path)), None)
@@ -325,8 +301,8 @@ def authenticate(
     finally:
         if agent is not None:
             agent.close()
-    if password is not None and attempt(
-        "password", lambda: transport.auth_password(user, password), "password"
+    if password is not None and attempt(  # never with a lean connection: lean.eligible refuses passwords
+        "password", lambda: transport.auth_password(user, password), "password"  # type: ignore[union-attr]
     ):
         return
     if not tried:
@@ -334,6 +310,20 @@ def authenticate(
         raise HostFailure(Outcome.AUTH_FAILED, f"cannot authenticate as {user}: {what}")
     suffix = f"; the server allows {', '.join(allowed)}" if allowed else ""
     raise HostFailure(Outcome.AUTH_FAILED, f"authentication as {user} failed (tried {', '.join(tried)}){suffix}")
+
+
+def _refusal(error: Exception) -> tuple[str, list[str]] | None:
+    """How a key or password was refused ("methods": the server takes none of this kind, with what it takes;
+    "refused"; "timeout": no answer), from either client's exception; None for anything else."""
+    if isinstance(error, AuthRefused):
+        return error.kind, list(error.allowed)
+    paramiko = sys.modules.get("paramiko")  # its exceptions exist only once a paramiko transport was made
+    if paramiko is not None:
+        if isinstance(error, paramiko.BadAuthenticationType):
+            return "methods", list(error.allowed_types)
+        if isinstance(error, paramiko.AuthenticationException):
+            return ("timeout" if "timeout" in str(error).lower() else "refused"), []
+    return None
 
 
 def local_user() -> str:

@@ -3,36 +3,28 @@ verification and authentication, in one time budget."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, overload
-
-import paramiko
-from paramiko.common import DEBUG
-from paramiko.packet import Packetizer
+from typing import TYPE_CHECKING, Literal, overload
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
-from fleetrun.hostcert import CertificateError, read_certificate
 from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files, host_key_names
-from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
-from fleetrun.ssh import diagnose
 from fleetrun.ssh import lean as lean_client
 from fleetrun.ssh.auth import authenticate
-from fleetrun.ssh.diagnose import RecordingSocket
-from fleetrun.ssh.gateway import Gateway, GatewayFailure, Gateways, tunnel
-from fleetrun.ssh.keepalive import install_keepalive
+from fleetrun.ssh.keys import KeyFile
 from fleetrun.ssh.lean import Handover, Offer
 from fleetrun.ssh.lean_session import LeanSession
 from fleetrun.ssh.lean_wire import WireError
 from fleetrun.ssh.link import Link, TcpLink, tcp_link
-from fleetrun.ssh.proxycommand import ProxyCommandLink
-from fleetrun.ssh.session import HANDLERS, Session
+
+if TYPE_CHECKING:
+    from fleetrun.ssh.gateway import Gateway, Gateways
+    from fleetrun.ssh.session import Session
 
 HostKeyPolicy = str  # "yes" | "accept-new" | "no"
 _CERT = "-cert-v01@openssh.com"
@@ -45,7 +37,7 @@ class ConnectSettings:
     known_hosts: KnownHosts  # every file any host (or gateway) of the run reads, loaded once
     host_key_checking: HostKeyPolicy = "yes"
     connect_timeout: float = 10.0
-    keys: dict[str, paramiko.PKey] | None = None  # key path -> loaded key, loaded once per run
+    keys: dict[str, KeyFile] | None = None  # key path -> loaded key, loaded once per run
     encrypted_identities: dict[str, bytes] | None = None  # encrypted key path -> public blob (agent may sign)
     certificates: dict[str, bytes] | None = None  # user certificate path -> its blob, loaded once per run
     use_agent: bool = True
@@ -85,39 +77,6 @@ def preferred_ciphers(supported: Sequence[str]) -> tuple[str, ...]:
     """paramiko's ciphers with the AEAD ones it has moved to the front."""
     first = tuple(cipher for cipher in PREFERRED_CIPHERS if cipher in supported)
     return first + tuple(cipher for cipher in supported if cipher not in first)
-
-
-class _Packetizer(Packetizer):
-    """paramiko's Packetizer with the handshake's time limit kept as a deadline, not a Timer thread.
-
-    paramiko starts a threading.Timer per connection for it (one more thread per host, created and torn down
-    within the handshake); its read loop already checks handshake_timed_out() at every 0.1 s socket timeout,
-    so a clock read there does the same job. fleetrun's own connect timeout is the one that rules anyway.
-    """
-
-    _deadline: float | None = None
-    _complete = False
-
-    def start_handshake(self, timeout: float) -> None:
-        if self._deadline is None:
-            self._deadline = time.monotonic() + float(timeout)
-
-    def handshake_timed_out(self) -> bool:
-        return self._deadline is not None and not self._complete and time.monotonic() >= self._deadline
-
-    def complete_handshake(self) -> None:
-        if self._deadline is not None:
-            self._complete = True
-
-
-class _Transport(paramiko.Transport):
-    """paramiko's Transport, minus per-connection work nobody reads."""
-
-    def _parse_debug(self, m: paramiko.Message) -> None:
-        # sshd sends an SSH_MSG_DEBUG on most logins (the key's authorized_keys options); paramiko escapes it
-        # byte by byte in Python for a debug log line that fleetrun only shows under FLEETRUN_DEBUG.
-        if self.logger.isEnabledFor(DEBUG):
-            super()._parse_debug(m)  # type: ignore[misc]
 
 
 def _preferred_key_types(known: Collection[str], supported: Sequence[str], authority: bool = False) -> list[str]:
@@ -186,57 +145,11 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
                 return _lean_connect(host, settings, link, remaining, limit, cancel)
             except Handover as handover:
                 sock = handover.replay_socket(link.sock)  # paramiko goes on from the start of the conversation
-        return _paramiko_connect(host, settings, password, cancel, link, sock, remaining, limit, started)
+        from fleetrun.ssh.paramiko_connect import paramiko_connect
+
+        return paramiko_connect(host, settings, password, cancel, link, sock, remaining, limit, started)
     finally:
         cancel.remove_callback(handle)
-
-
-def _paramiko_connect(host: Host, settings: ConnectSettings, password: str | None, cancel: Cancel, link: Link,
-                      sock: object, remaining: Callable[[], float], limit: float, started: float) -> Session:
-    """The handshake, host-key check and authentication through paramiko's Transport."""
-    recorder = RecordingSocket(sock)  # type: ignore[arg-type]
-    transport = _Transport(recorder, packetizer_class=_Packetizer)  # type: ignore[arg-type]  # socket-like
-    # paramiko's own 15 s handshake limit would end a longer connect budget early with a bare EOF; ours rules.
-    transport.handshake_timeout = limit + 5
-    verified: bool | None = None  # the host-key check's result: every outcome after it carries it
-    try:
-        transport._channel_handler_table = HANDLERS  # type: ignore[attr-defined]
-        verified = _handshake(host, settings, transport, remaining, limit)
-        recorder.stop()  # what the server sent has served its purpose: from here on, no copy
-        alive = install_keepalive(transport, host.server_alive_interval, host.server_alive_count_max, recorder)
-        authenticate(host, settings, transport, password, remaining)
-        return Session(host, transport, limit, host_key_verified=verified, link=link, alive=alive)
-    except HostFailure as failure:
-        # Raised once paramiko's thread was started (it has an ident) but before the key exchange finished, it is
-        # start_client's quiet timeout: say which step hung, and with what, if the thread died meanwhile.
-        # Read before close(): closing makes the thread fail with an EOF of our own making.
-        stalled = transport.ident is not None and not transport.initial_kex_done
-        died_of, hello = transport.get_exception(), recorder.hello()
-        link.close(transport)
-        if cancel.is_set():
-            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
-                              host_key_verified=verified) from None
-        _raise_if_gateway_lost(link, verified)
-        if stalled:
-            message = _describe_connect_error(died_of, hello, transport, link, time.monotonic() - started)
-            raise HostFailure(Outcome.UNREACHABLE, message) from None
-        if verified is not None:
-            failure.host_key_verified = verified
-        raise
-    except BaseException as error:
-        hello = recorder.hello()
-        link.close(transport)
-        if cancel.is_set():
-            raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
-                              host_key_verified=verified) from None
-        if isinstance(error, (paramiko.SSHException, OSError, EOFError)):
-            _raise_if_gateway_lost(link, verified)
-            if transport.initial_kex_done:
-                raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, link.where),
-                                  host_key_verified=verified) from None
-            message = _describe_connect_error(error, hello, transport, link, time.monotonic() - started)
-            raise HostFailure(Outcome.UNREACHABLE, message, host_key_verified=verified) from None
-        raise
 
 
 def _lean_eligible(host: Host, settings: ConnectSettings, password: str | None) -> bool:
@@ -251,18 +164,16 @@ def _lean_eligible(host: Host, settings: ConnectSettings, password: str | None) 
 def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: tuple[str, ...]) -> Offer:
     """The KEXINIT lists paramiko's Transport would send this host, as `_handshake` configures it."""
     known = settings.known_hosts
-    supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]
-    key_types = _preferred_key_types(known.key_types_for(names, files), supported,
+    key_types = _preferred_key_types(known.key_types_for(names, files), lean_client.PARAMIKO_KEY_TYPES,
                                      known.has_authority_for(names, files))
     # Transport.preferred_keys appends a certificate variant of every name, whatever the list holds already.
     sent_key_types = (*key_types, *(f"{name}-cert-v01@openssh.com" for name in key_types))
-    transport_class = paramiko.Transport
     return Offer(
-        kex=tuple(transport_class._preferred_kex),  # type: ignore[attr-defined]
+        kex=lean_client.paramiko_kex(),
         key_types=sent_key_types,
-        ciphers=preferred_ciphers(transport_class._preferred_ciphers),  # type: ignore[attr-defined]
-        macs=tuple(transport_class._preferred_macs),  # type: ignore[attr-defined]
-        compression=tuple(transport_class._preferred_compression),  # type: ignore[attr-defined]
+        ciphers=preferred_ciphers(lean_client.PARAMIKO_CIPHERS),
+        macs=lean_client.PARAMIKO_MACS,
+        compression=lean_client.PARAMIKO_COMPRESSION,
     )
 
 
@@ -281,7 +192,7 @@ def _lean_connect(host: Host, settings: ConnectSettings, link: TcpLink, remainin
 
         offer = _lean_offer(host, settings, names, files)
         connection, verified = lean_client.handshake(link.sock, link.where, offer, deadline, margin, check)
-        authenticate(host, settings, connection, None, remaining)  # type: ignore[arg-type]  # its auth subset
+        authenticate(host, settings, connection, None, remaining)
         return LeanSession(host, connection, limit, host_key_verified=verified, link=link)
     except Handover:
         if cancel.is_set():
@@ -296,12 +207,14 @@ def _lean_connect(host: Host, settings: ConnectSettings, link: TcpLink, remainin
         if verified is not None:
             failure.host_key_verified = verified
         raise
-    except (paramiko.SSHException, OSError, EOFError, WireError) as error:
+    except (OSError, EOFError, WireError) as error:
         link.close(None)
         if cancel.is_set():
             raise HostFailure(Outcome.CANCELLED, f"cancelled while connecting ({cancel.reason})",
                               host_key_verified=verified) from None
-        raise HostFailure(Outcome.UNREACHABLE, diagnose.describe_after_handshake(error, link.where),
+        from fleetrun.ssh.diagnose import describe_after_handshake
+
+        raise HostFailure(Outcome.UNREACHABLE, describe_after_handshake(error, link.where),
                           host_key_verified=verified) from None
     except BaseException:
         link.close(None)
@@ -312,72 +225,14 @@ def _open_link(host: Host, gateway: Gateway | None, slot: bool, remaining: Calla
                cancel: Cancel) -> Link:
     """The stream to the host: a channel through its gateway, its ProxyCommand, or TCP."""
     if gateway is not None:
+        from fleetrun.ssh.gateway import tunnel
+
         return tunnel(gateway, host.address, host.port, remaining(), cancel, slot=slot)
     if host.proxy_command:
+        from fleetrun.ssh.proxycommand import ProxyCommandLink
+
         return ProxyCommandLink.start(host.proxy_command)
     return tcp_link(host.address, host.port, remaining, limit)
-
-
-def _raise_if_gateway_lost(link: Link, verified: bool | None) -> None:
-    lost = link.lost_reason()
-    if lost is not None:
-        raise GatewayFailure(Outcome.UNREACHABLE, f"{lost} while connecting", host_key_verified=verified) from None
-
-
-def _describe_connect_error(
-    error: BaseException | None, hello: diagnose.ServerHello, transport: paramiko.Transport, link: Link,
-    waited: float,
-) -> str:
-    """What went wrong before login, from what the server really sent (see fleetrun.ssh.diagnose)."""
-    message = diagnose.describe(error, hello, diagnose.ours(transport), link.where, waited)
-    note = link.failure_note()
-    return f"{message}; {note}" if note else message
-
-
-def _principal(host: Host) -> str:
-    """The name a host certificate must list: HostKeyAlias, else the HostName, lowercased unless an address."""
-    if host.host_key_alias:
-        return host.host_key_alias
-    try:
-        ipaddress.ip_address(host.address)
-        return host.address
-    except ValueError:
-        return host.address.lower()
-
-
-def _handshake(
-    host: Host,
-    settings: ConnectSettings,
-    transport: paramiko.Transport,
-    remaining: Callable[[], float],
-    limit: float,
-) -> bool:
-    """Key exchange and host-key verification; True if known_hosts vouched for the key, False if the policy
-    let an unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
-    names = host_key_names(host)
-    files, _ = host_key_files(host)
-    known = settings.known_hosts
-    options = transport.get_security_options()
-    supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
-    options.key_types = _preferred_key_types(known.key_types_for(names, files), supported,
-                                             known.has_authority_for(names, files))
-    options.ciphers = preferred_ciphers(options.ciphers)
-    transport.banner_timeout = remaining()
-    transport.start_client(timeout=remaining())
-    if not transport.is_active() or not getattr(transport, "initial_kex_done", True):
-        # start_client returns quietly, without raising, when its timeout runs out.
-        raise HostFailure(Outcome.UNREACHABLE, f"no SSH handshake within {limit:g} s: is an SSH server listening?")
-
-    return _check_host_key(host, settings, transport.get_remote_server_key())
-
-
-def _check_host_key(host: Host, settings: ConnectSettings, key: paramiko.PKey) -> bool:
-    """known_hosts' verdict on the key the host offered: True if vouched for, False if the policy let an
-    unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
-    names = host_key_names(host)
-    files, writable = host_key_files(host)
-    check, keytype, blob = _judge(host, settings.known_hosts, key, names, files)
-    return _settle(host, settings, check, keytype, blob, names, files, writable)
 
 
 def _check_plain_host_key(host: Host, settings: ConnectSettings, keytype: str, blob: bytes, names: list[str],
@@ -414,17 +269,3 @@ def _settle(host: Host, settings: ConnectSettings, check: HostKeyCheck, keytype:
     raise HostFailure(Outcome.HOST_KEY, check.explain(), host_key_verified=False)
 
 
-def _judge(host: Host, known: KnownHosts, key: paramiko.PKey, names: list[str],
-           files: Collection[str]) -> tuple[HostKeyCheck, str, bytes]:
-    """known_hosts' verdict on the offered key, and the plain key that accept-new would record."""
-    offered = key.public_blob
-    if offered is None or not offered.key_type.endswith(_CERT):
-        return known.judge(names, key.get_name(), key.asbytes(), files), key.get_name(), key.asbytes()
-    try:
-        cert = read_certificate(offered.key_blob)
-    except CertificateError as error:
-        # ssh refuses such a key outright (sshkey_from_blob verifies the CA signature), whatever known_hosts says.
-        raise HostFailure(Outcome.HOST_KEY, f"the host certificate {names[0]} offered cannot be trusted: {error}",
-                          host_key_verified=False) from None
-    plain = parse_blob(cert.key.plain)
-    return known.judge_certificate(names, cert, _principal(host), files), plain.keytype, plain.blob

@@ -7,8 +7,10 @@ import socket
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import paramiko
+if TYPE_CHECKING:
+    import paramiko
 
 # Enough for pre-banner text, the banner and a server's KEXINIT (OpenSSH 9 sends ~1.1 KB of it).
 RECORD_LIMIT = 16 * 1024
@@ -143,6 +145,8 @@ def _mismatch(hello: ServerHello, client: Ours, where: str) -> str | None:
 
 
 def _paramiko_major() -> str:
+    import paramiko
+
     return paramiko.__version__.split(".")[0]
 
 

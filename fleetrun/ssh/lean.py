@@ -15,19 +15,25 @@ channel (agent, password, certificates, bastions, sudo, stdin, SFTP) never come 
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import paramiko
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from fleetrun import __version__
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
+from fleetrun.ssh.keys import ECDSA_HASHES, RSA_HASHES, AuthRefused, KeyFile
 from fleetrun.ssh.lean_wire import Deadline, Reader, ReplaySocket, Wire, WireError, mpint, name_list, string, text
 
 MSG_DISCONNECT, MSG_IGNORE, MSG_UNIMPLEMENTED, MSG_DEBUG = 1, 2, 3, 4
@@ -36,7 +42,9 @@ MSG_KEXINIT, MSG_NEWKEYS, MSG_KEX_ECDH_INIT, MSG_KEX_ECDH_REPLY = 20, 21, 30, 31
 MSG_USERAUTH_REQUEST, MSG_USERAUTH_FAILURE, MSG_USERAUTH_SUCCESS, MSG_USERAUTH_BANNER = 50, 51, 52, 53
 NOISE = (MSG_IGNORE, MSG_DEBUG, MSG_UNIMPLEMENTED)  # messages any side may send at any time: skipped
 
-BANNER = f"SSH-2.0-paramiko_{paramiko.__version__}".encode()  # paramiko's own (Transport.local_version)
+# Every fleetrun connection says this, paramiko's too (fleetrun.ssh.paramiko_connect sets it): a connection handed
+# over to paramiko has sent it already.
+BANNER = f"SSH-2.0-fleetrun_{__version__}".encode()
 LEAN_KEX = frozenset({"curve25519-sha256@libssh.org", "curve25519-sha256"})
 GCM_KEY_SIZES = {"aes128-gcm@openssh.com": 16, "aes256-gcm@openssh.com": 32}
 LEAN_HOST_KEYS = frozenset({"ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -46,8 +54,45 @@ KEXINIT_WAIT = 2.0  # seconds to wait for the server's KEXINIT once its banner c
 # Strict kex (the Terrapin fix) is asked for as paramiko asks; it changes nothing here: AES-GCM does not use
 # the sequence numbers it resets, and nothing but key-exchange messages is accepted during the exchange anyway.
 STRICT_CLIENT = "kex-strict-c-v00@openssh.com"
-PRIVATE_ATTRIBUTE = "fleetrun_private"  # set by fleetrun.ssh.auth.load_private_key: the key as cryptography loaded it
 ENGINE_VARIABLE = "FLEETRUN_SSH"  # "paramiko": every connection goes through paramiko (the lean client is off)
+
+# paramiko 5's own preferences (Transport._preferred_* and _key_info), which the lean client's KEXINIT repeats
+# without importing paramiko. tests/unit/test_lean_offer.py holds them equal to the installed paramiko's, so
+# an upgrade that changes paramiko's lists fails there first.
+PARAMIKO_CIPHERS = ("aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc",
+                    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com")  # fmt: skip
+PARAMIKO_MACS = ("hmac-sha2-256", "hmac-sha2-512", "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+                 "hmac-sha1", "hmac-md5", "hmac-sha1-96", "hmac-md5-96")  # fmt: skip
+PARAMIKO_COMPRESSION = ("none",)
+PARAMIKO_KEY_TYPES = ("rsa-sha2-256", "rsa-sha2-256-cert-v01@openssh.com", "rsa-sha2-512",
+                      "rsa-sha2-512-cert-v01@openssh.com", "ecdsa-sha2-nistp256",
+                      "ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa-sha2-nistp384",
+                      "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp521",
+                      "ecdsa-sha2-nistp521-cert-v01@openssh.com", "ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com")
+_PARAMIKO_OTHER_KEX = ("ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+                       "diffie-hellman-group16-sha512", "diffie-hellman-group-exchange-sha256",
+                       "diffie-hellman-group14-sha256")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def paramiko_kex() -> tuple[str, ...]:
+    """paramiko's Transport._preferred_kex: ML-KEM and curve25519 first where this cryptography has them, as
+    paramiko decides (KexMLKEM768X25519.is_available, KexCurve25519.is_available)."""
+    first: list[str] = []
+    try:
+        from cryptography.hazmat.primitives.asymmetric import mlkem
+
+        mlkem.MLKEM768PrivateKey.generate()
+        X25519PrivateKey.generate()
+        first.append("mlkem768x25519-sha256")
+    except (ImportError, UnsupportedAlgorithm, AttributeError):
+        pass
+    try:
+        X25519PrivateKey.generate()
+        first.append("curve25519-sha256@libssh.org")
+    except UnsupportedAlgorithm:
+        pass
+    return (*first, *_PARAMIKO_OTHER_KEX)
 
 
 def enabled() -> bool:
@@ -132,9 +177,11 @@ class LeanConnection:
     def is_authenticated(self) -> bool:
         return self.authenticated
 
-    def auth_publickey(self, username: str, key: paramiko.PKey) -> list[str]:
+    signs_key_files = True  # fleetrun.ssh.auth hands it KeyFile objects, not paramiko's keys
+
+    def auth_publickey(self, username: str, key: KeyFile) -> list[str]:
         """paramiko's auth_publickey for a key file: [] on success, the methods left after a partial success;
-        BadAuthenticationType when the server takes no keys, AuthenticationException when it refuses this one."""
+        AuthRefused otherwise ("methods" when the server takes no keys, "refused", "timeout")."""
         algorithm = key.get_name()
         if "rsa" in algorithm:
             # paramiko's choice (AuthHandler._finalize_pubkey_algorithm): its first SHA-2 RSA algorithm the
@@ -142,12 +189,11 @@ class LeanConnection:
             agreed = [name for name in RSA_SIGNATURES if name in self.server_sig_algs] if self.server_sig_algs \
                 else list(RSA_SIGNATURES)
             if not agreed:
-                raise paramiko.AuthenticationException(f"Unable to agree on a pubkey algorithm for signing a "
-                                                       f"{algorithm!r} key!")
+                raise AuthRefused("refused")  # paramiko's words: no pubkey algorithm to agree on for this key
             algorithm = agreed[0]
         request = (bytes((MSG_USERAUTH_REQUEST,)) + text(username) + text("ssh-connection") + text("publickey")
                    + b"\1" + text(algorithm) + string(key.asbytes()))  # fmt: skip
-        signature = sign(key, string(self.session_id) + request, algorithm)
+        signature = key.sign(string(self.session_id) + request, algorithm)
         wire = self.wire
         wire.reading(time.monotonic() + self.auth_timeout)
         wire.send(request + string(signature))
@@ -155,7 +201,7 @@ class LeanConnection:
             try:
                 message = wire.read()
             except Deadline:
-                raise paramiko.AuthenticationException("Authentication timeout.") from None
+                raise AuthRefused("timeout") from None
             kind = message[0]
             if kind == MSG_USERAUTH_SUCCESS:
                 self.authenticated = True
@@ -166,8 +212,8 @@ class LeanConnection:
                 if partial:
                     return allowed
                 if "publickey" not in allowed:
-                    raise paramiko.BadAuthenticationType("Bad authentication type", allowed)
-                raise paramiko.AuthenticationException("Authentication failed.")
+                    raise AuthRefused("methods", tuple(allowed))
+                raise AuthRefused("refused")
             if kind == MSG_DISCONNECT:
                 raise EOFError(_disconnect_reason(message))
             if kind not in (*NOISE, MSG_USERAUTH_BANNER):
@@ -187,15 +233,6 @@ class LeanConnection:
             raise WireError("the server changed its host key during the session")
 
     _versions: tuple[bytes, bytes] = (BANNER, b"")
-
-
-def sign(key: paramiko.PKey, data: bytes, algorithm: str) -> bytes:
-    """The SSH signature blob of `data`: an Ed25519 key file signs through cryptography (see _verify_host_key),
-    any other key through paramiko."""
-    private = getattr(key, PRIVATE_ATTRIBUTE, None)
-    if isinstance(private, Ed25519PrivateKey) and algorithm == "ssh-ed25519":
-        return text("ssh-ed25519") + string(private.sign(data))
-    return key.sign_ssh_data(data, algorithm).asbytes()
 
 
 def _disconnect_reason(message: bytes) -> str:
@@ -260,9 +297,9 @@ def _exchange(wire: Wire, offer: Offer, agreed: _Agreed, server_kexinit: bytes, 
 
 
 def _verify_host_key(blob: bytes, signature: bytes, algorithm: str, exchange_hash: bytes) -> str:
-    """Check the server's signature of the exchange hash with its host key (and the agreed algorithm); returns
-    the key's type. Ed25519 through cryptography (paramiko's goes through PyNaCl, whose every call releases the
-    GIL), the others through paramiko's key classes."""
+    """Check the server's signature of the exchange hash with its host key (and the agreed algorithm), through
+    cryptography (paramiko's Ed25519 goes through PyNaCl, whose every call releases the GIL); returns the key's
+    type."""
     read_blob = Reader(blob, 0)
     key_type = read_blob.text()
     if key_type != ("ssh-rsa" if algorithm.startswith("rsa-sha2-") else algorithm):
@@ -270,15 +307,22 @@ def _verify_host_key(blob: bytes, signature: bytes, algorithm: str, exchange_has
     read_signature = Reader(signature, 0)
     if read_signature.text() != algorithm:
         raise WireError(f"the host key signature is not {algorithm}")
-    if key_type == "ssh-ed25519":
-        try:
-            Ed25519PublicKey.from_public_bytes(read_blob.string()).verify(read_signature.string(), exchange_hash)
-        except (InvalidSignature, ValueError):
-            raise WireError("the ssh-ed25519 host key signature does not verify") from None
-        return key_type
-    key = paramiko.PKey.from_type_string(key_type, blob)
-    if not key.verify_ssh_sig(exchange_hash, paramiko.Message(signature)):
-        raise WireError(f"the {algorithm} host key signature does not verify")
+    raw = read_signature.string()
+    try:
+        if key_type == "ssh-ed25519":
+            Ed25519PublicKey.from_public_bytes(read_blob.string()).verify(raw, exchange_hash)
+            return key_type
+        public = serialization.load_ssh_public_key(key_type.encode() + b" " + base64.b64encode(blob))
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(raw, exchange_hash, padding.PKCS1v15(), RSA_HASHES[algorithm]())
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            read_rs = Reader(raw, 0)
+            r, s = (int.from_bytes(read_rs.string(), "big") for _ in range(2))
+            public.verify(encode_dss_signature(r, s), exchange_hash, ec.ECDSA(ECDSA_HASHES[key_type]()))
+        else:
+            raise WireError(f"a {key_type} host key is not one the lean client checks (a bug)")
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+        raise WireError(f"the {algorithm} host key signature does not verify") from None
     return key_type
 
 
@@ -358,7 +402,7 @@ def _after_handshake(error: BaseException, where: str) -> str:
     return describe_after_handshake(error, where)
 
 
-def eligible(host: Host, password: str | None, keys: dict[str, paramiko.PKey], has_agent: bool,
+def eligible(host: Host, password: str | None, keys: dict[str, KeyFile], has_agent: bool,
              certificates: dict[str, bytes]) -> bool:
     """Whether the lean client can do all this host's connection needs: TCP, key files, nothing else."""
     if host.via or host.proxy_command or host.server_alive_interval or host.forward_agent or password is not None:

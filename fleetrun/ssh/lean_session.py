@@ -13,7 +13,7 @@ from fleetrun.models import Host, Outcome
 from fleetrun.spill import Capture
 from fleetrun.ssh.lean import MSG_DISCONNECT, MSG_KEXINIT, NOISE, LeanConnection
 from fleetrun.ssh.lean_wire import Deadline, Reader, WireError, text, u32
-from fleetrun.ssh.session import ExecResult, OutputCallback, _Output
+from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
 from fleetrun.ssh.wrapper import wrap_command
 
 if TYPE_CHECKING:

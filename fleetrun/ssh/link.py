@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from fleetrun.errors import HostFailure
 from fleetrun.models import Outcome
 from fleetrun.ssh import diagnose
+
+if TYPE_CHECKING:
+    import paramiko
 
 
 class Link:

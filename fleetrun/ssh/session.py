@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -28,8 +28,9 @@ from fleetrun.become import (
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
-from fleetrun.spill import Capture, Spill
+from fleetrun.spill import Capture
 from fleetrun.ssh.agentfwd import agent_socket, request_forwarding
+from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
 from fleetrun.ssh.wrapper import ScriptLoad, wrap_command
 from fleetrun.stdin_spool import Feed
 
@@ -37,30 +38,10 @@ if TYPE_CHECKING:
     from fleetrun.ssh.keepalive import ServerAlive
     from fleetrun.ssh.link import Link
 
-OutputCallback = Callable[[str, bytes], None]  # (stream name, bytes just received)
-
 READ_SIZE = 65536
 STATUS_POLL = 0.5  # seconds between looks for the exit status after the output ended
 PTY_COLUMNS, PTY_ROWS = 200, 50  # --become-pty's terminal; "dumb", so commands send no colours or cursor moves
 WRITER_JOIN = 5.0  # seconds to wait for a stdin writer after its channel closed (it ends at once then)
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """How a remote command ended, before it is turned into a HostResult."""
-
-    ended: str  # "exited" | "timeout" | "cancelled" | "lost" | "become" (sudo did not run the command)
-    exit_code: int | None
-    signal: str | None
-    stdout: bytes
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    # Streams longer than `spill_at`: stdout/stderr are their first bytes, these files all of it (fleetrun.spill).
-    stdout_file: Spill | None = None
-    stderr_file: Spill | None = None
-    become: str | None = None  # under sudo: fleetrun.become's status ("ok", "rejected", …); None without
-    become_message: str = ""  # sudo's own last line when it did not run the command
 
 
 def _handle_channel_request(chan: paramiko.Channel, message: paramiko.Message) -> None:
@@ -320,32 +301,6 @@ def _watch(chan: paramiko.Channel, cancel: Cancel) -> tuple[_Waker, int]:
     chan.in_buffer.set_event(waker)  # type: ignore[arg-type]
     chan.in_stderr_buffer.set_event(waker)  # type: ignore[arg-type]
     return waker, cancel.add_callback(waker.set)
-
-
-class _Output:
-    """Where the command's output goes: the captures and the live callback, with a terminal's CRLF undone."""
-
-    def __init__(self, stdout: Capture, stderr: Capture, on_output: OutputCallback | None,
-                 crlf: CrlfToLf | None) -> None:
-        self.stdout, self.stderr = stdout, stderr
-        self._on_output = on_output
-        self._crlf = crlf
-
-    def add(self, stream: str, chunk: bytes) -> None:
-        if self._crlf is not None:
-            chunk = self._crlf.feed(chunk)  # a pty has one stream: stdout
-        self._deliver(stream, chunk)
-
-    def flush(self) -> None:
-        if self._crlf is not None:
-            self._deliver("stdout", self._crlf.flush())
-
-    def _deliver(self, stream: str, chunk: bytes) -> None:
-        if not chunk:
-            return
-        (self.stdout if stream == "stdout" else self.stderr).add(chunk)
-        if self._on_output is not None:
-            self._on_output(stream, chunk)
 
 
 def _read_now(chan: paramiko.Channel) -> list[tuple[str, bytes]]:

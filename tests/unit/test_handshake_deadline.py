@@ -8,7 +8,7 @@ import threading
 
 import paramiko
 
-connect = importlib.import_module("fleetrun.ssh.connect")  # the module: fleetrun.ssh.connect is also a function
+connect = importlib.import_module("fleetrun.ssh.paramiko_connect")  # paramiko's path of fleetrun.ssh.connect
 
 
 class Clock:

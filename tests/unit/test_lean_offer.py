@@ -3,6 +3,7 @@ paramiko would agree on are its own, and only for hosts that need nothing but ke
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import fleetrun.ssh  # noqa: F401  # the package first: fleetrun.ssh.connect is 
 from fleetrun.hostkeys import KnownHosts, host_key_files, host_key_names
 from fleetrun.models import Host
 from fleetrun.ssh import lean
-from fleetrun.ssh.auth import load_private_key
+from fleetrun.ssh.keys import UnsupportedKeyType, load_private_key
 from fleetrun.ssh.lean_wire import Reader, name_list
 
 connect_module = sys.modules["fleetrun.ssh.connect"]
@@ -102,7 +103,7 @@ def test_anything_else_is_handed_to_paramiko(change):
     assert lean._agree(offer, _server_kexinit(**change)) is None
 
 
-def _key(tmp_path: Path) -> paramiko.PKey:
+def _key(tmp_path: Path):
     path = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return load_private_key(str(path), None)
@@ -128,12 +129,64 @@ def test_only_hosts_needing_nothing_but_key_files_over_tcp_are_eligible(tmp_path
         assert not lean.eligible(host, password, keys, agent, certificates), why
 
 
-def test_an_ed25519_key_file_signs_as_paramiko_would_verify(tmp_path):
-    key = _key(tmp_path)
-    data = b"session id and request"
-    blob = lean.sign(key, data, "ssh-ed25519")
-    assert paramiko.Ed25519Key(data=key.asbytes()).verify_ssh_sig(data, paramiko.Message(blob))
-    assert Reader(blob, 0).text() == "ssh-ed25519"
+@pytest.mark.parametrize(("keytype", "bits", "algorithms"), [
+    ("ed25519", "", ["ssh-ed25519"]),
+    ("ecdsa", "256", ["ecdsa-sha2-nistp256"]),
+    ("ecdsa", "384", ["ecdsa-sha2-nistp384"]),
+    ("ecdsa", "521", ["ecdsa-sha2-nistp521"]),
+    ("rsa", "2048", ["rsa-sha2-512", "rsa-sha2-256"]),
+])
+def test_key_files_sign_as_paramiko_would_and_become_paramikos_keys(tmp_path, keytype, bits, algorithms):
+    path = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", keytype, *(["-b", bits] if bits else []), "-N", "", "-f", str(path)],
+                   check=True)  # fmt: skip
+    key = load_private_key(str(path), None)
+    twin = key.paramiko()
+    assert twin.asbytes() == key.asbytes() and twin.get_name() == key.get_name()
+    assert key.asbytes() == base64.b64decode(path.with_suffix(".pub").read_text().split()[1])
+    public = paramiko.PKey.from_type_string(key.get_name(), key.asbytes())
+    for algorithm in algorithms:
+        blob = key.sign(b"session id and request", algorithm)
+        assert Reader(blob, 0).text() == algorithm
+        assert public.verify_ssh_sig(b"session id and request", paramiko.Message(blob))  # paramiko checks ours
+        assert not public.verify_ssh_sig(b"another request", paramiko.Message(blob))
+        theirs = twin.sign_ssh_data(b"session id and request", algorithm).asbytes()  # paramiko's key signs too
+        assert public.verify_ssh_sig(b"session id and request", paramiko.Message(theirs))
+
+
+def test_paramikos_own_lists_are_the_lean_clients(tmp_path):
+    transport = paramiko.Transport
+    assert lean.paramiko_kex() == tuple(transport._preferred_kex)
+    assert tuple(transport._preferred_ciphers) == lean.PARAMIKO_CIPHERS
+    assert tuple(transport._preferred_macs) == lean.PARAMIKO_MACS
+    assert tuple(transport._preferred_compression) == lean.PARAMIKO_COMPRESSION
+    assert tuple(transport._key_info) == lean.PARAMIKO_KEY_TYPES
+
+
+def test_an_encrypted_or_unusable_key_file_is_refused_as_before(tmp_path):
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret words", "-f", str(locked)], check=True)
+    with pytest.raises(TypeError):
+        load_private_key(str(locked), None)
+    with pytest.raises(ValueError):
+        load_private_key(str(locked), b"wrong")
+    assert load_private_key(str(locked), b"secret words").get_name() == "ssh-ed25519"
+    dsa = tmp_path / "dsa"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa as dsa_keys
+
+    dsa.write_bytes(dsa_keys.generate_private_key(1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(UnsupportedKeyType):
+        load_private_key(str(dsa), None)
+
+
+def test_a_lean_run_never_imports_paramiko(tmp_path):
+    """Importing everything a lean exec needs leaves paramiko unloaded (its import is ~66 ms of start-up)."""
+    code = ("import sys; import fleetrun.cli, fleetrun.runner, fleetrun.preflight, fleetrun.exec_task, "
+            "fleetrun.ssh, fleetrun.ssh.lean_session; print('paramiko' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_the_engine_switch_turns_the_lean_client_off(monkeypatch):
