@@ -82,9 +82,10 @@ def test_a_run_of_lean_connections_never_imports_paramiko(lab, ssh_env):
     # paramiko's import is ~60 ms of every run's start-up: a run that needs none of it must not pay for it.
     code = ("import sys\nfrom fleetrun.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('paramiko' in sys.modules, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, "exec", "-i", str(lab.inventory), "echo hi", "-H", "lab01,lab02",
-                           "--format", "json", "--no-journal", "--procs", "1"], capture_output=True, text=True, timeout=120,
-                          env=clean_env(ssh_env), stdin=subprocess.DEVNULL)  # fmt: skip
+    argv = [sys.executable, "-c", code, "exec", "-i", str(lab.inventory), "echo hi", "-H", "lab01,lab02",
+            "--format", "json", "--no-journal", "--procs", "1"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=clean_env(ssh_env),
+                          stdin=subprocess.DEVNULL)
     assert done.stderr.strip().splitlines()[-1] == "False", done.stderr
     assert [json.loads(line)["status"] for line in done.stdout.splitlines()[:-1]] == ["ok", "ok"]
 
