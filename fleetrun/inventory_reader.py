@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import heapq
 import math
 import os
 import re
@@ -16,7 +15,8 @@ import yaml
 from fleetrun.errors import InventoryError
 from fleetrun.hostnames import expand_ranges
 from fleetrun.inventory import RESERVED_ENV, TOP_KEYS, Inventory
-from fleetrun.models import Host, OriginPair, Origins
+from fleetrun.inventory_sharing import Sharing, group_precedence
+from fleetrun.models import Host
 from fleetrun.yamltree import MappingNode, Node, ScalarNode, SequenceNode, compose
 
 # Only the node tree (fleetrun.yamltree, from the C parser's events) is used, nothing gets constructed from tags.
@@ -413,7 +413,7 @@ class _Reader:
 
     def resolve(self, defaults: _Entry, order: list[str], members: dict[str, set[str]]) -> Inventory:
         hosts, groups = self.entries_by_host, self.entries_by_group
-        rank = _precedence(order, self.children)
+        rank = group_precedence(order, self.children)
         belongs: dict[str, list[str]] = {host: [] for host in hosts}
         for name in order:
             for host in members[name]:
@@ -426,7 +426,7 @@ class _Reader:
         # Memory flat in fleet size (issue 13): what hosts have in common is one object that they all point to
         # (the group tuple, the set of given keys, the origin pairs, vars and env without a key of the host's
         # own); only what is the host's own is built per host.
-        shared = _Sharing()
+        shared = Sharing()
         for host, entry in hosts.items():
             member_of = shared.value(tuple(belongs[host]))
             if member_of not in inherited:
@@ -470,44 +470,3 @@ class _Reader:
 
 def _exported(env: dict[str, str | None]) -> dict[str, str]:
     return {name: value for name, value in env.items() if value is not None}  # None: unset by a later level
-
-
-class _Sharing:
-    """One object for equal values among the hosts of one inventory (see `_Reader.resolve`)."""
-
-    def __init__(self) -> None:
-        self.values: dict[Any, Any] = {}
-        self.pairs: dict[OriginPair, OriginPair] = {}
-        self.labels: dict[str, tuple[str]] = {}
-
-    def value(self, value: _V) -> _V:
-        return self.values.setdefault(value, value)  # type: ignore[no-any-return]
-
-    def origins(self, keys: list[str], sources: dict[str, str]) -> Origins:
-        pairs = []
-        for key in keys:
-            label = sources[key]
-            pair = (key, self.labels.setdefault(label, (label,)))
-            pairs.append(self.pairs.setdefault(pair, pair))
-        return Origins(pairs)
-
-
-def _precedence(order: list[str], children: dict[str, list[tuple[str, Node]]]) -> dict[str, int]:
-    """Rank groups parents before children, file order among the rest (Kahn's sort, earliest first)."""
-    index = {name: i for i, name in enumerate(order)}
-    kids = {name: {child for child, _ in children[name]} for name in order}
-    waiting = dict.fromkeys(order, 0)
-    for name in order:
-        for child in kids[name]:
-            waiting[child] += 1
-    ready = [index[name] for name in order if not waiting[name]]
-    heapq.heapify(ready)
-    rank: dict[str, int] = {}
-    while ready:
-        name = order[heapq.heappop(ready)]
-        rank[name] = len(rank)
-        for child in kids[name]:
-            waiting[child] -= 1
-            if not waiting[child]:
-                heapq.heappush(ready, index[child])
-    return rank

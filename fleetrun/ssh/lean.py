@@ -162,7 +162,8 @@ def _agree(offer: Offer, server_kexinit: bytes) -> _Agreed | None:
 class LeanConnection:
     """One connection after its key exchange: the wire, the session id, and what the server announced."""
 
-    def __init__(self, wire: Wire, where: str, session_id: bytes, host_key: bytes) -> None:
+    def __init__(self, wire: Wire, where: str, session_id: bytes, host_key: bytes, offer: Offer,
+                 versions: tuple[bytes, bytes]) -> None:
         self.wire = wire
         self.where = where
         self.session_id = session_id
@@ -170,7 +171,8 @@ class LeanConnection:
         self.server_sig_algs: tuple[str, ...] = ()
         self.auth_timeout = 30.0
         self.authenticated = False
-        self._offer: Offer | None = None
+        self._offer = offer  # what a rekey offers again, with the banners both sides sent (the exchange hash)
+        self._versions = versions
 
     # -- the part of paramiko.Transport's interface that fleetrun.ssh.auth.authenticate uses for key files --
 
@@ -223,16 +225,12 @@ class LeanConnection:
 
     def rekey(self, server_kexinit: bytes) -> None:
         """Answer the server's KEXINIT in the middle of the session: a new exchange, the same host key."""
-        if self._offer is None:
-            raise WireError("rekey before the first key exchange (a bug)")
         agreed = _agree(self._offer, server_kexinit)
         if agreed is None:
             raise WireError("the server asked to rekey with algorithms the lean client does not do")
         _, blob, _ = _exchange(self.wire, self._offer, agreed, server_kexinit, self.session_id, self._versions)
         if blob != self.host_key:
             raise WireError("the server changed its host key during the session")
-
-    _versions: tuple[bytes, bytes] = (BANNER, b"")
 
 
 def _disconnect_reason(message: bytes) -> str:
@@ -364,8 +362,7 @@ def handshake(sock: object, where: str, offer: Offer, deadline: float, margin: f
         raise HostFailure(Outcome.UNREACHABLE, f"the SSH key exchange with {where} did not finish in time") from None
     except (EOFError, OSError, WireError) as error:
         raise HostFailure(Outcome.UNREACHABLE, f"the SSH key exchange with {where} failed: {error}") from None
-    connection = LeanConnection(wire, where, exchange_hash, host_blob)
-    connection._offer, connection._versions = offer, versions
+    connection = LeanConnection(wire, where, exchange_hash, host_blob, offer, versions)
     verified = check_host_key(key_type, host_blob)
     try:
         _service_accepted(connection)
