@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import pickle
 import queue
@@ -37,9 +38,9 @@ from dataclasses import dataclass, field
 
 from fleetrun.cancel import Cancel
 from fleetrun.lines import Lines
-from fleetrun.models import Host, HostResult
+from fleetrun.models import Host, HostResult, Outcome
 from fleetrun.pool import TICK, Finished, PoolCallbacks, Started
-from fleetrun.procs_channel import Channel
+from fleetrun.procs_channel import Channel, is_plain
 
 _STOP = object()
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -137,9 +138,16 @@ def _quietly(channel: Channel, record: object) -> None:
         channel.send(record)
 
 
+# A result usually crosses as the plain values of its fields after the host (procs_channel.PLAIN), the
+# outcome by its value; one with a spill file or a become status goes whole, through the pickler's hooks.
+_RESULT_FIELDS = tuple(item.name for item in dataclasses.fields(HostResult) if item.name != "host")
+assert _RESULT_FIELDS[0] == "outcome" and all(item.init for item in dataclasses.fields(HostResult))
+
+
 def _send_result(channel: Channel, job: int, result: HostResult) -> None:
+    packed = ("done", job, result.outcome.value, *(getattr(result, name) for name in _RESULT_FIELDS[1:]))
     try:
-        channel.send(("finished", job, result))
+        channel.send(packed if is_plain(packed) else ("finished", job, result))
     finally:
         for spill in (result.stdout_file, result.stderr_file):
             if spill is not None:
@@ -333,12 +341,14 @@ class Processes:
                     self.events.put(Started(self.spec.hosts[message[1]]))
                 elif kind == "lines":
                     self.events.put(message[1])
-                elif kind == "finished":
+                elif kind in ("done", "finished"):
                     host: Host = self.spec.hosts[message[1]]
+                    result = message[2] if kind == "finished" else HostResult(host, Outcome(message[2]),
+                                                                              *message[3:])
                     with self.lock:
                         child.running.pop(host.name, None)
                         child.free += 1
-                    self._finish(host, message[2])
+                    self._finish(host, result)
                     self._dispatch()
                 elif kind == "warn":
                     self.warn(message[1])

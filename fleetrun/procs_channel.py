@@ -14,8 +14,21 @@ from typing import Any
 from fleetrun.models import Host
 from fleetrun.spill import Spill
 
-_HEADER = struct.Struct("!IB")  # payload length, number of file descriptors passed with it
+_HEADER = struct.Struct("!IB")  # payload length, number of file descriptors passed with it (or PLAIN)
 MAX_FDS = 64  # per record: a batch of lines ends at its first spilled line, a result has two streams
+# A record of plain values only (most of them: "run", "started", a result without spill files): pickled and
+# loaded without the per-object hooks below, which cost more than the rest of the record's way together.
+PLAIN = 0x80
+_SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
+
+
+def is_plain(record: tuple[Any, ...]) -> bool:
+    """Whether `record` holds only scalars and tuples of scalars (no host, no open file, no object)."""
+    for item in record:
+        kind = type(item)
+        if kind not in _SCALARS and not (kind is tuple and all(type(part) in _SCALARS for part in item)):
+            return False
+    return True
 
 
 class _Pickler(pickle.Pickler):
@@ -69,6 +82,11 @@ class Channel:
 
     def send(self, record: object) -> list[int]:
         """Send `record`; returns the descriptors it carried (the caller may close its copies now)."""
+        if type(record) is tuple and is_plain(record):
+            payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+            with self.send_lock:
+                self.sock.sendall(_HEADER.pack(len(payload), PLAIN) + payload)  # one write: one wake-up
+            return []
         buffer = io.BytesIO()
         pickler = _Pickler(buffer, self.index)
         pickler.dump(record)
@@ -77,15 +95,17 @@ class Channel:
         with self.send_lock:
             if pickler.fds:
                 socket.send_fds(self.sock, [header], pickler.fds)
+                self.sock.sendall(payload)
             else:
-                self.sock.sendall(header)
-            self.sock.sendall(payload)
+                self.sock.sendall(header + payload)
         return pickler.fds
 
     def receive(self) -> object:
         """The next record; EOFError when the other side has gone."""
         header, fds = self._exactly(_HEADER.size, want_fds=True)
         length, count = _HEADER.unpack(header)
+        if count == PLAIN and not fds:
+            return pickle.loads(self._exactly(length, want_fds=False)[0])
         if len(fds) != count:
             for fd in fds:
                 os.close(fd)

@@ -416,6 +416,10 @@ def execute(
                 result.release()  # spilled output: every renderer had it (one that keeps it took its own copy)
                 dispatcher.rendered(result)
 
+    if lean_for is not None:
+        from fleetrun.ssh.lean import warm
+
+        warm()  # before the freeze, and before any fork: worker processes share it
     # Everything made so far (modules, inventory, known_hosts, keys) lives for the whole run: frozen, the
     # garbage collector stops re-scanning it every few hundred allocations of the connections (and, before a
     # fork, stops writing to pages the worker processes share). Undone after the run, for library callers.

@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -23,15 +24,13 @@ from fleetrun.errors import InventoryError, UsageError
 from fleetrun.inventory import TOP_KEYS as _FLEETRUN_TOP_KEYS
 from fleetrun.inventory import Inventory, load_inventory
 from fleetrun.models import Host
-from fleetrun.sources import listjson
-from fleetrun.sources.ansible_data import AnsibleData, Source
-from fleetrun.sources.ansible_yaml import read_yaml
-from fleetrun.sources.ini import read_ini
-from fleetrun.sources.resolve import resolve
 from fleetrun.sources.yamlload import compose, read_text
 from fleetrun.yamltree import MappingNode as TreeMapping
 from fleetrun.yamltree import ScalarNode as TreeScalar
 from fleetrun.yamltree import compose as compose_tree
+
+if TYPE_CHECKING:
+    from fleetrun.sources.ansible_data import AnsibleData
 
 FLEETRUN_KEYS = frozenset(_FLEETRUN_TOP_KEYS)  # a YAML file with only these top keys is fleetrun YAML
 DATA_SUFFIXES = frozenset({".ini", ".yml", ".yaml", ".json", ".cfg", ".txt", ".md"})
@@ -41,6 +40,27 @@ _IGNORED = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
 _SECTION_LINE = re.compile(r"^\s*\[[^\]\s]+\]\s*(?:[#;].*)?$", re.M)
 
 
+class _Ansible:
+    """The Ansible inventory being read, made on first use: a run on fleetrun YAML alone never imports the
+    Ansible readers (their modules are a tenth of a run's start-up)."""
+
+    def __init__(self) -> None:
+        self._data: AnsibleData | None = None
+
+    @property
+    def data(self) -> AnsibleData:
+        if self._data is None:
+            from fleetrun.sources.ansible_data import AnsibleData
+
+            self._data = AnsibleData()
+        return self._data
+
+    def add_source(self, path: Path, *, adjacent: bool, label: str) -> None:
+        from fleetrun.sources.ansible_data import Source
+
+        self.data.sources.append(Source(path, adjacent=adjacent, label=label))
+
+
 def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inventory:
     """Every `-i` in order, then every `--ansible-inventory`, merged into one Inventory.
 
@@ -48,21 +68,23 @@ def load_sources(specs: list[str], ansible_sources: tuple[str, ...] = ()) -> Inv
     `ansible -i a -i b` would, so that group_vars and precedence work across them; fleetrun YAML files are
     resolved on their own. A host in several parts keeps its first position; the later part's settings win.
     """
-    data = AnsibleData()
+    ansible = _Ansible()
     parts: list[Inventory | None] = []  # None marks where the Ansible part goes (at its first source)
     for spec in specs:
-        fleetrun_inventory = _read(data, spec)
+        fleetrun_inventory = _read(ansible, spec)
         if fleetrun_inventory is not None:
             parts.append(fleetrun_inventory)
         elif None not in parts:
             parts.append(None)
     for spec in ansible_sources:
-        _run_ansible_inventory(data, spec)
+        _run_ansible_inventory(ansible, spec)
         if None not in parts:
             parts.append(None)
     labels = [*specs] + [f"ansible-inventory -i {spec}" for spec in ansible_sources]
     if None in parts:
-        resolved = resolve(data)
+        from fleetrun.sources.resolve import resolve
+
+        resolved = resolve(ansible.data)
         ansible_part = Inventory(path=Path(specs[0] if specs else ansible_sources[0]), hosts=resolved.hosts,
                                  groups=resolved.groups, sources=tuple(labels), warnings=resolved.warnings,
                                  unsupported=resolved.unsupported, ansible=True,
@@ -101,23 +123,25 @@ def _merge(parts: list[Inventory], labels: list[str]) -> Inventory:
                      ssh_config=all(part.ssh_config for part in parts))
 
 
-def _read(data: AnsibleData, spec: str) -> Inventory | None:
-    """Read one -i source into `data`, or return it as a fleetrun inventory."""
+def _read(ansible: _Ansible, spec: str) -> Inventory | None:
+    """Read one -i source into the Ansible inventory, or return it as a fleetrun inventory."""
     if spec == "-":
-        data.sources.append(Source(Path("-"), adjacent=False, label="<stdin>"))
-        listjson.read_list(data, sys.stdin.read(), "<stdin>")
+        from fleetrun.sources import listjson
+
+        ansible.add_source(Path("-"), adjacent=False, label="<stdin>")
+        listjson.read_list(ansible.data, sys.stdin.read(), "<stdin>")
         return None
     path = Path(spec).expanduser()
     if path.is_dir():
-        data.sources.append(Source(path.absolute(), adjacent=True, label=spec))
-        if not _read_directory(data, path):
+        ansible.add_source(path.absolute(), adjacent=True, label=spec)
+        if not _read_directory(ansible, path):
             raise InventoryError(str(path), None, "no inventory file in this directory; add one (INI or YAML)")
         return None
     if not path.exists():
         return load_inventory(path)  # its own "cannot read the inventory" error
-    fleetrun_inventory = _read_file(data, path)
+    fleetrun_inventory = _read_file(ansible, path)
     if fleetrun_inventory is None:
-        data.sources.append(Source(path.absolute(), adjacent=not _is_list_json(path), label=spec))
+        ansible.add_source(path.absolute(), adjacent=not _is_list_json(path), label=spec)
     return fleetrun_inventory
 
 
@@ -125,7 +149,7 @@ def _is_list_json(path: Path) -> bool:
     return path.suffix == ".json"
 
 
-def _read_directory(data: AnsibleData, directory: Path) -> bool:
+def _read_directory(ansible: _Ansible, directory: Path) -> bool:
     """Every inventory file in an Ansible inventory directory, sorted, recursing; whether any was read."""
     read = False
     for name in sorted(os.listdir(directory)):
@@ -133,27 +157,27 @@ def _read_directory(data: AnsibleData, directory: Path) -> bool:
             continue
         full = directory / name
         if full.is_dir():
-            read = _read_directory(data, full) or read
+            read = _read_directory(ansible, full) or read
         elif full.is_file():
-            if _read_file(data, full) is not None:
+            if _read_file(ansible, full) is not None:
                 raise InventoryError(str(full), None, "a fleetrun inventory cannot be part of an Ansible inventory "
                                      "directory; pass it with its own -i")
             read = True
     return read
 
 
-def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
+def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
     if path.suffix == ".toml":
         raise InventoryError(str(path), None, "TOML inventories are not read directly; use --ansible-inventory FILE")
     if os.access(path, os.X_OK) and path.suffix not in DATA_SUFFIXES:
-        _run_script(data, path)
+        _run_script(ansible.data, path)
         return None
     text = read_text(path)
     if path.suffix == ".json":
-        _read_json(data, path, text)
+        _read_json(ansible.data, path, text)
         return None
     if path.suffix == ".ini":
-        read_ini(data, path, text)
+        _read_ini(ansible.data, path, text)
         return None
     yaml_suffix = path.suffix in (".yml", ".yaml")
     if yaml_suffix or not _SECTION_LINE.search(text):
@@ -169,13 +193,25 @@ def _read_file(data: AnsibleData, path: Path) -> Inventory | None:
             del tree  # before the full tree
             root = compose(path, text)
             assert root is not None
-            read_yaml(data, path, root)
+            _read_yaml(ansible.data, path, root)
             return None
         if yaml_suffix:
             raise InventoryError(str(path), 1, "the inventory is empty or not a mapping; add 'all:' with hosts "
                                  "(Ansible) or 'hosts:' (fleetrun)")
-    read_ini(data, path, text)
+    _read_ini(ansible.data, path, text)
     return None
+
+
+def _read_ini(data: AnsibleData, path: Path, text: str) -> None:
+    from fleetrun.sources.ini import read_ini
+
+    read_ini(data, path, text)
+
+
+def _read_yaml(data: AnsibleData, path: Path, root: yaml.Node) -> None:
+    from fleetrun.sources.ansible_yaml import read_yaml
+
+    read_yaml(data, path, root)
 
 
 def _is_fleetrun(root: TreeMapping) -> bool:
@@ -185,6 +221,8 @@ def _is_fleetrun(root: TreeMapping) -> bool:
 
 def _read_json(data: AnsibleData, path: Path, text: str) -> None:
     import json
+
+    from fleetrun.sources import listjson
 
     try:
         top = json.loads(text)
@@ -198,10 +236,12 @@ def _read_json(data: AnsibleData, path: Path, text: str) -> None:
     else:
         root = compose(path, text)
         assert root is not None
-        read_yaml(data, path, root)
+        _read_yaml(data, path, root)
 
 
 def _run_script(data: AnsibleData, path: Path) -> None:
+    from fleetrun.sources import listjson
+
     label = str(path)
     deadline = time.monotonic() + listjson.timeout()
     command = str(path.absolute())
@@ -222,12 +262,14 @@ def find_ansible_inventory() -> str:
     return found
 
 
-def _run_ansible_inventory(data: AnsibleData, spec: str) -> None:
+def _run_ansible_inventory(ansible: _Ansible, spec: str) -> None:
+    from fleetrun.sources import listjson
+
     program = find_ansible_inventory()
     label = f"ansible-inventory -i {spec}"
     # Fail instead of printing an empty inventory when Ansible cannot parse the source.
     env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"}
     output = listjson.run([program, "-i", spec, "--list"], label, time.monotonic() + listjson.timeout(), env=env)
-    data.sources.append(Source(Path(spec), adjacent=False, label=label))
-    listjson.read_list(data, output, label)
+    ansible.add_source(Path(spec), adjacent=False, label=label)
+    listjson.read_list(ansible.data, output, label)

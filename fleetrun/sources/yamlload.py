@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fleetrun.errors import InventoryError
-from fleetrun.sources.ansible_data import Origin, Vaulted
+
+if TYPE_CHECKING:  # a fleetrun YAML inventory is composed here too, and never needs the Ansible data model
+    from fleetrun.sources.ansible_data import Origin, Vaulted
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 VAULT_HEADER = "$ANSIBLE_VAULT;"
@@ -20,6 +22,8 @@ class _Constructor(yaml.constructor.SafeConstructor):
 
 
 def _vault(constructor: _Constructor, node: Node) -> Vaulted:
+    from fleetrun.sources.ansible_data import Vaulted
+
     return Vaulted(constructor.construct_scalar(node))  # type: ignore[arg-type]  # the ciphertext, kept for export
 
 

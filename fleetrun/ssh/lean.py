@@ -95,6 +95,13 @@ def paramiko_kex() -> tuple[str, ...]:
     return (*first, *_PARAMIKO_OTHER_KEX)
 
 
+def warm() -> None:
+    """Compute now what every lean connection computes once per process (the kex list, which loads
+    cryptography's OpenSSL backend: ~30 ms): before worker processes fork, so they share it, not each pay."""
+    if enabled():
+        paramiko_kex()
+
+
 def enabled() -> bool:
     return os.environ.get(ENGINE_VARIABLE, "").strip().lower() != "paramiko"
 

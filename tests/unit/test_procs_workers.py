@@ -12,7 +12,7 @@ import pytest
 
 from fleetrun.cancel import Cancel
 from fleetrun.lines import Lines
-from fleetrun.models import Host, HostResult, Outcome, OutputLine
+from fleetrun.models import BecomeStatus, Host, HostResult, Outcome, OutputLine
 from fleetrun.pool import Finished, PoolCallbacks, Started, run_pool
 from fleetrun.procs import ChildSpec, Processes, split
 from fleetrun.spill import Spill
@@ -87,7 +87,15 @@ def test_the_same_records_as_one_process():
         if number % 7 == 0:
             raise RuntimeError(f"bug on {host.name}")
         outcome = Outcome.FAILED if number % 5 == 0 else Outcome.OK
-        return HostResult(host, outcome, exit_code=number % 5, stdout=b"x" * number, error=None)
+        # Every field set on some host; a become status (not a plain value) sends the record whole instead.
+        return HostResult(
+            host, outcome, exit_code=number % 5, signal="TERM" if number % 4 == 0 else None, stdout=b"x" * number,
+            stderr=b"e\x00\xff" * (number % 3), stdout_truncated=number % 6 == 0, stderr_truncated=number % 8 == 0,
+            duration=number / 7, error=f"e{number}" if number % 5 == 0 else None,
+            changed=(None, True, False)[number % 3], details=(f"d{number}", "x") * (number % 2),
+            host_key_verified=(None, True, False)[number % 3], reason="deadline" if number == 11 else None,
+            become=BecomeStatus("root", "sudo") if number % 9 == 0 else None,
+        )
 
     one: list[object] = []
     spec = make_spec(work)
@@ -234,3 +242,34 @@ def test_a_long_lines_file_crosses_whole_even_with_writes_still_in_the_senders_b
         finally:
             lines.release()
             line_file.close()
+
+
+def test_plain_records_cross_in_one_write_without_the_pickler_hooks_and_keep_their_order():
+    import socket
+
+    from fleetrun.procs_channel import PLAIN, Channel, is_plain
+
+    assert is_plain(("done", 3, "ok", None, b"out", 1.5, True, ("a", "b")))
+    assert not is_plain(("finished", 3, HostResult(HOSTS[3], Outcome.OK)))  # a host: by its index, through the hooks
+    assert not is_plain(("x", ("a", ("nested",))))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender, receiver = Channel(ours, HOSTS), Channel(theirs, HOSTS)
+        spill = Spill.create()
+        spill.append(b"spilled")
+        records = [("run", 4), ("finished", 2, HostResult(HOSTS[2], Outcome.OK, stdout_file=spill)), ("bye",)]
+        for record in records:
+            sender.send(record)
+        spill.close()
+        theirs.setblocking(False)
+        header = theirs.recv(5, socket.MSG_PEEK)
+        assert header[4] == PLAIN  # the first record's flags byte
+        theirs.setblocking(True)
+        assert receiver.receive() == ("run", 4)
+        kind, position, result = receiver.receive()  # type: ignore[misc]
+        assert (kind, position, result.host) == ("finished", 2, HOSTS[2])  # the very Host object: by index
+        try:
+            assert result.output("stdout") == b"spilled"  # through its own descriptor
+        finally:
+            result.release()
+        assert receiver.receive() == ("bye",)
