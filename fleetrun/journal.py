@@ -278,10 +278,13 @@ class JournalWriter:
         from fleetrun.output.json import result_record
 
         cap = self.output_cap
-        kept = replace(result, stdout=result.output_head("stdout", cap), stderr=result.output_head("stderr", cap),
-                       stdout_file=None, stderr_file=None,
-                       stdout_truncated=result.stdout_truncated or result.output_size("stdout") > cap,
-                       stderr_truncated=result.stderr_truncated or result.output_size("stderr") > cap)
+        kept = result  # most results: under the cap and in memory, so the record is the result's own
+        spilled = result.stdout_file is not None or result.stderr_file is not None
+        if spilled or len(result.stdout) > cap or len(result.stderr) > cap:
+            kept = replace(result, stdout=result.output_head("stdout", cap), stderr=result.output_head("stderr", cap),
+                           stdout_file=None, stderr_file=None,
+                           stdout_truncated=result.stdout_truncated or result.output_size("stdout") > cap,
+                           stderr_truncated=result.stderr_truncated or result.output_size("stderr") > cap)
         record = result_record(kept)
         if self.secrets:
             record = _redact(record, self.secrets)

@@ -307,7 +307,8 @@ class Processes:
             self.handler_errors.append(error)
         self.events.put(Finished(host, result))
         with self.changed:
-            self.changed.notify_all()
+            if not self.pending and not any(child.running for child in self.children):
+                self.changed.notify_all()  # all the run's waiter waits for: no wake-up of it per host
 
     def _wait(self, done: Callable[[], bool], deadline_check: Callable[[], None]) -> None:
         """Until `done()`; hosts still pending once the run is cancelled are given their result meanwhile."""
@@ -362,10 +363,11 @@ class Processes:
     def _lost(self, child: _Child) -> None:
         """The child's channel ended: every host it still had gets a result, and so do those queued for it."""
         status = self._reap_one(child)
-        with self.lock:
+        with self.changed:
             child.gone = True
             left = list(child.running.values())
             child.running.clear()
+            self.changed.notify_all()  # the end of the run waits for every child to be gone
         if left:
             why = WorkerDied(f"worker process {child.index} ended ({status}) before this host finished")
             for host in left:

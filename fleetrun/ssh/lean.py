@@ -1,4 +1,4 @@
-"""The lean SSH client: the common connection (curve25519, AES-GCM, a key file) run by the worker thread itself.
+"""The lean SSH client: the common connection (curve25519 or ML-KEM, AES-GCM, a key file) run by the worker thread.
 
 paramiko runs every connection on a thread of its own and hands each packet to the caller's thread through
 events; at `true` on 200 hosts that was ~7.7 ms of client CPU per host, nearly all of it paramiko's Python
@@ -7,10 +7,11 @@ the same protocol in straight-line code on the calling thread: no thread, no eve
 
 It speaks only what it can do exactly as paramiko would have: it reads the server's banner and KEXINIT
 before sending its own (the same lists paramiko sends), and if the algorithms paramiko would pick are not
-curve25519 + AES-GCM + a host key type it verifies, or anything at all is unusual before that point, it hands
-the socket to paramiko (`Handover`), which replays what the server already said and carries on, with its own
-diagnostics. After the key exchange everything is its own; hosts that need more than a key file and one exec
-channel (agent, password, certificates, bastions, sudo, stdin, SFTP) never come here (`eligible`).
+curve25519 or mlkem768x25519 + AES-GCM + a host key type it verifies, or anything at all is unusual before
+that point, it hands the socket to paramiko (`Handover`), which replays what the server already said and
+carries on, with its own diagnostics. After the key exchange everything is its own; hosts that need more
+than a key file and one exec channel (agent, password, certificates, bastions, sudo, stdin, SFTP) never come
+here (`eligible`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ NOISE = (MSG_IGNORE, MSG_DEBUG, MSG_UNIMPLEMENTED)  # messages any side may send
 # Every fleetrun connection says this, paramiko's too (fleetrun.ssh.paramiko_connect sets it): a connection handed
 # over to paramiko has sent it already.
 BANNER = f"SSH-2.0-fleetrun_{__version__}".encode()
-LEAN_KEX = frozenset({"curve25519-sha256@libssh.org", "curve25519-sha256"})
+MLKEM_KEX = "mlkem768x25519-sha256"  # OpenSSH 9.9+'s default, and paramiko's first choice
+LEAN_KEX = frozenset({"curve25519-sha256@libssh.org", "curve25519-sha256", MLKEM_KEX})
+MLKEM768_CIPHERTEXT = 1088  # FIPS 203; the server's reply is the ciphertext, then its X25519 public value
 GCM_KEY_SIZES = {"aes128-gcm@openssh.com": 16, "aes256-gcm@openssh.com": 32}
 LEAN_HOST_KEYS = frozenset({"ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                             "rsa-sha2-512", "rsa-sha2-256"})  # fmt: skip
@@ -261,8 +264,8 @@ def _read_kex_message(wire: Wire) -> bytes:
 
 def _exchange(wire: Wire, offer: Offer, agreed: _Agreed, server_kexinit: bytes, session_id: bytes | None,
               versions: tuple[bytes, bytes]) -> tuple[str, bytes, bytes]:
-    """One curve25519-sha256 exchange and NEWKEYS (RFC 8731, RFC 4253 §7-8); returns the host key's type and
-    blob, and the exchange hash H.
+    """One curve25519-sha256 (RFC 8731) or mlkem768x25519-sha256 exchange and NEWKEYS (RFC 4253 §7-8); returns
+    the host key's type and blob, and the exchange hash H.
 
     Sends KEXINIT and ECDH_INIT in one write (the server's KEXINIT is in hand, so the method is known), then
     NEWKEYS and, on the first exchange, the userauth service request right behind it under the new keys.
@@ -270,19 +273,30 @@ def _exchange(wire: Wire, offer: Offer, agreed: _Agreed, server_kexinit: bytes, 
     ours = offer.kexinit(wire.cookie)
     private = X25519PrivateKey.generate()
     public = private.public_key().public_bytes_raw()
+    hybrid = agreed.kex == MLKEM_KEX
+    if hybrid:  # draft-ietf-sshm-mlkem-hybrid-kex: the same messages, ML-KEM's public key before X25519's
+        from cryptography.hazmat.primitives.asymmetric import mlkem
+
+        decapsulation = mlkem.MLKEM768PrivateKey.generate()
+        public = decapsulation.public_key().public_bytes_raw() + public
     wire.send(ours, bytes((MSG_KEX_ECDH_INIT,)) + string(public))
     reply = _read_kex_message(wire)
     if reply[0] != MSG_KEX_ECDH_REPLY:
         raise WireError(f"expected the key exchange reply, got message {reply[0]}")
     read = Reader(reply)
     host_blob, server_public, signature = read.string(), read.string(), read.string()
-    try:
-        shared = private.exchange(X25519PublicKey.from_public_bytes(server_public))
-    except ValueError:
-        raise WireError("the server's curve25519 public value is invalid") from None
-    if shared == b"\0" * 32:
-        raise WireError("the server's curve25519 public value has the wrong order")
-    secret = mpint(shared)
+    if hybrid:
+        if len(server_public) != MLKEM768_CIPHERTEXT + 32:
+            raise WireError(f"the server's {MLKEM_KEX} reply is {len(server_public)} bytes, not "
+                            f"{MLKEM768_CIPHERTEXT + 32}")
+        try:
+            encapsulated = decapsulation.decapsulate(server_public[:MLKEM768_CIPHERTEXT])
+        except ValueError:
+            raise WireError("the server's ML-KEM ciphertext is invalid") from None
+        # K is SHA-256 of both shared secrets, and goes into the hash and the keys as a string, not an mpint.
+        secret = string(hashlib.sha256(encapsulated + _x25519(private, server_public[MLKEM768_CIPHERTEXT:])).digest())
+    else:
+        secret = mpint(_x25519(private, server_public))
     exchange_hash = hashlib.sha256(string(versions[0]) + string(versions[1]) + string(ours) + string(server_kexinit)
                                    + string(host_blob) + string(public) + string(server_public) + secret).digest()
     key_type = _verify_host_key(host_blob, signature, agreed.host_key, exchange_hash)
@@ -299,6 +313,17 @@ def _exchange(wire: Wire, offer: Offer, agreed: _Agreed, server_kexinit: bytes, 
         raise WireError("expected NEWKEYS")
     wire.decrypt(derive(b"D", GCM_KEY_SIZES[agreed.cipher_in]), derive(b"B", 12))
     return key_type, host_blob, exchange_hash
+
+
+def _x25519(private: X25519PrivateKey, server_public: bytes) -> bytes:
+    """The X25519 shared secret (RFC 8731: an all-zero one means a small-order public value)."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(server_public))
+    except ValueError:
+        raise WireError("the server's curve25519 public value is invalid") from None
+    if shared == b"\0" * 32:
+        raise WireError("the server's curve25519 public value has the wrong order")
+    return shared
 
 
 def _verify_host_key(blob: bytes, signature: bytes, algorithm: str, exchange_hash: bytes) -> str:
