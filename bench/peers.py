@@ -276,6 +276,13 @@ def _fleetrun_procs(count: int) -> Callable[[Fleet, Workload, int | None, Tools]
     return build
 
 
+def _fleetrun_procs2_one_cpu(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
+    """`--procs 2` with the client held to one CPU (the lab's servers still have both): what the second
+    process costs in itself, apart from two client processes and the servers contending for two cores."""
+    invocation = _fleetrun_procs(2)(fleet, workload, forks, tools)
+    return Invocation(["taskset", "-c", "0", *invocation.argv], invocation.env, invocation.check)
+
+
 def _reference(fleet: Fleet, workload: Workload, forks: int | None, tools: Tools) -> Invocation:
     # fleetrun's own interpreter: the very paramiko and cryptography builds fleetrun runs on, and no bench venv needed.
     base = [sys.executable, str(CLIENTS / "paramiko_loop.py"), "--spec", str(fleet.spec)]
@@ -336,6 +343,8 @@ PEERS: tuple[Peer, ...] = (
     Peer("fleetrun-patient", "fleetrun --connect-timeout 60", "variant", ("true",), None, _fleetrun_patient),
     Peer("fleetrun-procs1", "fleetrun --procs 1", "variant", ("true",), None, _fleetrun_procs(1)),
     Peer("fleetrun-procs2", "fleetrun --procs 2", "variant", ("true",), None, _fleetrun_procs(2)),
+    Peer("fleetrun-procs2-1cpu", "fleetrun --procs 2, client on one CPU", "variant", ("true",), None,
+         _fleetrun_procs2_one_cpu, ("taskset",)),
     Peer("paramiko", "bare paramiko loop", "reference", EXEC, None, _reference),
     Peer("sftp", "bare paramiko sftp loop", "reference", ("push",), None, _sftp),
     Peer("pdsh", "pdsh -R ssh", "peer", EXEC, "32", _pdsh, ("pdsh",)),

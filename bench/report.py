@@ -140,6 +140,11 @@ def _procs_targets(rows: list[Row], forks: int) -> list[str]:
         lines.append(f"| `--procs 2` against `--procs 1`, `true`@{hosts}, {forks} forks (measured, no target) | wall "
                      f"{_median(one, 'wall'):.2f} → {_median(two, 'wall'):.2f} s ({wall:.2f}×), client CPU "
                      f"{_per_host_cpu(one):.2f} → {_per_host_cpu(two):.2f} ms/host ({cpu:.2f}×) | – |")
+        pinned = _find(rows, hosts, "true", "fleetrun-procs2-1cpu", forks)
+        if pinned is not None:
+            lines.append(f"| … `--procs 2` with the client on one CPU (`taskset -c 0`) | client CPU "
+                         f"{_per_host_cpu(pinned):.2f} ms/host ({_per_host_cpu(pinned) / _per_host_cpu(one):.2f}× "
+                         f"`--procs 1`), wall {_median(pinned, 'wall'):.2f} s | – |")
     return lines
 
 

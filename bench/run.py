@@ -33,7 +33,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PUSH_BYTES = 100 << 20
 SMOKE_TOOLS = ("fleetrun", "paramiko", "pdsh", "pssh")
 BIG_OUTPUT = 8 << 20  # keep a tool's output files only when smaller than this
-PROCS_KEYS = ("fleetrun-procs1", "fleetrun-procs2")
+PROCS_KEYS = ("fleetrun-procs1", "fleetrun-procs2", "fleetrun-procs2-1cpu")
 PROCS_MIN_HOSTS = 500  # the --procs rows: from this lab size up
 
 
