@@ -82,6 +82,9 @@ class _Listener:
             except OSError:
                 return
             transport = _Transport(conn)
+            # Its own logger: not "paramiko", which an earlier in-process test may have given a handler on a
+            # stream that is closed by now.
+            transport.set_log_channel("tests.paramiko_server")
             transport.add_server_key(self.host_key)
             transport.start_server(server=_Server(self.client_key))
             self.transports.append(transport)
@@ -94,6 +97,7 @@ class _Listener:
         self.sock.close()
         for transport in self.transports:
             transport.close()
+            transport.join(10)  # its thread ends within the test, not after it
 
 
 @pytest.fixture
