@@ -1,8 +1,9 @@
 """Every test starts without the operator's own defaults file (~/.config/fleetrun/config.yaml changes nothing),
-and with SIGHUP at its default disposition."""
+with SIGHUP at its default disposition, and leaves paramiko's logger as it found it."""
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Iterator
 
@@ -23,3 +24,14 @@ def hangup_at_its_default() -> Iterator[None]:
     previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
     signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.fixture(autouse=True)
+def paramiko_logger_as_found() -> Iterator[None]:
+    """An in-process run with FLEETRUN_DEBUG=1 gives paramiko's logger a handler on the stderr of that moment,
+    pytest's capture, closed once the test ends: every later in-process paramiko connection then printed a
+    "Logging error" to the terminal."""
+    logger = logging.getLogger("paramiko")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
