@@ -169,13 +169,15 @@ class WireReader:
             raise ValueError("key data has trailing bytes")
 
 
-def _string(value: bytes) -> bytes:
+def encode_string(value: bytes) -> bytes:
+    """An SSH string (RFC 4251 §5): its length, then the bytes."""
     return len(value).to_bytes(4, "big") + value
 
 
-def _mpint(value: int) -> bytes:
+def encode_mpint(value: int) -> bytes:
+    """A non-negative integer as an SSH mpint (RFC 4251 §5)."""
     data = value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b""
-    return _string(data)
+    return encode_string(data)
 
 
 def _ec_point(curve_name: str, point: bytes) -> None:
@@ -204,7 +206,7 @@ def _read_plain(keytype: str, blob_name: str, reader: WireReader) -> bytes:
         key = reader.string()
         if len(key) != ED25519_KEY_BYTES:
             raise ValueError(f"Ed25519 key is {len(key)} bytes, not {ED25519_KEY_BYTES}")
-        fields = _string(key)
+        fields = encode_string(key)
     elif base.startswith(("ecdsa-sha2-", "sk-ecdsa-sha2-")):
         expected = blob_name.removesuffix(_CERT).removesuffix("@openssh.com").rsplit("-", 1)[1]
         curve = reader.cstring()
@@ -212,18 +214,18 @@ def _read_plain(keytype: str, blob_name: str, reader: WireReader) -> bytes:
             raise ValueError(f"ECDSA key names curve {curve.decode('latin-1')!r}, not {expected}")
         point = reader.string()
         _ec_point(expected, point)
-        fields = _string(curve) + _string(point)
+        fields = encode_string(curve) + encode_string(point)
     elif base == "ssh-rsa":
         e, n = reader.mpint(), reader.mpint()
         if n.bit_length() < RSA_MIN_BITS:
             raise ValueError(f"RSA key has {n.bit_length()} bits; OpenSSH requires at least {RSA_MIN_BITS}")
-        fields = _mpint(e) + _mpint(n)
+        fields = encode_mpint(e) + encode_mpint(n)
     elif base == "ssh-dss":
-        fields = b"".join(_mpint(reader.mpint()) for _ in range(4))  # p, q, g, y
+        fields = b"".join(encode_mpint(reader.mpint()) for _ in range(4))  # p, q, g, y
     else:  # pragma: no cover - KEY_TYPES lists only the branches above
         raise ValueError(f"unsupported key type {keytype}")
     if base.startswith("sk-"):
-        fields += _string(reader.cstring())  # the security key's application, e.g. "ssh:"
+        fields += encode_string(reader.cstring())  # the security key's application, e.g. "ssh:"
     return fields
 
 
@@ -250,12 +252,12 @@ def parse_blob(data: bytes) -> PublicKey:
     nonce = reader.string() if keytype.endswith(_CERT) else None
     fields = _read_plain(keytype, blob_name, reader)
     plain_type = _PLAIN.get(keytype, keytype)
-    plain = _string(plain_type.encode()) + fields
+    plain = encode_string(plain_type.encode()) + fields
     if nonce is None:
         reader.done()
         return PublicKey(keytype, plain, plain)
     start = reader.at
     _read_cert_body(reader)
     reader.done()
-    blob = _string(keytype.encode()) + _string(nonce) + fields + data[start:]
+    blob = encode_string(keytype.encode()) + encode_string(nonce) + fields + data[start:]
     return PublicKey(keytype, blob, plain)

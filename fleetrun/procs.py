@@ -147,7 +147,10 @@ assert _RESULT_FIELDS[0] == "outcome" and all(item.init for item in dataclasses.
 def _send_result(channel: Channel, job: int, result: HostResult) -> None:
     packed = ("done", job, result.outcome.value, *(getattr(result, name) for name in _RESULT_FIELDS[1:]))
     try:
-        channel.send(packed if is_plain(packed) else ("finished", job, result))
+        if is_plain(packed):
+            channel.send_plain(packed)
+        else:
+            channel.send(("finished", job, result))
     finally:
         for spill in (result.stdout_file, result.stderr_file):
             if spill is not None:

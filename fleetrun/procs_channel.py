@@ -83,9 +83,7 @@ class Channel:
     def send(self, record: object) -> list[int]:
         """Send `record`; returns the descriptors it carried (the caller may close its copies now)."""
         if type(record) is tuple and is_plain(record):
-            payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
-            with self.send_lock:
-                self.sock.sendall(_HEADER.pack(len(payload), PLAIN) + payload)  # one write: one wake-up
+            self.send_plain(record)
             return []
         buffer = io.BytesIO()
         pickler = _Pickler(buffer, self.index)
@@ -99,6 +97,12 @@ class Channel:
             else:
                 self.sock.sendall(header + payload)
         return pickler.fds
+
+    def send_plain(self, record: tuple[Any, ...]) -> None:
+        """Send a record the caller knows `is_plain`, without looking at it again."""
+        payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        with self.send_lock:
+            self.sock.sendall(_HEADER.pack(len(payload), PLAIN) + payload)  # one write: one wake-up
 
     def receive(self) -> object:
         """The next record; EOFError when the other side has gone."""

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from fleetrun.keyblob import encode_mpint, encode_string
+
 if TYPE_CHECKING:
     import paramiko
 
@@ -36,14 +38,6 @@ class AuthRefused(Exception):
 
 class UnsupportedKeyType(ValueError):
     """A private key of a type fleetrun cannot use (DSA, or anything but Ed25519, ECDSA and RSA)."""
-
-
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def _mpint(value: int) -> bytes:
-    return _string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
 
 
 class KeyFile:
@@ -73,11 +67,12 @@ class KeyFile:
         """The SSH signature blob of `data` (RFC 8709, RFC 5656, RFC 8332), as paramiko's sign_ssh_data makes it."""
         private = self.private
         if isinstance(private, ed25519.Ed25519PrivateKey):
-            return _string(b"ssh-ed25519") + _string(private.sign(data))
+            return encode_string(b"ssh-ed25519") + encode_string(private.sign(data))
         if isinstance(private, ec.EllipticCurvePrivateKey):
             r, s = decode_dss_signature(private.sign(data, ec.ECDSA(ECDSA_HASHES[self._name]())))
-            return _string(self._name.encode()) + _string(_mpint(r) + _mpint(s))
-        return _string(algorithm.encode()) + _string(private.sign(data, padding.PKCS1v15(), RSA_HASHES[algorithm]()))
+            return encode_string(self._name.encode()) + encode_string(encode_mpint(r) + encode_mpint(s))
+        signature = private.sign(data, padding.PKCS1v15(), RSA_HASHES[algorithm]())
+        return encode_string(algorithm.encode()) + encode_string(signature)
 
     def paramiko(self) -> paramiko.PKey:
         """The same key as paramiko's key object, for a connection paramiko makes."""

@@ -87,7 +87,7 @@ def paramiko_kex() -> tuple[str, ...]:
 
         mlkem.MLKEM768PrivateKey.generate()
         X25519PrivateKey.generate()
-        first.append("mlkem768x25519-sha256")
+        first.append(MLKEM_KEX)
     except (ImportError, UnsupportedAlgorithm, AttributeError):
         pass
     try:
