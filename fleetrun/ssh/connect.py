@@ -140,12 +140,20 @@ def connect(host: Host, settings: ConnectSettings, password: str | None, cancel:
     handle = cancel.add_callback(link.abort)
     try:
         sock: object = link.sock
+        handed_over = False
         if lean and isinstance(link, TcpLink) and _lean_eligible(host, settings, password):
             try:
                 return _lean_connect(host, settings, link, remaining, limit, cancel)
             except Handover as handover:
                 sock = handover.replay_socket(link.sock)  # paramiko goes on from the start of the conversation
+                handed_over = True
         from fleetrun.ssh.paramiko_connect import paramiko_connect
+
+        if handed_over:
+            # The lean client left paramiko `_handover_margin` of the budget to say what went wrong; importing
+            # paramiko (the first time in a process, ~0.1 s on a busy machine) must not eat it, or a silent
+            # server is reported as a bare "connect timed out" instead of "no SSH banner within ...".
+            deadline = max(deadline, time.monotonic() + _handover_margin(limit))
 
         return paramiko_connect(host, settings, password, cancel, link, sock, remaining, limit, started)
     finally:
@@ -177,10 +185,15 @@ def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: 
     )
 
 
+def _handover_margin(limit: float) -> float:
+    """The part of the connect budget the lean client leaves to paramiko after a handover, for its words."""
+    return min(1.0, limit / 10)
+
+
 def _lean_connect(host: Host, settings: ConnectSettings, link: TcpLink, remaining: Callable[[], float],
                   limit: float, cancel: Cancel) -> LeanSession:
     """The connection through fleetrun.ssh.lean; raises Handover when paramiko must make it instead."""
-    margin = min(1.0, limit / 10)  # left to paramiko after a handover, to say what went wrong in its words
+    margin = _handover_margin(limit)
     deadline = time.monotonic() + remaining()
     verified: bool | None = None
     try:

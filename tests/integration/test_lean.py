@@ -217,3 +217,30 @@ def test_a_key_exchange_that_stalls_ends_at_the_connect_timeout(lab, ssh_env, re
     assert run.code == 4 and record["status"] == "unreachable"
     assert "key exchange" in record["error"] and "in time" in record["error"], record["error"]
     assert 2.5 <= waited < 30
+
+
+def test_a_silent_server_is_still_named_as_such_when_handing_over_takes_time(lab, ssh_env, tmp_path, mocker, capsys):
+    """The lean client hands a silent server to paramiko with a sliver of the budget left for its words; the
+    first paramiko import of a process (slow on a busy machine, here 0.3 s) must not turn "no SSH banner" into
+    a bare "connect timed out"."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts connections, nobody ever sends a banner
+    handshake = lean.handshake
+
+    def slow_handover(*args, **kwargs):
+        try:
+            return handshake(*args, **kwargs)
+        except lean.Handover:
+            time.sleep(0.3)  # what importing paramiko may take
+            raise
+
+    mocker.patch.object(lean, "handshake", side_effect=slow_handover)
+    try:
+        inventory = write_inventory(tmp_path / "inv.yaml", lab.inventory, connect_timeout=1,
+                                    extra_hosts={"quiet": {"address": "127.0.0.1", "port": silent.getsockname()[1]}})
+        code, records = _main(["exec", "-i", str(inventory), "true", "-H", "quiet"], capsys)
+    finally:
+        silent.close()
+    assert code == 4 and records[0]["status"] == "unreachable"
+    assert records[0]["error"].startswith("no SSH banner from 127.0.0.1:"), records[0]["error"]
