@@ -7,7 +7,6 @@ here (Ansible warns and ignores it, so `all:!dbb` would run on the db hosts).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Callable
@@ -149,7 +148,8 @@ class _Matcher:
         if not groups or expression[0] == "~" or any(char in expression for char in ".?*["):
             found.extend(name for name in self.inventory.hosts if matches(name))
         if not found and not groups:
-            close = difflib.get_close_matches(expression, [*self.inventory.hosts, *self.inventory.groups], n=3)
+            from difflib import get_close_matches  # an error path: not ~3 ms of every start-up
+            close = get_close_matches(expression, [*self.inventory.hosts, *self.inventory.groups], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise SelectionError(f"no host or group matches {expression!r} in pattern {self.pattern!r}{hint} "
                                  "(Ansible would ignore it with a warning; fleetrun refuses)")

@@ -20,7 +20,7 @@ The prompt and the marker never reach the host's output, wherever the chunks of 
 
 from __future__ import annotations
 
-import secrets
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -39,7 +39,7 @@ CANCELLED = "cancelled"  # the run was cancelled during the negotiation
 
 def new_run_id() -> str:
     """16 hex digits, one per run: in the prompt and the marker, so neither can be met by chance."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()  # what secrets.token_hex(8) is, without importing secrets (hmac) at start-up
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ no secrets: password-like keys are refused.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -144,7 +143,8 @@ class _Reader:
             raise self.fail(node, f"{key!r} cannot be set here: the defaults file holds no secrets or password "
                             "settings; use password_env or password_file in the inventory, or --ask-pass")
         if key not in SETTINGS:
-            close = difflib.get_close_matches(key, SETTINGS, n=1)
+            from difflib import get_close_matches  # an error path: not ~3 ms of every start-up
+            close = get_close_matches(key, SETTINGS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise self.fail(node, f"unknown key {key!r}{hint}; the keys are {', '.join(SETTINGS)}")
 

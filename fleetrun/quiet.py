@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import logging
+import sys
 import threading
-from collections.abc import Callable
-from types import TracebackType
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType, TracebackType
 
 # paramiko logs every failed handshake with a full traceback at ERROR through `logging`. With no handler
 # configured, Python's last-resort handler prints those: 18-21 lines per host. fleetrun already reports each
@@ -18,8 +19,48 @@ ExceptHook = Callable[[threading.ExceptHookArgs], object]
 def install(debug: bool) -> None:
     """Silence paramiko's logger and its helper threads' tracebacks, unless `debug` (FLEETRUN_DEBUG) asks for them.
 
-    Called once by the console entry point: a library user keeps control of their own logging.
+    Called once by the console entry point: a library user keeps control of their own logging. Most runs never
+    import paramiko (the lean client); its logger is set up when it is imported, so they do not pay for `logging`.
     """
+    if not debug:
+        threading.excepthook = quiet_paramiko_threads(threading.excepthook)
+    if _LOGGER in sys.modules:
+        _configure_logger(debug)
+    elif not any(isinstance(finder, _WhenParamikoLoads) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WhenParamikoLoads(debug))
+
+
+class _WhenParamikoLoads:
+    """A meta path finder that configures paramiko's logger as soon as paramiko's package has been imported
+    (importing it logs nothing), and then steps aside."""
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname != _LOGGER:
+            return None
+        sys.meta_path.remove(self)  # once: the finders after it find paramiko, as they would have
+        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                     and (found := finder.find_spec(fullname, path, target)) is not None), None)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        load = loader.exec_module
+        debug = self.debug
+
+        def exec_module(module: ModuleType) -> None:
+            load(module)
+            _configure_logger(debug)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _configure_logger(debug: bool) -> None:
+    import logging
+
     logger = logging.getLogger(_LOGGER)
     if debug:
         # Everything paramiko says, on stderr: what a bug report needs.
@@ -33,7 +74,6 @@ def install(debug: bool) -> None:
     if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
         logger.addHandler(logging.NullHandler())  # a handler is found, so the last-resort one is not used
     logger.propagate = False  # nor a root handler someone configured
-    threading.excepthook = quiet_paramiko_threads(threading.excepthook)
 
 
 def quiet_paramiko_threads(previous: ExceptHook) -> ExceptHook:

@@ -6,7 +6,6 @@ Also the host-list files (`^FILE`, `@FILE`) that may stand for an atom, the name
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import random
 import re
@@ -149,7 +148,8 @@ def _hint(inventory: Inventory, atom: str, names: list[str]) -> str:
     padding = padding_hint(known, names)
     if padding:
         return f" ({padding})"
-    close = difflib.get_close_matches(atom, known, n=3)
+    from difflib import get_close_matches  # an error path: not ~3 ms of every start-up
+    close = get_close_matches(atom, known, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 

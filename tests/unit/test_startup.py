@@ -39,3 +39,42 @@ def test_after_warm_a_lean_connection_computes_its_kex_list_without_importing_an
             "kex = lean.paramiko_kex(); "
             "print('curve25519-sha256@libssh.org' in kex, sorted(set(sys.modules) - before))")
     assert _python(code) == "True []"
+
+
+def test_paramiko_is_quieted_when_it_is_imported_after_install():
+    """install() no longer imports `logging` (~7 ms of every run): paramiko's logger is set up when paramiko
+    itself is imported, as it was before when install() ran after it."""
+    code = ("import sys; from fleetrun import quiet; quiet.install(debug=False); had = 'logging' in sys.modules; "
+            "import paramiko, logging; logger = logging.getLogger('paramiko'); "
+            "print(had, [type(h).__name__ for h in logger.handlers], logger.propagate, "
+            "any(type(f).__name__ == '_WhenParamikoLoads' for f in sys.meta_path))")
+    assert _python(code) == "False ['NullHandler'] False False"
+
+
+def test_debug_still_shows_everything_paramiko_says():
+    code = ("from fleetrun import quiet; quiet.install(debug=True); import paramiko, logging; "
+            "logger = logging.getLogger('paramiko'); "
+            "print(logger.level == logging.DEBUG, [getattr(h, 'fleetrun', False) for h in logger.handlers])")
+    assert _python(code) == "True [True]"
+
+
+def test_paramiko_imported_before_install_is_quieted_at_once():
+    code = ("import paramiko, logging; from fleetrun import quiet; quiet.install(debug=False); "
+            "logger = logging.getLogger('paramiko'); print([type(h).__name__ for h in logger.handlers])")
+    assert _python(code) == "['NullHandler']"
+
+
+def test_a_run_imports_neither_logging_nor_secrets_nor_the_idna_codec(tmp_path: Path):
+    """A run on the lean client, refused at once by a closed loopback port: what its start-up imported."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts:\n  web1: {address: 127.0.0.1, port: 1}\n")
+    code = ("import sys; from fleetrun.cli import main\n"
+            "try:\n"
+            f"    main(['exec', 'true', '--inventory', {str(inventory)!r}, '--hosts', 'web1', '--format', 'json',"
+            " '--no-journal'])\n"
+            "except SystemExit as exit:\n"
+            "    print(exit.code, sorted(m for m in ('logging', 'secrets', 'encodings.idna', 'difflib', 'paramiko')"
+            " if m in sys.modules), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.stderr.strip().splitlines()[-1] == "4 []", done.stderr
