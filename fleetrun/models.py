@@ -40,6 +40,15 @@ class Origins(Mapping[str, tuple[str, ...]]):
                 return sources
         raise KeyError(key)
 
+    def get(self, key: str, default: Any = None) -> Any:  # Mapping.get would raise and catch a KeyError
+        for name, sources in self.pairs:
+            if name == key:
+                return sources
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return any(name == key for name, _ in self.pairs)
+
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self.pairs)
 

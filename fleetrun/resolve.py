@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from fleetrun.models import Host, Origins
@@ -48,12 +49,18 @@ def config_source(option: str | None, inventory_allows: bool) -> SshConfigSource
     return SshConfigSource.from_option(option)
 
 
+@lru_cache(maxsize=256)
+def _label(sources: tuple[str, ...]) -> Origin:
+    """One Origin for all the hosts whose setting came from the same place (most of a fleet's)."""
+    return Origin(", ".join(sources))
+
+
 def preset_for(host: Host) -> Preset:
     """What the command line and the inventory set for this host, as ssh options given before the files."""
     explicit = host.explicit
 
     def label(name: str) -> Origin:
-        return Origin(", ".join(host.origins.get(name, ("the inventory",))))
+        return _label(host.origins.get(name, ("the inventory",)))
 
     jump = host.jump if "jump" in explicit else None
     command = host.proxy_command if "proxy_command" in explicit else None
@@ -76,7 +83,8 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
 
     `share` (one per run): equal values of different hosts (origin pairs, known_hosts and identity tuples)
     become one object, so that what every host has in common costs memory once (issue 13)."""
-    origins: dict[str, tuple[str, ...]] = dict(host.origins)
+    origins: dict[str, tuple[str, ...]] = (dict(host.origins.pairs) if isinstance(host.origins, Origins)
+                                           else dict(host.origins))
     if share is not None and isinstance(host.origins, Origins):  # the host's own pairs, kept as they are
         for pair in host.origins.pairs:
             share.setdefault(pair, pair)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import hashlib
 import os
 import pwd
@@ -120,8 +121,9 @@ def is_address(host: str) -> bool:
     if not _MAYBE_ADDRESS.issuperset(host):
         return False  # a letter beyond hex digits: a name (saves a getaddrinfo call per host)
     try:
-        # As bytes: a str goes through the 'idna' codec first, which costs an import and a call per host.
-        socket.getaddrinfo(host.encode("ascii"), None, flags=socket.AI_NUMERICHOST)
-    except (socket.gaierror, UnicodeError, ValueError):
+        # _socket's own call, as bytes, one socket type: socket.getaddrinfo() would run a str through the
+        # 'idna' codec and turn three result tuples into enums, for every host of a fleet.
+        _socket.getaddrinfo(host.encode("ascii"), None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):  # socket.gaierror is an OSError
         return False
     return True
