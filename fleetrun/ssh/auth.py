@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import HostFailure, UsageError
-from fleetrun.hostcert import CERT_TYPE_USER, certificate_type_of
 from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh.keys import AuthRefused, KeyFile, UnsupportedKeyType, load_private_key
@@ -48,6 +47,8 @@ def load_certificates(paths: Sequence[str], configured: set[str], warn: Callable
         except (OSError, IndexError, ValueError, UnicodeDecodeError) as error:
             warn(f"certificate file {path} cannot be read ({error.__class__.__name__}): skipped")
             continue
+        from fleetrun.hostcert import CERT_TYPE_USER, certificate_type_of  # only where certificates are
+
         kind = certificate_type_of(blob)
         if kind != CERT_TYPE_USER:
             what = "a host certificate" if kind is not None else "not a certificate"

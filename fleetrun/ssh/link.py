@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from fleetrun.errors import HostFailure
 from fleetrun.models import Outcome
-from fleetrun.ssh import diagnose
 
 if TYPE_CHECKING:
     import paramiko
@@ -91,7 +90,9 @@ def tcp_link(address: str, port: int, remaining: Callable[[], float], limit: flo
     except ConnectionResetError:
         # The server accepted and reset at once, before connect() returned (loopback is that fast): the same
         # event as a reset before the banner, and the same words.
-        raise HostFailure(Outcome.UNREACHABLE, diagnose.reset_before_banner(where)) from None
+        from fleetrun.ssh.diagnose import reset_before_banner  # a failure's words: not every run's import
+
+        raise HostFailure(Outcome.UNREACHABLE, reset_before_banner(where)) from None
     except OSError as error:
         raise HostFailure(Outcome.UNREACHABLE, f"cannot connect to {where}: {error.strerror or error}") from None
     return TcpLink(sock, where)

@@ -65,7 +65,8 @@ def test_paramiko_imported_before_install_is_quieted_at_once():
 
 
 def test_a_run_imports_neither_logging_nor_secrets_nor_the_idna_codec(tmp_path: Path):
-    """A run on the lean client, refused at once by a closed loopback port: what its start-up imported."""
+    """A run on the lean client, refused at once by a closed loopback port: what its start-up imported
+    (nor the words for failures it did not meet, nor the certificate reader without a certificate)."""
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text("hosts:\n  web1: {address: 127.0.0.1, port: 1}\n")
     code = ("import sys; from fleetrun.cli import main\n"
@@ -73,7 +74,8 @@ def test_a_run_imports_neither_logging_nor_secrets_nor_the_idna_codec(tmp_path: 
             f"    main(['exec', 'true', '--inventory', {str(inventory)!r}, '--hosts', 'web1', '--format', 'json',"
             " '--no-journal'])\n"
             "except SystemExit as exit:\n"
-            "    print(exit.code, sorted(m for m in ('logging', 'secrets', 'encodings.idna', 'difflib', 'paramiko')"
+            "    print(exit.code, sorted(m for m in ('logging', 'secrets', 'encodings.idna', 'difflib', 'paramiko', "
+            "'fleetrun.ssh.diagnose', 'fleetrun.hostcert')"
             " if m in sys.modules), file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
