@@ -49,6 +49,9 @@ CASES = [
     ("a[1-3]", "a[2-6]", "b"),
     ("x[098-102].lan", "x[1-2].lan"),
     ("n[0-1],n[00-01]",),
+    ("a[1-5]^a[3-7]", "b1^b2,a9"),  # ^ is ClusterShell's xor, not part of a name
+    ("a[1-10/3],b[01-10/2]", "c[0-20/5]!c10"),  # ClusterShell's stepped ranges
+    ("n[ 1 - 3 ]", "m[1 -2, 5]"),  # spaces inside brackets are ignored, as there
 ]
 
 
@@ -74,7 +77,7 @@ def test_generated_set_operations_match_clustershell():
     for _ in range(300):
         parts = [f"{rng.choice(['a', 'b'])}[{(lo := rng.randint(0, 9))}-{lo + rng.randint(0, 9)}]"
                  for _ in range(rng.randint(1, 4))]
-        pattern = parts[0] + "".join(rng.choice(",&!") + part for part in parts[1:])
+        pattern = parts[0] + "".join(rng.choice(",&!^") + part for part in parts[1:])
         assert sorted(names_of(pattern)) == sorted(NodeSet(pattern)), pattern
 
 
