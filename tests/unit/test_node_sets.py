@@ -92,6 +92,22 @@ def test_names_on_stdin_with_comments_as_nodeset_reads_them(capsys, nowhere, mon
     assert code == 2 and err.startswith("fleetrun: error: <stdin>:2: ")
 
 
+@pytest.mark.parametrize("text", ["a[1-5]!a3 b1,b2\n", "a[1-3]&a[2-9]  # two\nb1^b[1-2]\n", "x1,x2\n\nx[3-4]\n"])
+def test_each_word_on_stdin_is_a_node_set_as_nodeset_reads_it(capsys, nowhere, monkeypatch, text):
+    for action, long in (("-f", "--fold"), ("-c", "--count")):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        assert run(capsys, "hosts", long) == (0, nodeset(action, stdin=text), "")
+
+
+def test_an_argument_of_several_lines_is_a_node_set_per_line(capsys, nowhere):
+    """`fleetrun hosts --fold "$(cat hosts.txt)"`: nodeset reads each line of an argument (and of -x) alone."""
+    lines = "web01\nweb02\n\nweb[03-05]\ndb1\n"
+    assert run(capsys, "hosts", "--fold", lines) == (0, nodeset("-f", lines), "")
+    assert run(capsys, "hosts", "--fold", "web[01-09]", "-x", "web02\nweb05") == \
+        (0, nodeset("-f", "web[01-09]", "-x", "web02\nweb05"), "")
+    assert run(capsys, "hosts", "--count", "") == (0, nodeset("-c", ""), "")
+
+
 def test_exclude_separator_and_pick_work_on_names(capsys, nowhere):
     assert run(capsys, "hosts", "--fold", "web[1-10]", "-x", "web5") == \
         (0, nodeset("-f", "web[1-10]", "-x", "web5"), "")
