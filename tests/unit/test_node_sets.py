@@ -75,8 +75,8 @@ def test_generated_sets_fold_and_expand_as_clustershell(capsys, nowhere):
 def test_generated_set_operations_match_clustershell():
     rng = random.Random("set operations")
     for _ in range(300):
-        parts = [f"{rng.choice(['a', 'b'])}[{(lo := rng.randint(0, 9))}-{lo + rng.randint(0, 9)}]"
-                 for _ in range(rng.randint(1, 4))]
+        parts = [f"{rng.choice(['a', 'b'])}[{(lo := rng.randint(0, 9))}-{lo + rng.randint(0, 9)}"
+                 f"{rng.choice(['', '', '/2', '/3'])}]" for _ in range(rng.randint(1, 4))]
         pattern = parts[0] + "".join(rng.choice(",&!^") + part for part in parts[1:])
         assert sorted(names_of(pattern)) == sorted(NodeSet(pattern)), pattern
 
