@@ -10,7 +10,7 @@ from fleetrun.hostnames import expand_ranges
 from fleetrun.models import Host
 from fleetrun.selection import LIST_PREFIXES, read_host_list
 
-_NOT_A_NAME = re.compile(r"[\s&!*?]")
+_NOT_A_NAME = re.compile(r"[\s&!^*?]")
 
 
 def _split(pattern: str) -> list[str]:
@@ -63,7 +63,7 @@ def _one(item: str) -> list[Host]:
         if not text or _NOT_A_NAME.search(text) or text == "all":
             raise SelectionError(
                 f"-H: {text!r} is not a host name; without an inventory -H takes names, user@name, name:port and "
-                "ranges like web[01-05] (groups, globs, 'all' and & ! need an inventory: pass -i FILE)")
+                "ranges like web[01-05] (groups, globs, 'all' and & ! ^ need an inventory: pass -i FILE)")
         explicit = {name for name, value in (("user", user), ("port", port)) if value is not None}
         hosts.append(Host(name=text, address=text, port=port or 22, user=user, explicit=frozenset(explicit),
                           origins={"name": ("-H",), **{name: ("-H",) for name in explicit}}))

@@ -176,7 +176,7 @@ def hosts_command(arguments: tuple[str, ...], hosts_pattern: str | None, names: 
     fleetrun (like `ssh -G web01`) would use for web01.
 
     With --fold, --expand or --count (ClusterShell's nodeset -f, -e, -c) the arguments are NAMES: node sets
-    such as web[01-05],db1 (',' '&' '!' left to right, ^FILE), read without any inventory; with none, they are
+    such as web[01-05],db1 (',' '&' '!' '^' left to right, ^FILE), read without any inventory; with none, they are
     read from stdin. -H PATTERN folds, expands or counts what the inventory selects instead.
     """
     actions = [flag for flag, given in (("--fold", fold), ("--expand", expand), ("--count", count)) if given]

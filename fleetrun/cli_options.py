@@ -116,7 +116,7 @@ def run_options(function: F) -> F:
     options = [
         click.option("-H", "--hosts", "pattern", metavar="PATTERN", shell_complete=_complete_pattern,
                      help="Hosts to act on: names, groups, all, globs, ranges, ^FILE or @FILE (names one per "
-                          "line); ',' union, '&' and, '!' except. With no inventory: host names themselves "
+                          "line); ',' union, '&' and, '!' except, '^' xor. With no inventory: host names themselves "
                           "('web01,deploy@10.0.0.5:2222', ranges, ^FILE), resolved through ssh_config like pdsh -w. "
                           "Required, except with --retry-failed."),
         host_list_options,

@@ -251,7 +251,7 @@ def _describe_selection(inventory: Any, pattern: str, refused: list[str], *, syn
 
         err.write(f"fleetrun: pattern read as Ansible syntax (unions, then &, then !): {describe(pattern)}\n")
     else:
-        err.write("fleetrun: pattern read as fleetrun syntax (',' '&' '!' strictly left to right)\n")
+        err.write("fleetrun: pattern read as fleetrun syntax (',' '&' '!' '^' strictly left to right)\n")
     for name in refused[:3]:
         err.write(f"fleetrun: note: {name} cannot be run on: {inventory.unsupported[name]}\n")
     if len(refused) > 3:

@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterable
 
 MAX_RANGE = 100_000  # a typo like web[1:10000000] must fail fast, not eat the memory
-_RANGE_ITEM = re.compile(r"([0-9]+)(?:[:-]([0-9]+))?\Z")
+# `7`, `1-3` (or `1:3`), and ClusterShell's stepped `1-9/2`; spaces around the numbers are ignored, as there.
+_RANGE_ITEM = re.compile(r"\s*([0-9]+)\s*(?:[:-]\s*([0-9]+)\s*(?:/\s*([0-9]+)\s*)?)?\Z")
 _GROUPS = re.compile(r"(\D*)(\d*)")
 
 
@@ -17,6 +18,8 @@ _GROUPS = re.compile(r"(\D*)(\d*)")
 
 def expand_ranges(text: str) -> list[str]:
     """`web[01:03,7].lan` -> web01.lan web02.lan web03.lan web7.lan (`-` works as `:`); ValueError if bad.
+
+    `/STEP` takes every STEP-th number, as ClusterShell does: `web[1-9/4]` is web1 web5 web9.
 
     Several brackets multiply: `rack[1-2]-node[1-2]` is four names. A zero-padded range has bounds of one
     width (`[01-99,100]`, not `[01-100]`), as ClusterShell and Ansible require.
@@ -57,10 +60,12 @@ def _padded(digits: str) -> bool:
 def _expand_bracket(bracket: str, text: str) -> list[str]:
     names: list[str] = []
     for item in bracket[1:-1].split(","):
-        match = _RANGE_ITEM.match(item.strip())
+        match = _RANGE_ITEM.match(item)
         if not match:
             raise ValueError(f"malformed range {bracket!r} in {text!r}: use digits, e.g. [01:12] or [1-3,7]")
-        start, end = match.group(1), match.group(2)
+        start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
+        if step < 1:
+            raise ValueError(f"range {bracket!r} in {text!r}: a step must be 1 or more")
         if end is None:
             names.append(start)
         elif int(start) > int(end):
@@ -68,11 +73,11 @@ def _expand_bracket(bracket: str, text: str) -> list[str]:
         elif (_padded(start) or _padded(end)) and len(start) != len(end):
             raise ValueError(f"range {bracket!r} in {text!r}: {start}-{end} mixes widths; "
                              f"write {_one_width(start, end)}")
-        elif int(end) - int(start) >= MAX_RANGE:
+        elif (int(end) - int(start)) // step >= MAX_RANGE:
             raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
         else:
             # Bounds of one width: zero-padded ranges keep it ([01:12] gives 01..12), plain ones need none.
-            names.extend(str(n).zfill(len(start)) for n in range(int(start), int(end) + 1))
+            names.extend(str(n).zfill(len(start)) for n in range(int(start), int(end) + 1, step))
     return names
 
 

@@ -32,7 +32,7 @@ _HOST_KEYS = ("address", *_CONN_KEYS, *_BECOME_KEYS, "groups", "vars", "env")
 _GROUP_KEYS = ("hosts", "children", "vars", "env", *_CONN_KEYS, *_BECOME_KEYS)
 # The keys that resolve by precedence (only hosts may set address); `vars` and `env` merge key by key.
 _SETTINGS = {"address", *_CONN_KEYS, *_BECOME_KEYS}
-_BAD_NAME = re.compile(r"[\s,&!*?\[\]]")  # characters the selection language gives a meaning to
+_BAD_NAME = re.compile(r"[\s,&!^*?\[\]]")  # characters the selection language gives a meaning to
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_DEPTH = 100
 _V = TypeVar("_V")
@@ -224,7 +224,7 @@ class _Reader:
     def check_name(self, name: str, node: Node, kind: str) -> None:
         if not name or _BAD_NAME.search(name) or name == "all":
             self.fail(node, f"{kind} name {name!r} is not usable in host patterns; avoid 'all', spaces "
-                      "and , & ! * ? [ ] (brackets only as ranges like web[01:12])")
+                      "and , & ! ^ * ? [ ] (brackets only as ranges like web[01:12])")
 
     def path_value(self, value: str) -> str:
         # Relative to the inventory, not the working directory: cron and CI run from anywhere.

@@ -21,7 +21,7 @@ from fleetrun.models import Host
 if TYPE_CHECKING:
     from fleetrun.inventory import Inventory
 
-_OPERATORS = ",&!"  # union, intersection, difference
+_OPERATORS = ",&!^"  # union, intersection, difference, symmetric difference (`^` only after an atom)
 LIST_PREFIXES = "^@"  # `^FILE` as pdsh -w, `@FILE` as Ansible's --limit @FILE
 _T = TypeVar("_T")
 _PADDED = re.compile(r"(?<![0-9])0[0-9]")  # a zero-padded number in a name
@@ -35,7 +35,8 @@ def select(inventory: Inventory, pattern: str, *, excluding: bool = False) -> li
     """The hosts `pattern` names, in inventory order and without duplicates; raises SelectionError.
 
     A pattern is atoms joined by operators, evaluated strictly left to right with no precedence:
-    `,` union, `&` intersection, `!` difference. `web&prod,db01!web03` is (((web & prod) , db01) ! web03).
+    `,` union, `&` intersection, `!` difference, `^` symmetric difference (after an atom; ClusterShell's
+    xor). `web&prod,db01!web03` is (((web & prod) , db01) ! web03).
     A leading `!` subtracts from every host: `!db` is all hosts but the db group.
 
     An atom (surrounding whitespace ignored) is one of: `all` or `*` (every host); a group name (its hosts,
@@ -65,6 +66,8 @@ def select(inventory: Inventory, pattern: str, *, excluding: bool = False) -> li
             chosen |= found
         elif operator == "&":
             chosen &= found
+        elif operator == "^":
+            chosen ^= found
         else:
             chosen -= found
     if not chosen and not excluding:
@@ -97,6 +100,8 @@ def _parse(pattern: str) -> list[tuple[str, str]]:
         if depth or char not in _OPERATORS:
             continue
         atom = text[start:index].strip()
+        if char == "^" and not atom:
+            continue  # `^` opening an atom is a host list (`^FILE`); after one it is ClusterShell's xor
         start = index + 1
         if not atom:
             before = operator if terms else ("!" if everything else None)
@@ -239,7 +244,7 @@ def parse_host_list(text: str, path: str) -> list[Listed]:
 
 def names_of(pattern: str) -> list[str]:
     """The names a pattern stands for with no inventory, as ClusterShell's nodeset reads a node set: names,
-    ranges and host lists, with `,` `&` `!` strictly left to right. In the order written, once each."""
+    ranges and host lists, with `,` `&` `!` `^` strictly left to right. In the order written, once each."""
     chosen: dict[str, None] = {}
     for operator, atom in _parse(pattern):
         if operator == "all-but":
@@ -249,6 +254,9 @@ def names_of(pattern: str) -> list[str]:
             chosen.update(found)
         elif operator == "&":
             chosen = {name: None for name in chosen if name in found}
+        elif operator == "^":
+            chosen = {**{name: None for name in chosen if name not in found},
+                      **{name: None for name in found if name not in chosen}}
         else:
             chosen = {name: None for name in chosen if name not in found}
     return list(chosen)

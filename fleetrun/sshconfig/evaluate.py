@@ -12,7 +12,7 @@ from typing import Any
 
 from fleetrun.sshconfig.keywords import ACCUMULATE, IGNORED, UNSUPPORTED
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Line, Origin
-from fleetrun.sshconfig.patterns import match_hostname, match_pattern, match_pattern_list
+from fleetrun.sshconfig.patterns import ascii_lower, match_hostname, match_pattern, match_pattern_list
 from fleetrun.sshconfig.tokens import TokenError, connection_hash, is_address, local_info, percent_expand
 
 EXEC_TIMEOUT = 10.0  # seconds for one `Match exec` command; ssh waits forever, a fleet run must not
@@ -95,7 +95,7 @@ class Evaluator:
         if given is not None:
             host = _expand(given, {"h": host_arg})
         if not is_address(host):
-            host = host.lower()
+            host = ascii_lower(host)
         canonicalize = state.values.get("canonicalizehostname")
         if canonicalize is not None and canonicalize.value is not False:
             want_final[0] = True  # ssh re-reads the files once it has canonicalized (here: nothing changes)

@@ -6,6 +6,15 @@ import re
 from functools import lru_cache
 
 _SUBPATTERN_MAX = 1023  # match.c copies a subpattern into a 1024-byte buffer; longer ones never match
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(name: str) -> str:
+    """A host name lowercased as ssh's lowercase() and match.c do: C's tolower, ASCII letters only.
+
+    str.lower() would also fold 'É' to 'é', a name ssh never looks up (in known_hosts, Match host).
+    """
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
 
 
 @lru_cache(maxsize=4096)
@@ -33,7 +42,7 @@ def match_pattern_list(text: str, patterns: str, lower: bool) -> int:
         if len(sub) >= _SUBPATTERN_MAX:
             return 0
         if lower:
-            sub = sub.lower()
+            sub = ascii_lower(sub)
         if match_pattern(text, sub):
             if negated:
                 return -1
@@ -43,4 +52,4 @@ def match_pattern_list(text: str, patterns: str, lower: bool) -> int:
 
 def match_hostname(host: str, patterns: str) -> bool:
     """`Match host`/`originalhost`: the comma list against the lower-cased name."""
-    return match_pattern_list(host.lower(), patterns, lower=True) == 1
+    return match_pattern_list(ascii_lower(host), patterns, lower=True) == 1

@@ -8,6 +8,7 @@ from typing import Any
 from fleetrun.sshconfig.evaluate import Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
+from fleetrun.sshconfig.patterns import ascii_lower
 from fleetrun.sshconfig.tokens import TokenError, connection_hash, local_info, percent_expand, tilde_expand
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk", "~/.ssh/id_ed25519",
@@ -76,7 +77,7 @@ def settle(lookup: Lookup) -> Settings:
     port = get("port", 22)
     user = get("user") or info.user
     alias = get("hostkeyalias")
-    alias = alias.lower() if alias else None
+    alias = ascii_lower(alias) if alias else None  # as ssh.c lowercases it: the name known_hosts is searched for
     tokens = {"C": connection_hash(info.hostname, host, str(port), user), "L": info.short_hostname,
               "i": str(info.uid), "k": alias or host_arg, "l": info.hostname, "n": host_arg, "p": str(port),
               "d": info.home, "h": host, "r": user, "u": info.user}

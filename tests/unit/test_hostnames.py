@@ -92,7 +92,8 @@ def test_fold_and_expand_match_clustershell(generator):
 
 @pytest.mark.parametrize("text", ["web[01-99,100]", "web[1,01,001]", "rack[1-2]-node[05-06]", "a[1-3],b",
                                   "web[098-101].lan", "n[0-1],n[00-01]", "web-[1-2]-x", "web[1-2]3",
-                                  "x[01-03]y[1-2],db", "web[ 1-2, 4]"])
+                                  "x[01-03]y[1-2],db", "web[ 1-2, 4]", "web[1 - 3]", "web[1-10/3]",
+                                  "web[01-10/2,20-30/10]", "web[0-100/7].lan", "web[1-3/1]", "web[5-6/9]"])
 def test_expand_matches_clustershell(text):
     assert sorted(expand(text)) == sorted(NodeSet(text))
 

@@ -49,6 +49,9 @@ CASES = [
     ("a[1-3]", "a[2-6]", "b"),
     ("x[098-102].lan", "x[1-2].lan"),
     ("n[0-1],n[00-01]",),
+    ("a[1-5]^a[3-7]", "b1^b2,a9"),  # ^ is ClusterShell's xor, not part of a name
+    ("a[1-10/3],b[01-10/2]", "c[0-20/5]!c10"),  # ClusterShell's stepped ranges
+    ("n[ 1 - 3 ]", "m[1 -2, 5]"),  # spaces inside brackets are ignored, as there
 ]
 
 
@@ -72,9 +75,9 @@ def test_generated_sets_fold_and_expand_as_clustershell(capsys, nowhere):
 def test_generated_set_operations_match_clustershell():
     rng = random.Random("set operations")
     for _ in range(300):
-        parts = [f"{rng.choice(['a', 'b'])}[{(lo := rng.randint(0, 9))}-{lo + rng.randint(0, 9)}]"
-                 for _ in range(rng.randint(1, 4))]
-        pattern = parts[0] + "".join(rng.choice(",&!") + part for part in parts[1:])
+        parts = [f"{rng.choice(['a', 'b'])}[{(lo := rng.randint(0, 9))}-{lo + rng.randint(0, 9)}"
+                 f"{rng.choice(['', '', '/2', '/3'])}]" for _ in range(rng.randint(1, 4))]
+        pattern = parts[0] + "".join(rng.choice(",&!^") + part for part in parts[1:])
         assert sorted(names_of(pattern)) == sorted(NodeSet(pattern)), pattern
 
 
@@ -87,6 +90,22 @@ def test_names_on_stdin_with_comments_as_nodeset_reads_them(capsys, nowhere, mon
     monkeypatch.setattr(sys, "stdin", io.StringIO("web01\nweb[3-\n"))
     code, _, err = run(capsys, "hosts", "--fold")
     assert code == 2 and err.startswith("fleetrun: error: <stdin>:2: ")
+
+
+@pytest.mark.parametrize("text", ["a[1-5]!a3 b1,b2\n", "a[1-3]&a[2-9]  # two\nb1^b[1-2]\n", "x1,x2\n\nx[3-4]\n"])
+def test_each_word_on_stdin_is_a_node_set_as_nodeset_reads_it(capsys, nowhere, monkeypatch, text):
+    for action, long in (("-f", "--fold"), ("-c", "--count")):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        assert run(capsys, "hosts", long) == (0, nodeset(action, stdin=text), "")
+
+
+def test_an_argument_of_several_lines_is_a_node_set_per_line(capsys, nowhere):
+    """`fleetrun hosts --fold "$(cat hosts.txt)"`: nodeset reads each line of an argument (and of -x) alone."""
+    lines = "web01\nweb02\n\nweb[03-05]\ndb1\n"
+    assert run(capsys, "hosts", "--fold", lines) == (0, nodeset("-f", lines), "")
+    assert run(capsys, "hosts", "--fold", "web[01-09]", "-x", "web02\nweb05") == \
+        (0, nodeset("-f", "web[01-09]", "-x", "web02\nweb05"), "")
+    assert run(capsys, "hosts", "--count", "") == (0, nodeset("-c", ""), "")
 
 
 def test_exclude_separator_and_pick_work_on_names(capsys, nowhere):

@@ -107,6 +107,10 @@ def test_ranges(inventory: Inventory, pattern: str, expected: list[str]) -> None
     ("web[01-05]!web[02-04]", ["web01", "web05"]),
     (" web & prod , db01 ", ["web01", "web02", "db01"]),
     ("all!canary&prod", ["web02", "db01", "lb.example.com"]),
+    ("web[01-03]^web[02-05]", ["web01", "web04", "web05"]),  # ClusterShell's xor (clush -w, nodeset)
+    ("prod ^ db", ["web01", "web02", "db02", "dbx", "lb.example.com"]),
+    ("web^prod&db", ["db01"]),  # strictly left to right: (web ^ prod) & db
+    ("web[01-10/3]", ["web01", "web04", "web07", "web10"]),  # ClusterShell's stepped range
 ])
 def test_operators(inventory: Inventory, pattern: str, expected: list[str]) -> None:
     assert names(inventory, pattern) == expected
@@ -175,6 +179,7 @@ def test_empty_pattern(inventory: Inventory, pattern: str) -> None:
     ("web&!db", "has nothing between '&' and '!'"),
     ("!!web", "has nothing between '!' and '!'"),
     ("web, ,db", "has nothing between ',' and ','"),
+    ("web^", "ends with '^'"),
 ])
 def test_dangling_operators(inventory: Inventory, pattern: str, fragment: str) -> None:
     assert fragment in refused(inventory, pattern)
@@ -188,6 +193,8 @@ def test_dangling_operators(inventory: Inventory, pattern: str, fragment: str) -
     ("web[05-01]", "goes backwards"),
     ("web[]", "malformed range"),
     ("web[0-99999999]", "more than"),
+    ("web[1-9/0]", "a step must be 1 or more"),
+    ("web[1/2]", "malformed range"),  # a step needs a range, as in ClusterShell
 ])
 def test_bad_brackets_and_ranges(inventory: Inventory, pattern: str, fragment: str) -> None:
     assert fragment in refused(inventory, pattern)

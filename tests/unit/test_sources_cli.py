@@ -47,7 +47,7 @@ def test_hosts_says_which_syntax_it_read(tmp_path: Path) -> None:
                               "then ! db\n")
     plain = run("hosts", "-i", "hosts", "!db", cwd=tmp_path)
     assert "web02" in plain.stdout and "db1" not in plain.stdout
-    assert plain.stderr == "fleetrun: pattern read as fleetrun syntax (',' '&' '!' strictly left to right)\n"
+    assert plain.stderr == "fleetrun: pattern read as fleetrun syntax (',' '&' '!' '^' strictly left to right)\n"
     for script_output in (("--names",), ("--format", "json")):
         quiet = run("hosts", "-i", "hosts", "all:!db", *script_output, cwd=tmp_path)
         assert quiet.returncode == 0 and quiet.stderr == ""

@@ -82,6 +82,10 @@ CASES = {
     "strict-accept-new": Case("Host *\n  StrictHostKeyChecking accept-new\n", "x"),
     "strict-yes": Case("Host *\n  StrictHostKeyChecking yes\n", "x"),
     "hostkeyalias-lowercased": Case("Host web01\n  HostKeyAlias Web-Alias\n", "web01"),
+    # ssh lowercases with C's tolower: ASCII letters only (hÉllo), the name known_hosts is searched for
+    "hostkeyalias-lowercased-ascii-only": Case("Host web01\n  HostKeyAlias HÉLLO.Example\n", "web01"),
+    "hostname-lowercased-ascii-only": Case("Host web01\n  HostName WÉB.Example\n", "web01"),
+    "match-host-lowercased-ascii-only": Case("Match host wÉb.example\n  Port 7\n", "WÉB.Example"),
     "match-host": Case("Host web01\n  HostName 10.0.0.7\nMatch host 10.0.0.*\n  Port 2201\n", "web01"),
     "match-host-case-insensitive": Case("Match host WEB01\n  Port 7\n", "web01"),
     "match-originalhost": Case("Host web01\n  HostName 10.0.0.7\nMatch originalhost web01\n  User o\n", "web01"),
