@@ -2,7 +2,8 @@
 
 Runs the real OpenSSH client (installed with the lab's openssh packages) on every snippet and compares
 hostname, port, user, identityfile, proxyjump, proxycommand, userknownhostsfile, globalknownhostsfile,
-stricthostkeychecking, connecttimeout and hostkeyalias; snippets ssh refuses must be refused too, with
+stricthostkeychecking, connecttimeout, hostkeyalias, certificatefile, identitiesonly, serveraliveinterval,
+serveralivecountmax and hashknownhosts; snippets ssh refuses must be refused too, with
 file:line. HOME stays the real one (the passwd home) except where a case says why.
 """
 
@@ -23,7 +24,8 @@ from fleetrun.sshconfig.tokens import local_info, tilde_expand
 SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed: make sshd")
 FIELDS = ("hostname", "port", "user", "identityfile", "proxyjump", "proxycommand", "userknownhostsfile",
-          "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias")
+          "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias", "certificatefile",
+          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts")
 
 
 @dataclass
@@ -177,7 +179,16 @@ def _theirs(printed: dict[str, list[str]]) -> dict[str, object]:
         "stricthostkeychecking": one("stricthostkeychecking"),
         "connecttimeout": None if one("connecttimeout") in ("none", "0") else one("connecttimeout"),
         "hostkeyalias": one("hostkeyalias"),
+        "certificatefile": [name for name in printed.get("certificatefile", []) if name.lower() != "none"],
+        "identitiesonly": one("identitiesonly"),
+        "serveraliveinterval": one("serveraliveinterval"),
+        "serveralivecountmax": one("serveralivecountmax"),
+        "hashknownhosts": one("hashknownhosts"),
     }
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _ours(config: Path, case: Case) -> dict[str, object]:
@@ -194,6 +205,11 @@ def _ours(config: Path, case: Case) -> dict[str, object]:
         "stricthostkeychecking": strict,
         "connecttimeout": None if settings.connect_timeout is None else str(int(settings.connect_timeout)),
         "hostkeyalias": settings.host_key_alias,
+        "certificatefile": [certificate.written for certificate in settings.certificate_files],
+        "identitiesonly": _yes_no(settings.identities_only),
+        "serveraliveinterval": str(settings.server_alive_interval),
+        "serveralivecountmax": str(settings.server_alive_count_max),
+        "hashknownhosts": _yes_no(settings.hash_known_hosts),
     }
 
 
