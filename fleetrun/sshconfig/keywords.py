@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from fleetrun.sshconfig.tokens import INT_MAX, convtime
+from fleetrun.sshconfig.tokens import INT_MAX, convtime, strtonum
 
 _FLAG = {"yes": True, "true": True, "no": False, "false": False}
 _YES_NO_ASK = {**_FLAG, "ask": "ask"}
@@ -70,16 +70,21 @@ def _time(keyword: str) -> Parser:
 def _int(keyword: str) -> Parser:
     def parse(args: list[str], rest: str) -> int:
         word = _one(args, keyword)
-        if not (word.isascii() and word.isdigit()) or int(word) > INT_MAX:
+        number = strtonum(word, INT_MAX)
+        if number is None:
             raise BadValue(f"{keyword}: {word!r} is not a non-negative integer")
-        return int(word)
+        return number
     return parse
 
 
 def parse_port(word: str) -> int | None:
-    """misc.c a2port(): 0-65535 or a TCP service name; None if neither (0 is refused by callers)."""
-    if word.isascii() and word.isdigit():
-        return int(word) if int(word) <= 65535 else None
+    """misc.c a2port(): 0-65535 (strtonum: " 22", "+22" too) or a TCP service name; None if neither.
+
+    0 is refused by the callers.
+    """
+    number = strtonum(word, 65535)
+    if number is not None:
+        return number
     try:
         return socket.getservbyname(word, "tcp")
     except OSError:

@@ -60,6 +60,14 @@ CASES = {
     "connecttimeout-bad": Case("Host *\n  ConnectTimeout soon\n", "x", error="invalid time value"),
     "port-bad-even-inactive": Case("Host other\n  Port abc\n", "x", error="bad port"),
     "port-service-name": Case("Host *\n  Port ssh\n", "x"),
+    # a2port()/atoi_err()/convtime() go through strtonum()/strtol(): leading blanks and a sign are accepted
+    "port-sign-and-blank": Case("Host x\n  Port +2223\nHost *\n  ProxyJump a:+2201,b:+2200\n", "x"),
+    "port-quoted-blank": Case("Host *\n  Port \" 2224\"\n", "x"),
+    "port-trailing-blank": Case("Host *\n  Port \"22 \"\n", "x", error="bad port"),
+    "numbers-strtol": Case("Host *\n  ConnectTimeout +5\n  ServerAliveInterval \"1m +5\"\n"
+                           "  ServerAliveCountMax \" +4\"\n", "x"),
+    "time-negative-zero": Case("Host *\n  ConnectTimeout -0\n  ServerAliveInterval -0s\n", "x"),
+    "time-negative": Case("Host *\n  ServerAliveInterval 1m-5\n", "x", error="invalid time value"),
     "identityfile-accumulates": Case("Host web01\n  IdentityFile ~/.ssh/web\nHost *\n  IdentityFile {d}/k_%h\n"
                                      "  IdentityFile ~/.ssh/web\n", "web01"),
     "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
