@@ -223,6 +223,10 @@ def _apply(state: Lookup, line: Line, user_file: bool) -> None:
         if not any(e.text == entry.text and e.user_provided == entry.user_provided for e in entries):
             entries.append(entry)
         return
+    if line.value is None:
+        # A time value of `none` (ConnectTimeout, ServerAliveInterval): readconf.c stores -1, its "unset", so a
+        # later line for the same option still takes effect. No other parsed value is None.
+        return
     if keyword in ACCUMULATE:
         state.others.setdefault(keyword, []).append(Applied(line.value, origin))
         return

@@ -57,6 +57,9 @@ CASES = {
     "quoted-and-comment": Case("Host web01 # the web box\n  User \"ops\" # comment\n  Port 2200 # c\n", "web01"),
     "connecttimeout-comment": Case("Host *\n  ConnectTimeout 5 # seconds\n", "x"),
     "connecttimeout-units": Case("Host *\n  ConnectTimeout 1m5s\n", "x"),
+    # `none` is readconf.c's -1, "unset": the next ConnectTimeout/ServerAliveInterval line still sets it
+    "time-none-is-unset": Case("Host x\n  ConnectTimeout none\n  ServerAliveInterval none\nHost *\n"
+                               "  ConnectTimeout 5\n  ServerAliveInterval 7\n", "x"),
     "connecttimeout-bad": Case("Host *\n  ConnectTimeout soon\n", "x", error="invalid time value"),
     "port-bad-even-inactive": Case("Host other\n  Port abc\n", "x", error="bad port"),
     "port-service-name": Case("Host *\n  Port ssh\n", "x"),
