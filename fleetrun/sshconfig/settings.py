@@ -120,8 +120,10 @@ def settle(lookup: Lookup) -> Settings:
         except (TokenError, ValueError) as error:
             raise _fail(origins["proxyjump"], error) from None
     if jump:
-        last_user, last_host, last_port = parse_hop(jump[-1])
-        if last_host.lower() == host and (last_port or 22) == port and (last_user or user) == user:
+        # ssh.c compares the last hop as written (before its tokens are expanded, not lower-cased) with the
+        # final host name: `ProxyJump Bastion` or `ProxyJump %h` for bastion is no loop to ssh.
+        last_user, last_host, last_port = parse_hop(jump_written[-1])
+        if last_host == host and (last_port or 22) == port and (last_user or user) == user:
             raise ConfigError(origins["proxyjump"].path, origins["proxyjump"].line,
                               f"ProxyJump: jumphost loop via {last_host} (the host would be its own bastion; "
                               "ssh refuses this too): add `ProxyJump none` for it before the line that sets it")

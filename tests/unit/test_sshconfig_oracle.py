@@ -80,6 +80,10 @@ CASES = {
     "proxyjump-none-then-star": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "bastion"),
     "proxyjump-star-applies": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "web01"),
     "proxyjump-self-loop": Case("Host *\n  ProxyJump bastion\n", "bastion", error="jumphost loop"),
+    # ssh.c compares the last hop as written (case and tokens kept) with the final, lower-cased host name
+    "proxyjump-loop-is-case-sensitive": Case("Host *\n  ProxyJump Bastion\n", "bastion"),
+    "proxyjump-loop-before-tokens": Case("Host *\n  ProxyJump %r@%h\n", "bastion"),
+    "proxyjump-loop-upper-name": Case("Host *\n  ProxyJump bastion:22\n", "BASTION", error="jumphost loop"),
     "proxycommand-first-wins": Case("Host t\n  ProxyCommand nc %h %p\nHost *\n  ProxyJump b\n", "t"),
     "proxyjump-first-wins": Case("Host t\n  ProxyJump b\nHost *\n  ProxyCommand nc %h %p\n", "t"),
     "proxyjump-none-lets-proxycommand": Case("Host t\n  ProxyJump none\nHost *\n  ProxyCommand nc %h %p\n", "t"),
