@@ -80,7 +80,9 @@ def settle(lookup: Lookup) -> Settings:
     tokens = {"C": connection_hash(info.hostname, host, str(port), user), "L": info.short_hostname,
               "i": str(info.uid), "k": alias or host_arg, "l": info.hostname, "n": host_arg, "p": str(port),
               "d": info.home, "h": host, "r": user, "u": info.user}
-    proxy_tokens = {"h": host, "n": host_arg, "p": str(port), "r": user}
+    # sshconnect.c expand_proxy_command() also knows %k (ssh_config(5) does not list it), for ProxyJump's
+    # implicit ProxyCommand too.
+    proxy_tokens = {"h": host, "k": alias or host_arg, "n": host_arg, "p": str(port), "r": user}
 
     def path(text: str, origin: Origin, *, percent: bool = True) -> str:
         try:

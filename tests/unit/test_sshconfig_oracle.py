@@ -88,6 +88,9 @@ CASES = {
     "proxyjump-first-wins": Case("Host t\n  ProxyJump b\nHost *\n  ProxyCommand nc %h %p\n", "t"),
     "proxyjump-none-lets-proxycommand": Case("Host t\n  ProxyJump none\nHost *\n  ProxyCommand nc %h %p\n", "t"),
     "proxycommand-none-blocks-jump": Case("Host t\n  ProxyCommand none\nHost *\n  ProxyJump b\n", "t"),
+    "proxycommand-k-token": Case("Host t\n  HostKeyAlias KA\n  ProxyCommand nc %k %p\nHost *\n"
+                                 "  ProxyJump %k\n", "t"),
+    "proxyjump-k-token": Case("Host *\n  ProxyJump gw-%k\n", "t"),
     "proxycommand-equals-comment": Case("Host t\n  ProxyCommand = ssh -W %h:%p gw # via gw\n", "t"),
     "knownhosts-tokens": Case("Host web01\n  HostName h.example\n  Port 2200\n  User bob\n"
                               "  UserKnownHostsFile ~/.ssh/kh_%h %d/kh/%u_%r_%p_%n_%i_%k_%L_%l_%%_%C\n", "web01"),

@@ -164,6 +164,15 @@ def test_a_bad_token_names_the_line_that_set_it(tmp_path: Path) -> None:
     assert resolve(path).identity_files_default  # a bad token in a block that does not apply is no error
 
 
+def test_proxy_command_knows_k(tmp_path: Path) -> None:
+    # sshconnect.c expand_proxy_command() expands %k (the lower-cased HostKeyAlias, else the name given);
+    # ssh -G prints the command unexpanded, so the oracle only sees that it is accepted.
+    path = config(tmp_path, "Host web01\n  HostKeyAlias KA\nHost *\n  ProxyCommand nc %k %n %p\n")
+    assert resolve(path).proxy_command == "nc ka web01 22"
+    assert resolve(path, "Web02").proxy_command == "nc Web02 Web02 22"
+    assert resolve(config(tmp_path, "ProxyJump %k-gw\n"), "WEB01").proxy_jump == ("WEB01-gw",)
+
+
 # --- refusals, with file and line ----------------------------------------------------------------------
 
 
