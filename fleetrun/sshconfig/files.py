@@ -6,6 +6,7 @@ import glob
 import os
 import stat
 
+from fleetrun.sshconfig.checks import CheckError, check_arguments
 from fleetrun.sshconfig.keywords import ALIASES, STRUCTURE, BadValue, is_keyword, parse_value
 from fleetrun.sshconfig.lexer import LexError, argv_split, split_line, strdelim
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Criterion, Line, display_path
@@ -102,7 +103,8 @@ class _Reader:
         assert keyword not in STRUCTURE
         try:
             value = parse_value(keyword, args, rest)
-        except BadValue as error:
+            check_arguments(keyword, args)  # options fleetrun does not apply are still checked, as ssh does
+        except (BadValue, CheckError) as error:
             raise ConfigError(path, number, f"{error}; ssh refuses this line too") from None
         return Line(path, number, keyword, tuple(args), rest, value=value)
 

@@ -299,7 +299,8 @@ PARSERS: dict[str, Parser] = {
     "requiredrsasize": _int("RequiredRSASize"),
 }
 
-# Accepted with any argument (their detailed syntax is not checked): fleetrun has no use for them.
+# Not applied by fleetrun; checks.py checks their arguments as readconf.c does (most of them), so a file
+# ssh refuses is refused.
 OTHERS = frozenset({
     "addkeystoagent", "casignaturealgorithms", "canonicaldomains", "canonicalizepermittedcnames", "ciphers",
     "controlpersist", "dynamicforward", "escapechar", "fingerprinthash", "hostbasedacceptedalgorithms",

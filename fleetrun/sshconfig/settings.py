@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetrun.sshconfig.checks import assembled_error
 from fleetrun.sshconfig.evaluate import Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
@@ -138,6 +139,11 @@ def settle(lookup: Lookup) -> Settings:
             raise _fail(origins["proxycommand"], error) from None
     else:
         command_written = None
+
+    for keyword, applied in values.items():
+        problem = assembled_error(keyword, applied.value)
+        if problem is not None:
+            raise ConfigError(applied.origin.path, applied.origin.line, f"{problem}; ssh refuses this too")
 
     user_known = get("userknownhostsfile")
     user_known_origin = origins.get("userknownhostsfile", DEFAULT)

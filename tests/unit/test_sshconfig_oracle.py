@@ -127,6 +127,42 @@ CASES = {
     "no-argument": Case("Host *\n  User\n", "x", error="no argument"),
     "unbalanced-quote": Case("Host *\n  User \"ops\n", "x", error="quote"),
     "extra-argument": Case("Host *\n  Port 22 23\n", "x", error="extra arguments"),
+    # Options fleetrun does not apply are still checked as readconf.c checks them, in inactive blocks too
+    "algorithms-modifiers": Case("Host *\n  Ciphers +aes128-cbc\n  MACs ^hmac-sha2-512,hmac-md5\n"
+                                 "  KexAlgorithms -nope*\n  HostKeyAlgorithms +ssh-rsa*,RSA\n"
+                                 "  PubkeyAcceptedAlgorithms ssh-ed25519,,nope\n  KexAlgorithms gss-gex-sha1-x\n",
+                                 "x"),
+    "ciphers-bad-inactive": Case("Host other\n  Ciphers aes128-ctr,nope\n", "x", error="bad cipher spec"),
+    "macs-bad": Case("Host *\n  MACs +nope\n", "x", error="bad MAC spec"),
+    "kex-bad": Case("Host *\n  KexAlgorithms ^curve25519-sha256,nope\n", "x", error="bad key exchange"),
+    "hostkeyalgorithms-bad": Case("Host *\n  HostKeyAlgorithms nope*\n", "x", error="bad key types"),
+    # checked again once the files are read, for the value in effect only (ssh.c expands the list)
+    "hostkeyalgorithms-negated": Case("Host other\n  HostKeyAlgorithms !ssh-dss\nHost *\n"
+                                      "  HostKeyAlgorithms ssh-ed25519,!ssh-dss\n", "x", error="negated"),
+    "hostkeyalgorithms-short-name": Case("Host *\n  HostKeyAlgorithms RSA\n", "x", error="matches no algorithm"),
+    "hostkeyalgorithms-inactive-negated": Case("Host other\n  HostKeyAlgorithms !ssh-dss\n", "x"),
+    "ciphers-two-arguments": Case("Host *\n  Ciphers aes128-ctr aes256-ctr\n", "x", error="extra arguments"),
+    "others-accepted": Case("Host *\n  LogLevel debug3\n  SyslogFacility LOCAL7\n  EscapeChar ^A\n"
+                            "  ControlPersist 10m\n  AddKeysToAgent confirm 5m\n  TunnelDevice any:1\n"
+                            "  StreamLocalBindMask 0177\n  IPQoS af21 0x10\n  RekeyLimit 1G 1h\n"
+                            "  CanonicalDomains a.example\n"
+                            "  PermitRemoteOpen h:* [::1]:22\n  FingerprintHash MD5\n  SendEnv LC_* -LANG\n"
+                            "  SetEnv A=b\n  LogVerbose kex.c:*\n", "x"),
+    "forwards-accepted": Case("Host other\n  LocalForward 8080 localhost:80\n  LocalForward /tmp/s h:80\n"
+                              "  LocalForward [::1]:8080 [::1]:80\n  RemoteForward 0\n  RemoteForward 8022 /tmp/t\n"
+                              "  DynamicForward [::1]:1080\n  CanonicalizePermittedCNAMEs *.a:*.b\n", "x"),
+    "localforward-missing-target": Case("Host other\n  LocalForward 8080\n", "x", error="missing target"),
+    "dynamicforward-bad": Case("Host *\n  DynamicForward a:b:c\n", "x", error="bad forwarding specification"),
+    "localforward-port-zero": Case("Host *\n  LocalForward 0 h:80\n", "x", error="bad forwarding specification"),
+    "sendenv-bad": Case("Host *\n  SendEnv LANG A=B\n", "x", error="invalid environment name"),
+    "setenv-bad": Case("Host *\n  SetEnv A=b NAME\n", "x", error="invalid SetEnv"),
+    "loglevel-bad": Case("Host *\n  LogLevel DEBUG4\n", "x", error="unsupported log level"),
+    "escapechar-bad": Case("Host *\n  EscapeChar ab\n", "x", error="bad escape character"),
+    "rekeylimit-too-small": Case("Host *\n  RekeyLimit 15\n", "x", error="too small"),
+    "ipqos-bad": Case("Host *\n  IPQoS 256\n", "x", error="bad IPQoS value"),
+    "canonicaldomains-bad": Case("Host *\n  CanonicalDomains a..example\n", "x", error="bad domain name"),
+    "permitremoteopen-bad": Case("Host *\n  PermitRemoteOpen h:0\n", "x", error="bad port number"),
+    "addkeystoagent-bad": Case("Host *\n  AddKeysToAgent ask 5m\n", "x", error="unsupported option"),
     "preset-user-port-win": Case("Host web01\n  User cfg\n  Port 1\n", "web01", user="cli", port=2213),
     "include-absolute": Case("Include {d}/conf.d/*.conf\nHost *\n  Port 1\n", "web01",
                              files={"conf.d/b.conf": "Host web01\n  Port 2214\n",
