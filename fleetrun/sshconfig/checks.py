@@ -321,10 +321,14 @@ def _forward_fields(spec: str) -> list[tuple[str, bool]] | None:
     return None if rest else fields  # anything after a fourth field is trailing garbage
 
 
-def _forward_valid(spec: str, dynamic: bool, remote: bool) -> bool:
+_Paths = tuple[str | None, str | None]
+
+
+def _parse_forward(spec: str, dynamic: bool, remote: bool) -> _Paths | None:
+    """readconf.c parse_forward(): (listen path, connect path) of a valid spec, None if ssh refuses it."""
     fields = _forward_fields(spec)
     if fields is None:
-        return False
+        return None
     count = len(fields)
 
     def port(text: str) -> int:
@@ -357,19 +361,21 @@ def _forward_valid(spec: str, dynamic: bool, remote: bool) -> bool:
         listen_host, listen_port = fields[0][0], port(fields[1][0])
         connect_host, connect_port = fields[2][0], port(fields[3][0])
     else:
-        return False
+        return None
     if dynamic:
         if count not in (1, 2):
-            return False
+            return None
     else:
         if count not in (3, 4) and connect_path is None and listen_path is None:
-            return False
+            return None
         if connect_port <= 0 and connect_path is None:
-            return False
+            return None
     if (listen_port < 0 and listen_path is None) or (not remote and listen_port == 0 and listen_path is None):
-        return False
-    hosts_ok = all(host is None or len(host) < _NI_MAXHOST for host in (listen_host, connect_host))
-    return hosts_ok and all(path is None or len(path) < _PATH_MAX_SUN for path in (listen_path, connect_path))
+        return None
+    if any(host is not None and len(host) >= _NI_MAXHOST for host in (listen_host, connect_host)) or \
+            any(path is not None and len(path) >= _PATH_MAX_SUN for path in (listen_path, connect_path)):
+        return None
+    return listen_path, connect_path
 
 
 def _dollar_expand(keyword: str, spec: str) -> str:
@@ -385,7 +391,7 @@ def _dollar_expand(keyword: str, spec: str) -> str:
     return expanded
 
 
-def _forward(keyword: str, args: list[str]) -> None:
+def _forward_spec(keyword: str, args: list[str]) -> _Paths:
     name = keyword.lower()
     dynamic, remote = name == "dynamicforward", name == "remoteforward"
     _arguments(keyword, args, 1 if dynamic else 2)
@@ -394,8 +400,19 @@ def _forward(keyword: str, args: list[str]) -> None:
             raise CheckError(f"{keyword}: missing target argument ([bind_address:]port host:hostport)")
         dynamic = True
     spec = args[0] if dynamic else f"{args[0]}:{args[1]}"
-    if not _forward_valid(_dollar_expand(keyword, spec), dynamic, remote):
+    paths = _parse_forward(_dollar_expand(keyword, spec), dynamic, remote)
+    if paths is None:
         raise CheckError(f"{keyword}: bad forwarding specification {' '.join(args)!r}")
+    return paths
+
+
+def _forward(keyword: str, args: list[str]) -> None:
+    _forward_spec(keyword, args)
+
+
+def forward_paths(keyword: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """The Unix socket paths of a (checked) forwarding: ssh.c expands %-tokens in these, and only these."""
+    return tuple(path for path in _forward_spec(keyword, list(args)) if path is not None)
 
 
 CHECKS: dict[str, tuple[str, Check]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetrun.sshconfig.checks import assembled_error
+from fleetrun.sshconfig.checks import assembled_error, forward_paths
 from fleetrun.sshconfig.evaluate import Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
@@ -52,6 +52,7 @@ class Settings:
     hash_known_hosts: bool
     host_key_alias: str | None
     forward_agent: bool | str  # False, True (the agent in use) or a socket path
+    control_path: str | None  # expanded, or None (unset or none); not used: fleetrun shares no connections
     origins: dict[str, Origin] = field(default_factory=dict)
     # Options fleetrun does not apply although they matter here: (keyword, why, where), in file order.
     ignored: tuple[tuple[str, str, Origin], ...] = ()
@@ -145,6 +146,22 @@ def settle(lookup: Lookup) -> Settings:
         if problem is not None:
             raise ConfigError(applied.origin.path, applied.origin.line, f"{problem}; ssh refuses this too")
 
+    # Expanded by ssh before it prints `ssh -G` (a bad token there stops it), though fleetrun does not use
+    # them: ControlPath like a file name, RemoteCommand and forwarded socket paths with %-tokens only.
+    control_path = get("controlpath")
+    control_path = None if control_path is None or control_path.lower() == "none" else \
+        path(control_path, origins["controlpath"])
+    remote_command = get("remotecommand")
+    expand_only = [(remote_command, origins["remotecommand"])] if _set(remote_command) else []
+    for keyword in ("localforward", "remoteforward", "dynamicforward"):
+        expand_only += [(name, entry.origin) for entry in lookup.others.get(keyword, [])
+                        for name in forward_paths(keyword, entry.value)]
+    for text, origin in expand_only:
+        try:
+            percent_expand(text, tokens)
+        except TokenError as error:
+            raise _fail(origin, error) from None
+
     user_known = get("userknownhostsfile")
     user_known_origin = origins.get("userknownhostsfile", DEFAULT)
     global_known = get("globalknownhostsfile")
@@ -184,11 +201,17 @@ def settle(lookup: Lookup) -> Settings:
         hash_known_hosts=get("hashknownhosts", False),
         host_key_alias=alias,
         forward_agent=forward,
+        control_path=control_path,
         origins=origins,
         ignored=tuple(ignored),
         proxy_jump_written=jump_written,
         proxy_command_written=command_written,
     )
+
+
+def _set(value: Any) -> bool:
+    """A string option that is set and not `none` (option_clear_or_none)."""
+    return isinstance(value, str) and value.lower() != "none"
 
 
 def _known_hosts(names: tuple[str, ...], expand: Any) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 Runs the real OpenSSH client (installed with the lab's openssh packages) on every snippet and compares
 hostname, port, user, identityfile, proxyjump, proxycommand, userknownhostsfile, globalknownhostsfile,
 stricthostkeychecking, connecttimeout, hostkeyalias, certificatefile, identitiesonly, serveraliveinterval,
-serveralivecountmax and hashknownhosts; snippets ssh refuses must be refused too, with
+serveralivecountmax, hashknownhosts and controlpath; snippets ssh refuses must be refused too, with
 file:line. HOME stays the real one (the passwd home) except where a case says why.
 """
 
@@ -25,7 +25,7 @@ SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed: make sshd")
 FIELDS = ("hostname", "port", "user", "identityfile", "proxyjump", "proxycommand", "userknownhostsfile",
           "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias", "certificatefile",
-          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts")
+          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts", "controlpath")
 
 
 @dataclass
@@ -94,6 +94,16 @@ CASES = {
     "proxycommand-equals-comment": Case("Host t\n  ProxyCommand = ssh -W %h:%p gw # via gw\n", "t"),
     "knownhosts-tokens": Case("Host web01\n  HostName h.example\n  Port 2200\n  User bob\n"
                               "  UserKnownHostsFile ~/.ssh/kh_%h %d/kh/%u_%r_%p_%n_%i_%k_%L_%l_%%_%C\n", "web01"),
+    # ssh expands these before printing ssh -G, so a bad token there is refused although fleetrun uses none
+    "controlpath-tokens": Case("Host *\n  ControlPath ~/.ssh/cm-%r@%h:%p-%C\n  RemoteCommand echo %n\n"
+                               "  LocalForward /tmp/%h.sock h:80\n", "web01"),
+    "controlpath-bad-token": Case("Host *\n  ControlPath ~/.ssh/cm-%x\n", "web01", error="unknown token %x"),
+    "controlpath-unset-variable": Case("Host *\n  ControlPath ${FLEETRUN_NOT_SET_EVER}\n", "web01",
+                                       error="is not set"),
+    "controlpath-bad-token-inactive": Case("Host other\n  ControlPath %x\nHost *\n  ControlPath none\n", "x"),
+    "remotecommand-bad-token": Case("Host *\n  RemoteCommand echo %x\n", "x", error="unknown token %x"),
+    "forward-path-bad-token": Case("Host *\n  RemoteForward /tmp/%x.sock\n", "x", error="unknown token %x"),
+    "forward-host-not-expanded": Case("Host *\n  LocalForward 8080 %x:80\n", "x"),
     "knownhosts-none": Case("Host *\n  UserKnownHostsFile none\n  GlobalKnownHostsFile none\n", "x"),
     "knownhosts-none-not-alone": Case("Host *\n  UserKnownHostsFile a none\n", "x", error='"none" must appear'),
     "globalknownhosts-tilde": Case("Host *\n  GlobalKnownHostsFile ~/g1 /etc/g2\n", "x"),
@@ -238,6 +248,7 @@ def _theirs(printed: dict[str, list[str]]) -> dict[str, object]:
         "serveraliveinterval": one("serveraliveinterval"),
         "serveralivecountmax": one("serveralivecountmax"),
         "hashknownhosts": one("hashknownhosts"),
+        "controlpath": one("controlpath"),
     }
 
 
@@ -264,6 +275,7 @@ def _ours(config: Path, case: Case) -> dict[str, object]:
         "serveraliveinterval": str(settings.server_alive_interval),
         "serveralivecountmax": str(settings.server_alive_count_max),
         "hashknownhosts": _yes_no(settings.hash_known_hosts),
+        "controlpath": settings.control_path,
     }
 
 
