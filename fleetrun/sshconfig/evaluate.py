@@ -13,7 +13,14 @@ from typing import Any
 from fleetrun.sshconfig.keywords import ACCUMULATE, IGNORED, UNSUPPORTED
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Line, Origin
 from fleetrun.sshconfig.patterns import match_hostname, match_pattern, match_pattern_list
-from fleetrun.sshconfig.tokens import TokenError, connection_hash, is_address, local_info, percent_expand
+from fleetrun.sshconfig.tokens import (
+    TokenError,
+    canonical_address,
+    connection_hash,
+    is_address,
+    local_info,
+    percent_expand,
+)
 
 EXEC_TIMEOUT = 10.0  # seconds for one `Match exec` command; ssh waits forever, a fleet run must not
 
@@ -94,8 +101,9 @@ class Evaluator:
         given = state.values.get("hostname")
         if given is not None:
             host = _expand(given, {"h": host_arg})
-        if not is_address(host):
-            host = host.lower()
+        # ssh.c: names are lower-cased; addresses are rewritten in their numeric form (010.1.1.1 and 127.1
+        # become 8.1.1.1 and 127.0.0.1) unless that differs only in case (FE80::A stays).
+        host = canonical_address(host) if is_address(host) else host.lower()
         canonicalize = state.values.get("canonicalizehostname")
         if canonicalize is not None and canonicalize.value is not False:
             want_final[0] = True  # ssh re-reads the files once it has canonicalized (here: nothing changes)

@@ -138,3 +138,15 @@ def is_address(host: str) -> bool:
     except (socket.gaierror, UnicodeError, ValueError):
         return False
     return True
+
+
+def canonical_address(host: str) -> str:
+    """ssh.c resolve_canonicalize() for an address: its getnameinfo(NI_NUMERICHOST) form, if not just a case change."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        if len(infos) != 1:
+            return host  # resolve_addr() gives up on several entries
+        numeric = socket.getnameinfo(infos[0][4], socket.NI_NUMERICHOST)[0]
+    except (OSError, UnicodeError, ValueError):
+        return host
+    return host if numeric.lower() == host.lower() else numeric

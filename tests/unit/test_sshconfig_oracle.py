@@ -52,6 +52,12 @@ CASES = {
     "host-only-negated-never-matches": Case("Host !bad\n  Port 2\n", "good"),
     "hostname-token": Case("Host web01\n  HostName %h.corp.example\n", "web01"),
     "hostname-lowercased": Case("Host web01\n  HostName Web01.Example.COM\n", "web01"),
+    # ssh.c rewrites an address in its numeric form (what the final pass and %h see), unless only case differs
+    "hostname-address-canonical": Case("Host a\n  HostName 010.1.1.1\nMatch final host 8.1.1.1\n  Port 2230\n"
+                                       "Host *\n  IdentityFile /k_%h\n", "a"),
+    "host-arg-address-canonical": Case("Host *\n  UserKnownHostsFile /kh_%h\n", "127.1"),
+    "hostname-ipv6-case-kept": Case("Host a\n  HostName FE80::A\nMatch final host fe80::a\n  Port 2231\n", "a"),
+    "hostname-ipv6-compressed": Case("Host a\n  HostName 2001:DB8:0:0::1\n", "a"),
     "hostname-percent": Case("Host x\n  HostName a%%b\n", "x"),
     "key-equals-value": Case("Host=web01\nPort=2022\nUser = \"deploy\"\n", "web01"),
     "quoted-and-comment": Case("Host web01 # the web box\n  User \"ops\" # comment\n  Port 2200 # c\n", "web01"),
