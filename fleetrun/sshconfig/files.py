@@ -68,7 +68,8 @@ class _Reader:
         self.stack.append((path, 0))
         try:
             for number, raw in enumerate(text.split("\n"), 1):
-                line = self.line(path, number, raw, user, depth)
+                # readconf.c handles each line as a C string: a NUL byte ends it.
+                line = self.line(path, number, raw.split("\0", 1)[0], user, depth)
                 if line is not None:
                     lines.append(line)
         finally:

@@ -61,6 +61,7 @@ CASES = {
     "hostname-percent": Case("Host x\n  HostName a%%b\n", "x"),
     "key-equals-value": Case("Host=web01\nPort=2022\nUser = \"deploy\"\n", "web01"),
     "quoted-and-comment": Case("Host web01 # the web box\n  User \"ops\" # comment\n  Port 2200 # c\n", "web01"),
+    "nul-ends-the-line": Case("Host *\n  User ops\0 more\nPort 2232\0 extra\n", "x"),
     "connecttimeout-comment": Case("Host *\n  ConnectTimeout 5 # seconds\n", "x"),
     "connecttimeout-units": Case("Host *\n  ConnectTimeout 1m5s\n", "x"),
     # `none` is readconf.c's -1, "unset": the next ConnectTimeout/ServerAliveInterval line still sets it
