@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetrun.errors import UsageError
 from fleetrun.sshconfig import ConfigError, Preset, SshConfigSource, load
 from fleetrun.sshconfig.keywords import format_hop, parse_hop
 from fleetrun.sshconfig.tokens import local_info, tilde_expand
@@ -317,3 +318,21 @@ def test_resolution_matches_ssh_G(name: str, tmp_path: Path, monkeypatch: pytest
     assert printed is not None, f"ssh refused the snippet: {stderr.strip()}"
     theirs, ours = _theirs(printed), _ours(config, case)
     assert ours == theirs, {key: (ours[key], theirs[key]) for key in FIELDS if ours[key] != theirs[key]}
+
+
+# ssh refuses a destination or -l user with shell metacharacters (%h and %r reach ProxyCommand's shell)
+NAMES = [("a;b", None), ("-x", None), ("a$b", None), ("a b", None), ("a,b", None), ("a\x01b", None), ("a`b", None),
+         ("a%b", None), ("a!b", None), ("a*b", None), ("ü", None), ("x", "a;b"), ("x", "-x"), ("x", "a -b"),
+         ("x", "a\\"), ("x", "a\x01b"), ("x", "a b"), ("x", "a$b"), ("x", "a\\b")]
+
+
+@pytest.mark.parametrize(("host", "user"), NAMES)
+def test_destination_and_user_checks_match_ssh(host: str, user: str | None) -> None:
+    argv = [str(SSH), "-G", "-F", "/dev/null", *(["-l", user] if user is not None else []), "--", host]
+    accepted = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=30).returncode == 0
+    config = load(SshConfigSource(disabled=True))
+    if accepted:
+        config.resolve(host, Preset(user=user))
+    else:
+        with pytest.raises(UsageError, match="invalid characters"):
+            config.resolve(host, Preset(user=user))
