@@ -22,7 +22,7 @@ _SESSION_TYPE = {"none": "none", "subsystem": "subsystem", "default": "default"}
 _CANONICALIZE = {**_FLAG, "always": "always"}
 _PUBKEY_AUTH = {**_FLAG, "unbound": "unbound", "host-bound": "host-bound"}
 _ADDRESS_FAMILY = {"inet": "inet", "inet6": "inet6", "any": "any"}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # misc.c valid_env_name(): a leading digit is allowed too
 
 Parser = Callable[[list[str], str], Any]
 
@@ -111,12 +111,19 @@ def _files(keyword: str) -> Parser:
 
 
 def _agent_path(keyword: str, word: str) -> str:
-    """IdentityAgent/ForwardAgent socket paths: `${VAR}` must be complete, a `$NAME` must be a valid name."""
+    """IdentityAgent/ForwardAgent socket paths: `${VAR}` must be complete and set, a `$NAME` a valid name.
+
+    readconf.c dollar_expand()s the path on every line, in blocks that do not apply too: an unset variable
+    is refused there, not only when the path is used.
+    """
     index = 0
     while (index := word.find("${", index)) != -1:
         end = word.find("}", index + 2)
         if end == -1 or end == index + 2:
             raise BadValue(f"{keyword}: invalid environment expansion {word!r}")
+        if word[index + 2 : end] not in os.environ:
+            raise BadValue(f"{keyword}: invalid environment expansion {word!r} (${{{word[index + 2 : end]}}} is "
+                           "not set)")
         index = end + 1
     if word.startswith("$") and not word.startswith("${") and not _ENV_NAME.match(word[1:]):
         raise BadValue(f"{keyword}: invalid environment name {word!r}")

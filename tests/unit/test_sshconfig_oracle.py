@@ -112,6 +112,12 @@ CASES = {
     "remotecommand-bad-token": Case("Host *\n  RemoteCommand echo %x\n", "x", error="unknown token %x"),
     "forward-path-bad-token": Case("Host *\n  RemoteForward /tmp/%x.sock\n", "x", error="unknown token %x"),
     "forward-host-not-expanded": Case("Host *\n  LocalForward 8080 %x:80\n", "x"),
+    # readconf.c dollar_expand()s agent paths on every line: an unset ${VAR} is refused in any block
+    "identityagent-unset-variable-inactive": Case("Host other\n  IdentityAgent ${FLEETRUN_NOT_SET_EVER}/a\n", "x",
+                                                  error="is not set"),
+    "forwardagent-unset-variable-inactive": Case("Host other\n  ForwardAgent ${FLEETRUN_NOT_SET_EVER}\n", "x",
+                                                 error="is not set"),
+    "identityagent-digit-name": Case("Host other\n  IdentityAgent $1agent\nHost *\n  ForwardAgent $2\n", "x"),
     "knownhosts-none": Case("Host *\n  UserKnownHostsFile none\n  GlobalKnownHostsFile none\n", "x"),
     "knownhosts-none-not-alone": Case("Host *\n  UserKnownHostsFile a none\n", "x", error='"none" must appear'),
     "globalknownhosts-tilde": Case("Host *\n  GlobalKnownHostsFile ~/g1 /etc/g2\n", "x"),
