@@ -92,9 +92,7 @@ class _Reader:
             return Line(path, number, word, tuple(args), rest, known=False)
         keyword = ALIASES.get(word, word)
         if keyword == "host":
-            if any(arg == "" for arg in args):
-                raise ConfigError(path, number, "Host: empty pattern")
-            return Line(path, number, keyword, tuple(args), rest)
+            return Line(path, number, keyword, tuple(args), rest)  # an empty pattern is refused when reached
         if keyword == "match":
             return Line(path, number, keyword, tuple(args), rest, criteria=_criteria(path, number, rest))
         if keyword == "include":

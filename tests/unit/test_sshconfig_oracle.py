@@ -81,6 +81,19 @@ CASES = {
     "time-negative": Case("Host *\n  ServerAliveInterval 1m-5\n", "x", error="invalid time value"),
     "identityfile-accumulates": Case("Host web01\n  IdentityFile ~/.ssh/web\nHost *\n  IdentityFile {d}/k_%h\n"
                                      "  IdentityFile ~/.ssh/web\n", "web01"),
+    # readconf.c's limits: 100 identity or certificate files (duplicates dropped), 32 known-hosts files per line
+    "identityfile-limit": Case("Host *\n" + "".join(f"  IdentityFile /k{i}\n  IdentityFile /k{i}\n" for i in range(100))
+                               + "  IdentityFile /k100\n", "x", error="too many identity files"),
+    "identityfile-limit-inactive": Case("Host other\n" + "".join(f"  IdentityFile /k{i}\n" for i in range(101)), "x"),
+    "certificatefile-limit": Case("Host *\n" + "".join(f"  CertificateFile /c{i}\n" for i in range(101)), "x",
+                                  error="too many certificate files"),
+    "knownhosts-limit": Case("Host *\n  GlobalKnownHostsFile " + " ".join(f"/g{i}" for i in range(33)) + "\n", "x",
+                             error="too many globalknownhostsfile entries"),
+    "knownhosts-limit-not-first": Case("Host *\n  UserKnownHostsFile /a\n  UserKnownHostsFile "
+                                       + " ".join(f"/u{i}" for i in range(33)) + "\n", "x"),
+    # readconf.c stops reading a Host line at a negated match: an empty pattern after it is not seen
+    "host-empty-after-negated-match": Case("Host !x \"\"\n  Port 1\n", "x"),
+    "host-empty-pattern": Case("Host !x \"\"\n  Port 1\n", "y", error="empty pattern"),
     "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
     "proxyjump-chain": Case("Host t\n  ProxyJump u@b1:2222,b2\n", "t"),
     "proxyjump-ssh-uri": Case("Host t\n  ProxyJump ssh://u@b1:2200\n", "t"),
