@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable
 
-from fleetrun.sshconfig.keywords import parse_port
+from fleetrun.sshconfig.keywords import parse_port, valid_domain
 from fleetrun.sshconfig.patterns import match_pattern, match_pattern_list
 from fleetrun.sshconfig.tokens import convtime, strtonum
 
@@ -245,9 +245,7 @@ def _canonical_domains(keyword: str, args: list[str]) -> None:
         raise CheckError(f"{keyword}: empty argument")
     _none_alone(keyword, args)
     for arg in args:
-        # misc.c valid_domain(): starts with a letter or digit; letters, digits, '.', '-', '_'; no "..".
-        if not (arg[0].isascii() and arg[0].isalnum()) or ".." in arg or \
-                not all(char.isascii() and (char.isalnum() or char in ".-_") for char in arg):
+        if not valid_domain(arg):
             raise CheckError(f"{keyword}: bad domain name {arg!r}")
 
 

@@ -165,6 +165,8 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
         user = user.split(";", 1)[0] if uri else user
         if not user:
             raise ValueError(f"empty user name in {spec!r}")
+        if uri:
+            user = _urldecode(user, spec)
     if text.startswith("["):
         close = text.find("]")
         if close == -1:
@@ -177,6 +179,8 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
         host, tail = text[:cut], text[cut:]
     if not host:
         raise ValueError(f"no host name in {spec!r}")
+    if uri and not valid_domain(host):
+        raise ValueError(f"invalid host name {host!r} in {spec!r} (an ssh:// URI needs a domain name)")
     port_text, path = "", ""
     if tail.startswith(":"):
         port_text, _, path = tail[1:].partition("/") if uri else (tail[1:], "", "")
@@ -192,6 +196,31 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     if port is None or port <= 0:
         raise ValueError(f"bad port {port_text!r} in {spec!r}")
     return user, host, port
+
+
+def valid_domain(name: str) -> bool:
+    """misc.c valid_domain(): a letter or digit first; letters, digits, '.', '-' and '_'; no "..";."""
+    return bool(name) and name[0].isascii() and name[0].isalnum() and ".." not in name and \
+        all(char.isascii() and (char.isalnum() or char in ".-_") for char in name)
+
+
+def _urldecode(text: str, spec: str) -> str:
+    """misc.c urldecode() of an ssh:// URI's user: %XX escapes and '+' for a space."""
+    out = bytearray()
+    index = 0
+    data = text.encode("utf-8", "surrogateescape")
+    while index < len(data):
+        byte = data[index]
+        if byte == ord("%"):
+            digits = data[index + 1 : index + 3]
+            if len(digits) != 2 or not all(chr(d) in "0123456789abcdefABCDEF" for d in digits):
+                raise ValueError(f"bad %-escape in the user of {spec!r}")
+            out.append(int(digits, 16))
+            index += 3
+            continue
+        out.append(ord(" ") if byte == ord("+") else byte)
+        index += 1
+    return out.decode("utf-8", "surrogateescape")
 
 
 def format_hop(user: str | None, host: str, port: int | None) -> str:

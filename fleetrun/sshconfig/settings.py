@@ -118,9 +118,16 @@ def settle(lookup: Lookup) -> Settings:
 
     jump_written: tuple[str, ...] = get("proxyjump", ())
     jump: list[str] = []
-    for hop in jump_written:
+    for index, hop in enumerate(jump_written):
         try:
-            jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+            if index < len(jump_written) - 1:
+                # ssh passes the earlier hops on with -J inside the command it expands: tokens, then syntax
+                jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+            else:
+                # the last one it parses first, then expands its user and host in that command
+                hop_user, hop_host, hop_port = parse_hop(hop)
+                jump.append(format_hop(None if hop_user is None else percent_expand(hop_user, proxy_tokens),
+                                       percent_expand(hop_host, proxy_tokens), hop_port))
         except (TokenError, ValueError) as error:
             raise _fail(origins["proxyjump"], error) from None
     if jump:

@@ -97,6 +97,11 @@ CASES = {
     "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
     "proxyjump-chain": Case("Host t\n  ProxyJump u@b1:2222,b2\n", "t"),
     "proxyjump-ssh-uri": Case("Host t\n  ProxyJump ssh://u@b1:2200\n", "t"),
+    # misc.c parse_uri(): the user is %-decoded, the host must be a domain name (no IPv6 in ssh:// URIs)
+    "proxyjump-uri-user-decoded": Case("Host t\n  ProxyJump ssh://ops%40corp+x@b1:2200\n", "t"),
+    "proxyjump-uri-ipv6-refused": Case("Host t\n  ProxyJump ssh://u@[::1]:2222\n", "t", error="invalid host name"),
+    "proxyjump-uri-bad-escape": Case("Host t\n  ProxyJump ssh://u%4@b\n", "t", error="bad %-escape"),
+    "proxyjump-uri-bad-host-inactive": Case("Host other\n  ProxyJump a,ssh://-b\n", "t", error="invalid host name"),
     "proxyjump-address": Case("Host t\n  ProxyJump 10.0.0.1\n", "t"),
     "proxyjump-none-then-star": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "bastion"),
     "proxyjump-star-applies": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "web01"),

@@ -173,6 +173,18 @@ def test_proxy_command_knows_k(tmp_path: Path) -> None:
     assert resolve(config(tmp_path, "ProxyJump %k-gw\n"), "WEB01").proxy_jump == ("WEB01-gw",)
 
 
+def test_last_proxyjump_hop_is_parsed_before_its_tokens_are_expanded(tmp_path: Path) -> None:
+    # ssh.c puts the last hop's user and host into the implicit ProxyCommand after parsing it, and the
+    # earlier hops (its -J) as written, so their tokens are expanded before they are parsed: %h may be
+    # an IPv6 address in the last hop, and an ssh:// user's %-escapes are no tokens there.
+    path = config(tmp_path, "Host web01\n  HostName ::1\n  ProxyJump gw-%p,%r@%h:2222\n")
+    assert resolve(path).proxy_jump == ("gw-22", f"{local_info().user}@[::1]:2222")
+    path = config(tmp_path, "Host web01\n  ProxyJump gw,ssh://a%40b@gw2\n")
+    assert resolve(path).proxy_jump == ("gw", "a@b@gw2")
+    with pytest.raises(ConfigError, match="unknown token %4"):  # ssh fails the same way when it connects
+        resolve(config(tmp_path, "Host web01\n  ProxyJump ssh://a%40b@gw,last\n"))
+
+
 # --- refusals, with file and line ----------------------------------------------------------------------
 
 
