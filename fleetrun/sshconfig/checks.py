@@ -114,6 +114,13 @@ def _key_type_valid(name: str) -> bool:
     return any(match_pattern_list(known, name, lower=False) != 0 for known in KEY_TYPES)
 
 
+def _gss_kex(keyword: str, args: list[str]) -> None:
+    # Debian's kex_gss_names_valid(): no +/-/^ modifiers; each name starts with a GSSAPI method prefix.
+    _arguments(keyword, args, 1)
+    if not all(name.startswith(GSS_KEX_PREFIXES) for name in _names_until_empty(args[0])):
+        raise CheckError(f"{keyword}: bad GSSAPI key exchange algorithms {args[0]!r} (`ssh -Q kex-gss` lists them)")
+
+
 def _choice(table: frozenset[str], what: str) -> Check:
     def check(keyword: str, args: list[str]) -> None:
         _arguments(keyword, args, 1)
@@ -421,6 +428,7 @@ CHECKS: dict[str, tuple[str, Check]] = {
     "casignaturealgorithms": ("CASignatureAlgorithms", _algorithms(_key_type_valid, "key types")),
     "pubkeyacceptedalgorithms": ("PubkeyAcceptedAlgorithms", _algorithms(_key_type_valid, "key types")),
     "hostbasedacceptedalgorithms": ("HostbasedAcceptedAlgorithms", _algorithms(_key_type_valid, "key types")),
+    "gssapikexalgorithms": ("GSSAPIKexAlgorithms", _gss_kex),
     "loglevel": ("LogLevel", _choice(LOG_LEVELS, "log level")),
     "syslogfacility": ("SyslogFacility", _choice(LOG_FACILITIES, "log facility")),
     "fingerprinthash": ("FingerprintHash", _choice(DIGESTS, "hash algorithm")),

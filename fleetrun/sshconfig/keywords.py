@@ -333,6 +333,12 @@ PARSERS: dict[str, Parser] = {
     "numberofpasswordprompts": _int("NumberOfPasswordPrompts"),
     "canonicalizemaxdots": _int("CanonicalizeMaxDots"),
     "requiredrsasize": _int("RequiredRSASize"),
+    # Debian's GSSAPI key exchange patch
+    "gssapikeyexchange": _flag("GSSAPIKeyExchange"),
+    "gssapitrustdns": _flag("GSSAPITrustDNS"),
+    "gssapirenewalforcesrekey": _flag("GSSAPIRenewalForcesRekey"),
+    "gssapiclientidentity": _string("GSSAPIClientIdentity"),
+    "gssapiserveridentity": _string("GSSAPIServerIdentity"),
 }
 
 # Not applied by fleetrun; checks.py checks their arguments as readconf.c does (most of them), so a file
@@ -343,9 +349,7 @@ OTHERS = frozenset({
     "hostkeyalgorithms", "ipqos", "kbdinteractivedevices", "kexalgorithms", "localforward", "loglevel",
     "logverbose", "macs", "permitremoteopen", "pubkeyacceptedalgorithms", "rekeylimit", "remoteforward",
     "sendenv", "setenv", "streamlocalbindmask", "syslogfacility", "tunneldevice", "xauthlocation",
-    # Debian's GSSAPI key exchange patch
-    "gssapikeyexchange", "gssapitrustdns", "gssapirenewalforcesrekey", "gssapiclientidentity",
-    "gssapiserveridentity", "gssapikexalgorithms",
+    "gssapikexalgorithms",  # Debian's GSSAPI key exchange patch (checked in checks.py)
 })
 STRUCTURE = frozenset({"host", "match", "include"})
 # Silently ignored by OpenSSH (oIgnore, oDeprecated); "unsupported" ones get a message from ssh and from us.

@@ -205,6 +205,14 @@ CASES = {
     "canonicaldomains-bad": Case("Host *\n  CanonicalDomains a..example\n", "x", error="bad domain name"),
     "permitremoteopen-bad": Case("Host *\n  PermitRemoteOpen h:0\n", "x", error="bad port number"),
     "addkeystoagent-bad": Case("Host *\n  AddKeysToAgent ask 5m\n", "x", error="unsupported option"),
+    # Debian's GSSAPI key exchange options are checked by its readconf.c like the others
+    "gssapi-options-accepted": Case("Host other\n  GSSAPIKeyExchange yes\n  GSSAPITrustDNS TRUE\n"
+                                    "  GSSAPIKexAlgorithms gss-gex-sha1-,gss-curve25519-sha256-\n"
+                                    "  GSSAPIClientIdentity me@REALM\n", "x"),
+    "gssapi-flag-bad": Case("Host other\n  GSSAPIRenewalForcesRekey maybe\n", "x", error="unsupported value"),
+    "gssapi-identity-two": Case("Host other\n  GSSAPIServerIdentity a b\n", "x", error="extra arguments"),
+    "gssapi-kexalgorithms-bad": Case("Host other\n  GSSAPIKexAlgorithms +gss-gex-sha1-\n", "x",
+                                     error="bad GSSAPI key exchange"),
     "preset-user-port-win": Case("Host web01\n  User cfg\n  Port 1\n", "web01", user="cli", port=2213),
     "include-absolute": Case("Include {d}/conf.d/*.conf\nHost *\n  Port 1\n", "web01",
                              files={"conf.d/b.conf": "Host web01\n  Port 2214\n",
