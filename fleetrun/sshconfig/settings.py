@@ -148,6 +148,13 @@ def settle(lookup: Lookup) -> Settings:
     else:
         command_written = None
 
+    # ssh.c's checks once the options are filled in (ssh -G stops there too)
+    if get("connectionattempts") == 0:
+        raise _fail(origins["connectionattempts"], ValueError("must be at least 1 (ssh: 'Invalid number of "
+                                                               "ConnectionAttempts')"))
+    if get("proxycommand") == "-" and get("proxyusefdpass") is True:
+        raise _fail(origins["proxyusefdpass"], ValueError("ProxyCommand=- and ProxyUseFdpass are incompatible "
+                                                          "(ssh refuses them together)"))
     for keyword, applied in values.items():
         problem = assembled_error(keyword, applied.value)
         if problem is not None:

@@ -213,6 +213,11 @@ CASES = {
     "gssapi-identity-two": Case("Host other\n  GSSAPIServerIdentity a b\n", "x", error="extra arguments"),
     "gssapi-kexalgorithms-bad": Case("Host other\n  GSSAPIKexAlgorithms +gss-gex-sha1-\n", "x",
                                      error="bad GSSAPI key exchange"),
+    # ssh.c's checks once the options are filled in, for the values in effect
+    "connectionattempts-zero": Case("Host *\n  ConnectionAttempts 0\n", "x", error="must be at least 1"),
+    "connectionattempts-zero-inactive": Case("Host other\n  ConnectionAttempts 0\n", "x"),
+    "proxycommand-stdio-fdpass": Case("Host *\n  ProxyCommand -\n  ProxyUseFdpass yes\n", "x",
+                                      error="incompatible"),
     "preset-user-port-win": Case("Host web01\n  User cfg\n  Port 1\n", "web01", user="cli", port=2213),
     "include-absolute": Case("Include {d}/conf.d/*.conf\nHost *\n  Port 1\n", "web01",
                              files={"conf.d/b.conf": "Host web01\n  Port 2214\n",
