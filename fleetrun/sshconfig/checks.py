@@ -384,16 +384,18 @@ def _parse_forward(spec: str, dynamic: bool, remote: bool) -> _Paths | None:
 
 
 def _dollar_expand(keyword: str, spec: str) -> str:
-    """misc.c dollar_expand() of a forwarding spec: an unset or malformed ${VAR} makes the spec bad."""
-    def variable(match: re.Match[str]) -> str:
-        value = os.environ.get(match.group(1))
+    """misc.c dollar_expand() of a forwarding spec: an unset, empty or unclosed ${VAR} makes the spec bad."""
+    out: list[str] = []
+    index = 0
+    while (start := spec.find("${", index)) != -1:
+        end = spec.find("}", start + 2)
+        name = spec[start + 2 : end] if end != -1 else ""
+        value = os.environ.get(name) if name else None
         if value is None:
-            raise CheckError(f"{keyword}: bad forwarding specification ({match.group(0)} is not set)")
-        return value
-    expanded = re.sub(r"\$\{([^}]+)\}", variable, spec)
-    if "${" in expanded.replace("$${", ""):
-        raise CheckError(f"{keyword}: bad forwarding specification (invalid ${{...}} in {spec!r})")
-    return expanded
+            raise CheckError(f"{keyword}: bad forwarding specification (invalid or unset ${{...}} in {spec!r})")
+        out += [spec[index:start], value]
+        index = end + 1
+    return "".join(out) + spec[index:]
 
 
 def _forward_spec(keyword: str, args: list[str]) -> _Paths:
