@@ -185,6 +185,14 @@ def test_last_proxyjump_hop_is_parsed_before_its_tokens_are_expanded(tmp_path: P
         resolve(config(tmp_path, "Host web01\n  ProxyJump ssh://a%40b@gw,last\n"))
 
 
+def test_forward_variables_are_expanded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # misc.c dollar_expand() does not look into a value again (ssh -G accepts this too)
+    monkeypatch.setenv("FLEETRUN_T_FWD", "a${x")
+    resolve(config(tmp_path, "Host other\n  LocalForward 8080 h${FLEETRUN_T_FWD}:80\n"))
+    with pytest.raises(ConfigError, match="bad forwarding specification"):
+        resolve(config(tmp_path, "Host other\n  LocalForward 8080 h${FLEETRUN_T_UNSET_FWD}:80\n"))
+
+
 # --- refusals, with file and line ----------------------------------------------------------------------
 
 
