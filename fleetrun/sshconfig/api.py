@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
+from fleetrun.errors import UsageError
 from fleetrun.sshconfig.evaluate import Applied, Evaluator, ExecRunner, Listed, Lookup, run_exec
 from fleetrun.sshconfig.files import read_file, read_required
 from fleetrun.sshconfig.model import ConfigFile, Origin
@@ -85,7 +87,35 @@ class SshConfig:
     def resolve(self, host_arg: str, preset: Preset | None = None) -> Settings:
         """What `ssh host_arg` (with the preset's options) would use; raises ConfigError (exit 2)."""
         preset = preset or Preset()
+        _check_command_line(host_arg, preset)
         return settle(self._evaluator.lookup(host_arg, preset.lookup(host_arg)))
+
+
+_C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale
+_HOST_BANNED = "'`\"$\\;&<>|(){},"
+_USER_BANNED = "'`\";&<>|(){}"
+
+
+def _control(char: str) -> bool:
+    return ord(char) < 32 or ord(char) == 127  # iscntrl() in the C locale
+
+
+def _check_command_line(host_arg: str, preset: Preset) -> None:
+    """ssh_valid_hostname() and ssh_valid_ruser() as Debian's 9.2p1 has them (security backports from OpenSSH
+    9.6 and 10.x): a destination or a -l user with shell metacharacters or control characters is refused,
+    since %h and %r reach ProxyCommand's shell unquoted. fleetrun's inventory user counts as -l."""
+    if host_arg.startswith("-") or any(char in _HOST_BANNED or char in _C_SPACE or _control(char)
+                                       for char in host_arg):
+        raise UsageError(f"host {host_arg!r}: ssh refuses this destination ('hostname contains invalid "
+                         f"characters': a leading '-', spaces, control characters or one of {_HOST_BANNED})")
+    user = preset.user
+    if user is None:
+        return
+    if user.startswith("-") or user.endswith("\\") or any(char in _USER_BANNED or _control(char) for char in user) \
+            or any(char in _C_SPACE and following == "-" for char, following in pairwise(user)):
+        raise UsageError(f"user {user!r} for {host_arg}: ssh refuses this remote user name ('remote username "
+                         "contains invalid characters': a leading '-', ' -', a trailing '\\', control characters "
+                         f"or one of {_USER_BANNED})")
 
 
 def load(source: SshConfigSource, exec_runner: ExecRunner = run_exec) -> SshConfig:

@@ -13,8 +13,17 @@ from typing import Any
 from fleetrun.sshconfig.keywords import ACCUMULATE, IGNORED, UNSUPPORTED
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Line, Origin
 from fleetrun.sshconfig.patterns import ascii_lower, match_hostname, match_pattern, match_pattern_list
-from fleetrun.sshconfig.tokens import TokenError, connection_hash, is_address, local_info, percent_expand
+from fleetrun.sshconfig.tokens import (
+    TokenError,
+    canonical_address,
+    connection_hash,
+    is_address,
+    local_info,
+    percent_expand,
+)
 
+MAX_FILES = 100  # SSH_MAX_IDENTITY_FILES and SSH_MAX_CERTIFICATE_FILES
+MAX_HOSTS_FILES = 32  # SSH_MAX_HOSTS_FILES
 EXEC_TIMEOUT = 10.0  # seconds for one `Match exec` command; ssh waits forever, a fleet run must not
 
 
@@ -94,8 +103,9 @@ class Evaluator:
         given = state.values.get("hostname")
         if given is not None:
             host = _expand(given, {"h": host_arg})
-        if not is_address(host):
-            host = ascii_lower(host)
+        # ssh.c: names are lower-cased (ASCII letters only, as C's tolower); addresses are rewritten in their
+        # numeric form (010.1.1.1 and 127.1 become 8.1.1.1 and 127.0.0.1) unless that differs only in case.
+        host = canonical_address(host) if is_address(host) else ascii_lower(host)
         canonicalize = state.values.get("canonicalizehostname")
         if canonicalize is not None and canonicalize.value is not False:
             want_final[0] = True  # ssh re-reads the files once it has canonicalized (here: nothing changes)
@@ -128,6 +138,10 @@ class Evaluator:
                 if nevermatch:
                     continue
                 for pattern in line.args:
+                    # readconf.c stops at a negated match, so an empty pattern after it is only refused
+                    # for the hosts that get that far (and never under an inactive Include).
+                    if pattern == "":
+                        raise ConfigError(line.path, line.number, "Host: empty pattern; ssh refuses this too")
                     negated = pattern.startswith("!")
                     if match_pattern(host, pattern[1:] if negated else pattern):
                         if negated:
@@ -219,9 +233,20 @@ def _apply(state: Lookup, line: Line, user_file: bool) -> None:
         return
     if keyword in ("identityfile", "certificatefile"):
         entries = state.identity_files if keyword == "identityfile" else state.certificate_files
+        if len(entries) >= MAX_FILES:  # readconf.c counts before it drops a duplicate
+            raise ConfigError(line.path, line.number, f"too many {keyword.replace('file', ' files')} (ssh's "
+                              f"maximum is {MAX_FILES}); ssh refuses this too")
         entry = Listed(line.value, user_file, origin)
         if not any(e.text == entry.text and e.user_provided == entry.user_provided for e in entries):
             entries.append(entry)
+        return
+    if keyword in ("userknownhostsfile", "globalknownhostsfile") and keyword not in values and \
+            len(line.value) > MAX_HOSTS_FILES:
+        raise ConfigError(line.path, line.number, f"too many {keyword} entries (ssh's maximum is "
+                          f"{MAX_HOSTS_FILES}); ssh refuses this too")
+    if line.value is None:
+        # A time value of `none` (ConnectTimeout, ServerAliveInterval): readconf.c stores -1, its "unset", so a
+        # later line for the same option still takes effect. No other parsed value is None.
         return
     if keyword in ACCUMULATE:
         state.others.setdefault(keyword, []).append(Applied(line.value, origin))

@@ -6,6 +6,7 @@ import glob
 import os
 import stat
 
+from fleetrun.sshconfig.checks import CheckError, check_arguments
 from fleetrun.sshconfig.keywords import ALIASES, STRUCTURE, BadValue, is_keyword, parse_value
 from fleetrun.sshconfig.lexer import LexError, argv_split, split_line, strdelim
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Criterion, Line, display_path
@@ -67,7 +68,8 @@ class _Reader:
         self.stack.append((path, 0))
         try:
             for number, raw in enumerate(text.split("\n"), 1):
-                line = self.line(path, number, raw, user, depth)
+                # readconf.c handles each line as a C string: a NUL byte ends it.
+                line = self.line(path, number, raw.split("\0", 1)[0], user, depth)
                 if line is not None:
                     lines.append(line)
         finally:
@@ -90,9 +92,7 @@ class _Reader:
             return Line(path, number, word, tuple(args), rest, known=False)
         keyword = ALIASES.get(word, word)
         if keyword == "host":
-            if any(arg == "" for arg in args):
-                raise ConfigError(path, number, "Host: empty pattern")
-            return Line(path, number, keyword, tuple(args), rest)
+            return Line(path, number, keyword, tuple(args), rest)  # an empty pattern is refused when reached
         if keyword == "match":
             return Line(path, number, keyword, tuple(args), rest, criteria=_criteria(path, number, rest))
         if keyword == "include":
@@ -102,7 +102,8 @@ class _Reader:
         assert keyword not in STRUCTURE
         try:
             value = parse_value(keyword, args, rest)
-        except BadValue as error:
+            check_arguments(keyword, args)  # options fleetrun does not apply are still checked, as ssh does
+        except (BadValue, CheckError) as error:
             raise ConfigError(path, number, f"{error}; ssh refuses this line too") from None
         return Line(path, number, keyword, tuple(args), rest, value=value)
 

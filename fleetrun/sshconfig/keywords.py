@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from fleetrun.sshconfig.tokens import INT_MAX, convtime
+from fleetrun.sshconfig.tokens import INT_MAX, convtime, strtonum
 
 _FLAG = {"yes": True, "true": True, "no": False, "false": False}
 _YES_NO_ASK = {**_FLAG, "ask": "ask"}
@@ -22,7 +22,7 @@ _SESSION_TYPE = {"none": "none", "subsystem": "subsystem", "default": "default"}
 _CANONICALIZE = {**_FLAG, "always": "always"}
 _PUBKEY_AUTH = {**_FLAG, "unbound": "unbound", "host-bound": "host-bound"}
 _ADDRESS_FAMILY = {"inet": "inet", "inet6": "inet6", "any": "any"}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # misc.c valid_env_name(): a leading digit is allowed too
 
 Parser = Callable[[list[str], str], Any]
 
@@ -70,16 +70,21 @@ def _time(keyword: str) -> Parser:
 def _int(keyword: str) -> Parser:
     def parse(args: list[str], rest: str) -> int:
         word = _one(args, keyword)
-        if not (word.isascii() and word.isdigit()) or int(word) > INT_MAX:
+        number = strtonum(word, INT_MAX)
+        if number is None:
             raise BadValue(f"{keyword}: {word!r} is not a non-negative integer")
-        return int(word)
+        return number
     return parse
 
 
 def parse_port(word: str) -> int | None:
-    """misc.c a2port(): 0-65535 or a TCP service name; None if neither (0 is refused by callers)."""
-    if word.isascii() and word.isdigit():
-        return int(word) if int(word) <= 65535 else None
+    """misc.c a2port(): 0-65535 (strtonum: " 22", "+22" too) or a TCP service name; None if neither.
+
+    0 is refused by the callers.
+    """
+    number = strtonum(word, 65535)
+    if number is not None:
+        return number
     try:
         return socket.getservbyname(word, "tcp")
     except OSError:
@@ -106,12 +111,19 @@ def _files(keyword: str) -> Parser:
 
 
 def _agent_path(keyword: str, word: str) -> str:
-    """IdentityAgent/ForwardAgent socket paths: `${VAR}` must be complete, a `$NAME` must be a valid name."""
+    """IdentityAgent/ForwardAgent socket paths: `${VAR}` must be complete and set, a `$NAME` a valid name.
+
+    readconf.c dollar_expand()s the path on every line, in blocks that do not apply too: an unset variable
+    is refused there, not only when the path is used.
+    """
     index = 0
     while (index := word.find("${", index)) != -1:
         end = word.find("}", index + 2)
         if end == -1 or end == index + 2:
             raise BadValue(f"{keyword}: invalid environment expansion {word!r}")
+        if word[index + 2 : end] not in os.environ:
+            raise BadValue(f"{keyword}: invalid environment expansion {word!r} (${{{word[index + 2 : end]}}} is "
+                           "not set)")
         index = end + 1
     if word.startswith("$") and not word.startswith("${") and not _ENV_NAME.match(word[1:]):
         raise BadValue(f"{keyword}: invalid environment name {word!r}")
@@ -153,6 +165,8 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
         user = user.split(";", 1)[0] if uri else user
         if not user:
             raise ValueError(f"empty user name in {spec!r}")
+        if uri:
+            user = _urldecode(user, spec)
     if text.startswith("["):
         close = text.find("]")
         if close == -1:
@@ -165,6 +179,8 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
         host, tail = text[:cut], text[cut:]
     if not host:
         raise ValueError(f"no host name in {spec!r}")
+    if uri and not valid_domain(host):
+        raise ValueError(f"invalid host name {host!r} in {spec!r} (an ssh:// URI needs a domain name)")
     port_text, path = "", ""
     if tail.startswith(":"):
         port_text, _, path = tail[1:].partition("/") if uri else (tail[1:], "", "")
@@ -180,6 +196,31 @@ def parse_hop(spec: str) -> tuple[str | None, str, int | None]:
     if port is None or port <= 0:
         raise ValueError(f"bad port {port_text!r} in {spec!r}")
     return user, host, port
+
+
+def valid_domain(name: str) -> bool:
+    """misc.c valid_domain(): a letter or digit first; letters, digits, '.', '-' and '_'; no "..";."""
+    return bool(name) and name[0].isascii() and name[0].isalnum() and ".." not in name and \
+        all(char.isascii() and (char.isalnum() or char in ".-_") for char in name)
+
+
+def _urldecode(text: str, spec: str) -> str:
+    """misc.c urldecode() of an ssh:// URI's user: %XX escapes and '+' for a space."""
+    out = bytearray()
+    index = 0
+    data = text.encode("utf-8", "surrogateescape")
+    while index < len(data):
+        byte = data[index]
+        if byte == ord("%"):
+            digits = data[index + 1 : index + 3]
+            if len(digits) != 2 or not all(chr(d) in "0123456789abcdefABCDEF" for d in digits):
+                raise ValueError(f"bad %-escape in the user of {spec!r}")
+            out.append(int(digits, 16))
+            index += 3
+            continue
+        out.append(ord(" ") if byte == ord("+") else byte)
+        index += 1
+    return out.decode("utf-8", "surrogateescape")
 
 
 def format_hop(user: str | None, host: str, port: int | None) -> str:
@@ -292,18 +333,23 @@ PARSERS: dict[str, Parser] = {
     "numberofpasswordprompts": _int("NumberOfPasswordPrompts"),
     "canonicalizemaxdots": _int("CanonicalizeMaxDots"),
     "requiredrsasize": _int("RequiredRSASize"),
+    # Debian's GSSAPI key exchange patch
+    "gssapikeyexchange": _flag("GSSAPIKeyExchange"),
+    "gssapitrustdns": _flag("GSSAPITrustDNS"),
+    "gssapirenewalforcesrekey": _flag("GSSAPIRenewalForcesRekey"),
+    "gssapiclientidentity": _string("GSSAPIClientIdentity"),
+    "gssapiserveridentity": _string("GSSAPIServerIdentity"),
 }
 
-# Accepted with any argument (their detailed syntax is not checked): fleetrun has no use for them.
+# Not applied by fleetrun; checks.py checks their arguments as readconf.c does (most of them), so a file
+# ssh refuses is refused.
 OTHERS = frozenset({
     "addkeystoagent", "casignaturealgorithms", "canonicaldomains", "canonicalizepermittedcnames", "ciphers",
     "controlpersist", "dynamicforward", "escapechar", "fingerprinthash", "hostbasedacceptedalgorithms",
     "hostkeyalgorithms", "ipqos", "kbdinteractivedevices", "kexalgorithms", "localforward", "loglevel",
     "logverbose", "macs", "permitremoteopen", "pubkeyacceptedalgorithms", "rekeylimit", "remoteforward",
     "sendenv", "setenv", "streamlocalbindmask", "syslogfacility", "tunneldevice", "xauthlocation",
-    # Debian's GSSAPI key exchange patch
-    "gssapikeyexchange", "gssapitrustdns", "gssapirenewalforcesrekey", "gssapiclientidentity",
-    "gssapiserveridentity", "gssapikexalgorithms",
+    "gssapikexalgorithms",  # Debian's GSSAPI key exchange patch (checked in checks.py)
 })
 STRUCTURE = frozenset({"host", "match", "include"})
 # Silently ignored by OpenSSH (oIgnore, oDeprecated); "unsupported" ones get a message from ssh and from us.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetrun.sshconfig.checks import assembled_error, forward_paths
 from fleetrun.sshconfig.evaluate import Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
@@ -52,6 +53,7 @@ class Settings:
     hash_known_hosts: bool
     host_key_alias: str | None
     forward_agent: bool | str  # False, True (the agent in use) or a socket path
+    control_path: str | None  # expanded, or None (unset or none); not used: fleetrun shares no connections
     origins: dict[str, Origin] = field(default_factory=dict)
     # Options fleetrun does not apply although they matter here: (keyword, why, where), in file order.
     ignored: tuple[tuple[str, str, Origin], ...] = ()
@@ -81,7 +83,9 @@ def settle(lookup: Lookup) -> Settings:
     tokens = {"C": connection_hash(info.hostname, host, str(port), user), "L": info.short_hostname,
               "i": str(info.uid), "k": alias or host_arg, "l": info.hostname, "n": host_arg, "p": str(port),
               "d": info.home, "h": host, "r": user, "u": info.user}
-    proxy_tokens = {"h": host, "n": host_arg, "p": str(port), "r": user}
+    # sshconnect.c expand_proxy_command() also knows %k (ssh_config(5) does not list it), for ProxyJump's
+    # implicit ProxyCommand too.
+    proxy_tokens = {"h": host, "k": alias or host_arg, "n": host_arg, "p": str(port), "r": user}
 
     def path(text: str, origin: Origin, *, percent: bool = True) -> str:
         try:
@@ -115,14 +119,23 @@ def settle(lookup: Lookup) -> Settings:
 
     jump_written: tuple[str, ...] = get("proxyjump", ())
     jump: list[str] = []
-    for hop in jump_written:
+    for index, hop in enumerate(jump_written):
         try:
-            jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+            if index < len(jump_written) - 1:
+                # ssh passes the earlier hops on with -J inside the command it expands: tokens, then syntax
+                jump.append(format_hop(*parse_hop(percent_expand(hop, proxy_tokens))))
+            else:
+                # the last one it parses first, then expands its user and host in that command
+                hop_user, hop_host, hop_port = parse_hop(hop)
+                jump.append(format_hop(None if hop_user is None else percent_expand(hop_user, proxy_tokens),
+                                       percent_expand(hop_host, proxy_tokens), hop_port))
         except (TokenError, ValueError) as error:
             raise _fail(origins["proxyjump"], error) from None
     if jump:
-        last_user, last_host, last_port = parse_hop(jump[-1])
-        if last_host.lower() == host and (last_port or 22) == port and (last_user or user) == user:
+        # ssh.c compares the last hop as written (before its tokens are expanded, not lower-cased) with the
+        # final host name: `ProxyJump Bastion` or `ProxyJump %h` for bastion is no loop to ssh.
+        last_user, last_host, last_port = parse_hop(jump_written[-1])
+        if last_host == host and (last_port or 22) == port and (last_user or user) == user:
             raise ConfigError(origins["proxyjump"].path, origins["proxyjump"].line,
                               f"ProxyJump: jumphost loop via {last_host} (the host would be its own bastion; "
                               "ssh refuses this too): add `ProxyJump none` for it before the line that sets it")
@@ -135,6 +148,34 @@ def settle(lookup: Lookup) -> Settings:
             raise _fail(origins["proxycommand"], error) from None
     else:
         command_written = None
+
+    # ssh.c's checks once the options are filled in (ssh -G stops there too)
+    if get("connectionattempts") == 0:
+        raise _fail(origins["connectionattempts"], ValueError("must be at least 1 (ssh: 'Invalid number of "
+                                                               "ConnectionAttempts')"))
+    if get("proxycommand") == "-" and get("proxyusefdpass") is True:
+        raise _fail(origins["proxyusefdpass"], ValueError("ProxyCommand=- and ProxyUseFdpass are incompatible "
+                                                          "(ssh refuses them together)"))
+    for keyword, applied in values.items():
+        problem = assembled_error(keyword, applied.value)
+        if problem is not None:
+            raise ConfigError(applied.origin.path, applied.origin.line, f"{problem}; ssh refuses this too")
+
+    # Expanded by ssh before it prints `ssh -G` (a bad token there stops it), though fleetrun does not use
+    # them: ControlPath like a file name, RemoteCommand and forwarded socket paths with %-tokens only.
+    control_path = get("controlpath")
+    control_path = None if control_path is None or control_path.lower() == "none" else \
+        path(control_path, origins["controlpath"])
+    remote_command = get("remotecommand")
+    expand_only = [(remote_command, origins["remotecommand"])] if _set(remote_command) else []
+    for keyword in ("localforward", "remoteforward", "dynamicforward"):
+        expand_only += [(name, entry.origin) for entry in lookup.others.get(keyword, [])
+                        for name in forward_paths(keyword, entry.value)]
+    for text, origin in expand_only:
+        try:
+            percent_expand(text, tokens)
+        except TokenError as error:
+            raise _fail(origin, error) from None
 
     user_known = get("userknownhostsfile")
     user_known_origin = origins.get("userknownhostsfile", DEFAULT)
@@ -175,11 +216,17 @@ def settle(lookup: Lookup) -> Settings:
         hash_known_hosts=get("hashknownhosts", False),
         host_key_alias=alias,
         forward_agent=forward,
+        control_path=control_path,
         origins=origins,
         ignored=tuple(ignored),
         proxy_jump_written=jump_written,
         proxy_command_written=command_written,
     )
+
+
+def _set(value: Any) -> bool:
+    """A string option that is set and not `none` (option_clear_or_none)."""
+    return isinstance(value, str) and value.lower() != "none"
 
 
 def _known_hosts(names: tuple[str, ...], expand: Any) -> tuple[str, ...]:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-_TIME_PART = re.compile(r"([0-9]+)([sSmMhHdDwW]?)")
+# strtol(3) as misc.c calls it: leading isspace() characters and one sign are accepted before the digits.
+_STRTOL = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_TIME_PART = re.compile(_STRTOL.pattern + r"([sSmMhHdDwW]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 INT_MAX = 2**31 - 1
 _MAYBE_ADDRESS = frozenset("0123456789abcdefABCDEFxX.:%")  # inet_aton forms, IPv6 and zone ids
@@ -97,6 +99,15 @@ def tilde_expand(path: str, home: str) -> str:
     return base + ("" if base.endswith("/") else "/") + tail
 
 
+def strtonum(text: str, maximum: int) -> int | None:
+    """OpenBSD strtonum(text, 0, maximum), as a2port() and atoi_err() use it: " 22" and "+22" are 22."""
+    match = _STRTOL.fullmatch(text)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return number if 0 <= number <= maximum else None
+
+
 def convtime(text: str) -> int | None:
     """OpenSSH time values: `90`, `90s`, `1m30s`, `2h`, `1w` -> seconds; None if malformed or too large."""
     if not text:
@@ -106,7 +117,10 @@ def convtime(text: str) -> int | None:
         match = _TIME_PART.match(text, position)
         if not match:
             return None
-        total += int(match.group(1)) * _TIME_UNITS[match.group(2).lower()]
+        number = int(match.group(1))
+        if number < 0:
+            return None
+        total += number * _TIME_UNITS[match.group(2).lower()]
         position = match.end()
     return total if total <= INT_MAX else None
 
@@ -127,3 +141,16 @@ def is_address(host: str) -> bool:
     except (OSError, UnicodeError, ValueError):  # socket.gaierror is an OSError
         return False
     return True
+
+
+def canonical_address(host: str) -> str:
+    """ssh.c resolve_canonicalize() for an address: its getnameinfo(NI_NUMERICHOST) form, if not just a case change."""
+    try:
+        # As in is_address: _socket's call with bytes (no idna codec, no enums), once per host of a fleet.
+        infos = _socket.getaddrinfo(host.encode("ascii"), None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        if len(infos) != 1:
+            return host  # resolve_addr() gives up on several entries
+        numeric = socket.getnameinfo(infos[0][4], socket.NI_NUMERICHOST)[0]
+    except (OSError, UnicodeError, ValueError):
+        return host
+    return host if numeric.lower() == host.lower() else numeric

@@ -2,7 +2,8 @@
 
 Runs the real OpenSSH client (installed with the lab's openssh packages) on every snippet and compares
 hostname, port, user, identityfile, proxyjump, proxycommand, userknownhostsfile, globalknownhostsfile,
-stricthostkeychecking, connecttimeout and hostkeyalias; snippets ssh refuses must be refused too, with
+stricthostkeychecking, connecttimeout, hostkeyalias, certificatefile, identitiesonly, serveraliveinterval,
+serveralivecountmax, hashknownhosts and controlpath; snippets ssh refuses must be refused too, with
 file:line. HOME stays the real one (the passwd home) except where a case says why.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetrun.errors import UsageError
 from fleetrun.sshconfig import ConfigError, Preset, SshConfigSource, load
 from fleetrun.sshconfig.keywords import format_hop, parse_hop
 from fleetrun.sshconfig.tokens import local_info, tilde_expand
@@ -23,7 +25,8 @@ from fleetrun.sshconfig.tokens import local_info, tilde_expand
 SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed: make sshd")
 FIELDS = ("hostname", "port", "user", "identityfile", "proxyjump", "proxycommand", "userknownhostsfile",
-          "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias")
+          "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias", "certificatefile",
+          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts", "controlpath")
 
 
 @dataclass
@@ -50,30 +53,89 @@ CASES = {
     "host-only-negated-never-matches": Case("Host !bad\n  Port 2\n", "good"),
     "hostname-token": Case("Host web01\n  HostName %h.corp.example\n", "web01"),
     "hostname-lowercased": Case("Host web01\n  HostName Web01.Example.COM\n", "web01"),
+    # ssh.c rewrites an address in its numeric form (what the final pass and %h see), unless only case differs
+    "hostname-address-canonical": Case("Host a\n  HostName 010.1.1.1\nMatch final host 8.1.1.1\n  Port 2230\n"
+                                       "Host *\n  IdentityFile /k_%h\n", "a"),
+    "host-arg-address-canonical": Case("Host *\n  UserKnownHostsFile /kh_%h\n", "127.1"),
+    "hostname-ipv6-case-kept": Case("Host a\n  HostName FE80::A\nMatch final host fe80::a\n  Port 2231\n", "a"),
+    "hostname-ipv6-compressed": Case("Host a\n  HostName 2001:DB8:0:0::1\n", "a"),
     "hostname-percent": Case("Host x\n  HostName a%%b\n", "x"),
     "key-equals-value": Case("Host=web01\nPort=2022\nUser = \"deploy\"\n", "web01"),
     "quoted-and-comment": Case("Host web01 # the web box\n  User \"ops\" # comment\n  Port 2200 # c\n", "web01"),
+    "nul-ends-the-line": Case("Host *\n  User ops\0 more\nPort 2232\0 extra\n", "x"),
     "connecttimeout-comment": Case("Host *\n  ConnectTimeout 5 # seconds\n", "x"),
     "connecttimeout-units": Case("Host *\n  ConnectTimeout 1m5s\n", "x"),
+    # `none` is readconf.c's -1, "unset": the next ConnectTimeout/ServerAliveInterval line still sets it
+    "time-none-is-unset": Case("Host x\n  ConnectTimeout none\n  ServerAliveInterval none\nHost *\n"
+                               "  ConnectTimeout 5\n  ServerAliveInterval 7\n", "x"),
     "connecttimeout-bad": Case("Host *\n  ConnectTimeout soon\n", "x", error="invalid time value"),
     "port-bad-even-inactive": Case("Host other\n  Port abc\n", "x", error="bad port"),
     "port-service-name": Case("Host *\n  Port ssh\n", "x"),
+    # a2port()/atoi_err()/convtime() go through strtonum()/strtol(): leading blanks and a sign are accepted
+    "port-sign-and-blank": Case("Host x\n  Port +2223\nHost *\n  ProxyJump a:+2201,b:+2200\n", "x"),
+    "port-quoted-blank": Case("Host *\n  Port \" 2224\"\n", "x"),
+    "port-trailing-blank": Case("Host *\n  Port \"22 \"\n", "x", error="bad port"),
+    "numbers-strtol": Case("Host *\n  ConnectTimeout +5\n  ServerAliveInterval \"1m +5\"\n"
+                           "  ServerAliveCountMax \" +4\"\n", "x"),
+    "time-negative-zero": Case("Host *\n  ConnectTimeout -0\n  ServerAliveInterval -0s\n", "x"),
+    "time-negative": Case("Host *\n  ServerAliveInterval 1m-5\n", "x", error="invalid time value"),
     "identityfile-accumulates": Case("Host web01\n  IdentityFile ~/.ssh/web\nHost *\n  IdentityFile {d}/k_%h\n"
                                      "  IdentityFile ~/.ssh/web\n", "web01"),
+    # readconf.c's limits: 100 identity or certificate files (duplicates dropped), 32 known-hosts files per line
+    "identityfile-limit": Case("Host *\n" + "".join(f"  IdentityFile /k{i}\n  IdentityFile /k{i}\n" for i in range(100))
+                               + "  IdentityFile /k100\n", "x", error="too many identity files"),
+    "identityfile-limit-inactive": Case("Host other\n" + "".join(f"  IdentityFile /k{i}\n" for i in range(101)), "x"),
+    "certificatefile-limit": Case("Host *\n" + "".join(f"  CertificateFile /c{i}\n" for i in range(101)), "x",
+                                  error="too many certificate files"),
+    "knownhosts-limit": Case("Host *\n  GlobalKnownHostsFile " + " ".join(f"/g{i}" for i in range(33)) + "\n", "x",
+                             error="too many globalknownhostsfile entries"),
+    "knownhosts-limit-not-first": Case("Host *\n  UserKnownHostsFile /a\n  UserKnownHostsFile "
+                                       + " ".join(f"/u{i}" for i in range(33)) + "\n", "x"),
+    # readconf.c stops reading a Host line at a negated match: an empty pattern after it is not seen
+    "host-empty-after-negated-match": Case("Host !x \"\"\n  Port 1\n", "x"),
+    "host-empty-pattern": Case("Host !x \"\"\n  Port 1\n", "y", error="empty pattern"),
     "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
     "proxyjump-chain": Case("Host t\n  ProxyJump u@b1:2222,b2\n", "t"),
     "proxyjump-ssh-uri": Case("Host t\n  ProxyJump ssh://u@b1:2200\n", "t"),
+    # misc.c parse_uri(): the user is %-decoded, the host must be a domain name (no IPv6 in ssh:// URIs)
+    "proxyjump-uri-user-decoded": Case("Host t\n  ProxyJump ssh://ops%40corp+x@b1:2200\n", "t"),
+    "proxyjump-uri-ipv6-refused": Case("Host t\n  ProxyJump ssh://u@[::1]:2222\n", "t", error="invalid host name"),
+    "proxyjump-uri-bad-escape": Case("Host t\n  ProxyJump ssh://u%4@b\n", "t", error="bad %-escape"),
+    "proxyjump-uri-bad-host-inactive": Case("Host other\n  ProxyJump a,ssh://-b\n", "t", error="invalid host name"),
     "proxyjump-address": Case("Host t\n  ProxyJump 10.0.0.1\n", "t"),
     "proxyjump-none-then-star": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "bastion"),
     "proxyjump-star-applies": Case("Host bastion\n  ProxyJump none\nHost *\n  ProxyJump bastion\n", "web01"),
     "proxyjump-self-loop": Case("Host *\n  ProxyJump bastion\n", "bastion", error="jumphost loop"),
+    # ssh.c compares the last hop as written (case and tokens kept) with the final, lower-cased host name
+    "proxyjump-loop-is-case-sensitive": Case("Host *\n  ProxyJump Bastion\n", "bastion"),
+    "proxyjump-loop-before-tokens": Case("Host *\n  ProxyJump %r@%h\n", "bastion"),
+    "proxyjump-loop-upper-name": Case("Host *\n  ProxyJump bastion:22\n", "BASTION", error="jumphost loop"),
     "proxycommand-first-wins": Case("Host t\n  ProxyCommand nc %h %p\nHost *\n  ProxyJump b\n", "t"),
     "proxyjump-first-wins": Case("Host t\n  ProxyJump b\nHost *\n  ProxyCommand nc %h %p\n", "t"),
     "proxyjump-none-lets-proxycommand": Case("Host t\n  ProxyJump none\nHost *\n  ProxyCommand nc %h %p\n", "t"),
     "proxycommand-none-blocks-jump": Case("Host t\n  ProxyCommand none\nHost *\n  ProxyJump b\n", "t"),
+    "proxycommand-k-token": Case("Host t\n  HostKeyAlias KA\n  ProxyCommand nc %k %p\nHost *\n"
+                                 "  ProxyJump %k\n", "t"),
+    "proxyjump-k-token": Case("Host *\n  ProxyJump gw-%k\n", "t"),
     "proxycommand-equals-comment": Case("Host t\n  ProxyCommand = ssh -W %h:%p gw # via gw\n", "t"),
     "knownhosts-tokens": Case("Host web01\n  HostName h.example\n  Port 2200\n  User bob\n"
                               "  UserKnownHostsFile ~/.ssh/kh_%h %d/kh/%u_%r_%p_%n_%i_%k_%L_%l_%%_%C\n", "web01"),
+    # ssh expands these before printing ssh -G, so a bad token there is refused although fleetrun uses none
+    "controlpath-tokens": Case("Host *\n  ControlPath ~/.ssh/cm-%r@%h:%p-%C\n  RemoteCommand echo %n\n"
+                               "  LocalForward /tmp/%h.sock h:80\n", "web01"),
+    "controlpath-bad-token": Case("Host *\n  ControlPath ~/.ssh/cm-%x\n", "web01", error="unknown token %x"),
+    "controlpath-unset-variable": Case("Host *\n  ControlPath ${FLEETRUN_NOT_SET_EVER}\n", "web01",
+                                       error="is not set"),
+    "controlpath-bad-token-inactive": Case("Host other\n  ControlPath %x\nHost *\n  ControlPath none\n", "x"),
+    "remotecommand-bad-token": Case("Host *\n  RemoteCommand echo %x\n", "x", error="unknown token %x"),
+    "forward-path-bad-token": Case("Host *\n  RemoteForward /tmp/%x.sock\n", "x", error="unknown token %x"),
+    "forward-host-not-expanded": Case("Host *\n  LocalForward 8080 %x:80\n", "x"),
+    # readconf.c dollar_expand()s agent paths on every line: an unset ${VAR} is refused in any block
+    "identityagent-unset-variable-inactive": Case("Host other\n  IdentityAgent ${FLEETRUN_NOT_SET_EVER}/a\n", "x",
+                                                  error="is not set"),
+    "forwardagent-unset-variable-inactive": Case("Host other\n  ForwardAgent ${FLEETRUN_NOT_SET_EVER}\n", "x",
+                                                 error="is not set"),
+    "identityagent-digit-name": Case("Host other\n  IdentityAgent $1agent\nHost *\n  ForwardAgent $2\n", "x"),
     "knownhosts-none": Case("Host *\n  UserKnownHostsFile none\n  GlobalKnownHostsFile none\n", "x"),
     "knownhosts-none-not-alone": Case("Host *\n  UserKnownHostsFile a none\n", "x", error='"none" must appear'),
     "globalknownhosts-tilde": Case("Host *\n  GlobalKnownHostsFile ~/g1 /etc/g2\n", "x"),
@@ -111,6 +173,55 @@ CASES = {
     "no-argument": Case("Host *\n  User\n", "x", error="no argument"),
     "unbalanced-quote": Case("Host *\n  User \"ops\n", "x", error="quote"),
     "extra-argument": Case("Host *\n  Port 22 23\n", "x", error="extra arguments"),
+    # Options fleetrun does not apply are still checked as readconf.c checks them, in inactive blocks too
+    "algorithms-modifiers": Case("Host *\n  Ciphers +aes128-cbc\n  MACs ^hmac-sha2-512,hmac-md5\n"
+                                 "  KexAlgorithms -nope*\n  HostKeyAlgorithms +ssh-rsa*,RSA\n"
+                                 "  PubkeyAcceptedAlgorithms ssh-ed25519,,nope\n  KexAlgorithms gss-gex-sha1-x\n",
+                                 "x"),
+    "ciphers-bad-inactive": Case("Host other\n  Ciphers aes128-ctr,nope\n", "x", error="bad cipher spec"),
+    "macs-bad": Case("Host *\n  MACs +nope\n", "x", error="bad MAC spec"),
+    "kex-bad": Case("Host *\n  KexAlgorithms ^curve25519-sha256,nope\n", "x", error="bad key exchange"),
+    "hostkeyalgorithms-bad": Case("Host *\n  HostKeyAlgorithms nope*\n", "x", error="bad key types"),
+    # checked again once the files are read, for the value in effect only (ssh.c expands the list)
+    "hostkeyalgorithms-negated": Case("Host other\n  HostKeyAlgorithms !ssh-dss\nHost *\n"
+                                      "  HostKeyAlgorithms ssh-ed25519,!ssh-dss\n", "x", error="negated"),
+    "hostkeyalgorithms-short-name": Case("Host *\n  HostKeyAlgorithms RSA\n", "x", error="matches no algorithm"),
+    "hostkeyalgorithms-inactive-negated": Case("Host other\n  HostKeyAlgorithms !ssh-dss\n", "x"),
+    "ciphers-two-arguments": Case("Host *\n  Ciphers aes128-ctr aes256-ctr\n", "x", error="extra arguments"),
+    "others-accepted": Case("Host *\n  LogLevel debug3\n  SyslogFacility LOCAL7\n  EscapeChar ^A\n"
+                            "  ControlPersist 10m\n  AddKeysToAgent confirm 5m\n  TunnelDevice any:1\n"
+                            "  StreamLocalBindMask 0177\n  IPQoS af21 0x10\n  RekeyLimit 1G 1h\n"
+                            "  CanonicalDomains a.example\n"
+                            "  PermitRemoteOpen h:* [::1]:22\n  FingerprintHash MD5\n  SendEnv LC_* -LANG\n"
+                            "  SetEnv A=b\n  LogVerbose kex.c:*\n", "x"),
+    "forwards-accepted": Case("Host other\n  LocalForward 8080 localhost:80\n  LocalForward /tmp/s h:80\n"
+                              "  LocalForward [::1]:8080 [::1]:80\n  RemoteForward 0\n  RemoteForward 8022 /tmp/t\n"
+                              "  DynamicForward [::1]:1080\n  CanonicalizePermittedCNAMEs *.a:*.b\n", "x"),
+    "localforward-missing-target": Case("Host other\n  LocalForward 8080\n", "x", error="missing target"),
+    "dynamicforward-bad": Case("Host *\n  DynamicForward a:b:c\n", "x", error="bad forwarding specification"),
+    "localforward-port-zero": Case("Host *\n  LocalForward 0 h:80\n", "x", error="bad forwarding specification"),
+    "sendenv-bad": Case("Host *\n  SendEnv LANG A=B\n", "x", error="invalid environment name"),
+    "setenv-bad": Case("Host *\n  SetEnv A=b NAME\n", "x", error="invalid SetEnv"),
+    "loglevel-bad": Case("Host *\n  LogLevel DEBUG4\n", "x", error="unsupported log level"),
+    "escapechar-bad": Case("Host *\n  EscapeChar ab\n", "x", error="bad escape character"),
+    "rekeylimit-too-small": Case("Host *\n  RekeyLimit 15\n", "x", error="too small"),
+    "ipqos-bad": Case("Host *\n  IPQoS 256\n", "x", error="bad IPQoS value"),
+    "canonicaldomains-bad": Case("Host *\n  CanonicalDomains a..example\n", "x", error="bad domain name"),
+    "permitremoteopen-bad": Case("Host *\n  PermitRemoteOpen h:0\n", "x", error="bad port number"),
+    "addkeystoagent-bad": Case("Host *\n  AddKeysToAgent ask 5m\n", "x", error="unsupported option"),
+    # Debian's GSSAPI key exchange options are checked by its readconf.c like the others
+    "gssapi-options-accepted": Case("Host other\n  GSSAPIKeyExchange yes\n  GSSAPITrustDNS TRUE\n"
+                                    "  GSSAPIKexAlgorithms gss-gex-sha1-,gss-curve25519-sha256-\n"
+                                    "  GSSAPIClientIdentity me@REALM\n", "x"),
+    "gssapi-flag-bad": Case("Host other\n  GSSAPIRenewalForcesRekey maybe\n", "x", error="unsupported value"),
+    "gssapi-identity-two": Case("Host other\n  GSSAPIServerIdentity a b\n", "x", error="extra arguments"),
+    "gssapi-kexalgorithms-bad": Case("Host other\n  GSSAPIKexAlgorithms +gss-gex-sha1-\n", "x",
+                                     error="bad GSSAPI key exchange"),
+    # ssh.c's checks once the options are filled in, for the values in effect
+    "connectionattempts-zero": Case("Host *\n  ConnectionAttempts 0\n", "x", error="must be at least 1"),
+    "connectionattempts-zero-inactive": Case("Host other\n  ConnectionAttempts 0\n", "x"),
+    "proxycommand-stdio-fdpass": Case("Host *\n  ProxyCommand -\n  ProxyUseFdpass yes\n", "x",
+                                      error="incompatible"),
     "preset-user-port-win": Case("Host web01\n  User cfg\n  Port 1\n", "web01", user="cli", port=2213),
     "include-absolute": Case("Include {d}/conf.d/*.conf\nHost *\n  Port 1\n", "web01",
                              files={"conf.d/b.conf": "Host web01\n  Port 2214\n",
@@ -181,7 +292,17 @@ def _theirs(printed: dict[str, list[str]]) -> dict[str, object]:
         "stricthostkeychecking": one("stricthostkeychecking"),
         "connecttimeout": None if one("connecttimeout") in ("none", "0") else one("connecttimeout"),
         "hostkeyalias": one("hostkeyalias"),
+        "certificatefile": [name for name in printed.get("certificatefile", []) if name.lower() != "none"],
+        "identitiesonly": one("identitiesonly"),
+        "serveraliveinterval": one("serveraliveinterval"),
+        "serveralivecountmax": one("serveralivecountmax"),
+        "hashknownhosts": one("hashknownhosts"),
+        "controlpath": one("controlpath"),
     }
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _ours(config: Path, case: Case) -> dict[str, object]:
@@ -198,6 +319,12 @@ def _ours(config: Path, case: Case) -> dict[str, object]:
         "stricthostkeychecking": strict,
         "connecttimeout": None if settings.connect_timeout is None else str(int(settings.connect_timeout)),
         "hostkeyalias": settings.host_key_alias,
+        "certificatefile": [certificate.written for certificate in settings.certificate_files],
+        "identitiesonly": _yes_no(settings.identities_only),
+        "serveraliveinterval": str(settings.server_alive_interval),
+        "serveralivecountmax": str(settings.server_alive_count_max),
+        "hashknownhosts": _yes_no(settings.hash_known_hosts),
+        "controlpath": settings.control_path,
     }
 
 
@@ -232,3 +359,21 @@ def test_resolution_matches_ssh_G(name: str, tmp_path: Path, monkeypatch: pytest
     assert printed is not None, f"ssh refused the snippet: {stderr.strip()}"
     theirs, ours = _theirs(printed), _ours(config, case)
     assert ours == theirs, {key: (ours[key], theirs[key]) for key in FIELDS if ours[key] != theirs[key]}
+
+
+# ssh refuses a destination or -l user with shell metacharacters (%h and %r reach ProxyCommand's shell)
+NAMES = [("a;b", None), ("-x", None), ("a$b", None), ("a b", None), ("a,b", None), ("a\x01b", None), ("a`b", None),
+         ("a%b", None), ("a!b", None), ("a*b", None), ("ü", None), ("x", "a;b"), ("x", "-x"), ("x", "a -b"),
+         ("x", "a\\"), ("x", "a\x01b"), ("x", "a b"), ("x", "a$b"), ("x", "a\\b")]
+
+
+@pytest.mark.parametrize(("host", "user"), NAMES)
+def test_destination_and_user_checks_match_ssh(host: str, user: str | None) -> None:
+    argv = [str(SSH), "-G", "-F", "/dev/null", *(["-l", user] if user is not None else []), "--", host]
+    accepted = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=30).returncode == 0
+    config = load(SshConfigSource(disabled=True))
+    if accepted:
+        config.resolve(host, Preset(user=user))
+    else:
+        with pytest.raises(UsageError, match="invalid characters"):
+            config.resolve(host, Preset(user=user))

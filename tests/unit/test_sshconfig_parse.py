@@ -164,6 +164,35 @@ def test_a_bad_token_names_the_line_that_set_it(tmp_path: Path) -> None:
     assert resolve(path).identity_files_default  # a bad token in a block that does not apply is no error
 
 
+def test_proxy_command_knows_k(tmp_path: Path) -> None:
+    # sshconnect.c expand_proxy_command() expands %k (the lower-cased HostKeyAlias, else the name given);
+    # ssh -G prints the command unexpanded, so the oracle only sees that it is accepted.
+    path = config(tmp_path, "Host web01\n  HostKeyAlias KA\nHost *\n  ProxyCommand nc %k %n %p\n")
+    assert resolve(path).proxy_command == "nc ka web01 22"
+    assert resolve(path, "Web02").proxy_command == "nc Web02 Web02 22"
+    assert resolve(config(tmp_path, "ProxyJump %k-gw\n"), "WEB01").proxy_jump == ("WEB01-gw",)
+
+
+def test_last_proxyjump_hop_is_parsed_before_its_tokens_are_expanded(tmp_path: Path) -> None:
+    # ssh.c puts the last hop's user and host into the implicit ProxyCommand after parsing it, and the
+    # earlier hops (its -J) as written, so their tokens are expanded before they are parsed: %h may be
+    # an IPv6 address in the last hop, and an ssh:// user's %-escapes are no tokens there.
+    path = config(tmp_path, "Host web01\n  HostName ::1\n  ProxyJump gw-%p,%r@%h:2222\n")
+    assert resolve(path).proxy_jump == ("gw-22", f"{local_info().user}@[::1]:2222")
+    path = config(tmp_path, "Host web01\n  ProxyJump gw,ssh://a%40b@gw2\n")
+    assert resolve(path).proxy_jump == ("gw", "a@b@gw2")
+    with pytest.raises(ConfigError, match="unknown token %4"):  # ssh fails the same way when it connects
+        resolve(config(tmp_path, "Host web01\n  ProxyJump ssh://a%40b@gw,last\n"))
+
+
+def test_forward_variables_are_expanded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # misc.c dollar_expand() does not look into a value again (ssh -G accepts this too)
+    monkeypatch.setenv("FLEETRUN_T_FWD", "a${x")
+    resolve(config(tmp_path, "Host other\n  LocalForward 8080 h${FLEETRUN_T_FWD}:80\n"))
+    with pytest.raises(ConfigError, match="bad forwarding specification"):
+        resolve(config(tmp_path, "Host other\n  LocalForward 8080 h${FLEETRUN_T_UNSET_FWD}:80\n"))
+
+
 # --- refusals, with file and line ----------------------------------------------------------------------
 
 
