@@ -2,8 +2,7 @@
 
 fleetrun ignores these options' values (ciphers, forwardings, logging, ...), but readconf.c checks their
 syntax on every line, in blocks that do not apply too, and refuses the whole file over one bad value. Each
-check follows the readconf.c case of its keyword; the algorithm names are those `ssh -Q` lists for
-Debian's OpenSSH 9.2p1 (built with OpenSSL, without XMSS).
+check follows the readconf.c case of its keyword; algorithm names are the local ssh's (sshconfig.algorithms).
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import os
 import re
 from collections.abc import Callable
 
+from fleetrun.sshconfig.algorithms import GSS_KEX_PREFIXES, kex_valid, key_type_valid, known, known_set
 from fleetrun.sshconfig.keywords import parse_port, valid_domain
-from fleetrun.sshconfig.patterns import match_pattern, match_pattern_list
+from fleetrun.sshconfig.patterns import match_pattern
 from fleetrun.sshconfig.tokens import convtime, strtonum
 
 
@@ -21,37 +21,6 @@ class CheckError(ValueError):
     """An argument readconf.c refuses; the message is the sentence after `file:line: `."""
 
 
-CIPHERS = frozenset({
-    "3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "aes128-ctr", "aes192-ctr", "aes256-ctr",
-    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-})
-MACS = frozenset({
-    "hmac-sha1", "hmac-sha1-96", "hmac-sha2-256", "hmac-sha2-512", "hmac-md5", "hmac-md5-96",
-    "umac-64@openssh.com", "umac-128@openssh.com", "hmac-sha1-etm@openssh.com", "hmac-sha1-96-etm@openssh.com",
-    "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-md5-etm@openssh.com",
-    "hmac-md5-96-etm@openssh.com", "umac-64-etm@openssh.com", "umac-128-etm@openssh.com",
-})
-KEX = frozenset({
-    "diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group14-sha256",
-    "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group-exchange-sha1",
-    "diffie-hellman-group-exchange-sha256", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
-    "curve25519-sha256", "curve25519-sha256@libssh.org", "sntrup761x25519-sha512",
-    "sntrup761x25519-sha512@openssh.com",
-})
-# Debian's GSSAPI key exchange: kex_alg_by_name() accepts these as prefixes (the mechanism OID follows).
-GSS_KEX_PREFIXES = ("gss-gex-sha1-", "gss-group1-sha1-", "gss-group14-sha1-", "gss-group14-sha256-",
-                    "gss-group16-sha512-", "gss-nistp256-sha256-", "gss-curve25519-sha256-")
-# sshkey.c keyimpls[]: every name (`ssh -Q key-sig`), and the short names plain key types also answer to.
-KEY_TYPES = (
-    "ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com", "sk-ssh-ed25519@openssh.com",
-    "sk-ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256-cert-v01@openssh.com",
-    "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp521",
-    "ecdsa-sha2-nistp521-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com", "webauthn-sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss",
-    "ssh-dss-cert-v01@openssh.com", "ssh-rsa", "ssh-rsa-cert-v01@openssh.com", "rsa-sha2-256",
-    "rsa-sha2-256-cert-v01@openssh.com", "rsa-sha2-512", "rsa-sha2-512-cert-v01@openssh.com",
-)
-KEY_SHORT_NAMES = frozenset({"ed25519", "ed25519-sk", "ecdsa", "ecdsa-sk", "dsa", "rsa"})  # strcasecmp
 LOG_LEVELS = frozenset({"quiet", "fatal", "error", "info", "verbose", "debug", "debug1", "debug2", "debug3"})
 LOG_FACILITIES = frozenset({"daemon", "user", "auth", "authpriv", *(f"local{n}" for n in range(8))})
 DIGESTS = frozenset({"md5", "sha1", "sha256", "sha384", "sha512"})  # ssh_digest_alg_by_name (strcasecmp)
@@ -100,18 +69,6 @@ def _algorithms(valid: Callable[[str], bool], what: str) -> Check:
 
 
 _QUERY = {"cipher spec": "cipher", "MAC spec": "mac", "key exchange algorithm": "kex", "key types": "key-sig"}
-
-
-def _kex_valid(name: str) -> bool:
-    return name in KEX or name.startswith(GSS_KEX_PREFIXES)
-
-
-def _key_type_valid(name: str) -> bool:
-    # sshkey_names_valid2(names, 1): a name, a plain type's short name, or a pattern matching some name
-    # (positively or negatively).
-    if name in KEY_TYPES or name.lower() in KEY_SHORT_NAMES:
-        return True
-    return any(match_pattern_list(known, name, lower=False) != 0 for known in KEY_TYPES)
 
 
 def _gss_kex(keyword: str, args: list[str]) -> None:
@@ -423,13 +380,13 @@ def forward_paths(keyword: str, args: tuple[str, ...]) -> tuple[str, ...]:
 
 
 CHECKS: dict[str, tuple[str, Check]] = {
-    "ciphers": ("Ciphers", _algorithms(lambda name: name in CIPHERS, "cipher spec")),
-    "macs": ("MACs", _algorithms(lambda name: name in MACS, "MAC spec")),
-    "kexalgorithms": ("KexAlgorithms", _algorithms(_kex_valid, "key exchange algorithm")),
-    "hostkeyalgorithms": ("HostKeyAlgorithms", _algorithms(_key_type_valid, "key types")),
-    "casignaturealgorithms": ("CASignatureAlgorithms", _algorithms(_key_type_valid, "key types")),
-    "pubkeyacceptedalgorithms": ("PubkeyAcceptedAlgorithms", _algorithms(_key_type_valid, "key types")),
-    "hostbasedacceptedalgorithms": ("HostbasedAcceptedAlgorithms", _algorithms(_key_type_valid, "key types")),
+    "ciphers": ("Ciphers", _algorithms(lambda name: name in known_set("cipher"), "cipher spec")),
+    "macs": ("MACs", _algorithms(lambda name: name in known_set("mac"), "MAC spec")),
+    "kexalgorithms": ("KexAlgorithms", _algorithms(kex_valid, "key exchange algorithm")),
+    "hostkeyalgorithms": ("HostKeyAlgorithms", _algorithms(key_type_valid, "key types")),
+    "casignaturealgorithms": ("CASignatureAlgorithms", _algorithms(key_type_valid, "key types")),
+    "pubkeyacceptedalgorithms": ("PubkeyAcceptedAlgorithms", _algorithms(key_type_valid, "key types")),
+    "hostbasedacceptedalgorithms": ("HostbasedAcceptedAlgorithms", _algorithms(key_type_valid, "key types")),
     "gssapikexalgorithms": ("GSSAPIKexAlgorithms", _gss_kex),
     "loglevel": ("LogLevel", _choice(LOG_LEVELS, "log level")),
     "syslogfacility": ("SyslogFacility", _choice(LOG_FACILITIES, "log facility")),
@@ -470,7 +427,7 @@ def assembled_error(keyword: str, args: tuple[str, ...]) -> str | None:
     if any(pattern.startswith("!") for pattern in patterns):
         return f"HostKeyAlgorithms: a negated algorithm ('!') is only allowed in a '-' list: {spec!r}"
     if spec[:1] in ("+", "^") or any(match_pattern(algorithm, pattern) for pattern in patterns if pattern
-                                     for algorithm in KEY_TYPES):
+                                     for algorithm in known("key-sig")):
         return None
     return f"HostKeyAlgorithms: {spec!r} matches no algorithm this OpenSSH has (`ssh -Q key-sig` lists them)"
 

@@ -358,3 +358,45 @@ def test_canonicalize_hostname_gives_a_second_pass(tmp_path: Path) -> None:
     path = config(tmp_path, "Host web01\n  CanonicalizeHostname yes\nMatch canonical\n  Port 2\n")
     settings = resolve(path)
     assert settings.port == 2 and any(keyword == "canonicalizehostname" for keyword, _, _ in settings.ignored)
+
+
+@pytest.fixture()
+def local_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Which `ssh` the algorithm checks ask (`ssh -Q`): a PATH of our choosing, the answers asked afresh."""
+    from fleetrun.sshconfig import algorithms
+
+    def use(script: str | None) -> None:
+        directory = tmp_path / "bin"
+        directory.mkdir(exist_ok=True)
+        if script is not None:
+            ssh = directory / "ssh"
+            ssh.write_text("#!/bin/sh\n" + script)
+            ssh.chmod(0o755)
+        monkeypatch.setenv("PATH", str(directory))
+        algorithms.known.cache_clear()
+        algorithms.known_set.cache_clear()
+
+    yield use
+    algorithms.known.cache_clear()
+    algorithms.known_set.cache_clear()
+
+
+MODERN = "Host *\n  KexAlgorithms mlkem768x25519-sha256,curve25519-sha256\n"
+
+
+def test_algorithm_names_are_the_local_ssh_s(tmp_path: Path, local_ssh) -> None:
+    """A file written for OpenSSH 9.9+ is refused only where the local ssh would refuse it too."""
+    local_ssh('[ "$1 $2" = "-Q kex" ] && printf "mlkem768x25519-sha256\\ncurve25519-sha256\\n"\n')
+    load(SshConfigSource(path=str(config(tmp_path, MODERN))))
+    local_ssh('[ "$1 $2" = "-Q kex" ] && printf "curve25519-sha256\\n"\n')
+    with pytest.raises(ConfigError, match=r"ssh_config:2: KexAlgorithms: bad key exchange algorithm"):
+        load(SshConfigSource(path=str(config(tmp_path, MODERN))))
+
+
+def test_without_an_ssh_client_the_built_in_names_and_ml_kem_are_known(tmp_path: Path, local_ssh) -> None:
+    local_ssh(None)
+    load(SshConfigSource(path=str(config(tmp_path, MODERN))))
+    with pytest.raises(ConfigError, match="bad key exchange algorithm 'bogus'"):
+        load(SshConfigSource(path=str(config(tmp_path, "KexAlgorithms bogus\n"))))
+    local_ssh("exit 255\n")  # an ssh that cannot say: the same built-in names
+    load(SshConfigSource(path=str(config(tmp_path, MODERN))))
