@@ -291,3 +291,34 @@ def test_an_ansible_term_matching_nothing_is_refused(tmp_path: Path) -> None:
         select(inventory, "all:!dbb")
     with pytest.raises(SelectionError, match="position 9"):
         select(inventory, "db[9]:web")
+
+
+# --- values Ansible tags: `!unsafe` and `!vault` --------------------------------------------------------------
+
+TAGGED = """\
+all:
+  hosts:
+    u1:
+      ansible_host: !unsafe 10.0.0.5
+      ansible_user: !unsafe deploy
+      raw: !unsafe '{{ not a template }}'
+      items: !unsafe [a, '{{ b }}']
+      secret: !vault |
+        $ANSIBLE_VAULT;1.1;AES256
+        62313365396662343061393464336163383764373764613633653634306231386433626436623361
+"""
+
+
+def test_unsafe_and_vault_values_read_directly_and_through_ansible_inventory(tmp_path: Path, home: Path) -> None:
+    """--list prints `!unsafe` as {"__ansible_unsafe": text}: read through --ansible-inventory, that is the text
+    (it used to stay a dict, and `ansible_host: !unsafe …` was refused as "not a string")."""
+    path = write(tmp_path / "inv", {"tagged.yml": TAGGED}) / "tagged.yml"
+    listed = ansible_list(path, home)
+    assert listed["_meta"]["hostvars"]["u1"]["ansible_host"] == {"__ansible_unsafe": "10.0.0.5"}  # the oracle's shape
+    direct = load_sources([str(path)])
+    through = load_sources([], (str(path),))
+    for inventory in (direct, through):
+        assert_same(inventory, listed)
+        host = inventory.hosts["u1"]
+        assert (host.address, host.user) == ("10.0.0.5", "deploy")
+        assert host.vars["items"] == ["a", "{{ b }}"] and host.vars["secret"].startswith("$ANSIBLE_VAULT;1.1;")
