@@ -141,12 +141,9 @@ def _read(ansible: _Ansible, spec: str) -> Inventory | None:
         return load_inventory(path)  # its own "cannot read the inventory" error
     fleetrun_inventory = _read_file(ansible, path)
     if fleetrun_inventory is None:
-        ansible.add_source(path.absolute(), adjacent=not _is_list_json(path), label=spec)
+        # --list JSON has its group_vars folded in already; any other file gets those beside it, as in Ansible
+        ansible.add_source(path.absolute(), adjacent=path not in ansible.data.listed_files, label=spec)
     return fleetrun_inventory
-
-
-def _is_list_json(path: Path) -> bool:
-    return path.suffix == ".json"
 
 
 def _read_directory(ansible: _Ansible, directory: Path) -> bool:
@@ -174,7 +171,15 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
         return None
     text = read_text(path)
     if path.suffix == ".json":
-        _read_json(ansible.data, path, text)
+        import json
+
+        try:
+            top = json.loads(text)
+        except json.JSONDecodeError as error:
+            _ini_instead(ansible.data, path, text, InventoryError(str(path), error.lineno,
+                                                                   f"not valid JSON: {error.msg}"))
+            return None
+        _read_json(ansible.data, path, text, top)
         return None
     if path.suffix == ".ini":
         _read_ini(ansible.data, path, text)
@@ -185,7 +190,11 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
             tree = compose_tree(text)  # the compact tree: all a fleetrun inventory needs, a quarter of the memory
         except yaml.YAMLError:
             if yaml_suffix:
-                compose(path, text)  # raises the error, worded as for every YAML source
+                try:
+                    compose(path, text)  # the error, worded as for every YAML source
+                except InventoryError as error:
+                    _ini_instead(ansible.data, path, text, error)
+                    return None
             tree = None
         if isinstance(tree, TreeMapping):
             if _is_fleetrun(tree):
@@ -195,11 +204,26 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
             assert root is not None
             _read_yaml(ansible.data, path, root)
             return None
+        if yaml_suffix and tree is None:  # Ansible reads an empty .yml as an empty INI file: fleetrun says so
+            raise InventoryError(str(path), 1, "the inventory is empty; add 'all:' with hosts (Ansible) or "
+                                 "'hosts:' (fleetrun)")
         if yaml_suffix:
-            raise InventoryError(str(path), 1, "the inventory is empty or not a mapping; add 'all:' with hosts "
-                                 "(Ansible) or 'hosts:' (fleetrun)")
+            _ini_instead(ansible.data, path, text, InventoryError(
+                str(path), 1, "the inventory is not a mapping; add 'all:' with hosts (Ansible) or 'hosts:' (fleetrun)"))
+            return None
     _read_ini(ansible.data, path, text)
     return None
+
+
+def _ini_instead(data: AnsibleData, path: Path, text: str, error: InventoryError) -> None:
+    """A .yml/.yaml/.json file that is not a YAML mapping (or not JSON) is read as INI, as Ansible does: its
+    `ini` plugin comes after `yaml` and takes any file name, so an INI file called hosts.yml, a bare `web1` or
+    an empty file all load there. When INI cannot read it either, the YAML/JSON error is the one that is
+    meant, and the one shown."""
+    try:
+        _read_ini(data, path, text)
+    except InventoryError:
+        raise error from None
 
 
 def _read_ini(data: AnsibleData, path: Path, text: str) -> None:
@@ -219,19 +243,14 @@ def _is_fleetrun(root: TreeMapping) -> bool:
     return "hosts" in keys and keys <= FLEETRUN_KEYS
 
 
-def _read_json(data: AnsibleData, path: Path, text: str) -> None:
-    import json
-
+def _read_json(data: AnsibleData, path: Path, text: str, top: object) -> None:
     from fleetrun.sources import listjson
 
-    try:
-        top = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InventoryError(str(path), error.lineno, f"not valid JSON: {error.msg}") from None
     list_shape = isinstance(top, dict) and ("_meta" in top or any(
         isinstance(body, list) or (isinstance(body, dict) and any(
             isinstance(body.get(key), list) for key in ("hosts", "children"))) for body in top.values()))
     if list_shape or not isinstance(top, dict):
+        data.listed_files.add(path)
         listjson.read_list(data, text, str(path))
     else:
         root = compose(path, text)

@@ -78,6 +78,7 @@ class AnsibleData:
         self.sources: list[Source] = []
         self.warnings: list[str] = []
         self.dropped_secrets: dict[str, set[str]] = {}  # source label -> secret var names dropped from output
+        self.listed_files: set[Path] = set()  # files read as --list JSON (their group_vars are folded in)
 
     def add_group(self, name: Any, where: Origin) -> str:
         if not isinstance(name, str) or not name:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ansible_oracle import ansible_list, ansible_list_hosts, ansible_patterns, assert_same
 
-from fleetrun.errors import SelectionError
+from fleetrun.errors import InventoryError, SelectionError
 from fleetrun.selection import select, syntax
 from fleetrun.sources import load_sources
 
@@ -322,3 +322,34 @@ def test_unsafe_and_vault_values_read_directly_and_through_ansible_inventory(tmp
         host = inventory.hosts["u1"]
         assert (host.address, host.user) == ("10.0.0.5", "deploy")
         assert host.vars["items"] == ["a", "{{ b }}"] and host.vars["secret"].startswith("$ANSIBLE_VAULT;1.1;")
+
+
+# --- a file whose name says one format and whose text is another ----------------------------------------------
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("hosts.yml", "[web]\nw1 a=1\n[db]\nd1\n"),  # INI in a .yml: Ansible's ini plugin reads it after yaml fails
+    ("hosts.yaml", "web1\n"),  # a YAML scalar, and an INI host line
+    ("one.yml", "# one host, and INI\nweb1 ansible_port=2200\n"),
+    ("hosts.json", "[web]\nw1\n"),  # not JSON: INI
+    ("inv.json", '{"all": {"hosts": {"a": null}, "children": {"web": {"hosts": {"w1": {"x": 1}}}}}}'),
+])
+def test_a_file_is_read_as_ansible_reads_it_whatever_its_name(tmp_path: Path, home: Path, name: str,
+                                                              text: str) -> None:
+    """fleetrun used to refuse the first four ("invalid YAML", "not a mapping", "not valid JSON"), and did not
+    read group_vars/host_vars beside a YAML inventory written as JSON."""
+    files = {name: text, "group_vars/all.yml": "gv: 1\n", "group_vars/web.yml": "wv: 2\n",
+             "host_vars/w1.yml": "hv: 3\n"}
+    path = write(tmp_path / "inv", files) / name
+    assert_same(load_sources([str(path)]), ansible_list(path, home))
+
+
+def test_a_yaml_file_neither_yaml_nor_ini_shows_the_yaml_error(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match=r"bad\.yml:3: invalid YAML"):
+        load_sources([str(write(tmp_path, {"bad.yml": "all:\n  hosts: [\n"}) / "bad.yml")])
+    with pytest.raises(InventoryError, match=r"list\.yml:1: the inventory is not a mapping"):
+        load_sources([str(write(tmp_path, {"list.yml": "- a\n"}) / "list.yml")])
+    with pytest.raises(InventoryError, match=r"bad\.json:1: not valid JSON"):
+        load_sources([str(write(tmp_path, {"bad.json": "{nope: 1}\n"}) / "bad.json")])
+    # A deliberate difference (README): Ansible reads an empty .yml as an empty INI inventory; fleetrun refuses it.
+    with pytest.raises(InventoryError, match=r"empty\.yml:1: the inventory is empty"):
+        load_sources([str(write(tmp_path, {"empty.yml": "# nothing yet\n"}) / "empty.yml")])
