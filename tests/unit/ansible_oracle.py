@@ -38,6 +38,13 @@ def ansible_list(source: Path, home: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
+def ansible_rejects(source: Path, home: Path) -> bool:
+    """Whether `ansible-inventory -i SOURCE --list` fails (the oracle env makes an unparsed source fatal)."""
+    proc = subprocess.run([program("ansible-inventory"), "-i", str(source), "--list"], capture_output=True,
+                          text=True, env=env(home), cwd=home, timeout=300, check=False)
+    return proc.returncode != 0
+
+
 _MATCHER = """
 import json, sys
 from ansible.parsing.dataloader import DataLoader

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_oracle import ansible_list, ansible_list_hosts, ansible_patterns, assert_same
+from ansible_oracle import ansible_list, ansible_list_hosts, ansible_patterns, ansible_rejects, assert_same
 
 from fleetrun.errors import InventoryError, SelectionError
 from fleetrun.selection import select, syntax
@@ -353,3 +353,24 @@ def test_a_yaml_file_neither_yaml_nor_ini_shows_the_yaml_error(tmp_path: Path) -
     # A deliberate difference (README): Ansible reads an empty .yml as an empty INI inventory; fleetrun refuses it.
     with pytest.raises(InventoryError, match=r"empty\.yml:1: the inventory is empty"):
         load_sources([str(write(tmp_path, {"empty.yml": "# nothing yet\n"}) / "empty.yml")])
+
+
+# --- YAML children whose value is not a group definition ------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "web:\n  hosts: {w1: null}\nprod:\n  children:\n    web: 5\n",  # names a group defined before: a child
+    "all:\n  hosts: {h1: null}\n  children:\n    g:\n      children:\n        h1: true\n",  # a host: a member
+])
+def test_a_child_that_is_not_a_mapping_is_linked_as_ansible_links_it(tmp_path: Path, home: Path, text: str) -> None:
+    path = write(tmp_path, {"inv.yml": text}) / "inv.yml"
+    assert_same(load_sources([str(path)]), ansible_list(path, home))
+
+
+@pytest.mark.parametrize("text", ["all:\n  children:\n    g: 5\n", "all:\n  children:\n    g: [a]\n"])
+def test_a_child_that_is_not_a_mapping_and_not_known_is_refused_as_by_ansible(tmp_path: Path, home: Path,
+                                                                              text: str) -> None:
+    """Ansible's whole inventory fails there ("g is not a known host nor group"); fleetrun used to skip it."""
+    path = write(tmp_path, {"inv.yml": text}) / "inv.yml"
+    assert ansible_rejects(path, home)
+    with pytest.raises(InventoryError, match=r"inv\.yml:3: child 'g' of group 'all' is neither a group definition"):
+        load_sources([str(path)])
