@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -132,9 +133,13 @@ class AnsibleData:
 
     @staticmethod
     def var_name(key: Any, where: Origin) -> str:
-        if not isinstance(key, str) or not key:
-            fail(where, f"variable name {key!r} must be a non-empty string; quote it")
-        return key
+        """A variable's name. Ansible takes any YAML scalar as one (`on:` is True, `1:` is 1, `=x` in INI is
+        ""); fleetrun keeps the name `ansible-inventory --list` prints for it ("true", "1", "")."""
+        if isinstance(key, str):
+            return key
+        if key is None or isinstance(key, (bool, int, float)):
+            return json.dumps(key)  # how json writes such a key: true, null, 1, 1.5, Infinity
+        fail(where, f"variable name {key!r} must be a string; quote it")
 
     def ancestors(self, group: str) -> set[str]:
         found: set[str] = set()

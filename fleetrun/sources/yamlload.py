@@ -18,7 +18,7 @@ VAULT_HEADER = "$ANSIBLE_VAULT;"
 
 
 class _Constructor(yaml.constructor.SafeConstructor):
-    """SafeConstructor plus Ansible's own tags; timestamps stay the text written (as Ansible prints them)."""
+    """SafeConstructor plus Ansible's own tags; values as `ansible-inventory --list` prints them (JSON)."""
 
 
 def _vault(constructor: _Constructor, node: Node) -> Vaulted:
@@ -36,12 +36,38 @@ def _unsafe(constructor: _Constructor, node: Node) -> Any:
 
 
 def _timestamp(constructor: _Constructor, node: Node) -> Any:
-    return constructor.construct_scalar(node)  # type: ignore[arg-type]
+    # Ansible holds a date or datetime, which --list prints in ISO 8601: `2024-01-02 10:00:00Z` is
+    # "2024-01-02T10:00:00+00:00" there, and so here (a plain date keeps its text, 2024-01-02).
+    return constructor.construct_yaml_timestamp(node).isoformat()  # type: ignore[arg-type]
+
+
+def _set(constructor: _Constructor, node: Node) -> Any:
+    # A set has no JSON form: --list prints `!!set {a, b}` as a list; kept in the order written.
+    if not isinstance(node, MappingNode):
+        raise yaml.constructor.ConstructorError(None, None, "!!set must be a mapping ({a, b})", node.start_mark)
+    return [constructor.construct_object(key, deep=True) for key, _ in node.value]
+
+
+def _pairs(constructor: _Constructor, node: Node) -> Any:
+    # `!!omap`/`!!pairs` are lists of (key, value) tuples, which --list prints as two-item lists.
+    if not isinstance(node, SequenceNode):
+        raise yaml.constructor.ConstructorError(None, None, f"{node.tag} must be a list", node.start_mark)
+    pairs = []
+    for item in node.value:
+        if not isinstance(item, MappingNode) or len(item.value) != 1:
+            raise yaml.constructor.ConstructorError(None, None, f"each item of {node.tag} must be one key: value",
+                                                    item.start_mark)
+        key, value = item.value[0]
+        pairs.append([constructor.construct_object(key, deep=True), constructor.construct_object(value, deep=True)])
+    return pairs
 
 
 _Constructor.add_constructor("!vault", _vault)  # type: ignore[type-var]
 _Constructor.add_constructor("!unsafe", _unsafe)  # type: ignore[type-var]
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:set", _set)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:omap", _pairs)  # type: ignore[type-var]
+_Constructor.add_constructor("tag:yaml.org,2002:pairs", _pairs)  # type: ignore[type-var]
 
 
 def read_text(path: Path) -> str:

@@ -374,3 +374,34 @@ def test_a_child_that_is_not_a_mapping_and_not_known_is_refused_as_by_ansible(tm
     assert ansible_rejects(path, home)
     with pytest.raises(InventoryError, match=r"inv\.yml:3: child 'g' of group 'all' is neither a group definition"):
         load_sources([str(path)])
+
+
+# --- names and values YAML makes that are not plain strings ----------------------------------------------------
+
+ODD_VALUES = {
+    "inv.yml": """\
+all:
+  vars: {2: two, 1.5: half, ~: nothing}  # not 1: Python would take it and True (on:) for one key
+  hosts:
+    h:
+      on: yes
+      d: 2024-01-02
+      dt: 2024-01-02 10:00:00
+      dz: 2024-01-02T10:00:00Z
+      frac: 2001-12-14t21:59:43.10-05:00
+      s: !!set {a: null}  # one item: Ansible lists a set in hash order
+      o: !!omap [a: 1, b: [2]]
+""",
+    "group_vars/all.yml": "no: b\nwhen: 2023-05-06 07:08:09\n",
+    "more.ini": "[ini]\nh =empty-name\n",
+}
+
+
+def test_non_string_names_and_timestamps_equal_ansible(tmp_path: Path, home: Path) -> None:
+    """Ansible takes `on:` or `1:` as a variable name (--list prints "true", "1"; INI `=x` is ""), where fleetrun
+    refused them; a datetime is printed in ISO 8601 and a set or omap as lists, where fleetrun kept the text
+    written and Python sets/tuples."""
+    directory = write(tmp_path / "inv", ODD_VALUES)
+    inventory = load_sources([str(directory)])
+    assert_same(inventory, ansible_list(directory, home))
+    assert inventory.hosts["h"].vars["dz"] == "2024-01-02T10:00:00+00:00" and inventory.hosts["h"].vars["true"]
