@@ -237,7 +237,7 @@ PATTERNS = [
     "web,!web02", "all:!web", "prod:&staging", "prod:!staging:!canary", "~^db", "~web0[1-3]", "~.*example",
     "web[0]", "web[-1]", "web[1:3]", "web[2:]", "prod[0:1]", "web*:&canary", "*.example.com", "db?:!db2",
     "web[01:03]:db", "canary:staging", "~(web|db)0?[12]:!canary", "all:&lb", "10.0.0.7:db1", "prod:&web[0:2]",
-    "ungrouped:web01",
+    "ungrouped:web01", "web*[0]", "*[-1]", "db?[1]", "*.com[0]", "web*[0:2]:&canary", "&prod", "&web,&canary",
 ]
 SHARED = ["all", "web", "!staging", "web,db", "prod"]  # the same meaning in both syntaxes; fleetrun's order
 
@@ -272,6 +272,7 @@ def test_the_one_process_oracle_agrees_with_the_ansible_cli(tmp_path: Path, home
     ("web:&prod", "ansible"), ("web,!db", "ansible"), ("~^db", "ansible"), ("web[0]", "ansible"),
     ("web", "fleetrun"), ("web,db", "fleetrun"), ("!db,web", "fleetrun"), ("web&prod!web03", "fleetrun"),
     ("web[01:03]", "fleetrun"), ("web[01-03]", "fleetrun"), ("fe80::1", "fleetrun"), ("web01:22", "fleetrun"),
+    ("web*[0]", "ansible"), ("&prod", "ansible"), ("web0*[1]", "fleetrun"),  # web0*1 matches web01
 ])
 def test_which_syntax_a_pattern_is_read_in(tmp_path: Path, pattern: str, expected: str) -> None:
     inventory = load_sources([str(write(tmp_path, {"hosts": PATTERN_INVENTORY}) / "hosts")])
