@@ -23,7 +23,10 @@ _SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c")
 def parse_value(text: str) -> Any:
     """A value as Ansible's INI plugin reads it: a Python literal if it is one (`010` stays "010"), else text."""
     if _PLAIN_INT.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # past Python's 4300-digit limit, where literal_eval fails too: the text
+            return text
     if (_PLAIN_WORD.match(text) and text not in ("True", "False", "None")) or _DOTTED.match(text):
         return text
     try:

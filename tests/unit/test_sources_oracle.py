@@ -406,3 +406,11 @@ def test_non_string_names_and_timestamps_equal_ansible(tmp_path: Path, home: Pat
     inventory = load_sources([str(directory)])
     assert_same(inventory, ansible_list(directory, home))
     assert inventory.hosts["h"].vars["dz"] == "2024-01-02T10:00:00+00:00" and inventory.hosts["h"].vars["true"]
+
+
+def test_an_ini_number_too_long_for_python_stays_text_as_in_ansible(tmp_path: Path, home: Path) -> None:
+    """Past 4300 digits int() refuses: literal_eval fails in Ansible and the value is text; fleetrun crashed."""
+    path = write(tmp_path, {"hosts": f"[g]\nh a={'1' * 5000} b=-{'2' * 5000} c=7\n"}) / "hosts"
+    inventory = load_sources([str(path)])
+    assert_same(inventory, ansible_list(path, home))
+    assert inventory.hosts["h"].vars["a"] == "1" * 5000 and inventory.hosts["h"].vars["c"] == 7
