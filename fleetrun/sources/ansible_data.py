@@ -94,7 +94,7 @@ class AnsibleData:
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = HostEntry(name, where)
-            if port is not None:
+            if port:  # Ansible's Host(name, port) tests it for truth: `web:0` is web on its default port
                 self.set_host_var(name, "ansible_port", port, where)
         if group is not None:
             members = self.groups[group]

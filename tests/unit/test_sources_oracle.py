@@ -414,3 +414,33 @@ def test_an_ini_number_too_long_for_python_stays_text_as_in_ansible(tmp_path: Pa
     inventory = load_sources([str(path)])
     assert_same(inventory, ansible_list(path, home))
     assert inventory.hosts["h"].vars["a"] == "1" * 5000 and inventory.hosts["h"].vars["c"] == 7
+
+
+HOST_PORTS = """\
+[g]
+web_1:2222
+web-:2223
+_x:22
+h.example.com.:24
+-lead:25
+ä.example:26
+h[1:2]-:27
+web:0
+web3:007
+h..x:28
+1.2.3.400:30
+::ffff:1.2.3.4
+[::ffff:1.2.3.4]:31
+fe80::1%eth0
+foo@bar:32
+"""
+
+
+def test_host_port_splitting_equals_ansible(tmp_path: Path, home: Path) -> None:
+    """Only a valid name is split from its port (`web-:2223` is one odd host name); `:0` sets no port, as
+    Ansible's Host() tests the port for truth (fleetrun refused port 0); a second `[addr]:port` of a known
+    host adds no port."""
+    path = write(tmp_path, {"hosts": HOST_PORTS}) / "hosts"
+    inventory = load_sources([str(path)])
+    assert_same(inventory, ansible_list(path, home))
+    assert inventory.hosts["web"].port == 22 and "web-:2223" in inventory.hosts
