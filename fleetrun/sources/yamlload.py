@@ -113,14 +113,21 @@ def construct(path: Path, node: Node) -> Any:
 
 
 def pairs(path: Path, node: MappingNode) -> list[tuple[Node, Node]]:
-    """The (key, value) nodes of a mapping with `<<` merges applied; a repeated key: the last one wins."""
+    """The (key, value) nodes of a mapping with `<<` merges applied, as the dict Ansible builds from it has
+    them: a repeated key keeps its first place and takes its last value ("Using last defined value only").
+    Merged keys count: in `web: {<<: *base, hosts: {w1: }}` the `hosts` of *base is gone, not added to."""
     constructor = _Constructor()
     try:
         constructor.flatten_mapping(node)
     except yaml.constructor.ConstructorError as error:
         mark = error.problem_mark or node.start_mark
         raise InventoryError(str(path), mark.line + 1, f"invalid merge key: {error.problem}") from None
-    return list(node.value)
+    found: dict[Any, tuple[Node, Node]] = {}
+    for key_node, value_node in node.value:
+        # A non-scalar key is refused later (scalar_key); until then it is its own entry.
+        key = construct(path, key_node) if isinstance(key_node, ScalarNode) else ("node", id(key_node))
+        found[key] = (key_node, value_node)
+    return list(found.values())
 
 
 def scalar_key(path: Path, node: Node) -> Any:

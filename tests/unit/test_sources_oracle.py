@@ -444,3 +444,33 @@ def test_host_port_splitting_equals_ansible(tmp_path: Path, home: Path) -> None:
     inventory = load_sources([str(path)])
     assert_same(inventory, ansible_list(path, home))
     assert inventory.hosts["web"].port == 22 and "web-:2223" in inventory.hosts
+
+
+# --- YAML merge keys and repeated keys: one dict, as Ansible's loader builds it ----------------------------------
+
+MERGED = """\
+base: &base
+  vars: {v: base, w: base}
+  hosts: {b1: null}
+all:
+  children:
+    web:
+      <<: *base
+      hosts: {w1: null}
+    db:
+      <<: [*base]
+      vars: {v: db}
+    twice:
+      hosts: {t1: null}
+    twice:
+      hosts: {t2: {x: 2}}
+"""
+
+
+def test_merge_keys_and_repeated_keys_replace_as_in_ansible(tmp_path: Path, home: Path) -> None:
+    """`<<: *base` then `hosts:` is one `hosts` (the explicit one), and a group written twice is its last
+    definition; fleetrun used to read both (web got b1 as well, twice got t1 and t2)."""
+    path = write(tmp_path, {"merged.yml": MERGED}) / "merged.yml"
+    inventory = load_sources([str(path)])
+    assert_same(inventory, ansible_list(path, home))
+    assert inventory.groups["web"] == ("w1",) and inventory.groups["twice"] == ("t2",)
