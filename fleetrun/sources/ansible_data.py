@@ -180,4 +180,5 @@ class AnsibleData:
             elif not real and name not in ungrouped.host_set:
                 self.add_host(name, "ungrouped", None, host.where)
         for conflict in sorted(self.groups.keys() & self.hosts.keys()):
-            self.warnings.append(f"{conflict!r} is both a host and a group (Ansible warns about this too)")
+            self.warnings.append(f"{conflict!r} is both a host and a group (Ansible warns about this too); "
+                                 f"the pattern {conflict!r} means the host, as in Ansible")

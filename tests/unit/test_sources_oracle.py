@@ -474,3 +474,15 @@ def test_merge_keys_and_repeated_keys_replace_as_in_ansible(tmp_path: Path, home
     inventory = load_sources([str(path)])
     assert_same(inventory, ansible_list(path, home))
     assert inventory.groups["web"] == ("w1",) and inventory.groups["twice"] == ("t2",)
+
+
+def test_a_name_that_is_both_host_and_group_selects_the_host_as_in_ansible(tmp_path: Path, home: Path) -> None:
+    """fleetrun's own syntax took the group (web and w1) for `web`; Ansible, and now fleetrun, the host."""
+    path = write(tmp_path, {"hosts": "[web]\nweb\nw1\n[db]\nweb\nd1\n[g:children]\nweb\n"}) / "hosts"
+    inventory = load_sources([str(path)])
+    patterns = ["web", "web:db", "db:&web", "g"]
+    expected = ansible_patterns(path, patterns, home)
+    for pattern in patterns:
+        assert [host.name for host in select(inventory, pattern)] == expected[pattern], pattern
+    assert expected["web"] == ["web"]
+    assert any("means the host" in warning for warning in inventory.warnings)
