@@ -102,10 +102,10 @@ def _hosts(data: AnsibleData, path: Path, group: str, key_node: Node, node: Node
     except ValueError as error:
         fail(where, str(error))
     variables = {}
-    if node is not None and not _is_null(node):
-        if not isinstance(node, MappingNode):
-            fail(line_of(path, node), f"host {pattern!r}: its value must be a mapping of variables (or empty)")
+    if isinstance(node, MappingNode):
         variables = {scalar_key(path, k): (construct(path, v), line_of(path, k)) for k, v in pairs(path, node)}
+    elif node is not None and construct(path, node):  # Ansible reads `vars or {}`: 0, '', false, [] are no vars
+        fail(line_of(path, node), f"host {pattern!r}: its value must be a mapping of variables (or empty)")
     for name in names:
         data.add_host(name, group, port, where)
         for key, (value, here) in variables.items():

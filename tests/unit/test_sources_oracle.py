@@ -486,3 +486,14 @@ def test_a_name_that_is_both_host_and_group_selects_the_host_as_in_ansible(tmp_p
         assert [host.name for host in select(inventory, pattern)] == expected[pattern], pattern
     assert expected["web"] == ["web"]
     assert any("means the host" in warning for warning in inventory.warnings)
+
+
+def test_a_host_whose_value_is_falsy_has_no_vars_as_in_ansible(tmp_path: Path, home: Path) -> None:
+    """Ansible reads a host's value as `value or {}`: `a: 0`, `b: ''`, `c: false`, `d: []` are hosts without
+    vars (fleetrun refused them); `a: 1` is still refused by both."""
+    path = write(tmp_path, {"inv.yml": "all:\n  hosts:\n    a: 0\n    b: ''\n    c: false\n    d: []\n    e: {}\n"})
+    assert_same(load_sources([str(path / "inv.yml")]), ansible_list(path / "inv.yml", home))
+    truthy = write(tmp_path / "t", {"inv.yml": "all:\n  hosts:\n    a: 1\n"}) / "inv.yml"
+    assert ansible_rejects(truthy, home)
+    with pytest.raises(InventoryError, match=r"inv\.yml:3: host 'a': its value must be a mapping"):
+        load_sources([str(truthy)])
