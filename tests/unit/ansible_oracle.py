@@ -134,3 +134,56 @@ def assert_same(inventory: Inventory, listed: dict[str, Any]) -> None:
         assert {f: getattr(host, f) for f in CONNECTION} == expected_host(name, mine), name
         assert dict(host.vars) == {k: v for k, v in mine.items() if k not in CONSUMED}, name
         assert set(host.groups) == {g for g, m in groups.items() if name in m}, name
+
+
+_SSH_COMMAND = """
+import json, sys
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.loader import connection_loader
+out = {}
+for name, hostvars in json.loads(sys.argv[1]).items():
+    context = PlayContext()
+    context.remote_addr = hostvars.get("ansible_host", name)
+    connection = connection_loader.get("ssh", context, None)
+    connection.set_options(var_options=hostvars)
+    out[name] = [part.decode() if isinstance(part, bytes) else part
+                 for part in connection._build_command("ssh", "ssh", "true")]
+print(json.dumps(out))
+"""
+
+
+def ansible_ssh_commands(hostvars: dict[str, dict[str, Any]], home: Path) -> dict[str, list[str]]:
+    """The ssh command line Ansible's ssh connection plugin builds for each host's vars (one process)."""
+    proc = subprocess.run([sys.executable, "-c", _SSH_COMMAND, json.dumps(hostvars)], capture_output=True,
+                          text=True, env=env(home), cwd=home, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+_SSH_FLAGS = {"-J": "proxyjump", "-p": "port", "-l": "user", "-i": "identityfile"}
+
+
+def openssh_settings(command: list[str]) -> dict[str, Any]:
+    """What OpenSSH makes of such a command line: the first value of each option wins; as fleetrun's Host."""
+    first: dict[str, str] = {}
+    words = command[1:-1]  # ssh ... true
+    index = 0
+    while index < len(words):
+        word, index = words[index], index + 1
+        flag = word[:2]
+        if flag not in ("-o", *_SSH_FLAGS):
+            continue
+        value = word[2:] or words[index]
+        index += 0 if word[2:] else 1
+        if flag == "-o":
+            key, _, rest = value.replace("=", " ", 1).partition(" ")
+            first.setdefault(key.lower(), rest.strip().strip('"'))
+        else:
+            first.setdefault(_SSH_FLAGS[flag], value)
+    hop = next((k for k in first if k in ("proxyjump", "proxycommand")), None)
+    jump = tuple(first["proxyjump"].split(",")) if hop == "proxyjump" else None
+    return {"port": int(first.get("port", 22)), "user": first.get("user"),
+            "key": os.path.expanduser(first["identityfile"]) if "identityfile" in first else None,
+            "jump": () if jump == ("none",) else jump,
+            "proxy_command": first["proxycommand"] if hop == "proxycommand" else None}
+

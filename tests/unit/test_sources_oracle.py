@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_oracle import ansible_list, ansible_list_hosts, ansible_patterns, ansible_rejects, assert_same
+from ansible_oracle import (
+    ansible_list,
+    ansible_list_hosts,
+    ansible_patterns,
+    ansible_rejects,
+    ansible_ssh_commands,
+    assert_same,
+    openssh_settings,
+)
 
 from fleetrun.errors import InventoryError, SelectionError
 from fleetrun.selection import select, syntax
@@ -497,3 +505,31 @@ def test_a_host_whose_value_is_falsy_has_no_vars_as_in_ansible(tmp_path: Path, h
     assert ansible_rejects(truthy, home)
     with pytest.raises(InventoryError, match=r"inv\.yml:3: host 'a': its value must be a mapping"):
         load_sources([str(truthy)])
+
+
+# --- ssh arguments: the command line Ansible's ssh plugin builds, read as OpenSSH reads it -------------------------
+
+SSH_ARGUMENTS = """\
+[g]
+a1 ansible_ssh_args='-C -o ControlMaster=auto -o ProxyJump=early' ansible_ssh_common_args='-J common'
+a2 ansible_ssh_args='-o Port=2200 -l early -i /k/e' ansible_port=22 ansible_user=var ansible_ssh_private_key_file=/v
+a3 ansible_ssh_common_args='-o Port=2201 -l common -J c1,c2' ansible_port=22
+a4 ansible_ssh_common_args='-p 2202' ansible_ssh_extra_args='-p 2203 -o ProxyCommand="nc %h %p"'
+a5 ansible_ssh_args='-o ProxyJump=none' ansible_ssh_common_args='-J later'
+a6 ansible_ssh_extra_args='-J extra' ansible_ssh_common_args='-J common' ansible_user=var
+a7 ansible_port=2204
+"""
+
+
+def test_ssh_arguments_map_as_openssh_reads_ansibles_command_line(tmp_path: Path, home: Path) -> None:
+    """ansible_ssh_args comes first on Ansible's ssh command line (before the variables' own -o Port/User/
+    IdentityFile, then common and extra args), and OpenSSH takes the first value: fleetrun ignored it, so a
+    host behind `ansible_ssh_args='-o ProxyJump=b'` was connected to directly."""
+    path = write(tmp_path, {"hosts": SSH_ARGUMENTS}) / "hosts"
+    inventory = load_sources([str(path)])
+    commands = ansible_ssh_commands(ansible_list(path, home)["_meta"]["hostvars"], home)
+    for name, host in inventory.hosts.items():
+        mine = {"port": host.port, "user": host.user, "key": host.key, "jump": host.jump,
+                "proxy_command": host.proxy_command}
+        assert mine == openssh_settings(commands[name]), (name, commands[name])
+    assert inventory.hosts["a1"].jump == ("early",) and inventory.hosts["a2"].port == 2200
