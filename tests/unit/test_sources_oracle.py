@@ -527,7 +527,8 @@ def test_ssh_arguments_map_as_openssh_reads_ansibles_command_line(tmp_path: Path
     host behind `ansible_ssh_args='-o ProxyJump=b'` was connected to directly."""
     path = write(tmp_path, {"hosts": SSH_ARGUMENTS}) / "hosts"
     inventory = load_sources([str(path)])
-    commands = ansible_ssh_commands(ansible_list(path, home)["_meta"]["hostvars"], home)
+    hostvars = ansible_list(path, home)["_meta"]["hostvars"]
+    commands = ansible_ssh_commands({name: hostvars.get(name, {}) for name in inventory.hosts}, home)
     for name, host in inventory.hosts.items():
         mine = {"port": host.port, "user": host.user, "key": host.key, "jump": host.jump,
                 "proxy_command": host.proxy_command}
