@@ -33,9 +33,19 @@ def parse_value(text: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
             value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError):  # what Ansible catches: anything else fails its whole file (_value)
         return text
     return _coerce(value)
+
+
+def _value(text: str, where: Origin) -> Any:
+    """parse_value, with Ansible's other literal_eval failures made a file:line error, as they fail its ini
+    plugin: `{{ {} }}` is a set holding a dict (TypeError: unhashable), a deep nest a RecursionError."""
+    try:
+        return parse_value(text)
+    except (TypeError, MemoryError, RecursionError) as error:
+        fail(where, f"the value {text!r} breaks Python's literal_eval ({type(error).__name__}: {error}), so "
+             "Ansible refuses this file too; quote it twice to keep it text, e.g. k='\"{{ {} }}\"'")
 
 
 def _coerce(value: Any) -> Any:
@@ -97,7 +107,7 @@ def read_ini(data: AnsibleData, path: Path, text: str) -> None:
             key, equals, value = line.partition("=")
             if not equals:
                 fail(where, f"expected key=value in [{group}:vars], got {line!r}")
-            data.set_group_var(group, key.strip(), parse_value(value.strip()), where)
+            data.set_group_var(group, key.strip(), _value(value.strip(), where), where)
         else:
             match = _GROUP_NAME.match(line)
             if not match:
@@ -151,7 +161,7 @@ def _host_line(data: AnsibleData, group: str, line: str, where: Origin) -> None:
         key, equals, value = token.partition("=")
         if not equals:
             fail(where, f"expected key=value after the host name, got {token!r}")
-        variables[key] = parse_value(value)
+        variables[key] = _value(value, where)
     for name in names:
         data.add_host(name, group, port, where)
         for key, value in variables.items():

@@ -534,3 +534,13 @@ def test_ssh_arguments_map_as_openssh_reads_ansibles_command_line(tmp_path: Path
                 "proxy_command": host.proxy_command}
         assert mine == openssh_settings(commands[name]), (name, commands[name])
     assert inventory.hosts["a1"].jump == ("early",) and inventory.hosts["a2"].port == 2200
+
+
+@pytest.mark.parametrize("text", ['[g]\nh1 a=1 msg="{{ {} }}"\n', "[g]\nh1\n[g:vars]\nb={[1]}\n"])
+def test_a_value_literal_eval_chokes_on_is_refused_as_by_ansible(tmp_path: Path, home: Path, text: str) -> None:
+    """literal_eval raises TypeError on `{{ {} }}` (a set holding a dict): Ansible's ini plugin catches only
+    ValueError and SyntaxError, so the whole file fails there; fleetrun kept the text."""
+    path = write(tmp_path, {"hosts": text}) / "hosts"
+    assert ansible_rejects(path, home)
+    with pytest.raises(InventoryError, match=r"hosts:[24]: the value .* breaks Python's literal_eval \(TypeError"):
+        load_sources([str(path)])
