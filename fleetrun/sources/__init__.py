@@ -24,7 +24,7 @@ from fleetrun.errors import InventoryError, UsageError
 from fleetrun.inventory import TOP_KEYS as _FLEETRUN_TOP_KEYS
 from fleetrun.inventory import Inventory, load_inventory
 from fleetrun.models import Host
-from fleetrun.sources.yamlload import compose, read_text
+from fleetrun.sources.yamlload import VAULT_HEADER, compose, read_text
 from fleetrun.yamltree import MappingNode as TreeMapping
 from fleetrun.yamltree import ScalarNode as TreeScalar
 from fleetrun.yamltree import compose as compose_tree
@@ -170,6 +170,10 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
         _run_script(ansible.data, path)
         return None
     text = read_text(path)
+    if text.lstrip().startswith(VAULT_HEADER):  # else its ciphertext lines would be read as INI host names
+        raise InventoryError(str(path), 1, "this inventory file is vault-encrypted, and fleetrun does not decrypt "
+                             "vaults; read it through Ansible (and your vault password) with --ansible-inventory "
+                             "FILE")
     if path.suffix == ".json":
         import json
 

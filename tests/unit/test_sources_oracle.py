@@ -544,3 +544,22 @@ def test_a_value_literal_eval_chokes_on_is_refused_as_by_ansible(tmp_path: Path,
     assert ansible_rejects(path, home)
     with pytest.raises(InventoryError, match=r"hosts:[24]: the value .* breaks Python's literal_eval \(TypeError"):
         load_sources([str(path)])
+
+
+VAULTED_FILE = """\
+$ANSIBLE_VAULT;1.1;AES256
+62313365396662343061393464336163383764373764613633653634306231386433626436623361
+6134333665353966363534333632666535333761666131620a663537646436643839616531643561
+"""
+
+
+@pytest.mark.parametrize("name", ["hosts", "hosts.ini", "hosts.yml"])
+def test_a_vault_encrypted_inventory_file_is_refused_not_read_as_ini(tmp_path: Path, home: Path, name: str) -> None:
+    """Without the vault password Ansible cannot read it either; fleetrun used to read each ciphertext line as
+    an INI host name (three hosts called '$ANSIBLE_VAULT;1.1;AES256', '6231…', '6134…')."""
+    path = write(tmp_path, {name: VAULTED_FILE}) / name
+    assert ansible_rejects(path, home)
+    with pytest.raises(InventoryError, match=rf"{name}:1: this inventory file is vault-encrypted.*--ansible-inventory"):
+        load_sources([str(path)])
+    with pytest.raises(InventoryError, match="vault-encrypted"):  # in a directory too: its hosts would be missing
+        load_sources([str(write(tmp_path / "dir", {"a": "[g]\nh\n", name: VAULTED_FILE}))])
