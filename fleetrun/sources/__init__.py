@@ -132,6 +132,10 @@ def _read(ansible: _Ansible, spec: str) -> Inventory | None:
         listjson.read_list(ansible.data, sys.stdin.read(), "<stdin>")
         return None
     path = Path(spec).expanduser()
+    if "," in spec and not path.exists():  # Ansible's host_list plugin: -i 'web1,web2:2222,'
+        ansible.add_source(Path(spec), adjacent=False, label=spec)  # no group_vars for it, as in Ansible
+        _read_host_list(ansible.data, spec)
+        return None
     if path.is_dir():
         ansible.add_source(path.absolute(), adjacent=True, label=spec)
         if not _read_directory(ansible, path):
@@ -240,6 +244,22 @@ def _read_yaml(data: AnsibleData, path: Path, root: yaml.Node) -> None:
     from fleetrun.sources.ansible_yaml import read_yaml
 
     read_yaml(data, path, root)
+
+
+def _read_host_list(data: AnsibleData, spec: str) -> None:
+    """`-i 'a,b:2222,'`, as Ansible's host_list plugin reads it: hosts in 'ungrouped', each with its port; no
+    ranges (`web[1:3]` is that one odd name); a host some earlier source already has is left as it is."""
+    from fleetrun.sources import hostpatterns
+
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, port = hostpatterns.split_port(item)
+        if "[" in name:  # a range: Ansible's parser (allow_ranges=False) leaves the whole item unchanged
+            name, port = item, None
+        if name not in data.hosts:
+            data.add_host(name, "ungrouped", port, (spec, None))
 
 
 def _is_fleetrun(root: TreeMapping) -> bool:

@@ -563,3 +563,25 @@ def test_a_vault_encrypted_inventory_file_is_refused_not_read_as_ini(tmp_path: P
         load_sources([str(path)])
     with pytest.raises(InventoryError, match="vault-encrypted"):  # in a directory too: its hosts would be missing
         load_sources([str(write(tmp_path / "dir", {"a": "[g]\nh\n", name: VAULTED_FILE}))])
+
+
+# --- -i 'a,b:2222,': Ansible's host_list source --------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["a,", "a,b:2222,[::1]:23,web[1:3],10.0.0.1:24, c ,,fe80::1,web[1:3]:25,h-:26"])
+def test_a_comma_separated_host_list_equals_ansible(tmp_path: Path, home: Path, spec: str) -> None:
+    """fleetrun said "cannot read the inventory: No such file" for `-i 'web1,web2,'`."""
+    assert_same(load_sources([spec]), ansible_list(Path(spec), home))
+
+
+def test_a_host_list_after_a_file_leaves_its_hosts_alone(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path, {"hosts": "[web]\nweb01 ansible_port=2200\n"}) / "hosts"
+    import json
+    import subprocess
+
+    from ansible_oracle import env, program
+
+    proc = subprocess.run([program("ansible-inventory"), "-i", str(path), "-i", "web01:2300,new1", "--list"],
+                          capture_output=True, text=True, env=env(home), cwd=home, timeout=300, check=True)
+    inventory = load_sources([str(path), "web01:2300,new1"])
+    assert_same(inventory, json.loads(proc.stdout))
+    assert inventory.hosts["web01"].port == 2200 and inventory.hosts["new1"].groups == ("ungrouped",)
