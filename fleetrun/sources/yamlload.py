@@ -62,6 +62,13 @@ def _pairs(constructor: _Constructor, node: Node) -> Any:
     return pairs
 
 
+def _binary(constructor: _Constructor, node: Node) -> Any:
+    # Bytes: `ansible-inventory --list` fails on them ("not JSON serializable"), and fleetrun's JSON output would.
+    raise yaml.constructor.ConstructorError(None, None, "a !!binary value is bytes, which ansible-inventory cannot "
+                                            "print either; write it as text (base64 in a string)", node.start_mark)
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:binary", _binary)  # type: ignore[type-var]
 _Constructor.add_constructor("!vault", _vault)  # type: ignore[type-var]
 _Constructor.add_constructor("!unsafe", _unsafe)  # type: ignore[type-var]
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)  # type: ignore[type-var]

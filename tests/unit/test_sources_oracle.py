@@ -585,3 +585,12 @@ def test_a_host_list_after_a_file_leaves_its_hosts_alone(tmp_path: Path, home: P
     inventory = load_sources([str(path), "web01:2300,new1"])
     assert_same(inventory, json.loads(proc.stdout))
     assert inventory.hosts["web01"].port == 2200 and inventory.hosts["new1"].groups == ("ungrouped",)
+
+
+def test_a_binary_value_is_refused_as_ansible_inventory_fails_on_it(tmp_path: Path, home: Path) -> None:
+    """`!!binary` makes bytes: `ansible-inventory --list` fails on them, and fleetrun's JSON export failed with
+    an internal error; now the value is refused at its line."""
+    path = write(tmp_path, {"inv.yml": "all:\n  hosts:\n    h:\n      b: !!binary aGVsbG8=\n"}) / "inv.yml"
+    assert ansible_rejects(path, home)
+    with pytest.raises(InventoryError, match=r"inv\.yml:4: cannot read this value: a !!binary value is bytes"):
+        load_sources([str(path)])
