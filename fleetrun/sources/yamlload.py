@@ -139,6 +139,10 @@ def pairs(path: Path, node: MappingNode) -> list[tuple[Node, Node]]:
 
 def scalar_key(path: Path, node: Node) -> Any:
     """A mapping key as a Python value (usually a string)."""
+    if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
+        # Ansible gets a date: not a host or group name ("must be a string"), and --list fails on a date var name
+        raise InventoryError(str(path), node.start_mark.line + 1, f"the name {node.value!r} is a date in YAML; "
+                             f"quote it ('{node.value}':)")
     if isinstance(node, ScalarNode):
         return construct(path, node)
     raise InventoryError(str(path), node.start_mark.line + 1, "a key must be a plain value, not a list or mapping")

@@ -594,3 +594,16 @@ def test_a_binary_value_is_refused_as_ansible_inventory_fails_on_it(tmp_path: Pa
     assert ansible_rejects(path, home)
     with pytest.raises(InventoryError, match=r"inv\.yml:4: cannot read this value: a !!binary value is bytes"):
         load_sources([str(path)])
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("all:\n  hosts:\n    2024-01-01:\n", 3),  # Ansible: host pattern must be a string
+    ("all:\n  children:\n    2024-01-01:\n      hosts: {a: null}\n", 3),
+    ("all:\n  hosts:\n    a: {2024-01-01: x}\n", 3),  # Ansible: --list cannot print a date as a name
+])
+def test_a_name_yaml_reads_as_a_date_is_refused_as_by_ansible(tmp_path: Path, home: Path, text: str,
+                                                              line: int) -> None:
+    path = write(tmp_path, {"inv.yml": text}) / "inv.yml"
+    assert ansible_rejects(path, home)
+    with pytest.raises(InventoryError, match=rf"inv\.yml:{line}: the name '2024-01-01' is a date in YAML; quote it"):
+        load_sources([str(path)])
