@@ -17,7 +17,8 @@ _GROUP_NAME = re.compile(r"([^:\]\s]+)\s*(?:#.*)?\Z")
 _PLAIN_WORD = re.compile(r"[A-Za-z_][\w.-]*\Z")  # literal_eval would refuse it: it stays the string
 _PLAIN_INT = re.compile(r"(?:[1-9][0-9]*|0)\Z")
 _DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}\Z")  # an IPv4 address or a version: never a Python literal
-_SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c")
+# str.split() also splits on these, where shlex does not: \x0b \x0c \x1c-\x1f are whitespace to Python only
+_SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c\x1c\x1d\x1e\x1f")
 
 
 def parse_value(text: str) -> Any:
