@@ -1,10 +1,11 @@
 """Inventory sources: detect what each `-i` names, read it without importing Ansible, merge them in order.
 
-Detection, per source: `-` is `--list` JSON on stdin; a directory is an Ansible inventory directory (every
-inventory file in it, plus group_vars/ and host_vars/); an executable file (other than .ini/.yml/.yaml/.json)
-is an inventory script; `.json` is `--list` JSON (or an Ansible YAML inventory written as JSON); a YAML
-mapping whose top keys are only defaults/hosts/groups is a fleetrun inventory; any other YAML mapping is an
-Ansible YAML inventory; everything else is Ansible INI.
+Detection, per source: `-` is `--list` JSON on stdin; `a,b:2222` (a comma, and no such file) is Ansible's
+host list; a directory is an Ansible inventory directory (every inventory file in it, plus group_vars/ and
+host_vars/); an executable file (other than .ini/.yml/.yaml/.json) is an inventory script; `.json` is
+`--list` JSON (or an Ansible YAML inventory written as JSON); a YAML mapping whose top keys are only
+defaults/hosts/groups is a fleetrun inventory; any other YAML mapping is an Ansible YAML inventory;
+everything else is Ansible INI, a .yml/.json that is not YAML/JSON included (as Ansible's plugin chain does).
 """
 
 from __future__ import annotations
@@ -225,9 +226,9 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
 
 def _ini_instead(data: AnsibleData, path: Path, text: str, error: InventoryError) -> None:
     """A .yml/.yaml/.json file that is not a YAML mapping (or not JSON) is read as INI, as Ansible does: its
-    `ini` plugin comes after `yaml` and takes any file name, so an INI file called hosts.yml, a bare `web1` or
-    an empty file all load there. When INI cannot read it either, the YAML/JSON error is the one that is
-    meant, and the one shown."""
+    `ini` plugin comes after `yaml` and takes any file name, so an INI file called hosts.yml or a bare `web1`
+    load there. When INI cannot read it either, the YAML/JSON error is the one that is meant, and the one
+    shown."""
     try:
         _read_ini(data, path, text)
     except InventoryError:
