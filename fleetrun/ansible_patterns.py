@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _SUBSCRIPT = re.compile(r"(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]\Z", re.S)
 _TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
 _FLEETRUN_OPERATORS = re.compile(r"[,&!]")
+_GLOB = re.compile(r"[*?]")
 
 
 def split(pattern: str) -> list[str]:
@@ -47,6 +48,8 @@ def is_ansible(inventory: Inventory, pattern: str) -> bool:
         return True
     if "," in text and any(term[0] in "&!" for term in terms[1:]):
         return True  # `web,&prod,!web03`: fleetrun's own syntax has no operator after ','
+    if text.startswith("&"):
+        return True  # `&web` is all & web in Ansible; fleetrun's own syntax has no leading '&'
     return any(_subscript_only(inventory, atom.strip()) for atom in _fleetrun_atoms(text))
 
 
@@ -61,16 +64,24 @@ def _fleetrun_atoms(text: str) -> list[str]:
 
 
 def _subscript_only(inventory: Inventory, atom: str) -> bool:
-    """`web[0]` where `web` is a group and no host or group is called web0: Ansible's subscript, not a range."""
+    """`web[0]` where `web` is a group (or `web*[0]`, a glob that matches something) and no host or group is
+    called web0 (or matches web*0): Ansible's subscript, not a range."""
     match = _SUBSCRIPT.match(atom)
-    if not match or match.group(4) == "-" or not (match.group(1) in inventory.groups or match.group(1) == "all"):
+    if not match or match.group(4) == "-":
         return False  # `web[1-3]` is fleetrun's own range: never read as Ansible's old dash subscript
+    base = match.group(1)
+    glob = _GLOB.search(base) is not None and "[" not in base
+    names_everything = [*inventory.hosts, *inventory.groups]
+    if not (base in inventory.groups or base == "all" or (glob and fnmatch.filter(names_everything, base))):
+        return False
     from fleetrun.hostnames import expand_ranges  # the fleetrun meaning of the brackets, for comparison
 
     try:
         names = expand_ranges(atom)
     except ValueError:
         return True
+    if glob:  # fleetrun reads `web*[0]` as the glob web*0
+        return not any(fnmatch.filter(names_everything, name) for name in names)
     return not any(name in inventory.hosts or name in inventory.groups for name in names)
 
 

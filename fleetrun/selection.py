@@ -122,22 +122,22 @@ def _match(inventory: Inventory, atom: str, pattern: str, excluding: bool = Fals
         return _match_list(inventory, atom, pattern, excluding)
     if atom in ("all", "*"):
         return set(inventory.hosts)
+    if atom in inventory.hosts:  # before groups: a name that is both (Ansible allows it) means the host there
+        return {atom}
     if atom in inventory.groups:
         if not inventory.groups[atom]:
             raise NoMatch(f"group {atom!r} has no host")
         return set(inventory.groups[atom])
-    if atom in inventory.hosts:
-        return {atom}
     try:
         names = expand_ranges(atom)
     except ValueError as error:
         raise SelectionError(f"pattern {pattern!r}: {error}") from None
     found: set[str] = set()
     for name in names:
-        if name in inventory.groups:
-            found.update(inventory.groups[name])
-        elif name in inventory.hosts:
+        if name in inventory.hosts:
             found.add(name)
+        elif name in inventory.groups:
+            found.update(inventory.groups[name])
         elif "*" in name or "?" in name:
             # Brackets were expanded above, so only * and ? remain: fnmatch's [...] classes never apply.
             matches = re.compile(fnmatch.translate(name)).match

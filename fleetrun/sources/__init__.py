@@ -1,10 +1,11 @@
 """Inventory sources: detect what each `-i` names, read it without importing Ansible, merge them in order.
 
-Detection, per source: `-` is `--list` JSON on stdin; a directory is an Ansible inventory directory (every
-inventory file in it, plus group_vars/ and host_vars/); an executable file (other than .ini/.yml/.yaml/.json)
-is an inventory script; `.json` is `--list` JSON (or an Ansible YAML inventory written as JSON); a YAML
-mapping whose top keys are only defaults/hosts/groups is a fleetrun inventory; any other YAML mapping is an
-Ansible YAML inventory; everything else is Ansible INI.
+Detection, per source: `-` is `--list` JSON on stdin; `a,b:2222` (a comma, and no such file) is Ansible's
+host list; a directory is an Ansible inventory directory (every inventory file in it, plus group_vars/ and
+host_vars/); an executable file (other than .ini/.yml/.yaml/.json) is an inventory script; `.json` is
+`--list` JSON (or an Ansible YAML inventory written as JSON); a YAML mapping whose top keys are only
+defaults/hosts/groups is a fleetrun inventory; any other YAML mapping is an Ansible YAML inventory;
+everything else is Ansible INI, a .yml/.json that is not YAML/JSON included (as Ansible's plugin chain does).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fleetrun.errors import InventoryError, UsageError
 from fleetrun.inventory import TOP_KEYS as _FLEETRUN_TOP_KEYS
 from fleetrun.inventory import Inventory, load_inventory
 from fleetrun.models import Host
-from fleetrun.sources.yamlload import compose, read_text
+from fleetrun.sources.yamlload import VAULT_HEADER, compose, read_text
 from fleetrun.yamltree import MappingNode as TreeMapping
 from fleetrun.yamltree import ScalarNode as TreeScalar
 from fleetrun.yamltree import compose as compose_tree
@@ -132,6 +133,10 @@ def _read(ansible: _Ansible, spec: str) -> Inventory | None:
         listjson.read_list(ansible.data, sys.stdin.read(), "<stdin>")
         return None
     path = Path(spec).expanduser()
+    if "," in spec and not path.exists():  # Ansible's host_list plugin: -i 'web1,web2:2222,'
+        ansible.add_source(Path(spec), adjacent=False, label=spec)  # no group_vars for it, as in Ansible
+        _read_host_list(ansible.data, spec)
+        return None
     if path.is_dir():
         ansible.add_source(path.absolute(), adjacent=True, label=spec)
         if not _read_directory(ansible, path):
@@ -141,12 +146,9 @@ def _read(ansible: _Ansible, spec: str) -> Inventory | None:
         return load_inventory(path)  # its own "cannot read the inventory" error
     fleetrun_inventory = _read_file(ansible, path)
     if fleetrun_inventory is None:
-        ansible.add_source(path.absolute(), adjacent=not _is_list_json(path), label=spec)
+        # --list JSON has its group_vars folded in already; any other file gets those beside it, as in Ansible
+        ansible.add_source(path.absolute(), adjacent=path not in ansible.data.listed_files, label=spec)
     return fleetrun_inventory
-
-
-def _is_list_json(path: Path) -> bool:
-    return path.suffix == ".json"
 
 
 def _read_directory(ansible: _Ansible, directory: Path) -> bool:
@@ -173,8 +175,20 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
         _run_script(ansible.data, path)
         return None
     text = read_text(path)
+    if text.lstrip().startswith(VAULT_HEADER):  # else its ciphertext lines would be read as INI host names
+        raise InventoryError(str(path), 1, "this inventory file is vault-encrypted, and fleetrun does not decrypt "
+                             "vaults; read it through Ansible (and your vault password) with --ansible-inventory "
+                             "FILE")
     if path.suffix == ".json":
-        _read_json(ansible.data, path, text)
+        import json
+
+        try:
+            top = json.loads(text)
+        except json.JSONDecodeError as error:
+            _ini_instead(ansible.data, path, text, InventoryError(str(path), error.lineno,
+                                                                   f"not valid JSON: {error.msg}"))
+            return None
+        _read_json(ansible.data, path, text, top)
         return None
     if path.suffix == ".ini":
         _read_ini(ansible.data, path, text)
@@ -185,7 +199,11 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
             tree = compose_tree(text)  # the compact tree: all a fleetrun inventory needs, a quarter of the memory
         except yaml.YAMLError:
             if yaml_suffix:
-                compose(path, text)  # raises the error, worded as for every YAML source
+                try:
+                    compose(path, text)  # the error, worded as for every YAML source
+                except InventoryError as error:
+                    _ini_instead(ansible.data, path, text, error)
+                    return None
             tree = None
         if isinstance(tree, TreeMapping):
             if _is_fleetrun(tree):
@@ -195,11 +213,26 @@ def _read_file(ansible: _Ansible, path: Path) -> Inventory | None:
             assert root is not None
             _read_yaml(ansible.data, path, root)
             return None
+        if yaml_suffix and tree is None:  # Ansible reads an empty .yml as an empty INI file: fleetrun says so
+            raise InventoryError(str(path), 1, "the inventory is empty; add 'all:' with hosts (Ansible) or "
+                                 "'hosts:' (fleetrun)")
         if yaml_suffix:
-            raise InventoryError(str(path), 1, "the inventory is empty or not a mapping; add 'all:' with hosts "
-                                 "(Ansible) or 'hosts:' (fleetrun)")
+            _ini_instead(ansible.data, path, text, InventoryError(
+                str(path), 1, "the inventory is not a mapping; add 'all:' with hosts (Ansible) or 'hosts:' (fleetrun)"))
+            return None
     _read_ini(ansible.data, path, text)
     return None
+
+
+def _ini_instead(data: AnsibleData, path: Path, text: str, error: InventoryError) -> None:
+    """A .yml/.yaml/.json file that is not a YAML mapping (or not JSON) is read as INI, as Ansible does: its
+    `ini` plugin comes after `yaml` and takes any file name, so an INI file called hosts.yml or a bare `web1`
+    load there. When INI cannot read it either, the YAML/JSON error is the one that is meant, and the one
+    shown."""
+    try:
+        _read_ini(data, path, text)
+    except InventoryError:
+        raise error from None
 
 
 def _read_ini(data: AnsibleData, path: Path, text: str) -> None:
@@ -214,24 +247,35 @@ def _read_yaml(data: AnsibleData, path: Path, root: yaml.Node) -> None:
     read_yaml(data, path, root)
 
 
+def _read_host_list(data: AnsibleData, spec: str) -> None:
+    """`-i 'a,b:2222,'`, as Ansible's host_list plugin reads it: hosts in 'ungrouped', each with its port; no
+    ranges (`web[1:3]` is that one odd name); a host some earlier source already has is left as it is."""
+    from fleetrun.sources import hostpatterns
+
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, port = hostpatterns.split_port(item)
+        if "[" in name:  # a range: Ansible's parser (allow_ranges=False) leaves the whole item unchanged
+            name, port = item, None
+        if name not in data.hosts:
+            data.add_host(name, "ungrouped", port, (spec, None))
+
+
 def _is_fleetrun(root: TreeMapping) -> bool:
     keys = {key.value for key, _ in root.value if isinstance(key, TreeScalar)}
     return "hosts" in keys and keys <= FLEETRUN_KEYS
 
 
-def _read_json(data: AnsibleData, path: Path, text: str) -> None:
-    import json
-
+def _read_json(data: AnsibleData, path: Path, text: str, top: object) -> None:
     from fleetrun.sources import listjson
 
-    try:
-        top = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InventoryError(str(path), error.lineno, f"not valid JSON: {error.msg}") from None
     list_shape = isinstance(top, dict) and ("_meta" in top or any(
         isinstance(body, list) or (isinstance(body, dict) and any(
             isinstance(body.get(key), list) for key in ("hosts", "children"))) for body in top.values()))
     if list_shape or not isinstance(top, dict):
+        data.listed_files.add(path)
         listjson.read_list(data, text, str(path))
     else:
         root = compose(path, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -78,6 +79,7 @@ class AnsibleData:
         self.sources: list[Source] = []
         self.warnings: list[str] = []
         self.dropped_secrets: dict[str, set[str]] = {}  # source label -> secret var names dropped from output
+        self.listed_files: set[Path] = set()  # files read as --list JSON (their group_vars are folded in)
 
     def add_group(self, name: Any, where: Origin) -> str:
         if not isinstance(name, str) or not name:
@@ -92,7 +94,7 @@ class AnsibleData:
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = HostEntry(name, where)
-            if port is not None:
+            if port:  # Ansible's Host(name, port) tests it for truth: `web:0` is web on its default port
                 self.set_host_var(name, "ansible_port", port, where)
         if group is not None:
             members = self.groups[group]
@@ -131,9 +133,13 @@ class AnsibleData:
 
     @staticmethod
     def var_name(key: Any, where: Origin) -> str:
-        if not isinstance(key, str) or not key:
-            fail(where, f"variable name {key!r} must be a non-empty string; quote it")
-        return key
+        """A variable's name. Ansible takes any YAML scalar as one (`on:` is True, `1:` is 1, `=x` in INI is
+        ""); fleetrun keeps the name `ansible-inventory --list` prints for it ("true", "1", "")."""
+        if isinstance(key, str):
+            return key
+        if key is None or isinstance(key, (bool, int, float)):
+            return json.dumps(key)  # how json writes such a key: true, null, 1, 1.5, Infinity
+        fail(where, f"variable name {key!r} must be a string; quote it")
 
     def ancestors(self, group: str) -> set[str]:
         found: set[str] = set()
@@ -174,4 +180,5 @@ class AnsibleData:
             elif not real and name not in ungrouped.host_set:
                 self.add_host(name, "ungrouped", None, host.where)
         for conflict in sorted(self.groups.keys() & self.hosts.keys()):
-            self.warnings.append(f"{conflict!r} is both a host and a group (Ansible warns about this too)")
+            self.warnings.append(f"{conflict!r} is both a host and a group (Ansible warns about this too); "
+                                 f"the pattern {conflict!r} means the host, as in Ansible")

@@ -63,11 +63,28 @@ def _group(data: AnsibleData, path: Path, key_node: Node, node: Node) -> str | N
                 data.set_group_var(group, scalar_key(path, entry_key), value, line_of(path, entry_key))
             elif section_name == "children":
                 child = _group(data, path, entry_key, entry if entry is not None else entry_key_null(entry_key))
-                if child is not None:
+                if child is None:
+                    _odd_child(data, path, group, entry_key)
+                else:
                     data.add_child(group, child, line_of(path, entry_key))
             else:
                 _hosts(data, path, group, entry_key, entry)
     return group
+
+
+def _odd_child(data: AnsibleData, path: Path, group: str, key_node: Node) -> None:
+    """A child whose value is not a group definition (`children: {web: 5}`): Ansible skips the definition
+    but still adds the name to the group, which works only if it already names a group (or a host, which
+    becomes a member); otherwise its whole inventory fails. So here."""
+    where = line_of(path, key_node)
+    name = scalar_key(path, key_node)
+    if name in data.groups:
+        data.add_child(group, name, where)
+    elif name in data.hosts:
+        data.add_host(name, group, None, where)
+    else:
+        fail(where, f"child {name!r} of group {group!r} is neither a group definition (a mapping, or empty) "
+             "nor a group defined before; write it as a mapping with hosts/vars/children, or leave it empty")
 
 
 def entry_key_null(key_node: Node) -> Node:
@@ -85,10 +102,10 @@ def _hosts(data: AnsibleData, path: Path, group: str, key_node: Node, node: Node
     except ValueError as error:
         fail(where, str(error))
     variables = {}
-    if node is not None and not _is_null(node):
-        if not isinstance(node, MappingNode):
-            fail(line_of(path, node), f"host {pattern!r}: its value must be a mapping of variables (or empty)")
+    if isinstance(node, MappingNode):
         variables = {scalar_key(path, k): (construct(path, v), line_of(path, k)) for k, v in pairs(path, node)}
+    elif node is not None and construct(path, node):  # Ansible reads `vars or {}`: 0, '', false, [] are no vars
+        fail(line_of(path, node), f"host {pattern!r}: its value must be a mapping of variables (or empty)")
     for name in names:
         data.add_host(name, group, port, where)
         for key, (value, here) in variables.items():

@@ -17,22 +17,36 @@ _GROUP_NAME = re.compile(r"([^:\]\s]+)\s*(?:#.*)?\Z")
 _PLAIN_WORD = re.compile(r"[A-Za-z_][\w.-]*\Z")  # literal_eval would refuse it: it stays the string
 _PLAIN_INT = re.compile(r"(?:[1-9][0-9]*|0)\Z")
 _DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}\Z")  # an IPv4 address or a version: never a Python literal
-_SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c")
+# str.split() also splits on these, where shlex does not: \x0b \x0c \x1c-\x1f are whitespace to Python only
+_SHLEX_SPECIAL = frozenset("\"'\\#\x0b\x0c\x1c\x1d\x1e\x1f")
 
 
 def parse_value(text: str) -> Any:
     """A value as Ansible's INI plugin reads it: a Python literal if it is one (`010` stays "010"), else text."""
     if _PLAIN_INT.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # past Python's 4300-digit limit, where literal_eval fails too: the text
+            return text
     if (_PLAIN_WORD.match(text) and text not in ("True", "False", "None")) or _DOTTED.match(text):
         return text
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
             value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError):  # what Ansible catches: anything else fails its whole file (_value)
         return text
     return _coerce(value)
+
+
+def _value(text: str, where: Origin) -> Any:
+    """parse_value, with Ansible's other literal_eval failures made a file:line error, as they fail its ini
+    plugin: `{{ {} }}` is a set holding a dict (TypeError: unhashable), a deep nest a RecursionError."""
+    try:
+        return parse_value(text)
+    except (TypeError, MemoryError, RecursionError) as error:
+        fail(where, f"the value {text!r} breaks Python's literal_eval ({type(error).__name__}: {error}), so "
+             "Ansible refuses this file too; quote it twice to keep it text, e.g. k='\"{{ {} }}\"'")
 
 
 def _coerce(value: Any) -> Any:
@@ -94,7 +108,7 @@ def read_ini(data: AnsibleData, path: Path, text: str) -> None:
             key, equals, value = line.partition("=")
             if not equals:
                 fail(where, f"expected key=value in [{group}:vars], got {line!r}")
-            data.set_group_var(group, key.strip(), parse_value(value.strip()), where)
+            data.set_group_var(group, key.strip(), _value(value.strip(), where), where)
         else:
             match = _GROUP_NAME.match(line)
             if not match:
@@ -148,7 +162,7 @@ def _host_line(data: AnsibleData, group: str, line: str, where: Origin) -> None:
         key, equals, value = token.partition("=")
         if not equals:
             fail(where, f"expected key=value after the host name, got {token!r}")
-        variables[key] = parse_value(value)
+        variables[key] = _value(value, where)
     for name in names:
         data.add_host(name, group, port, where)
         for key, value in variables.items():

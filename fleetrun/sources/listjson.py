@@ -61,10 +61,14 @@ def _load(text: str, label: str, what: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """`{"__ansible_vault": ...}` (how --list prints an encrypted value) becomes an opaque marker."""
+    """`{"__ansible_vault": ...}` (how --list prints an encrypted value) becomes an opaque marker, and
+    `{"__ansible_unsafe": ...}` (how it prints an `!unsafe` value) the text itself: unsafe only means "never
+    template this", and fleetrun templates nothing, so `ansible_host: !unsafe 10.0.0.1` is the address."""
     if isinstance(value, dict):
         if set(value) == {"__ansible_vault"} and isinstance(value["__ansible_vault"], str):
             return Vaulted(value["__ansible_vault"])
+        if set(value) == {"__ansible_unsafe"} and isinstance(value["__ansible_unsafe"], str):
+            return value["__ansible_unsafe"]
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_plain(item) for item in value]

@@ -18,7 +18,10 @@ PORT = ("ansible_port", "ansible_ssh_port")
 USER = ("ansible_user", "ansible_ssh_user")
 KEY = ("ansible_private_key_file", "ansible_ssh_private_key_file")
 TIMEOUT = ("ansible_ssh_timeout",)
-SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")  # Ansible passes them in this order
+# Ansible's ssh command line: ssh_args, then -o Port/IdentityFile/User from the variables, then common and
+# extra args; OpenSSH takes the first value of each option, so what ansible_ssh_args sets beats the variables.
+EARLY_SSH_ARGS = "ansible_ssh_args"
+SSH_ARGS = (EARLY_SSH_ARGS, "ansible_ssh_common_args", "ansible_ssh_extra_args")
 FLEETRUN_SECRETS = {
     "fleetrun_password_env": "password_env", "fleetrun_password_file": "password_file",
     "fleetrun_become_password_env": "become_password_env", "fleetrun_become_password_file": "become_password_file",
@@ -171,6 +174,7 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
     """-J, -o ProxyJump/ProxyCommand/UserKnownHostsFile and friends; OpenSSH's rule: the first value wins."""
     out = mapped.fields
     seen: dict[str, Any] = {}
+    early: set[str] = set()  # options ansible_ssh_args set: before the variables' own -o Port/User/IdentityFile
     for key in SSH_ARGS:
         if variables.get(key) is None:
             continue
@@ -182,6 +186,8 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
         except ValueError as error:
             fail(origins.get(key, ("", None)), f"{key}: cannot split it ({error}); close the quote")
         for option, argument in _options(words):
+            if option not in seen and key == EARLY_SSH_ARGS:
+                early.add(option)
             seen.setdefault(option, argument)
             if option not in _APPLIED:
                 mapped.ignored.append(f"{option}" if argument is None else f"{option}={argument}")
@@ -197,10 +203,11 @@ def _ssh_args(variables: dict[str, Any], origins: dict[str, Origin], mapped: Map
             out["proxy_command"] = command
     if "userknownhostsfile" in seen and "known_hosts" not in out:
         out["known_hosts"] = tuple(_expand(p) for p in seen["userknownhostsfile"].split())
-    # The inventory's own variables come first on Ansible's ssh command line, so they beat these.
+    # The inventory's own variables come before common/extra args on Ansible's ssh command line, so they beat
+    # those; ansible_ssh_args comes before them, so it beats them.
     for option, field_name in (("port", "port"), ("user", "user"), ("identityfile", "key"),
                                ("connecttimeout", "connect_timeout")):
-        if option in seen and field_name not in out:
+        if option in seen and (field_name not in out or option in early):
             raw = seen[option]
             if field_name == "port":
                 if not raw.isdigit() or not 1 <= int(raw) <= 65535:

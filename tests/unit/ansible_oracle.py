@@ -38,6 +38,13 @@ def ansible_list(source: Path, home: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
+def ansible_rejects(source: Path, home: Path) -> bool:
+    """Whether `ansible-inventory -i SOURCE --list` fails (the oracle env makes an unparsed source fatal)."""
+    proc = subprocess.run([program("ansible-inventory"), "-i", str(source), "--list"], capture_output=True,
+                          text=True, env=env(home), cwd=home, timeout=300, check=False)
+    return proc.returncode != 0
+
+
 _MATCHER = """
 import json, sys
 from ansible.parsing.dataloader import DataLoader
@@ -103,9 +110,21 @@ def expected_host(name: str, hostvars: dict[str, Any]) -> dict[str, Any]:
             "key": os.path.expanduser(key) if key else None}  # ssh -i expands ~ the same way
 
 
+def plain(value: Any) -> Any:
+    """A --list value as fleetrun holds it: `{"__ansible_unsafe": s}` is the text s (fleetrun templates nothing),
+    `{"__ansible_vault": c}` the ciphertext c (fleetrun's Vaulted is a str holding it)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in ("__ansible_unsafe", "__ansible_vault"):
+            return next(iter(value.values()))
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
 def assert_same(inventory: Inventory, listed: dict[str, Any]) -> None:
     """fleetrun's hosts, groups, connection settings and vars equal what `ansible-inventory --list` says."""
-    hostvars = listed["_meta"]["hostvars"]
+    hostvars = plain(listed["_meta"]["hostvars"])
     groups = membership(listed)
     every = set().union(*groups.values()) if groups else set()
     assert set(inventory.hosts) == every
@@ -115,3 +134,56 @@ def assert_same(inventory: Inventory, listed: dict[str, Any]) -> None:
         assert {f: getattr(host, f) for f in CONNECTION} == expected_host(name, mine), name
         assert dict(host.vars) == {k: v for k, v in mine.items() if k not in CONSUMED}, name
         assert set(host.groups) == {g for g, m in groups.items() if name in m}, name
+
+
+_SSH_COMMAND = """
+import json, sys
+from ansible.playbook.play_context import PlayContext
+from ansible.plugins.loader import connection_loader
+out = {}
+for name, hostvars in json.loads(sys.argv[1]).items():
+    context = PlayContext()
+    context.remote_addr = hostvars.get("ansible_host", name)
+    connection = connection_loader.get("ssh", context, None)
+    connection.set_options(var_options=hostvars)
+    out[name] = [part.decode() if isinstance(part, bytes) else part
+                 for part in connection._build_command("ssh", "ssh", "true")]
+print(json.dumps(out))
+"""
+
+
+def ansible_ssh_commands(hostvars: dict[str, dict[str, Any]], home: Path) -> dict[str, list[str]]:
+    """The ssh command line Ansible's ssh connection plugin builds for each host's vars (one process)."""
+    proc = subprocess.run([sys.executable, "-c", _SSH_COMMAND, json.dumps(hostvars)], capture_output=True,
+                          text=True, env=env(home), cwd=home, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+_SSH_FLAGS = {"-J": "proxyjump", "-p": "port", "-l": "user", "-i": "identityfile"}
+
+
+def openssh_settings(command: list[str]) -> dict[str, Any]:
+    """What OpenSSH makes of such a command line: the first value of each option wins; as fleetrun's Host."""
+    first: dict[str, str] = {}
+    words = command[1:-1]  # ssh ... true
+    index = 0
+    while index < len(words):
+        word, index = words[index], index + 1
+        flag = word[:2]
+        if flag not in ("-o", *_SSH_FLAGS):
+            continue
+        value = word[2:] or words[index]
+        index += 0 if word[2:] else 1
+        if flag == "-o":
+            key, _, rest = value.replace("=", " ", 1).partition(" ")
+            first.setdefault(key.lower(), rest.strip().strip('"'))
+        else:
+            first.setdefault(_SSH_FLAGS[flag], value)
+    hop = next((k for k in first if k in ("proxyjump", "proxycommand")), None)
+    jump = tuple(first["proxyjump"].split(",")) if hop == "proxyjump" else None
+    return {"port": int(first.get("port", 22)), "user": first.get("user"),
+            "key": os.path.expanduser(first["identityfile"]) if "identityfile" in first else None,
+            "jump": () if jump == ("none",) else jump,
+            "proxy_command": first["proxycommand"] if hop == "proxycommand" else None}
+

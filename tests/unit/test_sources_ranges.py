@@ -63,7 +63,8 @@ def test_ini_values_equal_ansibles() -> None:
         assert parse_value(text) == module._parse_value(text), text
 
 
-@pytest.mark.parametrize("line", ["h1 a=1 b=2", "h1 a='x y' #c", "h1 p=#x q=a#b", "h1 a=\"x\\\"y\"", "h1\ta=1"])
+@pytest.mark.parametrize("line", ["h1 a=1 b=2", "h1 a='x y' #c", "h1 p=#x q=a#b", "h1 a=\"x\\\"y\"", "h1\ta=1",
+                                  "h1\x1fa=1 b=2"])  # \x1f: whitespace to str.split(), not to shlex
 def test_host_lines_split_like_shlex(line: str) -> None:
     import shlex
 
