@@ -15,10 +15,9 @@ from fleetrun.sshconfig.model import ConfigError, ConfigFile, Line, Origin
 from fleetrun.sshconfig.patterns import ascii_lower, match_hostname, match_pattern, match_pattern_list
 from fleetrun.sshconfig.tokens import (
     TokenError,
-    canonical_address,
     connection_hash,
-    is_address,
     local_info,
+    numeric_form,
     percent_expand,
 )
 
@@ -103,9 +102,9 @@ class Evaluator:
         given = state.values.get("hostname")
         if given is not None:
             host = _expand(given, {"h": host_arg})
-        # ssh.c: names are lower-cased (ASCII letters only, as C's tolower); addresses are rewritten in their
-        # numeric form (010.1.1.1 and 127.1 become 8.1.1.1 and 127.0.0.1) unless that differs only in case.
-        host = canonical_address(host) if is_address(host) else ascii_lower(host)
+        # ssh.c: names are lower-cased (ASCII letters only, as C's tolower); addresses take their numeric form.
+        numeric = numeric_form(host)
+        host = numeric if numeric is not None else ascii_lower(host)
         canonicalize = state.values.get("canonicalizehostname")
         if canonicalize is not None and canonicalize.value is not False:
             want_final[0] = True  # ssh re-reads the files once it has canonicalized (here: nothing changes)

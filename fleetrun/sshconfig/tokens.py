@@ -18,6 +18,8 @@ _TIME_PART = re.compile(_STRTOL.pattern + r"([sSmMhHdDwW]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 INT_MAX = 2**31 - 1
 _MAYBE_ADDRESS = frozenset("0123456789abcdefABCDEFxX.:%")  # inet_aton forms, IPv6 and zone ids
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}\Z")  # dotted decimal, no leading zeros
 
 
 class TokenError(ValueError):
@@ -132,25 +134,27 @@ def connection_hash(local_host: str, host: str, port: str, user: str) -> str:
 
 def is_address(host: str) -> bool:
     """True for a numeric IPv4/IPv6 address, which ssh(1) does not lower-case."""
+    return numeric_form(host) is not None
+
+
+def numeric_form(host: str) -> str | None:
+    """None for a name; for a numeric address, the form ssh.c resolve_canonicalize() gives it: its
+    getnameinfo(NI_NUMERICHOST) form (010.1.1.1 and 127.1 become 8.1.1.1 and 127.0.0.1), unless that
+    differs only in case (FE80::A stays)."""
+    if _CANONICAL_IPV4.match(host):
+        return host  # most of a fleet: already the form getnameinfo() gives, no call needed
     if not _MAYBE_ADDRESS.issuperset(host):
-        return False  # a letter beyond hex digits: a name (saves a getaddrinfo call per host)
+        return None  # a letter beyond hex digits: a name
     try:
         # _socket's own call, as bytes, one socket type: socket.getaddrinfo() would run a str through the
-        # 'idna' codec and turn three result tuples into enums, for every host of a fleet.
-        _socket.getaddrinfo(host.encode("ascii"), None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    except (OSError, UnicodeError, ValueError):  # socket.gaierror is an OSError
-        return False
-    return True
-
-
-def canonical_address(host: str) -> str:
-    """ssh.c resolve_canonicalize() for an address: its getnameinfo(NI_NUMERICHOST) form, if not just a case change."""
-    try:
-        # As in is_address: _socket's call with bytes (no idna codec, no enums), once per host of a fleet.
+        # 'idna' codec and turn the result tuples into enums, for every host of a fleet.
         infos = _socket.getaddrinfo(host.encode("ascii"), None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-        if len(infos) != 1:
-            return host  # resolve_addr() gives up on several entries
+    except (OSError, UnicodeError, ValueError):  # socket.gaierror is an OSError
+        return None
+    if len(infos) != 1:
+        return host  # resolve_addr() gives up on several entries
+    try:
         numeric = socket.getnameinfo(infos[0][4], socket.NI_NUMERICHOST)[0]
-    except (OSError, UnicodeError, ValueError):
+    except OSError:
         return host
     return host if numeric.lower() == host.lower() else numeric
