@@ -2,7 +2,7 @@
 
 fleetrun ignores these options' values (ciphers, forwardings, logging, ...), but readconf.c checks their
 syntax on every line, in blocks that do not apply too, and refuses the whole file over one bad value. Each
-check follows the readconf.c case of its keyword; algorithm names are the local ssh's (sshconfig.algorithms).
+check follows the readconf.c case of its keyword; algorithm names are the local ssh's (sshconfig.localssh).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import re
 from collections.abc import Callable
 
-from fleetrun.sshconfig.algorithms import GSS_KEX_PREFIXES, kex_valid, key_type_valid, known, known_set
 from fleetrun.sshconfig.keywords import parse_port, valid_domain
+from fleetrun.sshconfig.localssh import GSS_KEX_PREFIXES, kex_valid, key_type_valid, known, known_set
 from fleetrun.sshconfig.patterns import match_pattern
 from fleetrun.sshconfig.tokens import convtime, strtonum
 

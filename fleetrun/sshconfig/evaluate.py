@@ -54,6 +54,7 @@ class Lookup:
     certificate_files: list[Listed] = field(default_factory=list)
     others: dict[str, list[Applied]] = field(default_factory=dict)  # other accumulating options (for warnings)
     unsupported: list[Line] = field(default_factory=list)  # lines OpenSSH itself calls unsupported
+    newer: list[Line] = field(default_factory=list)  # options of the local, newer ssh: not applied
     final_pass: bool = False
 
 
@@ -226,6 +227,9 @@ def _apply(state: Lookup, line: Line, user_file: bool) -> None:
     """One active option line: the first value wins, except for the options that accumulate."""
     keyword, origin, values = line.keyword, line.origin, state.values
     if keyword in IGNORED:
+        return
+    if line.newer:
+        state.newer.append(line)
         return
     if keyword in UNSUPPORTED:
         state.unsupported.append(line)

@@ -9,6 +9,7 @@ import stat
 from fleetrun.sshconfig.checks import CheckError, check_arguments
 from fleetrun.sshconfig.keywords import ALIASES, STRUCTURE, BadValue, is_keyword, parse_value
 from fleetrun.sshconfig.lexer import LexError, argv_split, split_line, strdelim
+from fleetrun.sshconfig.localssh import accepts_line
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Criterion, Line, display_path
 
 MAX_DEPTH = 16  # readconf.c READCONF_MAX_DEPTH
@@ -89,6 +90,8 @@ class _Reader:
         except LexError as error:
             raise ConfigError(path, number, str(error)) from None
         if not is_keyword(word):
+            if accepts_line(written, rest):  # an option of a newer OpenSSH, which this machine's ssh is
+                return Line(path, number, word, tuple(args), rest, newer=True)
             return Line(path, number, word, tuple(args), rest, known=False)
         keyword = ALIASES.get(word, word)
         if keyword == "host":

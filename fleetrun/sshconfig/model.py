@@ -65,6 +65,7 @@ class Line:
     rest: str  # the text after the keyword (ProxyCommand and ProxyJump take it whole)
     value: Any = None  # the parsed argument of an option fleetrun reads
     known: bool = True  # False: not an OpenSSH keyword (an error, unless IgnoreUnknown covers it)
+    newer: bool = False  # not OpenSSH 9.2's, but the local (newer) ssh takes the line: accepted, not applied
     criteria: tuple[Criterion, ...] = ()  # Match
     includes: tuple[ConfigFile, ...] = ()  # Include: the files it names, in order
 

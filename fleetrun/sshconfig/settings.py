@@ -192,6 +192,9 @@ def settle(lookup: Lookup) -> Settings:
             ignored.append((keyword, rule[1], entries[0].origin))
     for line in lookup.unsupported:
         ignored.append((line.keyword, "OpenSSH does not support it either", line.origin))
+    for line in lookup.newer:
+        ignored.append((line.keyword, "this machine's ssh (newer than OpenSSH 9.2) knows it, fleetrun does "
+                        "not", line.origin))
 
     return Settings(
         host_arg=host_arg,

@@ -363,22 +363,23 @@ def test_canonicalize_hostname_gives_a_second_pass(tmp_path: Path) -> None:
 @pytest.fixture()
 def local_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Which `ssh` the algorithm checks ask (`ssh -Q`): a PATH of our choosing, the answers asked afresh."""
-    from fleetrun.sshconfig import algorithms
+    from fleetrun.sshconfig import localssh
 
     def use(script: str | None) -> None:
         directory = tmp_path / "bin"
         directory.mkdir(exist_ok=True)
+        ssh = directory / "ssh"
+        ssh.unlink(missing_ok=True)
         if script is not None:
-            ssh = directory / "ssh"
             ssh.write_text("#!/bin/sh\n" + script)
             ssh.chmod(0o755)
         monkeypatch.setenv("PATH", str(directory))
-        algorithms.known.cache_clear()
-        algorithms.known_set.cache_clear()
+        for cached in (localssh.known, localssh.known_set, localssh.accepts_line):
+            cached.cache_clear()
 
     yield use
-    algorithms.known.cache_clear()
-    algorithms.known_set.cache_clear()
+    for cached in (localssh.known, localssh.known_set, localssh.accepts_line):
+        cached.cache_clear()
 
 
 MODERN = "Host *\n  KexAlgorithms mlkem768x25519-sha256,curve25519-sha256\n"
@@ -400,3 +401,26 @@ def test_without_an_ssh_client_the_built_in_names_and_ml_kem_are_known(tmp_path:
         load(SshConfigSource(path=str(config(tmp_path, "KexAlgorithms bogus\n"))))
     local_ssh("exit 255\n")  # an ssh that cannot say: the same built-in names
     load(SshConfigSource(path=str(config(tmp_path, MODERN))))
+
+
+NEWER_SSH = """case "$*" in
+  "-F /dev/null -G -o ObscureKeystrokeTiming "*) exit 0 ;;
+  *) echo "command-line line 0: Bad configuration option" >&2; exit 255 ;;
+esac
+"""
+
+
+def test_an_option_of_a_newer_local_ssh_is_accepted_and_named_as_not_applied(tmp_path: Path, local_ssh) -> None:
+    """OpenSSH 9.5's ObscureKeystrokeTiming: refused where ssh is 9.2 (as ssh refuses it), accepted where the
+    local ssh knows it, with a warning that fleetrun does not apply it."""
+    text = "Host *\n  ObscureKeystrokeTiming interval:20\n  Port 2222\n"
+    local_ssh(NEWER_SSH)
+    settings = resolve(config(tmp_path, text))
+    assert settings.port == 2222
+    assert [(keyword, origin.line) for keyword, why, origin in settings.ignored] == [("obscurekeystroketiming", 2)]
+    assert "knows it, fleetrun does not" in settings.ignored[0][1]
+    with pytest.raises(ConfigError, match=r"ssh_config:2: unknown option 'hostnme'"):
+        resolve(config(tmp_path, "Host *\n  Hostnme web\n"))  # a typo: the local ssh refuses it too
+    local_ssh(None)  # no ssh client to ask: OpenSSH 9.2's keywords
+    with pytest.raises(ConfigError, match=r"unknown option 'obscurekeystroketiming'"):
+        resolve(config(tmp_path, text))

@@ -1,8 +1,10 @@
-"""The algorithm names this machine's ssh knows, for checking the lists ssh_config gives (fleetrun.sshconfig.checks).
+"""What this machine's ssh knows beyond OpenSSH 9.2: algorithm names (`ssh -Q`) and newer option lines.
 
-Asked of the local ssh (`ssh -Q`) once per run and only for a file that names algorithms, so a file written for
-a newer OpenSSH is refused only where that machine's ssh refuses it too. Without an ssh client: Debian's
-OpenSSH 9.2p1 names, and the newer ones fleetrun itself speaks.
+fleetrun reads ssh_config as Debian's OpenSSH 9.2p1 does, but a controller's own ssh may be newer. A file
+written for it (`KexAlgorithms mlkem768x25519-sha256`, `ObscureKeystrokeTiming yes`) must not be refused
+where that ssh accepts it, and must still be refused where it refuses it. So the local ssh is asked, only
+about what a file actually contains, once per run. Without an ssh client: OpenSSH 9.2's names (and the
+newer ones fleetrun itself speaks), and no newer option lines.
 """
 
 from __future__ import annotations
@@ -49,21 +51,32 @@ _BUILT_IN = {"cipher": tuple(sorted(_CIPHERS_9_2)), "mac": tuple(sorted(_MACS_9_
              "key-sig": _KEY_TYPES_9_2}
 
 
+def _ssh(*args: str) -> subprocess.CompletedProcess[str] | None:
+    """The local ssh run with these arguments (never connecting, no stdin), or None if there is none."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return None
+    try:
+        return subprocess.run([ssh, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@cache
+def accepts_line(keyword: str, rest: str) -> bool:
+    """Whether the local ssh takes `keyword rest` as an option line (`ssh -G -o`, no config files read)."""
+    done = _ssh("-F", "/dev/null", "-G", "-o", f"{keyword} {rest}", "fleetrun-probe")
+    return done is not None and done.returncode == 0
+
+
 @cache
 def known(query: str) -> tuple[str, ...]:
     """What `ssh -Q QUERY` lists on this machine (cipher, mac, kex, key-sig), in its order; the built-in
     OpenSSH 9.2 names (and newer ones fleetrun speaks) when there is no ssh or it cannot say."""
-    ssh = shutil.which("ssh")
-    if ssh is not None:
-        try:
-            done = subprocess.run([ssh, "-Q", query], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
-            done = None
-        names = tuple(done.stdout.split()) if done is not None and done.returncode == 0 else ()
-        if names:
-            return names
-    return (*_BUILT_IN[query], *_NEWER.get(query, ()))
+    done = _ssh("-Q", query)
+    names = tuple(done.stdout.split()) if done is not None and done.returncode == 0 else ()
+    return names if names else (*_BUILT_IN[query], *_NEWER.get(query, ()))
 
 
 @cache
