@@ -383,7 +383,8 @@ class KnownHosts:
         `hashed` writes the name as `|1|salt|hash` (HashKnownHosts), as ssh does.
 
         Raises ValueError for a name that is not a single literal host (whitespace, commas, wildcards),
-        or a key OpenSSH could not read back.
+        or a key OpenSSH could not read back; OSError when the file cannot be written (ssh then warns and
+        connects all the same). Like ssh, it creates no directory but a missing ~/.ssh.
         """
         path = Path(path)
         # OpenSSH lowercases host names before storing or hashing them; do the same so the line
@@ -407,9 +408,10 @@ class KnownHosts:
         with _ADD_LOCK:
             if any(e.marker is None for e in self._matching([folded], files)):
                 return False
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # O_APPEND, never a rewrite: a crash mid-write cannot lose the lines already there.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _create_user_ssh_dir(path)
+            # O_APPEND, never a rewrite: a crash mid-write cannot lose the lines already there. Mode 0666 less
+            # the umask, as ssh's fopen(…, "a") creates it (0644 usually): known_hosts holds no secret.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # other fleetrun processes appending to the same file
                 # Re-read under the lock: another process may have added this host since we loaded.
@@ -434,6 +436,20 @@ class KnownHosts:
             assert recorded is not None and recorded.load_key()
             self._remember(recorded)
         return True
+
+
+def _create_user_ssh_dir(path: Path) -> None:
+    """Create ~/.ssh (0700) for a file under it, and no other directory: ssh's hostfile_create_user_ssh_dir.
+
+    A UserKnownHostsFile in a directory that does not exist is not written by ssh, so not by us either.
+    """
+    ssh_dir = str(default_known_hosts().parent)
+    # ssh compares the strings (a prefix), and makes ~/.ssh alone, never its parents.
+    if str(path).startswith(ssh_dir) and not os.path.lexists(ssh_dir):
+        try:
+            os.mkdir(ssh_dir, 0o700)
+        except OSError:
+            pass  # as ssh: the open that follows fails and says why
 
 
 def _hash_name(name: str) -> str:

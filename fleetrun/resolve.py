@@ -181,7 +181,7 @@ _SPELLING = {keyword.lower(): keyword for keyword in (
     "BindInterface", "RevokedHostKeys", "VerifyHostKeyDNS", "AddressFamily", "ConnectionAttempts",
     "PasswordAuthentication", "PubkeyAuthentication", "PreferredAuthentications", "AFSTokenPassing",
     "KerberosAuthentication", "KerberosTGTPassing", "RSAAuthentication", "RhostsRSAAuthentication",
-    "CompressionLevel")}
+    "CompressionLevel", "HostKeyAlgorithms")}
 
 
 def _spelled(keyword: str) -> str:

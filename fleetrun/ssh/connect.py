@@ -270,7 +270,13 @@ def _settle(host: Host, settings: ConnectSettings, check: HostKeyCheck, keytype:
         if writable is None:
             raise HostFailure(Outcome.HOST_KEY, check.explain() + " (accept-new has no file to record it in: "
                               "UserKnownHostsFile is none)", host_key_verified=False)
-        added = known.add(Path(writable), names[0], keytype, blob, files, hashed=host.hash_known_hosts)
+        try:
+            added = known.add(Path(writable), names[0], keytype, blob, files, hashed=host.hash_known_hosts)
+        except OSError as error:
+            # ssh says "Failed to add the host to the list of known hosts" and connects all the same.
+            settings.warn(f"{host.name}: failed to add the host key to known_hosts ({writable}: "
+                          f"{error.strerror or error}); connecting unverified")
+            return False
         # Not added: another process recorded a key for this name since we checked; judge against that one.
         if not added and known.check(names, keytype, blob, files) is not Verdict.KNOWN:
             raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing",

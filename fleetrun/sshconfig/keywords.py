@@ -409,6 +409,8 @@ MEANINGFUL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forwardx11": (lambda v: v is True, "X11 is not forwarded"),
     "bindaddress": (lambda v: True, "the connection's source address is chosen by the system"),
     "bindinterface": (lambda v: True, "the connection's source address is chosen by the system"),
+    # It decides which of a server's keys is negotiated, so which one accept-new records (ssh records that one).
+    "hostkeyalgorithms": (lambda v: True, "host key algorithms are asked in ssh's default order, known types first"),
     "revokedhostkeys": (_not_none, "the file is not read: revoke keys with @revoked lines in known_hosts"),
     "verifyhostkeydns": (lambda v: v in (True, "ask"), "host keys are not looked up in DNS (SSHFP)"),
     "addressfamily": (lambda v: v != "any", "the address family is whatever the host name resolves to"),

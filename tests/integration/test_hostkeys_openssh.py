@@ -365,3 +365,45 @@ def test_host_key_verified_in_json_and_status_files(setup: Setup, tmp_path: Path
     assert unchecked["closed"]["host_key_verified"] is None
     status = json.loads((out / f"{second.address}.status").read_text())
     assert status["host_key_verified"] is False
+
+
+def test_accept_new_where_the_file_cannot_be_written_matches_the_openssh_client(setup: Setup, tmp_path: Path) -> None:
+    # ssh warns "Failed to add the host to the list of known hosts" and connects; it creates no directory
+    # but ~/.ssh, and a new file gets 0666 less the umask. fleetrun used to fail such a host (an unwritable
+    # file) or make the missing directories, with a 0600 file.
+    lab = setup.lab
+    layouts: dict[str, Callable[[Path], Path]] = {
+        "new-file": lambda base: base / "known_hosts",
+        "missing-directories": lambda base: base / "new" / "sub" / "known_hosts",
+        "parent-is-a-file": lambda base: (base / "f").write_text("x") and base / "f" / "known_hosts",
+        "a-directory": lambda base: (base / "known_hosts").mkdir() or base / "known_hosts",
+    }
+    hosts = dict(zip(layouts, lab.hosts, strict=False))
+    paths: dict[tuple[str, str], Path] = {}
+    for who in ("ssh", "fleetrun"):
+        for name, layout in layouts.items():
+            base = tmp_path / who / name
+            base.mkdir(parents=True)
+            paths[who, name] = layout(base)
+    ssh_ok = {name: ssh(host, lab, [paths["ssh", name]], strict="accept-new").returncode == 0
+              for name, host in hosts.items()}
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({
+        "defaults": {"user": lab.user, "key": str(lab.client_key)},
+        "hosts": {host.address: {"address": host.address, "port": host.port,
+                                 "known_hosts": [str(paths["fleetrun", name])]} for name, host in hosts.items()}}))
+    run = fleetrun("exec", "-i", str(inventory), "true", "-H", "all", "--format", "json",
+                   "--host-key-checking", "accept-new", home=setup.home)
+    records = run.json()[0]
+
+    def state(path: Path) -> str:
+        return "absent" if not path.exists() else "directory" if path.is_dir() else oct(path.stat().st_mode & 0o777)
+
+    for name, host in hosts.items():
+        mine = records[host.address]["status"] == "ok"
+        assert (ssh_ok[name], state(paths["ssh", name])) == (mine, state(paths["fleetrun", name])), name
+    written = {who: paths[who, "new-file"].read_text() for who in ("ssh", "fleetrun")}
+    assert written["ssh"] == written["fleetrun"] == f"[{hosts['new-file'].address}]:{hosts['new-file'].port} " \
+        f"{setup.keys[hosts['new-file'].name].ed}\n"
+    assert ssh_ok == dict.fromkeys(layouts, True)
+    assert sum("failed to add the host key to known_hosts" in line for line in run.err.splitlines()) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetrun import hostkeys
 from fleetrun.hostkeys import KnownHosts, Verdict, fingerprint, known_hosts_name
 
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -262,14 +264,25 @@ def test_cert_authority_lines_do_not_block_accept_new(user_file: Path, keys: dic
     assert known.check(["www.example.com"], "ssh-ed25519", keys["other"].blob) is Verdict.KNOWN
 
 
-def test_add_creates_private_directory_and_file(tmp_path: Path, keys: dict[str, Key]) -> None:
+def test_add_creates_ssh_dir_and_file_as_ssh_does(
+    tmp_path: Path, keys: dict[str, Key], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ssh creates ~/.ssh (0700) and no other directory; its fopen("a") makes the file 0666 less the umask.
     path = tmp_path / "home" / ".ssh" / "known_hosts"
+    (tmp_path / "home").mkdir()
+    monkeypatch.setattr(hostkeys, "default_known_hosts", lambda: path)
     known = KnownHosts.load([path])
     assert known.add(path, "[10.0.0.9]:2222", "rsa-sha2-512", keys["db"].blob) is True
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert path.read_text() == keys["db"].line("[10.0.0.9]:2222") + "\n"  # stored as ssh-rsa
     assert keygen("-F", "[10.0.0.9]:2222", "-f", str(path)).returncode == 0
+    elsewhere = tmp_path / "other" / "known_hosts"
+    with pytest.raises(FileNotFoundError):
+        known.add(elsewhere, "web09", "ssh-ed25519", keys["web"].blob)
+    assert not elsewhere.parent.exists()
 
 
 def test_add_to_file_without_trailing_newline(tmp_path: Path, keys: dict[str, Key]) -> None:

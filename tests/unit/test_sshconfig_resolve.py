@@ -173,6 +173,16 @@ def test_ignored_options_warn_once_per_run(tmp_path: Path) -> None:
     assert all(f"{ssh_config}:" in warning for warning in warnings)
 
 
+def test_host_key_algorithms_is_warned_about(tmp_path: Path) -> None:
+    # ssh negotiates (and accept-new records) the first of HostKeyAlgorithms the server has; fleetrun asks in
+    # ssh's default order, so a different key type may be recorded: say so rather than differ silently.
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host *\n  HostKeyAlgorithms ecdsa-sha2-nistp256,ssh-ed25519\n")
+    warnings: list[str] = []
+    resolved([Host("h1", "h1")], ssh_config, warnings)
+    assert [w for w in warnings if "HostKeyAlgorithms is not applied by fleetrun (1 host)" in w]
+
+
 def test_explain_rows(fleet: tuple[dict[str, Host], Path]) -> None:
     hosts, ssh_config = fleet
     rows = {name: (value, where) for name, value, where in
