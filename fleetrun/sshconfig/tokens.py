@@ -132,11 +132,6 @@ def connection_hash(local_host: str, host: str, port: str, user: str) -> str:
     return hashlib.sha1((local_host + host + port + user).encode()).hexdigest()
 
 
-def is_address(host: str) -> bool:
-    """True for a numeric IPv4/IPv6 address, which ssh(1) does not lower-case."""
-    return numeric_form(host) is not None
-
-
 def numeric_form(host: str) -> str | None:
     """None for a name; for a numeric address, the form ssh.c resolve_canonicalize() gives it: its
     getnameinfo(NI_NUMERICHOST) form (010.1.1.1 and 127.1 become 8.1.1.1 and 127.0.0.1), unless that
