@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import pairwise
 
 from fleetrun.errors import UsageError
 from fleetrun.sshconfig.evaluate import Applied, Evaluator, ExecRunner, Listed, Lookup, run_exec
@@ -60,7 +60,7 @@ class Preset:
         state = Lookup(host_arg, host_arg)
 
         def origin(keyword: str) -> Origin:
-            return self.origins.get(keyword, Origin("the command line"))
+            return self.origins.get(keyword, _COMMAND_LINE)
 
         simple = {"user": self.user, "port": self.port, "connecttimeout": self.connect_timeout,
                   "stricthostkeychecking": self.strict_host_key_checking}
@@ -91,28 +91,25 @@ class SshConfig:
         return settle(self._evaluator.lookup(host_arg, preset.lookup(host_arg)))
 
 
-_C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale
+_COMMAND_LINE = Origin("the command line")
 _HOST_BANNED = "'`\"$\\;&<>|(){},"
 _USER_BANNED = "'`\";&<>|(){}"
-
-
-def _control(char: str) -> bool:
-    return ord(char) < 32 or ord(char) == 127  # iscntrl() in the C locale
+# iscntrl() and isspace() in the C locale: \x00-\x1f and \x7f; space, \t \n \v \f \r (all but space are controls)
+_BAD_HOST = re.compile("[\x00-\x20\x7f" + re.escape(_HOST_BANNED) + "]")
+_BAD_USER = re.compile("[\x00-\x1f\x7f" + re.escape(_USER_BANNED) + "]|[ \t\n\v\f\r]-")
 
 
 def _check_command_line(host_arg: str, preset: Preset) -> None:
     """ssh_valid_hostname() and ssh_valid_ruser() as Debian's 9.2p1 has them (security backports from OpenSSH
     9.6 and 10.x): a destination or a -l user with shell metacharacters or control characters is refused,
     since %h and %r reach ProxyCommand's shell unquoted. fleetrun's inventory user counts as -l."""
-    if host_arg.startswith("-") or any(char in _HOST_BANNED or char in _C_SPACE or _control(char)
-                                       for char in host_arg):
+    if host_arg.startswith("-") or _BAD_HOST.search(host_arg):
         raise UsageError(f"host {host_arg!r}: ssh refuses this destination ('hostname contains invalid "
                          f"characters': a leading '-', spaces, control characters or one of {_HOST_BANNED})")
     user = preset.user
     if user is None:
         return
-    if user.startswith("-") or user.endswith("\\") or any(char in _USER_BANNED or _control(char) for char in user) \
-            or any(char in _C_SPACE and following == "-" for char, following in pairwise(user)):
+    if user.startswith("-") or user.endswith("\\") or _BAD_USER.search(user):
         raise UsageError(f"user {user!r} for {host_arg}: ssh refuses this remote user name ('remote username "
                          "contains invalid characters': a leading '-', ' -', a trailing '\\', control characters "
                          f"or one of {_USER_BANNED})")

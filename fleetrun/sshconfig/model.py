@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fleetrun.errors import UsageError
@@ -69,8 +70,8 @@ class Line:
     criteria: tuple[Criterion, ...] = ()  # Match
     includes: tuple[ConfigFile, ...] = ()  # Include: the files it names, in order
 
-    @property
-    def origin(self) -> Origin:
+    @cached_property
+    def origin(self) -> Origin:  # one object per line, however many hosts it applies to
         return Origin(self.keyword, self.path, self.number)
 
 

@@ -61,6 +61,16 @@ class Settings:
     proxy_command_written: str | None = None
 
 
+class _Tokens(dict[str, Any]):
+    """A host's %-tokens; %C (a SHA-1 of %l%h%p%r) is computed only when a text uses it."""
+
+    def __getitem__(self, key: str) -> str:
+        value = super().__getitem__(key)
+        if value is None:  # only "C" is None
+            value = self["C"] = connection_hash(self["l"], self["h"], self["p"], self["r"])
+        return value  # type: ignore[no-any-return]
+
+
 def _fail(origin: Origin, error: Exception) -> ConfigError:
     return ConfigError(origin.path, origin.line, f"{origin.label}: {error}")
 
@@ -80,9 +90,9 @@ def settle(lookup: Lookup) -> Settings:
     user = get("user") or info.user
     alias = get("hostkeyalias")
     alias = ascii_lower(alias) if alias else None  # as ssh.c lowercases it: the name known_hosts is searched for
-    tokens = {"C": connection_hash(info.hostname, host, str(port), user), "L": info.short_hostname,
-              "i": str(info.uid), "k": alias or host_arg, "l": info.hostname, "n": host_arg, "p": str(port),
-              "d": info.home, "h": host, "r": user, "u": info.user}
+    tokens = _Tokens({"C": None, "L": info.short_hostname, "i": str(info.uid), "k": alias or host_arg,
+                      "l": info.hostname, "n": host_arg, "p": str(port), "d": info.home, "h": host, "r": user,
+                      "u": info.user})
     # sshconnect.c expand_proxy_command() also knows %k (ssh_config(5) does not list it), for ProxyJump's
     # implicit ProxyCommand too.
     proxy_tokens = {"h": host, "k": alias or host_arg, "n": host_arg, "p": str(port), "r": user}
@@ -156,10 +166,10 @@ def settle(lookup: Lookup) -> Settings:
     if get("proxycommand") == "-" and get("proxyusefdpass") is True:
         raise _fail(origins["proxyusefdpass"], ValueError("ProxyCommand=- and ProxyUseFdpass are incompatible "
                                                           "(ssh refuses them together)"))
-    for keyword, applied in values.items():
-        problem = assembled_error(keyword, applied.value)
-        if problem is not None:
-            raise ConfigError(applied.origin.path, applied.origin.line, f"{problem}; ssh refuses this too")
+    algorithms = values.get("hostkeyalgorithms")
+    problem = None if algorithms is None else assembled_error("hostkeyalgorithms", algorithms.value)
+    if algorithms is not None and problem is not None:
+        raise ConfigError(algorithms.origin.path, algorithms.origin.line, f"{problem}; ssh refuses this too")
 
     # Expanded by ssh before it prints `ssh -G` (a bad token there stops it), though fleetrun does not use
     # them: ControlPath like a file name, RemoteCommand and forwarded socket paths with %-tokens only.
