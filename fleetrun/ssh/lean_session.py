@@ -12,7 +12,7 @@ from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
 from fleetrun.spill import Capture
 from fleetrun.ssh.lean import MSG_DISCONNECT, MSG_KEXINIT, NOISE, LeanConnection
-from fleetrun.ssh.lean_wire import Deadline, Reader, WireError, text, u32
+from fleetrun.ssh.lean_wire import Deadline, Reader, WireError, string, text, u32
 from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
 from fleetrun.ssh.wrapper import wrap_command
 
@@ -121,7 +121,10 @@ class LeanSession:
             self._remote = read.u32()
             # The EOF rides with the exec request: the server handles a channel's messages in order, so the
             # command has started, with its stdin at EOF, as if the EOF had waited for the reply.
-            wire.send(bytes((MSG_CHANNEL_REQUEST,)) + u32(self._remote) + text("exec") + b"\1" + text(line),
+            # A command that is not UTF-8 (a non-UTF-8 argv, surrogate-escaped) goes as the bytes it was, as ssh
+            # sends it.
+            command = string(line.encode("utf-8", "surrogateescape"))
+            wire.send(bytes((MSG_CHANNEL_REQUEST,)) + u32(self._remote) + text("exec") + b"\1" + command,
                       bytes((MSG_CHANNEL_EOF,)) + u32(self._remote))
             if self._next(MSG_CHANNEL_SUCCESS, MSG_CHANNEL_FAILURE)[0] == MSG_CHANNEL_FAILURE:
                 raise HostFailure(Outcome.UNREACHABLE, "could not start the command: the server refused to run it")

@@ -126,7 +126,8 @@ class Session:
                 path = agent_socket(self.host.forward_agent, self.host.identity_agent)
                 if path is not None:
                     request_forwarding(chan, path)  # before the command starts, as ssh asks for it
-            chan.exec_command(line)
+            # Bytes the command line held that are not UTF-8 (a non-UTF-8 argv) go as they were, as ssh sends them.
+            chan.exec_command(line.encode("utf-8", "surrogateescape"))
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostFailure(Outcome.UNREACHABLE,
                               f"could not start the command: {error or 'the connection was lost'}") from None

@@ -1,0 +1,63 @@
+"""`fleetrun exec` against the real OpenSSH client: what the command sees and what fleetrun reports is what
+`ssh host 'cmd'` gives, on lab sshds (README, *How commands run*)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleet import clean_env
+
+pytestmark = pytest.mark.integration
+
+Word = str | bytes
+
+
+def ssh_argv(lab: Any, host: Any, command: Word, *, config: str = "/dev/null") -> list[Word]:
+    """OpenSSH's own client to a lab host with the lab's key and known_hosts; `config` is its -F file."""
+    return ["ssh", "-F", config, "-n", "-i", str(lab.client_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-p", str(host.port), f"{lab.user}@{host.address}", "--", command]
+
+
+def run_ssh(lab: Any, host: Any, command: Word, home: Path, *, config: str = "/dev/null",
+            **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(ssh_argv(lab, host, command, config=config), capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL, env={**clean_env(home), **env})
+
+
+def run_fleetrun(lab: Any, host: Any, command: Word, home: Path, *options: str, out_dir: Path | None = None,
+                 **env: str) -> dict[str, Any]:
+    """fleetrun's JSON record for `host`; with `out_dir`, its .out and .err bytes too (as "out", "err")."""
+    argv: list[Word] = [sys.executable, "-m", "fleetrun", "exec", "-i", str(lab.inventory), "-H", host.name,
+                        "--format", "json", "--no-journal", *options]
+    if out_dir is not None:
+        argv += ["--out-dir", str(out_dir)]
+    proc = subprocess.run([*argv, "--", command], capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                          env={**clean_env(home), **env})
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert records and records[-1]["type"] == "summary", proc.stderr.decode(errors="replace")[-2000:]
+    record: dict[str, Any] = records[0]
+    if out_dir is not None:
+        record["out"] = (out_dir / f"{host.name}.out").read_bytes()
+        record["err"] = (out_dir / f"{host.name}.err").read_bytes()
+    return record
+
+
+ENGINES = [{}, {"FLEETRUN_SSH": "paramiko"}]
+RAW = [(), ("--raw",)]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["lean", "paramiko"])
+@pytest.mark.parametrize("raw", RAW, ids=["wrapper", "raw"])
+def test_a_command_that_is_not_utf8_goes_as_its_bytes(lab, tmp_path, engine, raw):
+    host = lab.hosts[0]
+    command = b"printf '%s' '\xff\xfe caf\xe9' | od -An -c"
+    ssh = run_ssh(lab, host, command, tmp_path)
+    record = run_fleetrun(lab, host, command, tmp_path, *raw, out_dir=tmp_path / "out", **engine)
+    assert ssh.returncode == 0 and b"377 376" in ssh.stdout, ssh.stderr
+    assert (record["status"], record["exit_code"], record["out"], record["err"]) == ("ok", 0, ssh.stdout, ssh.stderr)
