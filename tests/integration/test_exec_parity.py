@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,39 @@ def test_a_command_that_is_not_utf8_goes_as_its_bytes(lab, tmp_path, engine, raw
     record = run_fleetrun(lab, host, command, tmp_path, *raw, out_dir=tmp_path / "out", **engine)
     assert ssh.returncode == 0 and b"377 376" in ssh.stdout, ssh.stderr
     assert (record["status"], record["exit_code"], record["out"], record["err"]) == ("ok", 0, ssh.stdout, ssh.stderr)
+
+
+# Each: the command; what matters in it. Bash's own messages start with its $0, which sshd makes `bash`.
+CASES = [
+    "echo $0; tr '\\0' ' ' </proc/$$/cmdline; echo; no-such-command-here",  # 127, `bash: line 1: …`
+    "echo 'unmatched",  # a syntax error: 2
+    "-n",  # a command that starts with a dash: bash -c -n
+    "/etc/passwd",  # not executable: 126
+    "echo trailing\\",
+    "   ",
+    "exit 256",  # 0
+    "exit -1",  # 255
+    "exec false",
+    "printf 'a\\rb'; printf 'x\\0y' >&2; printf '\\377 no newline'",
+    "echo out; echo err >&2; echo out2; printf err2 >&2",
+]
+
+
+def test_statuses_and_bytes_of_edge_commands_are_what_ssh_gives(lab, tmp_path):
+    host = lab.hosts[1]
+
+    def both(index: int) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any], dict[str, Any]]:
+        command = CASES[index]
+        ssh = run_ssh(lab, host, command, tmp_path)
+        wrapped = run_fleetrun(lab, host, command, tmp_path, out_dir=tmp_path / f"w{index}")
+        raw = run_fleetrun(lab, host, command, tmp_path, "--raw", out_dir=tmp_path / f"r{index}")
+        return ssh, wrapped, raw
+
+    with ThreadPoolExecutor(4) as pool:  # a second each, mostly waiting: in parallel
+        results = list(pool.map(both, range(len(CASES))))
+    for command, (ssh, *records) in zip(CASES, results, strict=True):
+        assert ssh.returncode != 255 or command == "exit -1", ssh.stderr  # ssh itself worked
+        for record in records:
+            got = (record["exit_code"], record["signal"], record["out"], record["err"])
+            assert got == (ssh.returncode, None, ssh.stdout, ssh.stderr), command
+
