@@ -28,7 +28,7 @@ _FIELDS = {
     "serveraliveinterval": "server_alive_interval", "serveralivecountmax": "server_alive_count_max",
     "stricthostkeychecking": "host_key_checking", "userknownhostsfile": "user_known_hosts",
     "globalknownhostsfile": "global_known_hosts", "hashknownhosts": "hash_known_hosts",
-    "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent",
+    "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent", "setenv": "set_env",
 }
 _KEYWORDS = {field: keyword for keyword, field in _FIELDS.items()}
 _V = TypeVar("_V")
@@ -126,6 +126,8 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
         server_alive_interval=one(float(settings.server_alive_interval)),
         server_alive_count_max=settings.server_alive_count_max,
         forward_agent=settings.forward_agent,
+        send_env=one(settings.send_env),
+        set_env=one(settings.set_env),
         origins=Origins.of(origins, share),
     )
 

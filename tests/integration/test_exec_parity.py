@@ -98,3 +98,48 @@ def test_statuses_and_bytes_of_edge_commands_are_what_ssh_gives(lab, tmp_path):
             got = (record["exit_code"], record["signal"], record["out"], record["err"])
             assert got == (ssh.returncode, None, ssh.stdout, ssh.stderr), command
 
+
+SEND_ENV_CONFIG = """\
+Host *
+  SendEnv LANG LC_* FLEETRUN_T_A FLEETRUN_T_B
+  SendEnv -FLEETRUN_T_B
+  SetEnv FLEETRUN_T_SET="a b" FLEETRUN_T_SET=second LC_SET=from-setenv
+"""
+LOCAL_ENV = {"LANG": "de_DE.UTF-8", "LC_ALL": "C.UTF-8", "LC_TIME": "x y", "LC_BYTES": "caf\udce9",
+             "FLEETRUN_T_A": "a", "FLEETRUN_T_B": "b", "FLEETRUN_T_NOT_SENT": "c"}
+
+
+@pytest.fixture(scope="module")
+def accept_env_lab(tmp_path_factory):
+    """One host whose sshd accepts Debian's `LANG LC_*` and the test's own variables."""
+    from fleetrun.lab import start_lab, stop_lab
+
+    directory = tmp_path_factory.mktemp("acceptenv")
+    try:
+        yield start_lab(1, directory, extra_config="AcceptEnv LANG LC_* FLEETRUN_T_*")
+    finally:
+        stop_lab(directory)
+
+
+def test_send_env_and_set_env_from_ssh_config_are_sent_as_ssh_sends_them(accept_env_lab, tmp_path):
+    lab, host = accept_env_lab, accept_env_lab.hosts[0]
+    config = tmp_path / "ssh_config"
+    config.write_text(SEND_ENV_CONFIG)
+    probe = "env | grep -a -E '^(LANG|LC_|FLEETRUN_T_)' | LC_ALL=C sort"
+    ssh = run_ssh(lab, host, probe, tmp_path, config=str(config), **LOCAL_ENV)
+    assert ssh.stdout == (b"FLEETRUN_T_A=a\nFLEETRUN_T_SET=a b\nLANG=de_DE.UTF-8\nLC_ALL=C.UTF-8\nLC_BYTES=caf\xe9\n"
+                          b"LC_SET=from-setenv\nLC_TIME=x y\n"), ssh.stderr
+
+    def run(case: tuple[int, tuple[str, ...], dict[str, str]]) -> dict[str, Any]:
+        index, raw, engine = case
+        return run_fleetrun(lab, host, probe, tmp_path, *raw, out_dir=tmp_path / f"out{index}",
+                            FLEETRUN_SSH_CONFIG=str(config), **LOCAL_ENV, **engine)
+
+    cases = [(index, raw, engine) for index, (raw, engine) in enumerate((r, e) for r in RAW for e in ENGINES)]
+    with ThreadPoolExecutor(4) as pool:
+        for (_, raw, engine), record in zip(cases, pool.map(run, cases), strict=True):
+            assert (record["status"], record["out"], record["err"]) == ("ok", ssh.stdout, ssh.stderr), (raw, engine)
+    # and without an ssh_config (ssh -F /dev/null) nothing is sent, by either
+    ssh = run_ssh(lab, host, probe, tmp_path, **LOCAL_ENV)
+    record = run_fleetrun(lab, host, probe, tmp_path, out_dir=tmp_path / "none", **LOCAL_ENV)
+    assert record["out"] == ssh.stdout == b""
