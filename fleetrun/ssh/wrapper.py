@@ -12,7 +12,8 @@ What runs on the host, for `wrap_command("make test")`:
   runs in the login shell exactly as `ssh host 'make test'` runs it, with the same pid, so sshd reports its
   true wait status (`exit 137` is exit status 137; `kill -KILL $$` is exit-signal KILL), and, since sshd made
   the session a process-group leader (setsid() in do_exec_no_pty), the command's process group is that pid.
-- The watcher (`sh -c '<watcher>' fleetrun-watcher LIFELINE PID`, its own argv, so `pgrep -f` run by the
+- The watcher (`sh -c '<watcher>' fleetrun-watcher LIFELINE PID`, started through a subshell that exits at once
+  so it is no child of the command, and with its own argv, so `pgrep -f` run by the
   command never matches the command's text in it) holds nothing of the channel: stdin, stdout and stderr
   are /dev/null and it ignores TERM and HUP (a terminal's hangup, under --become-pty). About once a second
   it checks that both the lifeline and the command are alive (`/proc/PID/stat` and not a zombie where /proc
@@ -136,7 +137,9 @@ def wrapper_script(
     return (
         f"L={lifeline}; "
         + _exports(env or {})
-        + f'{{ exec sh -c {shlex.quote(_WATCHER)} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & '
+        # Through a subshell that exits at once: the watcher is no child of the command, which (as under ssh)
+        # has only the children it starts, so a wait for any child (`os.wait()`) does not wait for the watcher.
+        + f'( {{ exec sh -c {shlex.quote(_WATCHER)} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & ); '
         + (f"{marker}; " if marker else "")
         + (_load_script(script) if script else "")
         + ("exec </dev/null; " if stdin_null else "")

@@ -77,6 +77,7 @@ CASES = [
     "exec false",
     "printf 'a\\rb'; printf 'x\\0y' >&2; printf '\\377 no newline'",
     "echo out; echo err >&2; echo out2; printf err2 >&2",
+    "ps -o comm= --ppid $$",  # the command's children: only those it starts (the watcher is none of them)
 ]
 
 
@@ -97,6 +98,17 @@ def test_statuses_and_bytes_of_edge_commands_are_what_ssh_gives(lab, tmp_path):
         for record in records:
             got = (record["exit_code"], record["signal"], record["out"], record["err"])
             assert got == (ssh.returncode, None, ssh.stdout, ssh.stderr), command
+
+
+@pytest.mark.parametrize("raw", RAW, ids=["wrapper", "raw"])
+def test_a_wait_for_any_child_returns_at_once_as_under_ssh(lab, tmp_path, raw):
+    # The watcher was the command's child: os.wait() waited for it, and it for the command, until --timeout.
+    host = lab.hosts[2]
+    command = 'exec python3 -c "import os; os.wait()"'
+    ssh = run_ssh(lab, host, command, tmp_path)
+    record = run_fleetrun(lab, host, command, tmp_path, "--timeout", "20", *raw, out_dir=tmp_path / "out")
+    assert ssh.returncode == 1 and b"ChildProcessError" in ssh.stderr
+    assert (record["status"], record["exit_code"], record["err"]) == ("failed", 1, ssh.stderr)
 
 
 SEND_ENV_CONFIG = """\
