@@ -8,6 +8,31 @@ from collections.abc import Mapping
 from fleetrun.models import Host
 from fleetrun.sshconfig.patterns import match_pattern
 
+_PROC_ENVIRON = "/proc/self/environ"
+
+
+def _environment() -> dict[str, str]:
+    """os.environ, with LC_CTYPE as fleetrun was started with it.
+
+    Under the C locale (cron, a bare `env -i`) Python sets LC_CTYPE=C.UTF-8 itself (PEP 538), which ssh,
+    started from the same shell, has not got to send. /proc keeps the environment the process started with
+    (setenv() leaves it alone); without /proc, os.environ is taken as it is.
+    """
+    environ = dict(os.environ)
+    if "LC_CTYPE" not in environ:
+        return environ
+    try:
+        with open(_PROC_ENVIRON, "rb") as handle:
+            started = [entry[len(b"LC_CTYPE="):] for entry in handle.read().split(b"\0")
+                       if entry.startswith(b"LC_CTYPE=")]
+    except OSError:
+        return environ
+    if started:
+        environ["LC_CTYPE"] = os.fsdecode(started[0])  # getenv()'s: the first
+    else:
+        del environ["LC_CTYPE"]
+    return environ
+
 
 def env_requests(host: Host, environ: Mapping[str, str] | None = None) -> list[tuple[bytes, bytes]]:
     """(name, value) of each `env` request, in ssh's order (clientloop.c client_session2_setup): the local
@@ -18,7 +43,7 @@ def env_requests(host: Host, environ: Mapping[str, str] | None = None) -> list[t
     """
     requests: list[tuple[str, str]] = []
     if host.send_env:
-        for name, value in (os.environ if environ is None else environ).items():
+        for name, value in (_environment() if environ is None else environ).items():
             if any(match_pattern(name, pattern) for pattern in host.send_env):
                 requests.append((name, value))
     requests.extend(tuple(assignment.split("=", 1)) for assignment in host.set_env)  # type: ignore[misc]

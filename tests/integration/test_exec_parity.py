@@ -18,6 +18,12 @@ pytestmark = pytest.mark.integration
 Word = str | bytes
 
 
+def environment(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """clean_env without the caller's locale (LANG, LC_*: as under cron), then `env`."""
+    clean = {name: value for name, value in clean_env(home).items() if name != "LANG" and not name.startswith("LC_")}
+    return {**clean, **env}
+
+
 def ssh_argv(lab: Any, host: Any, command: Word, *, config: str = "/dev/null") -> list[Word]:
     """OpenSSH's own client to a lab host with the lab's key and known_hosts; `config` is its -F file."""
     return ["ssh", "-F", config, "-n", "-i", str(lab.client_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
@@ -28,7 +34,7 @@ def ssh_argv(lab: Any, host: Any, command: Word, *, config: str = "/dev/null") -
 def run_ssh(lab: Any, host: Any, command: Word, home: Path, *, config: str = "/dev/null",
             **env: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(ssh_argv(lab, host, command, config=config), capture_output=True, timeout=60,
-                          stdin=subprocess.DEVNULL, env={**clean_env(home), **env})
+                          stdin=subprocess.DEVNULL, env=environment(home, env))
 
 
 def run_fleetrun(lab: Any, host: Any, command: Word, home: Path, *options: str, out_dir: Path | None = None,
@@ -39,7 +45,7 @@ def run_fleetrun(lab: Any, host: Any, command: Word, home: Path, *options: str, 
     if out_dir is not None:
         argv += ["--out-dir", str(out_dir)]
     proc = subprocess.run([*argv, "--", command], capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
-                          env={**clean_env(home), **env})
+                          env=environment(home, env))
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert records and records[-1]["type"] == "summary", proc.stderr.decode(errors="replace")[-2000:]
     record: dict[str, Any] = records[0]
@@ -151,6 +157,14 @@ def test_send_env_and_set_env_from_ssh_config_are_sent_as_ssh_sends_them(accept_
     with ThreadPoolExecutor(4) as pool:
         for (_, raw, engine), record in zip(cases, pool.map(run, cases), strict=True):
             assert (record["status"], record["out"], record["err"]) == ("ok", ssh.stdout, ssh.stderr), (raw, engine)
+    # Without a locale (cron): Python's own LC_CTYPE=C.UTF-8 (PEP 538) is not fleetrun's caller's, nor sent.
+    unset = {name: value for name, value in LOCAL_ENV.items() if name.startswith("FLEETRUN_T_")}
+    ssh = run_ssh(lab, host, probe, tmp_path, config=str(config), **unset)
+    assert ssh.stdout == b"FLEETRUN_T_A=a\nFLEETRUN_T_SET=a b\nLC_SET=from-setenv\n", ssh.stderr
+    for engine in ENGINES:
+        record = run_fleetrun(lab, host, probe, tmp_path, out_dir=tmp_path / f"c{len(engine)}",
+                              FLEETRUN_SSH_CONFIG=str(config), **unset, **engine)
+        assert record["out"] == ssh.stdout, engine
     # and without an ssh_config (ssh -F /dev/null) nothing is sent, by either
     ssh = run_ssh(lab, host, probe, tmp_path, **LOCAL_ENV)
     record = run_fleetrun(lab, host, probe, tmp_path, out_dir=tmp_path / "none", **LOCAL_ENV)
