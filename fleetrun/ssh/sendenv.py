@@ -46,7 +46,9 @@ def env_requests(host: Host, environ: Mapping[str, str] | None = None) -> list[t
         for name, value in (_environment() if environ is None else environ).items():
             if any(match_pattern(name, pattern) for pattern in host.send_env):
                 requests.append((name, value))
-    requests.extend(tuple(assignment.split("=", 1)) for assignment in host.set_env)  # type: ignore[misc]
+    for assignment in host.set_env:
+        name, _, value = assignment.partition("=")
+        requests.append((name, value))
     # os.environ holds bytes that are not UTF-8 surrogate-escaped: they go as the bytes they were.
     return [(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
             for name, value in requests]

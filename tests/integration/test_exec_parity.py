@@ -83,7 +83,8 @@ CASES = [
     "exec false",
     "printf 'a\\rb'; printf 'x\\0y' >&2; printf '\\377 no newline'",
     "echo out; echo err >&2; echo out2; printf err2 >&2",
-    "grep -E '^Sig(Blk|Ign)' /proc/self/status; grep -E '^Sig(Blk|Ign)' /proc/$$/status; trap -p",  # no signal left blocked or ignored
+    # no signal left blocked or ignored by the wrapper or its watcher
+    "grep -E '^Sig(Blk|Ign)' /proc/self/status; grep -E '^Sig(Blk|Ign)' /proc/$$/status; trap -p",
     "ps -o comm= --ppid $$",  # the command's children: only those it starts (the watcher is none of them)
 ]
 
