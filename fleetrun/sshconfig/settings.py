@@ -199,6 +199,8 @@ def settle(lookup: Lookup) -> Settings:
                         "not", line.origin))
 
     send_env: list[str] = []
+    if lookup.others.get("sendenv"):
+        origins["sendenv"] = lookup.others["sendenv"][0].origin  # the first line, for hosts --explain
     for entry in lookup.others.get("sendenv", []):
         for pattern in entry.value:
             if pattern.startswith("-"):  # readconf.c rm_env(): drop the patterns so far that it matches
