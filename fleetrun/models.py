@@ -105,6 +105,8 @@ class Host:
     server_alive_interval: float = 0.0  # seconds between keepalive probes; 0: off
     server_alive_count_max: int = 3  # unanswered probes before the connection counts as lost
     forward_agent: bool | str = False  # ForwardAgent: True forwards the agent in use; a str is a socket path
+    send_env: tuple[str, ...] = ()  # SendEnv patterns: local variables sent as `env` requests, as ssh sends them
+    set_env: tuple[str, ...] = ()  # SetEnv NAME=value, sent as `env` requests after them
     # The resolved ProxyJump hops (each a Host with its own settings), first to last: fleetrun.route fills it
     # in from `jump`; () means no bastion.
     via: tuple[Host, ...] = field(default=(), compare=False)

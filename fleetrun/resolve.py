@@ -28,7 +28,8 @@ _FIELDS = {
     "serveraliveinterval": "server_alive_interval", "serveralivecountmax": "server_alive_count_max",
     "stricthostkeychecking": "host_key_checking", "userknownhostsfile": "user_known_hosts",
     "globalknownhostsfile": "global_known_hosts", "hashknownhosts": "hash_known_hosts",
-    "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent",
+    "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent", "sendenv": "send_env",
+    "setenv": "set_env",
 }
 _KEYWORDS = {field: keyword for keyword, field in _FIELDS.items()}
 _V = TypeVar("_V")
@@ -126,6 +127,8 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
         server_alive_interval=one(float(settings.server_alive_interval)),
         server_alive_count_max=settings.server_alive_count_max,
         forward_agent=settings.forward_agent,
+        send_env=one(settings.send_env),
+        set_env=one(settings.set_env),
         origins=Origins.of(origins, share),
     )
 
@@ -250,6 +253,8 @@ def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
          source("server_alive_interval")),
         ("server alive count max", str(host.server_alive_count_max), source("server_alive_count_max")),
         ("forward agent", text(host.forward_agent), source("forward_agent")),
+        ("send env", " ".join(host.send_env) or "none", source("send_env")),
+        ("set env", " ".join(host.set_env) or "none", source("set_env")),
     ]
     if host.password_env or host.password_file:
         which = "password_env" if host.password_env else "password_file"

@@ -12,8 +12,9 @@ from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
 from fleetrun.spill import Capture
 from fleetrun.ssh.lean import MSG_DISCONNECT, MSG_KEXINIT, NOISE, LeanConnection
-from fleetrun.ssh.lean_wire import Deadline, Reader, WireError, text, u32
+from fleetrun.ssh.lean_wire import Deadline, Reader, WireError, string, text, u32
 from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
+from fleetrun.ssh.sendenv import env_requests
 from fleetrun.ssh.wrapper import wrap_command
 
 if TYPE_CHECKING:
@@ -119,9 +120,16 @@ class LeanSession:
                 code, why = read.u32(), read.text()
                 raise HostFailure(Outcome.UNREACHABLE, f"could not start the command: {why or 'refused'} ({code})")
             self._remote = read.u32()
+            # SendEnv and SetEnv, before the exec as ssh sends them; no reply asked for, as ssh asks none.
+            request = bytes((MSG_CHANNEL_REQUEST,)) + u32(self._remote)
+            env = [request + text("env") + b"\0" + string(name) + string(value)
+                   for name, value in env_requests(self.host)]
             # The EOF rides with the exec request: the server handles a channel's messages in order, so the
             # command has started, with its stdin at EOF, as if the EOF had waited for the reply.
-            wire.send(bytes((MSG_CHANNEL_REQUEST,)) + u32(self._remote) + text("exec") + b"\1" + text(line),
+            # A command that is not UTF-8 (a non-UTF-8 argv, surrogate-escaped) goes as the bytes it was, as ssh
+            # sends it.
+            command = string(line.encode("utf-8", "surrogateescape"))
+            wire.send(*env, bytes((MSG_CHANNEL_REQUEST,)) + u32(self._remote) + text("exec") + b"\1" + command,
                       bytes((MSG_CHANNEL_EOF,)) + u32(self._remote))
             if self._next(MSG_CHANNEL_SUCCESS, MSG_CHANNEL_FAILURE)[0] == MSG_CHANNEL_FAILURE:
                 raise HostFailure(Outcome.UNREACHABLE, "could not start the command: the server refused to run it")

@@ -31,6 +31,7 @@ from fleetrun.models import Host, Outcome
 from fleetrun.spill import Capture
 from fleetrun.ssh.agentfwd import agent_socket, request_forwarding
 from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
+from fleetrun.ssh.sendenv import env_requests
 from fleetrun.ssh.wrapper import ScriptLoad, wrap_command
 from fleetrun.stdin_spool import Feed
 
@@ -126,7 +127,10 @@ class Session:
                 path = agent_socket(self.host.forward_agent, self.host.identity_agent)
                 if path is not None:
                     request_forwarding(chan, path)  # before the command starts, as ssh asks for it
-            chan.exec_command(line)
+            for name, value in env_requests(self.host):
+                chan.set_environment_variable(name, value)  # paramiko sends bytes as they are
+            # Bytes the command line held that are not UTF-8 (a non-UTF-8 argv) go as they were, as ssh sends them.
+            chan.exec_command(line.encode("utf-8", "surrogateescape"))
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostFailure(Outcome.UNREACHABLE,
                               f"could not start the command: {error or 'the connection was lost'}") from None

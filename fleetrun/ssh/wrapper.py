@@ -7,11 +7,13 @@ What runs on the host, for `wrap_command("make test")`:
 
 - The leading `exec` makes the login shell (bash, zsh, dash, fish, tcsh all have it) replace itself, so the
   wrapper's `sh` is the process sshd started, and its parent is the sshd session process.
-- The wrapper starts the **watcher** in the background, then `exec "${SHELL:-/bin/sh}" -c "$1"`: the command
+- The wrapper starts the **watcher** in the background, then `exec "${SHELL:-/bin/sh}" -c "$1"`, with the
+  shell's base name as argv[0] as sshd gives it (`bash`, when PATH finds the same file): the command
   runs in the login shell exactly as `ssh host 'make test'` runs it, with the same pid, so sshd reports its
   true wait status (`exit 137` is exit status 137; `kill -KILL $$` is exit-signal KILL), and, since sshd made
   the session a process-group leader (setsid() in do_exec_no_pty), the command's process group is that pid.
-- The watcher (`sh -c '<watcher>' fleetrun-watcher LIFELINE PID`, its own argv, so `pgrep -f` run by the
+- The watcher (`sh -c '<watcher>' fleetrun-watcher LIFELINE PID`, started through a subshell that exits at once
+  so it is no child of the command, and with its own argv, so `pgrep -f` run by the
   command never matches the command's text in it) holds nothing of the channel: stdin, stdout and stderr
   are /dev/null and it ignores TERM and HUP (a terminal's hangup, under --become-pty). About once a second
   it checks that both the lifeline and the command are alive (`/proc/PID/stat` and not a zombie where /proc
@@ -74,7 +76,12 @@ _WATCHER = (
     'kill -KILL "$2" 2>/dev/null; kill -KILL -"$2" 2>/dev/null'
 )
 
-_SHELL = '"${SHELL:-/bin/sh}" -c "$1"'
+# sshd runs the login shell with its base name as argv[0] (`bash`: $0, and what bash's own messages start with).
+# sh's exec has no -a, but passes a name it finds through PATH as argv[0]: so the name, where PATH finds that
+# very shell first (builtins only, no fork), else the path. IFS, unset, is sh's default again.
+_ARGV0 = ('S=${SHELL:-/bin/sh}; N=$S; IFS=:; set -f; for d in $PATH; do d=${d:-.}/${S##*/}; '
+          'if [ -f "$d" ] && [ -x "$d" ]; then [ "$d" -ef "$S" ] && N=${S##*/}; break; fi; done; set +f; unset IFS; ')
+_SHELL = '"$N" -c "$1"'
 # The third field after the command name in /proc/PID/stat is the process group (builtins only, no fork).
 _NEW_GROUP = (
     'g=; if [ -r /proc/$$/stat ]; then read -r g </proc/$$/stat; g=${g##*) }; g=${g#* }; g=${g#* }; '
@@ -126,11 +133,13 @@ def wrapper_script(
     (become's start marker). `script`: load a script from stdin first, onto fd 3. `stdin_null`: the command's
     stdin is /dev/null (under --become-pty, where stdin is the terminal).
     """
-    start = (_NEW_GROUP if new_group else "") + f"exec {_SHELL}"
+    start = _ARGV0 + (_NEW_GROUP if new_group else "") + f"exec {_SHELL}"
     return (
         f"L={lifeline}; "
         + _exports(env or {})
-        + f'{{ exec sh -c {shlex.quote(_WATCHER)} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & '
+        # Through a subshell that exits at once: the watcher is no child of the command, which (as under ssh)
+        # has only the children it starts, so a wait for any child (`os.wait()`) does not wait for the watcher.
+        + f'( {{ exec sh -c {shlex.quote(_WATCHER)} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & ); '
         + (f"{marker}; " if marker else "")
         + (_load_script(script) if script else "")
         + ("exec </dev/null; " if stdin_null else "")

@@ -403,7 +403,6 @@ MEANINGFUL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "remoteforward": (lambda v: True, "ports are not forwarded"),
     "dynamicforward": (lambda v: True, "ports are not forwarded"),
     "tunnel": (lambda v: v not in (False,), "no tun/tap device is forwarded"),
-    "setenv": (lambda v: True, "the variables are not sent (use the inventory's env, issue 14)"),
     "requesttty": (lambda v: v in (True, "force"), "no terminal is requested"),
     "sessiontype": (lambda v: v != "default", "a normal command session is opened"),
     "forwardx11": (lambda v: v is True, "X11 is not forwarded"),

@@ -9,7 +9,7 @@ from fleetrun.sshconfig.checks import assembled_error, forward_paths
 from fleetrun.sshconfig.evaluate import Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
-from fleetrun.sshconfig.patterns import ascii_lower
+from fleetrun.sshconfig.patterns import ascii_lower, match_pattern
 from fleetrun.sshconfig.tokens import TokenError, connection_hash, local_info, percent_expand, tilde_expand
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk", "~/.ssh/id_ed25519",
@@ -54,6 +54,8 @@ class Settings:
     host_key_alias: str | None
     forward_agent: bool | str  # False, True (the agent in use) or a socket path
     control_path: str | None  # expanded, or None (unset or none); not used: fleetrun shares no connections
+    send_env: tuple[str, ...] = ()  # SendEnv patterns left after the `-NAME` removals, in ssh -G's order
+    set_env: tuple[str, ...] = ()  # SetEnv NAME=value, the first line in effect, a name's first value
     origins: dict[str, Origin] = field(default_factory=dict)
     # Options fleetrun does not apply although they matter here: (keyword, why, where), in file order.
     ignored: tuple[tuple[str, str, Origin], ...] = ()
@@ -206,6 +208,19 @@ def settle(lookup: Lookup) -> Settings:
         ignored.append((line.keyword, "this machine's ssh (newer than OpenSSH 9.2) knows it, fleetrun does "
                         "not", line.origin))
 
+    send_env: list[str] = []
+    if lookup.others.get("sendenv"):
+        origins["sendenv"] = lookup.others["sendenv"][0].origin  # the first line, for hosts --explain
+    for entry in lookup.others.get("sendenv", []):
+        for pattern in entry.value:
+            if pattern.startswith("-"):  # readconf.c rm_env(): drop the patterns so far that it matches
+                send_env = [kept for kept in send_env if not match_pattern(kept, pattern[1:])]
+            else:
+                send_env.append(pattern)
+    set_env: dict[str, str] = {}
+    for assignment in get("setenv", ()):
+        set_env.setdefault(assignment.split("=", 1)[0], assignment)  # a repeated name: ssh keeps the first
+
     return Settings(
         host_arg=host_arg,
         hostname=host,
@@ -230,6 +245,8 @@ def settle(lookup: Lookup) -> Settings:
         host_key_alias=alias,
         forward_agent=forward,
         control_path=control_path,
+        send_env=tuple(send_env),
+        set_env=tuple(set_env.values()),
         origins=origins,
         ignored=tuple(ignored),
         proxy_jump_written=jump_written,

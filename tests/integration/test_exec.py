@@ -464,7 +464,7 @@ def test_a_second_ctrl_c_exits_at_once_while_the_first_waits_for_the_output(lab,
 
 
 def test_raw_sends_the_command_untouched(lab, tmp_path):
-    command = "echo $0; ps -o args= --ppid $$; true"  # the shell's children: under the wrapper, its watcher
+    command = "echo $0; ps -o args= -s $$; true"  # the session's processes: under the wrapper, its watcher too
     raw = fleetrun("exec", "-i", str(lab.inventory), command, "-H", "lab01", "--raw", "--format", "json",
                    home=tmp_path)
     hosts, _ = raw.json()

@@ -220,3 +220,21 @@ def watchers(lifeline_pid: int) -> list[int]:
     """The watchers whose lifeline is `lifeline_pid` (argv: sh -c SCRIPT fleetrun-watcher LIFELINE PID)."""
     found = subprocess.run(["pgrep", "-f", f"fleetrun-watcher {lifeline_pid} "], capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
+
+
+@pytest.mark.parametrize("sudo_like", [False, True])
+def test_the_shell_runs_by_its_base_name_only_where_path_finds_that_same_shell(tmp_path, sudo_like):
+    # sshd passes `bash` as argv[0]; sh's exec can only do that through PATH, so only when PATH finds /bin/bash.
+    other = tmp_path / "bash"
+    other.write_bytes(Path("/bin/bash").read_bytes())  # a bash, but another file
+    other.chmod(0o755)
+    only_sh = tmp_path / "only-sh"
+    only_sh.mkdir()
+    (only_sh / "sh").symlink_to("/bin/sh")
+    options = {"lifeline": "$$", "new_group": True} if sudo_like else {}
+    for path, expected in ((ENV["PATH"], "bash"), (f"{tmp_path}:{ENV['PATH']}", "/bin/bash"),
+                           (f"/nonexistent::{ENV['PATH']}", "bash"), (str(only_sh), "/bin/bash")):
+        proc = subprocess.run(["/bin/bash", "-c", wrap_command("echo $0; echo \"$PATH\"", **options)],
+                              env={**ENV, "PATH": path}, capture_output=True, text=True, timeout=30,
+                              preexec_fn=restore_signals, start_new_session=not sudo_like)
+        assert proc.stdout == f"{expected}\n{path}\n", (path, proc.stderr)

@@ -70,7 +70,7 @@ def test_variables_fleetrun_ones_then_inventory_env_then_env_option():
 @pytest.mark.parametrize("value", TRICKY)
 def test_exported_values_round_trip_exactly(value):
     script = wrapper_script(env={"V": value})
-    exports = script[script.index("export "):script.index("{ exec sh")]
+    exports = script[script.index("export "):script.index("( { exec sh")]
     out = subprocess.run(["sh", "-c", exports + 'printf %s "$V"'], capture_output=True, text=True, check=True).stdout
     assert out == value
 

@@ -65,14 +65,14 @@ def test_wrapper_is_one_exec_line_and_carries_the_command_untouched():
     assert words[:3] == ["exec", "sh", "-c"] and words[4:] == ["fleetrun", command]
     assert words[3] == wrapper_script()
     assert "\n" not in wrap_command(command.replace("\\n", ""))  # one line: csh-family shells read it too
-    assert words[3].startswith("L=$PPID; ") and words[3].endswith('exec "${SHELL:-/bin/sh}" -c "$1"')
+    assert words[3].startswith("L=$PPID; ") and words[3].endswith('unset IFS; exec "$N" -c "$1"')
 
 
 def test_wrapper_takes_a_lifeline_and_a_new_process_group_for_later_callers():
     script = wrapper_script(lifeline="$1", new_group=True)
     assert script.startswith("L=$1; ")
     # setsid only where the wrapper does not lead a group (it would fork there); checked on the host
-    assert script.endswith('then exec setsid "${SHELL:-/bin/sh}" -c "$1"; fi; exec "${SHELL:-/bin/sh}" -c "$1"')
+    assert script.endswith('then exec setsid "$N" -c "$1"; fi; exec "$N" -c "$1"')
     assert "setsid" not in wrapper_script()
 
 

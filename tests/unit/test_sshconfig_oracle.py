@@ -26,7 +26,8 @@ SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed: make sshd")
 FIELDS = ("hostname", "port", "user", "identityfile", "proxyjump", "proxycommand", "userknownhostsfile",
           "globalknownhostsfile", "stricthostkeychecking", "connecttimeout", "hostkeyalias", "certificatefile",
-          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts", "controlpath")
+          "identitiesonly", "serveraliveinterval", "serveralivecountmax", "hashknownhosts", "controlpath",
+          "sendenv", "setenv")
 
 
 @dataclass
@@ -194,6 +195,9 @@ CASES = {
                             "  CanonicalDomains a.example\n"
                             "  PermitRemoteOpen h:* [::1]:22\n  FingerprintHash MD5\n  SendEnv LC_* -LANG\n"
                             "  SetEnv A=b\n  LogVerbose kex.c:*\n", "x"),
+    "sendenv-removals-and-setenv-first-wins": Case(
+        "Host x\n  SendEnv LC_* LANG A?\n  SendEnv -LANG B\n  SetEnv A=1 \"B=x y\" A=2\nHost *\n  SetEnv C=3\n"
+        "  SendEnv -B* LANG\n  SendEnv -L?_*\n", "x"),
     "forwards-accepted": Case("Host other\n  LocalForward 8080 localhost:80\n  LocalForward /tmp/s h:80\n"
                               "  LocalForward [::1]:8080 [::1]:80\n  RemoteForward 0\n  RemoteForward 8022 /tmp/t\n"
                               "  DynamicForward [::1]:1080\n  CanonicalizePermittedCNAMEs *.a:*.b\n", "x"),
@@ -298,6 +302,8 @@ def _theirs(printed: dict[str, list[str]]) -> dict[str, object]:
         "serveralivecountmax": one("serveralivecountmax"),
         "hashknownhosts": one("hashknownhosts"),
         "controlpath": one("controlpath"),
+        "sendenv": printed.get("sendenv", []),
+        "setenv": printed.get("setenv", []),
     }
 
 
@@ -325,6 +331,8 @@ def _ours(config: Path, case: Case) -> dict[str, object]:
         "serveralivecountmax": str(settings.server_alive_count_max),
         "hashknownhosts": _yes_no(settings.hash_known_hosts),
         "controlpath": settings.control_path,
+        "sendenv": list(settings.send_env),
+        "setenv": list(settings.set_env),
     }
 
 

@@ -183,6 +183,17 @@ def test_host_key_algorithms_is_warned_about(tmp_path: Path) -> None:
     assert [w for w in warnings if "HostKeyAlgorithms is not applied by fleetrun (1 host)" in w]
 
 
+def test_send_env_and_set_env_are_applied_and_explained(tmp_path: Path) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host *\n  SendEnv LANG LC_*\n  SetEnv A=1 B=2\n  SendEnv -LANG\n")
+    warnings: list[str] = []
+    host = resolved([Host("h1", "h1")], ssh_config, warnings)["h1"]
+    assert (host.send_env, host.set_env, warnings) == (("LC_*",), ("A=1", "B=2"), [])  # SetEnv: no "not applied"
+    rows = {name: (value, where) for name, value, where in explain(host, "me")}
+    assert rows["send env"] == ("LC_*", f"{ssh_config}:2")
+    assert rows["set env"] == ("A=1 B=2", f"{ssh_config}:3")
+
+
 def test_explain_rows(fleet: tuple[dict[str, Host], Path]) -> None:
     hosts, ssh_config = fleet
     rows = {name: (value, where) for name, value, where in
