@@ -83,7 +83,7 @@ def install() -> None:
     """Route dataclasses' compiles through the cache (once per process) and save what was learnt at exit."""
     if isinstance(getattr(getattr(dataclasses, "exec", None), "__self__", None), _Cache):
         return  # already installed (a second import of the package, e.g. under another name)
-    if sys.implementation.cache_tag is None:
+    if getattr(sys.implementation, "cache_tag", None) is None:  # typeshed says str; PEP 421 allows None
         return  # an implementation that keeps no bytecode: nothing to key the file by
     directory = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
     cache = _Cache(os.path.join(directory, f"dataclass-methods.{sys.implementation.cache_tag}.bin"))

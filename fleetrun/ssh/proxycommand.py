@@ -19,6 +19,7 @@ from typing import IO
 
 import paramiko
 
+from fleetrun.environ import started_environment
 from fleetrun.errors import HostFailure
 from fleetrun.models import Outcome
 from fleetrun.ssh.link import Link
@@ -53,8 +54,10 @@ class ProxyCommandLink(Link):
             # A session of its own: Ctrl-C on the operator's terminal must reach fleetrun (which then closes
             # the connection in order), not kill the proxy under a running command. `exec`, as ssh does, so
             # the process we reap is the command itself.
+            # The environment fleetrun was started with, as ssh's ProxyCommand has it (not Python's own LC_CTYPE).
             process = subprocess.Popen([shell(), "-c", f"exec {command}"], stdin=theirs.fileno(),
-                                       stdout=theirs.fileno(), stderr=stderr, close_fds=True, start_new_session=True)
+                                       stdout=theirs.fileno(), stderr=stderr, close_fds=True, start_new_session=True,
+                                       env=started_environment())
         except OSError as error:
             ours.close()
             stderr.close()

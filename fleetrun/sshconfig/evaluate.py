@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetrun.environ import started_environment
 from fleetrun.sshconfig.keywords import ACCUMULATE, IGNORED, UNSUPPORTED
 from fleetrun.sshconfig.model import ConfigError, ConfigFile, Line, Origin
 from fleetrun.sshconfig.patterns import ascii_lower, match_hostname, match_pattern, match_pattern_list
@@ -68,7 +69,7 @@ def run_exec(command: str, line: Line) -> bool:
         raise ConfigError(line.path, line.number, f"Match exec: the shell {shell!r} ($SHELL) is not executable")
     try:
         process = subprocess.Popen([shell, "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   start_new_session=True)
+                                   start_new_session=True, env=started_environment())  # as ssh's, see environ
     except OSError as error:
         raise ConfigError(line.path, line.number, f"Match exec: cannot run {shell}: {error.strerror}") from None
     try:
