@@ -32,9 +32,12 @@ def _run(tmp_path: Path, **extra: str) -> tuple[str, str, str]:
     out = tmp_path / "env"
     done = subprocess.run([sys.executable, "-c", PROBE, str(out)], env=env, capture_output=True, text=True,
                           check=True)
-    lines = lambda suffix: sorted(line for line in (tmp_path / f"env.{suffix}").read_text().splitlines()
-                                  if line.startswith("LC_"))  # noqa: E731
-    return done.stdout.strip(), " ".join(lines("exec")), " ".join(lines("proxy"))
+
+    def lines(suffix: str) -> str:
+        return " ".join(sorted(line for line in (tmp_path / f"env.{suffix}").read_text().splitlines()
+                               if line.startswith("LC_")))
+
+    return done.stdout.strip(), lines("exec"), lines("proxy")
 
 
 def test_python_s_own_lc_ctype_reaches_neither_proxycommand_nor_match_exec(tmp_path):
