@@ -1,0 +1,103 @@
+"""push and pull next to OpenSSH's scp (and rsync, for what README says is rsync-like) on the same lab host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from fleet import clean_env, fleetrun
+
+pytestmark = pytest.mark.integration
+
+
+def srv(host, path: str = "") -> Path:
+    """A lab host's private /srv, seen from here through its sshd's mount namespace."""
+    return Path(f"/proc/{host.pid}/root/srv") / path
+
+
+def ssh_options(lab, host) -> list[str]:
+    return ["-F", "/dev/null", "-i", str(lab.client_key), "-o", f"UserKnownHostsFile={lab.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+
+
+def scp(lab, host, *args: str | bytes, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """OpenSSH's scp, the oracle; the last argument is the remote path (str or bytes)."""
+    *words, remote = args
+    target = f"{lab.user}@{host.address}:".encode() + (remote if isinstance(remote, bytes) else remote.encode())
+    return subprocess.run(["scp", *ssh_options(lab, host), "-P", str(host.port), *words, target],
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(home))
+
+
+def rsync(lab, host, *args: str, home: Path) -> subprocess.CompletedProcess[bytes]:
+    *words, remote = args
+    shell = " ".join(["ssh", *ssh_options(lab, host), "-p", str(host.port)])
+    return subprocess.run(["rsync", "-e", shell, *words, f"{lab.user}@{host.address}:{remote}"],
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(home))
+
+
+def push(lab, host, *args: str, home: Path):
+    return fleetrun("push", "-i", str(lab.inventory), *args, "-H", host.name, "--format", "json", home=home)
+
+
+@pytest.fixture
+def host(lab):
+    if not lab.private_srv:
+        pytest.fail("transfer parity tests need a private /srv per host (run as root)")
+    return lab.hosts[17]
+
+
+@pytest.fixture
+def area(host, request):
+    """/srv/<test name> on the host, for scp's copy (s/) and fleetrun's (f/) side by side; removed afterwards."""
+    name = "parity-" + request.node.name.replace("[", "-").rstrip("]")
+    root = srv(host, name)
+    for side in ("s", "f"):
+        (root / side).mkdir(parents=True)
+    yield f"/srv/{name}", root
+    subprocess.run(["rm", "-rf", "--", str(root)], check=True)
+
+
+def test_dest_forms_land_where_scp_puts_them(lab, host, area, tmp_path):
+    remote, root = area
+    payload = tmp_path / "app.conf"
+    payload.write_text("payload\n")
+    for side in ("s", "f"):
+        (root / side / "dir").mkdir()
+        (root / side / "file").write_text("old\n")
+        (root / side / "to-dir").symlink_to("dir")
+    for dest in ("dir", "dir/", "new", "file", "to-dir"):
+        assert scp(lab, host, str(payload), f"{remote}/s/{dest}", home=tmp_path).returncode == 0
+        run = push(lab, host, str(payload), f"{remote}/f/{dest}", home=tmp_path)
+        assert run.code == 0, run.out + run.err
+    listing = {side: sorted((str(p.relative_to(root / side)), p.is_symlink(), p.is_file() and p.read_text())
+                            for p in (root / side).rglob("*")) for side in ("s", "f")}
+    assert listing["f"] == listing["s"]
+
+
+def test_push_onto_a_symlink_to_a_file_writes_through_it_as_scp_does(lab, host, area, tmp_path):
+    remote, root = area
+    payload = tmp_path / "app.conf"
+    payload.write_text("new content\n")
+    os.utime(payload, (1_600_000_000, 1_600_000_000))
+    for side in ("s", "f"):
+        (root / side / "shared.conf").write_text("old\n")
+        (root / side / "app.conf").symlink_to("shared.conf")
+        (root / side / "dangling").symlink_to("created.conf")
+    for dest in ("app.conf", "dangling"):
+        assert scp(lab, host, str(payload), f"{remote}/s/{dest}", home=tmp_path).returncode == 0
+        run = push(lab, host, str(payload), f"{remote}/f/{dest}", home=tmp_path)
+        assert run.code == 0, run.out + run.err
+    for side in ("s", "f"):
+        assert os.readlink(root / side / "app.conf") == "shared.conf", side
+        assert os.readlink(root / side / "dangling") == "created.conf", side
+        assert (root / side / "shared.conf").read_text() == "new content\n", side
+        assert (root / side / "created.conf").read_text() == "new content\n", side
+    hosts, _ = push(lab, host, str(payload), f"{remote}/f/app.conf", home=tmp_path).json()
+    assert not hosts[host.name]["changed"], "the re-push finds the file it wrote through the link"
+
+    (root / "f" / "loop").symlink_to("loop")
+    looped = push(lab, host, str(payload), f"{remote}/f/loop", home=tmp_path)
+    hosts, _ = looped.json()
+    assert looped.code == 1 and "too many levels of symbolic links" in hosts[host.name]["error"]
