@@ -36,6 +36,7 @@ __all__ = ["PushPlan", "parse_mode", "plan_push", "push_task"]
 
 LOCAL_READ = 1 << 20  # local reads are cheap in big pieces; SFTP splits them into 32 KiB requests
 OWNER_RWX = 0o700
+SETID = stat.S_ISUID | stat.S_ISGID
 MAX_LINKS = 40  # as Linux's path resolution allows
 
 
@@ -179,11 +180,15 @@ class _Pusher:
 
     def _fix_attributes(self, dest: str, attributes: Any, wanted_mode: int, why: str) -> bool:
         fixed = []
+        owner_fixed = bool(self.plan.owner) and self._owner_of(dest) != self._wanted_owner(dest)
+        if owner_fixed:
+            self._chown(dest)  # before the chmod: chown clears the setuid and setgid bits
         if stat.S_IMODE(attributes.st_mode) != wanted_mode:
             self.sftp.chmod(dest, wanted_mode)
             fixed.append(f"mode {wanted_mode:04o}")
-        if self.plan.owner and self._owner_of(dest) != self._wanted_owner(dest):
-            self._chown(dest)
+        elif owner_fixed and wanted_mode & SETID:
+            self.sftp.chmod(dest, wanted_mode)
+        if owner_fixed:
             fixed.append(f"owner {self.plan.owner}")
         self.details.append(f"changed {dest} ({', '.join(fixed)}; content: {why})" if fixed
                             else f"unchanged {dest} ({why})")
@@ -218,6 +223,8 @@ class _Pusher:
                     raise TransferError(f"checksum mismatch after upload of {dest}")
             if self.plan.owner:
                 self._chown(temp)
+                if mode & SETID:
+                    self.sftp.chmod(temp, mode)  # chown cleared them
             if exists and self.plan.backup:
                 self._backup(dest)
             self.link.doing(f"renaming the upload onto {dest}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,38 @@ def test_push_onto_a_symlink_to_a_file_writes_through_it_as_scp_does(lab, host, 
     looped = push(lab, host, str(payload), f"{remote}/f/loop", home=tmp_path)
     hosts, _ = looped.json()
     assert looped.code == 1 and "too many levels of symbolic links" in hosts[host.name]["error"]
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o2750], ids=oct)
+def test_owner_keeps_setuid_and_setgid_bits_as_rsync_does(lab, host, area, tmp_path, mode):
+    remote, root = area
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(mode)
+    assert rsync(lab, host, "-pt", "--chown=root:daemon", str(tool), f"{remote}/s/", home=tmp_path).returncode == 0
+    run = push(lab, host, str(tool), f"{remote}/f/", "--owner", "root:daemon", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    rsynced, pushed = (root / "s" / "tool").stat(), (root / "f" / "tool").stat()
+    assert stat.S_IMODE(pushed.st_mode) == stat.S_IMODE(rsynced.st_mode) == mode
+    assert (pushed.st_uid, pushed.st_gid) == (rsynced.st_uid, rsynced.st_gid)
+
+    # Owner (and mode) fixed on a file whose content is the same: the chown must not undo the mode.
+    for drifted in (0o755, mode):
+        os.chown(root / "f" / "tool", 0, 0)  # clears the setuid and setgid bits
+        os.chmod(root / "f" / "tool", drifted)
+        again = push(lab, host, str(tool), f"{remote}/f/", "--owner", "root:daemon", home=tmp_path)
+        assert again.code == 0, again.out + again.err
+        assert stat.S_IMODE((root / "f" / "tool").stat().st_mode) == mode, oct(drifted)
+    hosts, _ = push(lab, host, str(tool), f"{remote}/f/", "--owner", "root:daemon", home=tmp_path).json()
+    assert not hosts[host.name]["changed"]
+
+
+def test_setuid_bits_are_kept_where_scp_drops_them(lab, host, area, tmp_path):
+    remote, root = area
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o4755)
+    assert scp(lab, host, "-p", str(tool), f"{remote}/s/", home=tmp_path).returncode == 0
+    assert push(lab, host, str(tool), f"{remote}/f/", home=tmp_path).code == 0
+    assert stat.S_IMODE((root / "s" / "tool").stat().st_mode) == 0o755  # README: scp masks with 0777
+    assert stat.S_IMODE((root / "f" / "tool").stat().st_mode) == 0o4755
