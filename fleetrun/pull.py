@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import UsageError
 from fleetrun.models import Host, HostResult
+from fleetrun.pushplan import utf8
 from fleetrun.remotefs import (
     Link,
     TransferError,
@@ -45,6 +46,8 @@ def plan_pull(remote: str, local_dir: str, *, recursive: bool = False) -> PullPl
     """Check the local side before connecting: an absolute remote path and a writable local directory."""
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
+    if not utf8(remote):
+        raise UsageError(f"remote path {os.fsencode(remote)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8")
     if posixpath.basename(remote.rstrip("/")) in ("", ".", ".."):
         raise UsageError(f"remote path {remote!r} must name a file or directory")
     target = Path(local_dir)
@@ -107,6 +110,8 @@ class _Puller:
             entries = sorted(self.sftp.listdir_attr(remote), key=lambda entry: entry.filename)
         except OSError as error:
             raise TransferError(describe(error, remote)) from None
+        except UnicodeDecodeError:  # paramiko decodes every name of a listing as UTF-8, or none
+            raise TransferError(f"{remote} holds a name that is not UTF-8, which fleetrun cannot pull") from None
         for entry in entries:
             if not _safe_component(entry.filename):
                 self.details.append(f"skipped unsafe name {entry.filename!r} in {remote}")

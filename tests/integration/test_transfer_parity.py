@@ -137,3 +137,30 @@ def test_setuid_bits_are_kept_where_scp_drops_them(lab, host, area, tmp_path):
     assert push(lab, host, str(tool), f"{remote}/f/", home=tmp_path).code == 0
     assert stat.S_IMODE((root / "s" / "tool").stat().st_mode) == 0o755  # README: scp masks with 0777
     assert stat.S_IMODE((root / "f" / "tool").stat().st_mode) == 0o4755
+
+
+def test_non_utf8_names_are_refused_or_skipped_with_a_reason(lab, host, area, tmp_path):
+    remote, root = area
+    odd = os.fsencode(tmp_path) + b"/caf\xe9.conf"
+    with open(odd, "wb") as handle:
+        handle.write(b"x\n")
+    assert scp(lab, host, odd, f"{remote}/s/".encode(), home=tmp_path).returncode == 0
+    assert os.listdir(os.fsencode(root / "s")) == [b"caf\xe9.conf"]  # scp copies the bytes as they are
+
+    refused = push(lab, host, os.fsdecode(odd), f"{remote}/f/", home=tmp_path)
+    assert refused.code == 2 and "is not valid UTF-8" in refused.err, refused.out + refused.err
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "ok.conf").write_text("ok\n")
+    os.rename(odd, os.fsencode(tree) + b"/caf\xe9.conf")
+    run = push(lab, host, str(tree), f"{remote}/f/", "-r", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    hosts, _ = run.json()
+    assert any("not a UTF-8 name" in line for line in hosts[host.name]["details"])
+    assert os.listdir(root / "f" / "tree") == ["ok.conf"]
+
+    pulled = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s", str(tmp_path / "pulled"), "-r",
+                      "-H", host.name, "--format", "json", home=tmp_path)
+    hosts, _ = pulled.json()
+    assert pulled.code == 1 and "not UTF-8" in hosts[host.name]["error"], pulled.out + pulled.err
