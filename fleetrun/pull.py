@@ -138,6 +138,8 @@ class _Puller:
             size = self._download(remote, attributes.st_size or 0, temp)
             with _local_errors(local.parent):
                 os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
+                if attributes.st_mtime is not None:  # the host's times, as push leaves them (scp -p, rsync -t)
+                    os.utime(temp, (attributes.st_atime or attributes.st_mtime, attributes.st_mtime))
                 os.replace(temp, local)
         except BaseException:
             if self.link.watchdog.reason() is not None:

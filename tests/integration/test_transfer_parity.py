@@ -164,3 +164,21 @@ def test_non_utf8_names_are_refused_or_skipped_with_a_reason(lab, host, area, tm
                       "-H", host.name, "--format", "json", home=tmp_path)
     hosts, _ = pulled.json()
     assert pulled.code == 1 and "not UTF-8" in hosts[host.name]["error"], pulled.out + pulled.err
+
+
+def test_pull_keeps_the_remote_times_and_mode_as_scp_p_does(lab, host, area, tmp_path):
+    remote, root = area
+    source = root / "s" / "app.log"
+    source.write_text("log\n")
+    source.chmod(0o4751)
+    os.utime(source, (1_500_000_000, 1_400_000_000))
+    copied = subprocess.run(["scp", *ssh_options(lab, host), "-P", str(host.port), "-p",
+                             f"{lab.user}@{host.address}:{remote}/s/app.log", str(tmp_path / "scp.log")],
+                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    assert copied.returncode == 0, copied.stderr
+    pulled = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s/app.log", str(tmp_path / "pulled"),
+                      "-H", host.name, "--format", "json", home=tmp_path)
+    assert pulled.code == 0, pulled.out + pulled.err
+    ours, theirs = (tmp_path / "pulled" / host.name / "app.log").stat(), (tmp_path / "scp.log").stat()
+    assert ours.st_mtime == theirs.st_mtime == 1_400_000_000  # (atimes: reading the file on the host moves its own)
+    assert stat.S_IMODE(ours.st_mode) == stat.S_IMODE(theirs.st_mode) == 0o751  # no setuid bit from a host
