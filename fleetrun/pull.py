@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from fleetrun.remotefs import (
     remote_sha256,
     remote_stat,
     special_kind,
+    temp_basename,
     transfer_result,
 )
 from fleetrun.ssh.sftpio import download
@@ -132,7 +132,7 @@ class _Puller:
             if remote_sha256(self.link, [remote]).get(remote) == mine:
                 self.details.append(f"unchanged {local}")
                 return
-        temp = local.with_name(f".{local.name}.fleetrun-tmp-{secrets.token_hex(4)}")
+        temp = local.with_name(temp_basename(local.name))
         self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
             size = self._download(remote, attributes.st_size or 0, temp)

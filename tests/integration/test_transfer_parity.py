@@ -182,3 +182,20 @@ def test_pull_keeps_the_remote_times_and_mode_as_scp_p_does(lab, host, area, tmp
     ours, theirs = (tmp_path / "pulled" / host.name / "app.log").stat(), (tmp_path / "scp.log").stat()
     assert ours.st_mtime == theirs.st_mtime == 1_400_000_000  # (atimes: reading the file on the host moves its own)
     assert stat.S_IMODE(ours.st_mode) == stat.S_IMODE(theirs.st_mode) == 0o751  # no setuid bit from a host
+
+
+def test_a_name_of_255_bytes_is_pushed_and_pulled_as_scp_does(lab, host, area, tmp_path):
+    remote, root = area
+    name = "n" + "é" * 120 + "n" * 14  # 255 bytes, the most a name can have; its temp name is cut inside an é
+    payload = tmp_path / name
+    payload.write_text("long\n")
+    assert scp(lab, host, str(payload), f"{remote}/s/", home=tmp_path).returncode == 0
+    leftover = root / "f" / ("." + "n" + "é" * 115 + ".fleetrun-tmp-0badf00d")  # what an interrupted push left
+    leftover.write_text("partial")
+    run = push(lab, host, str(payload), f"{remote}/f/", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    assert sorted(os.listdir(root / "f")) == sorted(os.listdir(root / "s")) == [name]
+    pulled = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/f/{name}", str(tmp_path / "pulled"),
+                      "-H", host.name, "--format", "json", home=tmp_path)
+    assert pulled.code == 0, pulled.out + pulled.err
+    assert (tmp_path / "pulled" / host.name / name).read_text() == "long\n"
