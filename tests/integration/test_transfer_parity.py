@@ -72,6 +72,9 @@ def test_dest_forms_land_where_scp_puts_them(lab, host, area, tmp_path):
         assert scp(lab, host, str(payload), f"{remote}/s/{dest}", home=tmp_path).returncode == 0
         run = push(lab, host, str(payload), f"{remote}/f/{dest}", home=tmp_path)
         assert run.code == 0, run.out + run.err
+    for dest in ("~/app.conf", "app.conf"):  # scp writes into the login's home; fleetrun asks for a path
+        relative = push(lab, host, str(payload), dest, home=tmp_path)
+        assert relative.code == 2 and "must be absolute (start with /)" in relative.err
     listing = {side: sorted((str(p.relative_to(root / side)), p.is_symlink(), p.is_file() and p.read_text())
                             for p in (root / side).rglob("*")) for side in ("s", "f")}
     assert listing["f"] == listing["s"]
@@ -199,3 +202,31 @@ def test_a_name_of_255_bytes_is_pushed_and_pulled_as_scp_does(lab, host, area, t
                       "-H", host.name, "--format", "json", home=tmp_path)
     assert pulled.code == 0, pulled.out + pulled.err
     assert (tmp_path / "pulled" / host.name / name).read_text() == "long\n"
+
+
+def test_full_and_read_only_destinations_fail_the_host_and_leave_no_partial_file(lab, host, area, tmp_path):
+    remote, root = area
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(os.urandom(200_000))
+    os.utime(payload, (1_600_000_000, 1_600_000_000))
+    mounts = []
+    try:
+        for side in ("s", "f"):
+            for kind, options in (("full", "size=64k"), ("ro", "size=64k,ro")):
+                path = f"{remote}/{side}/{kind}"
+                (root / side / kind).mkdir()
+                subprocess.run(["nsenter", "-t", str(host.pid), "-m", "mount", "-t", "tmpfs", "-o", options,
+                                "tmpfs", path], check=True)
+                mounts.append(path)
+        for kind, reason in (("full", "disk full?"), ("ro", "read-only file system")):
+            copied = scp(lab, host, str(payload), f"{remote}/s/{kind}/", home=tmp_path)
+            assert copied.returncode == 1 and b"Failure" in copied.stderr  # scp only says "Failure"
+            run = push(lab, host, str(payload), f"{remote}/f/{kind}/", home=tmp_path)
+            hosts, _ = run.json()
+            assert run.code == 1 and hosts[host.name]["status"] == "failed"
+            assert reason in hosts[host.name]["error"], hosts[host.name]["error"]
+            assert os.listdir(root / "f" / kind) == [], "no partial file, no temp file"
+        assert os.listdir(root / "s" / "full") == ["big.bin"], "where scp leaves a partial file"
+    finally:
+        for path in reversed(mounts):
+            subprocess.run(["nsenter", "-t", str(host.pid), "-m", "umount", path], check=True)
