@@ -230,3 +230,20 @@ def test_full_and_read_only_destinations_fail_the_host_and_leave_no_partial_file
     finally:
         for path in reversed(mounts):
             subprocess.run(["nsenter", "-t", str(host.pid), "-m", "umount", path], check=True)
+
+
+def test_tree_dest_rule_is_scp_r_s(lab, host, area, tmp_path):
+    remote, root = area
+    tree = tmp_path / "site"
+    (tree / "empty").mkdir(parents=True)
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "index.html").write_text("hi\n")
+    for side in ("s", "f"):
+        (root / side / "exists").mkdir()
+    for dest in ("missing", "exists"):  # a missing DEST becomes the copy; an existing one gets it inside
+        assert scp(lab, host, "-r", str(tree), f"{remote}/s/{dest}", home=tmp_path).returncode == 0
+        run = push(lab, host, str(tree), f"{remote}/f/{dest}", "-r", home=tmp_path)
+        assert run.code == 0, run.out + run.err
+    listing = {side: sorted((str(p.relative_to(root / side)), p.is_dir()) for p in (root / side).rglob("*"))
+               for side in ("s", "f")}
+    assert listing["f"] == listing["s"]
