@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import UsageError
 from fleetrun.models import Host, HostResult
+from fleetrun.pushplan import utf8
 from fleetrun.remotefs import (
     Link,
     TransferError,
@@ -23,6 +23,7 @@ from fleetrun.remotefs import (
     remote_sha256,
     remote_stat,
     special_kind,
+    temp_basename,
     transfer_result,
 )
 from fleetrun.ssh.sftpio import download
@@ -45,6 +46,8 @@ def plan_pull(remote: str, local_dir: str, *, recursive: bool = False) -> PullPl
     """Check the local side before connecting: an absolute remote path and a writable local directory."""
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
+    if not utf8(remote):
+        raise UsageError(f"remote path {os.fsencode(remote)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8")
     if posixpath.basename(remote.rstrip("/")) in ("", ".", ".."):
         raise UsageError(f"remote path {remote!r} must name a file or directory")
     target = Path(local_dir)
@@ -107,6 +110,8 @@ class _Puller:
             entries = sorted(self.sftp.listdir_attr(remote), key=lambda entry: entry.filename)
         except OSError as error:
             raise TransferError(describe(error, remote)) from None
+        except UnicodeDecodeError:  # paramiko decodes every name of a listing as UTF-8, or none
+            raise TransferError(f"{remote} holds a name that is not UTF-8, which fleetrun cannot pull") from None
         for entry in entries:
             if not _safe_component(entry.filename):
                 self.details.append(f"skipped unsafe name {entry.filename!r} in {remote}")
@@ -127,12 +132,14 @@ class _Puller:
             if remote_sha256(self.link, [remote]).get(remote) == mine:
                 self.details.append(f"unchanged {local}")
                 return
-        temp = local.with_name(f".{local.name}.fleetrun-tmp-{secrets.token_hex(4)}")
+        temp = local.with_name(temp_basename(local.name))
         self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
             size = self._download(remote, attributes.st_size or 0, temp)
             with _local_errors(local.parent):
                 os.chmod(temp, stat.S_IMODE(attributes.st_mode or 0o644) & 0o777)
+                if attributes.st_mtime is not None:  # the host's times, as push leaves them (scp -p, rsync -t)
+                    os.utime(temp, (attributes.st_atime or attributes.st_mtime, attributes.st_mtime))
                 os.replace(temp, local)
         except BaseException:
             if self.link.watchdog.reason() is not None:

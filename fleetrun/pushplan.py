@@ -176,6 +176,9 @@ def plan_push(
     """
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
+    for path in (local, remote):
+        if not utf8(path):
+            raise UsageError(f"{os.fsencode(path)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8")
     if owner is not None and (not owner or any(c in owner for c in " \t\n;'\"$`\\")):
         raise UsageError(f"--owner {owner!r} must look like user or user:group")
     source = Path(local)
@@ -196,6 +199,15 @@ def plan_push(
         raise UsageError(f"{local} is not a regular file or directory")
     return PushPlan(name, tuple(files), tuple(directories), remote, recursive, mode, mkdir, backup, owner, verify,
                     tuple(links), tuple(skipped), copy_links, checksum)
+
+
+def utf8(name: str) -> bool:
+    """Whether a name (undecodable bytes kept as surrogates, as os gives them) can be sent as UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _local_file(path: Path, relative: str) -> LocalFile:
@@ -237,8 +249,15 @@ class _Walk:
 
     def _entry(self, path: Path, relative: str, is_link: bool) -> None:
         try:
+            if not utf8(relative):
+                self.skipped.append(f"{os.fsencode(relative)!r} (not a UTF-8 name: fleetrun sends SFTP names as UTF-8)")
+                return
             if is_link and not self.copy_links:
-                self.links.append(LocalLink(relative, os.readlink(path)))
+                target = os.readlink(path)
+                if not utf8(target):
+                    self.skipped.append(f"{relative} (symlink to {os.fsencode(target)!r}, not a UTF-8 name)")
+                    return
+                self.links.append(LocalLink(relative, target))
                 return
             info = path.stat() if self.copy_links else path.lstat()
         except FileNotFoundError:  # a symlink to nothing, with --copy-links

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fleetrun.ssh import ExecResult, Session
 
 TEMP_MARK = ".fleetrun-tmp-"
+NAME_MAX = 255  # bytes in one file name, on Linux and the BSDs
 CHUNK = 32768  # SFTP's maximum request size: larger reads are split anyway
 HASH_BATCH = 64  # paths per remote sha256sum call (keeps the command line short)
 
@@ -33,11 +34,21 @@ class TransferError(Exception):
 def temp_name(path: str) -> str:
     """A hidden sibling of `path`, so the final rename stays within one directory (and filesystem)."""
     directory, name = posixpath.split(path)
-    return posixpath.join(directory, f".{name}{TEMP_MARK}{secrets.token_hex(4)}")
+    return posixpath.join(directory, temp_basename(name))
+
+
+def temp_basename(name: str) -> str:
+    return f"{_temp_prefix(name)}{secrets.token_hex(4)}"
+
+
+def _temp_prefix(name: str) -> str:
+    # A name scp can write (up to NAME_MAX bytes) must fit with our marks too: cut it, on a character boundary.
+    room = NAME_MAX - len(f".{TEMP_MARK}") - 8
+    return f".{name.encode()[:room].decode(errors='ignore')}{TEMP_MARK}"
 
 
 def is_leftover_of(entry: str, name: str) -> bool:
-    return entry.startswith(f".{name}{TEMP_MARK}")
+    return entry.startswith(_temp_prefix(name))
 
 
 def describe(error: BaseException, path: str) -> str:

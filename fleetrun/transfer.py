@@ -36,6 +36,8 @@ __all__ = ["PushPlan", "parse_mode", "plan_push", "push_task"]
 
 LOCAL_READ = 1 << 20  # local reads are cheap in big pieces; SFTP splits them into 32 KiB requests
 OWNER_RWX = 0o700
+SETID = stat.S_ISUID | stat.S_ISGID
+MAX_LINKS = 40  # as Linux's path resolution allows
 
 
 class _Pusher:
@@ -59,12 +61,25 @@ class _Pusher:
         self.link.doing(f"looking at {plan.remote}")
         into = plan.remote.endswith("/") or is_dir(remote_stat(self.sftp, plan.remote))
         root = posixpath.join(plan.remote, plan.source_name) if into else plan.remote
+        if not plan.recursive:
+            root = self._through_links(root)
         parent = posixpath.dirname(root.rstrip("/")) or "/"
         if not is_dir(remote_stat(self.sftp, parent)):
             if not plan.mkdir:
                 raise TransferError(f"directory {parent} does not exist on the host (pass --mkdir to create it)")
             make_dirs(self.sftp, parent)
         return root
+
+    def _through_links(self, path: str) -> str:
+        """Where a file pushed to `path` lands: a symlink there is written through, as scp and cp do, so an
+        /etc/app.conf linked to a shared file updates that file instead of becoming a copy of it."""
+        for _ in range(MAX_LINKS):
+            current = remote_lstat(self.sftp, path)
+            if current is None or not stat.S_ISLNK(current.st_mode or 0):
+                return path
+            # Not normpath: ".." after a symlinked directory is resolved by the host, not by the text.
+            path = posixpath.join(posixpath.dirname(path), self._readlink(path) or "")
+        raise TransferError(f"{self.plan.remote}: too many levels of symbolic links on the host")
 
     def move(self) -> bool:
         """Push everything; True when anything on the host changed."""
@@ -165,11 +180,15 @@ class _Pusher:
 
     def _fix_attributes(self, dest: str, attributes: Any, wanted_mode: int, why: str) -> bool:
         fixed = []
+        owner_fixed = bool(self.plan.owner) and self._owner_of(dest) != self._wanted_owner(dest)
+        if owner_fixed:
+            self._chown(dest)  # before the chmod: chown clears the setuid and setgid bits
         if stat.S_IMODE(attributes.st_mode) != wanted_mode:
             self.sftp.chmod(dest, wanted_mode)
             fixed.append(f"mode {wanted_mode:04o}")
-        if self.plan.owner and self._owner_of(dest) != self._wanted_owner(dest):
-            self._chown(dest)
+        elif owner_fixed and wanted_mode & SETID:
+            self.sftp.chmod(dest, wanted_mode)
+        if owner_fixed:
             fixed.append(f"owner {self.plan.owner}")
         self.details.append(f"changed {dest} ({', '.join(fixed)}; content: {why})" if fixed
                             else f"unchanged {dest} ({why})")
@@ -204,6 +223,8 @@ class _Pusher:
                     raise TransferError(f"checksum mismatch after upload of {dest}")
             if self.plan.owner:
                 self._chown(temp)
+                if mode & SETID:
+                    self.sftp.chmod(temp, mode)  # chown cleared them
             if exists and self.plan.backup:
                 self._backup(dest)
             self.link.doing(f"renaming the upload onto {dest}")
