@@ -29,7 +29,7 @@ _FIELDS = {
     "stricthostkeychecking": "host_key_checking", "userknownhostsfile": "user_known_hosts",
     "globalknownhostsfile": "global_known_hosts", "hashknownhosts": "hash_known_hosts",
     "hostkeyalias": "host_key_alias", "forwardagent": "forward_agent", "sendenv": "send_env",
-    "setenv": "set_env",
+    "setenv": "set_env", "hostkeyalgorithms": "host_key_algorithms",
 }
 _KEYWORDS = {field: keyword for keyword, field in _FIELDS.items()}
 _V = TypeVar("_V")
@@ -129,6 +129,7 @@ def apply_settings(host: Host, settings: Settings, share: dict[Any, Any] | None 
         forward_agent=settings.forward_agent,
         send_env=one(settings.send_env),
         set_env=one(settings.set_env),
+        host_key_algorithms=settings.host_key_algorithms,
         origins=Origins.of(origins, share),
     )
 
@@ -255,6 +256,7 @@ def explain(host: Host, local_user: str) -> list[tuple[str, str, str]]:
         ("forward agent", text(host.forward_agent), source("forward_agent")),
         ("send env", " ".join(host.send_env) or "none", source("send_env")),
         ("set env", " ".join(host.set_env) or "none", source("set_env")),
+        ("host key algorithms", host.host_key_algorithms or "ssh's default", source("host_key_algorithms")),
     ]
     if host.password_env or host.password_file:
         which = "password_env" if host.password_env else "password_file"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
@@ -16,6 +16,7 @@ from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files,
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import lean as lean_client
 from fleetrun.ssh.auth import authenticate
+from fleetrun.ssh.hostkeyorder import preferred_key_types
 from fleetrun.ssh.keys import KeyFile
 from fleetrun.ssh.lean import Handover, Offer
 from fleetrun.ssh.lean_session import LeanSession
@@ -45,28 +46,6 @@ class ConnectSettings:
     warn: Callable[[str], None] = lambda message: None
 
 
-# ssh's default HostKeyAlgorithms, best first (OpenSSH 9.2: `ssh -G host | grep hostkeyalgorithms`), each with
-# the key type a known_hosts line must hold to vouch for it.
-OPENSSH_HOST_KEY_ALGORITHMS: dict[str, str] = {
-    "ssh-ed25519-cert-v01@openssh.com": "ssh-ed25519",
-    "ecdsa-sha2-nistp256-cert-v01@openssh.com": "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384-cert-v01@openssh.com": "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521-cert-v01@openssh.com": "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519-cert-v01@openssh.com": "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com": "sk-ecdsa-sha2-nistp256@openssh.com",
-    "rsa-sha2-512-cert-v01@openssh.com": "ssh-rsa",
-    "rsa-sha2-256-cert-v01@openssh.com": "ssh-rsa",
-    "ssh-ed25519": "ssh-ed25519",
-    "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384": "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521": "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com": "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com": "sk-ecdsa-sha2-nistp256@openssh.com",
-    "rsa-sha2-512": "ssh-rsa",
-    "rsa-sha2-256": "ssh-rsa",
-}
-
-
 # AES-GCM first: its tag is checked inside OpenSSL, where CTR mode needs an HMAC computed and compared in
 # Python for every packet: 12% less client CPU per connection (instructions counted under callgrind, issue 13).
 # OpenSSH itself prefers chacha20-poly1305, which paramiko lacks; a server without GCM gets paramiko's order.
@@ -77,24 +56,6 @@ def preferred_ciphers(supported: Sequence[str]) -> tuple[str, ...]:
     """paramiko's ciphers with the AEAD ones it has moved to the front."""
     first = tuple(cipher for cipher in PREFERRED_CIPHERS if cipher in supported)
     return first + tuple(cipher for cipher in supported if cipher not in first)
-
-
-def _preferred_key_types(known: Collection[str], supported: Sequence[str], authority: bool = False) -> list[str]:
-    """Host key algorithms in the order ssh asks for them (OpenSSH's order_hostkeyalgs), among `supported`.
-
-    ssh keeps its default order when a key of its best algorithm's type is known for the host, and otherwise
-    moves the algorithms of the known key types first, each group in its own order. So a host with a stale
-    line of one type and a right one of the type ssh prefers is asked for the right one, as ssh asks.
-    A @cert-authority line for the host moves every certificate algorithm first too.
-    """
-    order = list(OPENSSH_HOST_KEY_ALGORITHMS)
-    if OPENSSH_HOST_KEY_ALGORITHMS[order[0]] not in known:
-        first = [alg for alg in order
-                 if OPENSSH_HOST_KEY_ALGORITHMS[alg] in known or (authority and alg.endswith(_CERT))]
-        order = first + [alg for alg in order if alg not in first]
-    # Only what ssh would ask for: an algorithm paramiko has but ssh dropped (ssh-rsa, ssh-dss) stays out.
-    wanted = [alg for alg in order if alg in supported]
-    return wanted or list(supported)
 
 
 @overload
@@ -172,8 +133,8 @@ def _lean_eligible(host: Host, settings: ConnectSettings, password: str | None) 
 def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: tuple[str, ...]) -> Offer:
     """The KEXINIT lists paramiko's Transport would send this host, as `_handshake` configures it."""
     known = settings.known_hosts
-    key_types = _preferred_key_types(known.key_types_for(names, files), lean_client.PARAMIKO_KEY_TYPES,
-                                     known.has_authority_for(names, files))
+    key_types = preferred_key_types(known.key_types_for(names, files), lean_client.PARAMIKO_KEY_TYPES,
+                                    known.has_authority_for(names, files), host.host_key_algorithms)
     # Transport.preferred_keys appends a certificate variant of every name, whatever the list holds already.
     sent_key_types = (*key_types, *(f"{name}-cert-v01@openssh.com" for name in key_types))
     return Offer(

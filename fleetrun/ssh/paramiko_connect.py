@@ -19,9 +19,10 @@ from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
 from fleetrun.ssh.auth import authenticate
-from fleetrun.ssh.connect import _CERT, ConnectSettings, _preferred_key_types, _settle, preferred_ciphers
+from fleetrun.ssh.connect import _CERT, ConnectSettings, _settle, preferred_ciphers
 from fleetrun.ssh.diagnose import RecordingSocket
 from fleetrun.ssh.gateway import GatewayFailure
+from fleetrun.ssh.hostkeyorder import preferred_key_types
 from fleetrun.ssh.keepalive import install_keepalive
 from fleetrun.ssh.lean import BANNER
 from fleetrun.ssh.link import Link
@@ -152,8 +153,8 @@ def _handshake(
     known = settings.known_hosts
     options = transport.get_security_options()
     supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
-    options.key_types = _preferred_key_types(known.key_types_for(names, files), supported,
-                                             known.has_authority_for(names, files))
+    options.key_types = preferred_key_types(known.key_types_for(names, files), supported,
+                                            known.has_authority_for(names, files), host.host_key_algorithms)
     options.ciphers = preferred_ciphers(options.ciphers)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())

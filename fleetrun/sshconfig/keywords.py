@@ -341,8 +341,8 @@ PARSERS: dict[str, Parser] = {
     "gssapiserveridentity": _string("GSSAPIServerIdentity"),
 }
 
-# Not applied by fleetrun; checks.py checks their arguments as readconf.c does (most of them), so a file
-# ssh refuses is refused.
+# Not typed settings: most are not applied by fleetrun (SendEnv, SetEnv and HostKeyAlgorithms are, from their
+# text); checks.py checks their arguments as readconf.c does (most of them), so a file ssh refuses is refused.
 OTHERS = frozenset({
     "addkeystoagent", "casignaturealgorithms", "canonicaldomains", "canonicalizepermittedcnames", "ciphers",
     "controlpersist", "dynamicforward", "escapechar", "fingerprinthash", "hostbasedacceptedalgorithms",
@@ -408,8 +408,6 @@ MEANINGFUL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forwardx11": (lambda v: v is True, "X11 is not forwarded"),
     "bindaddress": (lambda v: True, "the connection's source address is chosen by the system"),
     "bindinterface": (lambda v: True, "the connection's source address is chosen by the system"),
-    # It decides which of a server's keys is negotiated, so which one accept-new records (ssh records that one).
-    "hostkeyalgorithms": (lambda v: True, "host key algorithms are asked in ssh's default order, known types first"),
     "revokedhostkeys": (_not_none, "the file is not read: revoke keys with @revoked lines in known_hosts"),
     "verifyhostkeydns": (lambda v: v in (True, "ask"), "host keys are not looked up in DNS (SSHFP)"),
     "addressfamily": (lambda v: v != "any", "the address family is whatever the host name resolves to"),

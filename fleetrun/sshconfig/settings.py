@@ -56,6 +56,7 @@ class Settings:
     control_path: str | None  # expanded, or None (unset or none); not used: fleetrun shares no connections
     send_env: tuple[str, ...] = ()  # SendEnv patterns left after the `-NAME` removals, in ssh -G's order
     set_env: tuple[str, ...] = ()  # SetEnv NAME=value, the first line in effect, a name's first value
+    host_key_algorithms: str | None = None  # HostKeyAlgorithms as written (its +, - or ^ too); None: ssh's default
     origins: dict[str, Origin] = field(default_factory=dict)
     # Options fleetrun does not apply although they matter here: (keyword, why, where), in file order.
     ignored: tuple[tuple[str, str, Origin], ...] = ()
@@ -247,6 +248,7 @@ def settle(lookup: Lookup) -> Settings:
         control_path=control_path,
         send_env=tuple(send_env),
         set_env=tuple(set_env.values()),
+        host_key_algorithms=algorithms.value[0] if algorithms is not None and algorithms.value else None,
         origins=origins,
         ignored=tuple(ignored),
         proxy_jump_written=jump_written,

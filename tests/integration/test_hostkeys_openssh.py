@@ -27,7 +27,7 @@ from fleet import fleetrun
 from fleetrun.errors import LabError
 from fleetrun.hostkeys import KnownHosts, fingerprint
 from fleetrun.lab import Lab, LabHost, extra_host_key_path, start_lab, stop_lab
-from fleetrun.ssh.connect import _preferred_key_types
+from fleetrun.ssh.hostkeyorder import preferred_key_types
 
 SSH = shutil.which("ssh")
 pytestmark = pytest.mark.skipif(SSH is None, reason="needs the OpenSSH client")
@@ -290,10 +290,15 @@ def proposal(done: subprocess.CompletedProcess[str]) -> list[str]:
     return found.group(1).split(",")
 
 
-@pytest.mark.parametrize("types", [(), ("ed",), ("ec",), ("rsa",), ("ec", "rsa"), ("rsa", "ed"), ("ec384",),
-                                   ("ec384", "rsa"), ("ec", "ed", "rsa"), ("ca",), ("ca", "rsa"), ("ec", "ca")])
+@pytest.mark.parametrize(("types", "spec"), [
+    *(((types, None)) for types in [(), ("ed",), ("ec",), ("rsa",), ("ec", "rsa"), ("rsa", "ed"), ("ec384",),
+                                    ("ec384", "rsa"), ("ec", "ed", "rsa"), ("ca",), ("ca", "rsa"), ("ec", "ca")]),
+    # HostKeyAlgorithms: a list of one's own is asked as written; one based on ssh's is still reordered.
+    (("rsa",), "ssh-ed25519,rsa-sha2-512"), (("rsa",), "^ssh-ed25519"), (("rsa",), "+ssh-dss"),
+    (("rsa",), "-ecdsa*"), (("ec", "ca"), "-*cert*"), (("ca",), "rsa*,ssh-ed25519*"), ((), "ecdsa*,ssh-rsa"),
+])
 def test_host_key_algorithms_are_asked_in_the_order_ssh_asks(
-    setup: Setup, tmp_path: Path, types: tuple[str, ...]
+    setup: Setup, tmp_path: Path, types: tuple[str, ...], spec: str | None
 ) -> None:
     # Certificate algorithms included: ssh asks for them first, and all of them first for a host with a CA line.
     lab, host = setup.lab, setup.lab.hosts[-1]
@@ -307,13 +312,14 @@ def test_host_key_algorithms_are_asked_in_the_order_ssh_asks(
     done = subprocess.run([SSH, "-vvv", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={path}",
                            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
                            "-o", "KexAlgorithms=curve25519-sha256", "-o", "UpdateHostKeys=no",
+                           *(["-o", f"HostKeyAlgorithms={spec}"] if spec else []),
                            "-i", str(lab.client_key), "-p", str(host.port), f"{lab.user}@{host.address}", "true"],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates too
     theirs = [alg for alg in proposal(done) if alg in supported]
     loaded = KnownHosts.load([path])
     known = loaded.key_types_for([name])  # the bare ECDSA line must not count
-    assert _preferred_key_types(known, supported, loaded.has_authority_for([name])) == theirs
+    assert preferred_key_types(known, supported, loaded.has_authority_for([name]), spec) == theirs
 
 
 def test_changed_key_message_gives_a_fix_that_works(setup: Setup, tmp_path: Path) -> None:
@@ -407,3 +413,68 @@ def test_accept_new_where_the_file_cannot_be_written_matches_the_openssh_client(
         f"{setup.keys[hosts['new-file'].name].ed}\n"
     assert ssh_ok == dict.fromkeys(layouts, True)
     assert sum("failed to add the host key to known_hosts" in line for line in run.err.splitlines()) == 3
+
+
+def _config_run(setup: Setup, tmp_path: Path, label: str, spec: str | None, known: list[str],
+                strict: str) -> tuple[Path, Path]:
+    """An ssh_config (HostKeyAlgorithms, its own known_hosts holding `known`) for lab.hosts[-3]."""
+    host = setup.lab.hosts[-3]
+    keys = setup.keys[host.name]
+    text = {"ed": keys.ed, "ec": keys.ec, "rsa": keys.rsa}
+    known_hosts = tmp_path / f"{label}.known_hosts"
+    known_hosts.write_text("".join(f"[{host.address}]:{host.port} {text[t]}\n" for t in known))
+    config = tmp_path / f"{label}.ssh_config"
+    config.write_text(f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+                      f"  StrictHostKeyChecking {strict}\n" + (f"  HostKeyAlgorithms {spec}\n" if spec else ""))
+    return config, known_hosts
+
+
+def _ssh_with(config: Path, setup: Setup) -> subprocess.CompletedProcess[str]:
+    assert SSH is not None
+    lab, host = setup.lab, setup.lab.hosts[-3]
+    return subprocess.run([SSH, "-F", str(config), "-o", "BatchMode=yes", "-o", "UpdateHostKeys=no",
+                           "-o", "CheckHostIP=no", "-o", "KexAlgorithms=curve25519-sha256", "-o", "IdentitiesOnly=yes",
+                           "-i", str(lab.client_key), "-p", str(host.port), f"{lab.user}@{host.address}", "true"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+
+
+def _fleetrun_with(config: Path, setup: Setup, tmp_path: Path) -> dict[str, object]:
+    lab, host = setup.lab, setup.lab.hosts[-3]
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(json.dumps({"defaults": {"user": lab.user, "key": str(lab.client_key)},
+                                     "hosts": {host.address: {"address": host.address, "port": host.port}}}))
+    run = fleetrun("exec", "-i", str(inventory), "--ssh-config", str(config), "true", "-H", "all", "--format", "json",
+                   home=setup.home)
+    assert "HostKeyAlgorithms" not in run.err  # applied, so not warned about
+    record: dict[str, object] = run.json()[0][host.address]
+    return record
+
+
+@pytest.mark.parametrize(("spec", "known", "verdict"), [
+    (None, ["rsa"], "known"),  # ssh's own list: the known RSA type moves first
+    # As written: the Ed25519 key comes, and ssh calls it changed, as another type is on record for the host.
+    ("ssh-ed25519,rsa-sha2-512", ["rsa"], "changed"),
+    ("+ssh-dss", ["rsa"], "known"),  # appended to ssh's list: still reordered
+    ("rsa-sha2-512", ["ed"], "changed"),
+    ("rsa-sha2-512", [], "unknown"),
+    ("^ecdsa-sha2-nistp256", ["ec", "ed"], "known"),
+])
+def test_host_key_algorithms_in_ssh_config_decide_as_they_do_for_ssh(
+    setup: Setup, tmp_path: Path, spec: str | None, known: list[str], verdict: str
+) -> None:
+    config, _ = _config_run(setup, tmp_path, "case", spec, known, "yes")
+    assert ssh_verdict(_ssh_with(config, setup)).verdict == verdict
+    assert fleetrun_verdict(_fleetrun_with(config, setup, tmp_path)) == verdict
+
+
+@pytest.mark.parametrize("spec", [None, "rsa-sha2-512,ssh-ed25519", "-ssh-ed25519*", "ecdsa-sha2-nistp256"])
+def test_accept_new_records_the_key_type_ssh_records(setup: Setup, tmp_path: Path, spec: str | None) -> None:
+    theirs, theirs_file = _config_run(setup, tmp_path, "theirs", spec, [], "accept-new")
+    ours, ours_file = _config_run(setup, tmp_path, "ours", spec, [], "accept-new")
+    assert _ssh_with(theirs, setup).returncode == 0
+    assert _fleetrun_with(ours, setup, tmp_path)["status"] == "ok"
+
+    def recorded(path: Path) -> list[str]:
+        return [line.split()[1] for line in path.read_text().splitlines() if line.strip()]
+
+    assert recorded(ours_file) == recorded(theirs_file) and len(recorded(ours_file)) == 1

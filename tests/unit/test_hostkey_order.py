@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from fleetrun.ssh.connect import OPENSSH_HOST_KEY_ALGORITHMS, _preferred_key_types
+from fleetrun.ssh.hostkeyorder import OPENSSH_HOST_KEY_ALGORITHMS
+from fleetrun.ssh.hostkeyorder import preferred_key_types as _preferred_key_types
 
 PARAMIKO = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
             "rsa-sha2-256"]

@@ -173,16 +173,6 @@ def test_ignored_options_warn_once_per_run(tmp_path: Path) -> None:
     assert all(f"{ssh_config}:" in warning for warning in warnings)
 
 
-def test_host_key_algorithms_is_warned_about(tmp_path: Path) -> None:
-    # ssh negotiates (and accept-new records) the first of HostKeyAlgorithms the server has; fleetrun asks in
-    # ssh's default order, so a different key type may be recorded: say so rather than differ silently.
-    ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text("Host *\n  HostKeyAlgorithms ecdsa-sha2-nistp256,ssh-ed25519\n")
-    warnings: list[str] = []
-    resolved([Host("h1", "h1")], ssh_config, warnings)
-    assert [w for w in warnings if "HostKeyAlgorithms is not applied by fleetrun (1 host)" in w]
-
-
 def test_send_env_and_set_env_are_applied_and_explained(tmp_path: Path) -> None:
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text("Host *\n  SendEnv LANG LC_*\n  SetEnv A=1 B=2\n  SendEnv -LANG\n")
