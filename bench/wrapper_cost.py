@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/wrapper_cost.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fleetrun.ssh.wrapper import wrap_command
+from fleetrun.ssh.wrapper import _ARGV0, _SHELL, _WATCHER, wrap_command
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -44,10 +44,32 @@ def old_wrap(command: str) -> str:
     return f"sh -c {shlex.quote(_OLD_WRAPPER)} fleetrun {shlex.quote(command)}"
 
 
+def _variant(start_watcher: Callable[[str], str], watcher: str = _WATCHER) -> Callable[[str], str]:
+    """Today's wrapper with the watcher started another way (or not at all), to see what each part costs."""
+    def wrap(command: str) -> str:
+        script = "L=$PPID; " + start_watcher(shlex.quote(watcher)) + _ARGV0 + f"exec {_SHELL}"
+        return f"exec sh -c {shlex.quote(script)} fleetrun {shlex.quote(command)}"
+
+    return wrap
+
+
+def _direct(quoted: str) -> str:  # as before 2026-12-02: a child of the command (os.wait() waits for it)
+    return f'{{ exec sh -c {quoted} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & '
+
+
+def _subshell(quoted: str) -> str:  # as today
+    return f'( {{ exec sh -c {quoted} fleetrun-watcher "$L" $$; }} </dev/null >/dev/null 2>&1 & ); '
+
+
+_NO_SLEEP = _WATCHER.replace("sleep 1 || exit 1", "exit 0")  # looks once, then exits
 VARIANTS: dict[str, Callable[[str], str]] = {
     "raw (no wrapper)": lambda command: command,
     "wrapper before issue 8": old_wrap,
     "wrapper now": wrap_command,
+    "no subshell": _variant(_direct),
+    "no watcher": _variant(lambda quoted: ""),
+    "subshell, no sleep": _variant(_subshell, _NO_SLEEP),
+    "no subshell, no sleep": _variant(_direct, _NO_SLEEP),
 }
 
 
@@ -91,15 +113,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--command", default="true")
     parser.add_argument("--shell", default="/bin/bash", help="the login shell sshd would run")
+    parser.add_argument("--rounds", type=int, default=1, help="each variant once per round, interleaved")
     args = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed: Linux only")
     print(f"{args.runs} x {args.shell} -c LINE for {args.command!r}")
     print(f"{'variant':<24} {'CPU ms/cmd':>10} {'wall ms/cmd':>11}")
-    for name, wrap in VARIANTS.items():
-        cpu, wall = measure(wrap(args.command), args.runs, args.shell)
-        print(f"{name:<24} {cpu:>10.2f} {wall:>11.2f}")
+    for round_number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {round_number}")
+        for name, wrap in VARIANTS.items():
+            cpu, wall = measure(wrap(args.command), args.runs, args.shell)
+            print(f"{name:<24} {cpu:>10.2f} {wall:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":
