@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as `python bench/cpu_ab.py`
 
 from bench.fleet import Fleet, make_fleet
 from bench.measure import ServerMeter, run_measured
-from bench.peers import MAIN_BIN, PEERS, WORKLOADS, Check, Invocation, Tools, Verdict, find_missing
+from bench.peers import MAIN_BIN, PEERS, WORKLOADS, Invocation, Tools, _check_fleetrun, find_missing
 from fleetrun.errors import LabError
 from fleetrun.lab import start_lab, stop_lab
 
@@ -49,14 +49,8 @@ class Variant:
         argv = [str(MAIN_BIN / "python"), "-c", "import sys; from fleetrun.cli import main; main()", "exec", "true",
                 "-i", str(fleet.inventory), "--hosts", fleet.pattern, "--forks", str(forks), "--format", "json",
                 *self.flags]  # fmt: skip
-        return Invocation(argv, fleet.env(PYTHONPATH=str(self.checkout)), _all_ok(len(fleet.hosts)))
-
-
-def _all_ok(count: int) -> Check:
-    def check(stdout: Path, stderr: Path, rc: int) -> Verdict:
-        return Verdict(count, count if rc == 0 else 0, () if rc == 0 else (f"exit status {rc}",))
-
-    return check
+        # Judged as bench/run.py's fleetrun rows: every host's JSON record must say ok, not the exit status alone.
+        return Invocation(argv, fleet.env(PYTHONPATH=str(self.checkout)), _check_fleetrun(fleet, WORKLOADS["true"]))
 
 
 def parse_variant(text: str) -> Variant:

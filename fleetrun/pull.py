@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import UsageError
 from fleetrun.models import Host, HostResult
-from fleetrun.pushplan import utf8
 from fleetrun.remotefs import (
     Link,
     TransferError,
     describe,
     local_sha256,
+    not_utf8,
     remote_sha256,
     remote_stat,
     special_kind,
     temp_basename,
     transfer_result,
+    utf8,
 )
 from fleetrun.ssh.sftpio import download
 
@@ -47,7 +48,7 @@ def plan_pull(remote: str, local_dir: str, *, recursive: bool = False) -> PullPl
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
     if not utf8(remote):
-        raise UsageError(f"remote path {os.fsencode(remote)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8")
+        raise UsageError(f"remote path {not_utf8(remote)}")
     if posixpath.basename(remote.rstrip("/")) in ("", ".", ".."):
         raise UsageError(f"remote path {remote!r} must name a file or directory")
     target = Path(local_dir)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetrun.errors import UsageError
-from fleetrun.remotefs import TransferError, special_kind
+from fleetrun.remotefs import TransferError, not_utf8, special_kind, utf8
 
 HASH_READ = 1 << 20
 SFTP_TIME_MAX = 1 << 32  # SFTP v3 carries times as unsigned 32-bit seconds
@@ -178,7 +178,7 @@ def plan_push(
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
     for path in (local, remote):
         if not utf8(path):
-            raise UsageError(f"{os.fsencode(path)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8")
+            raise UsageError(not_utf8(path))
     if owner is not None and (not owner or any(c in owner for c in " \t\n;'\"$`\\")):
         raise UsageError(f"--owner {owner!r} must look like user or user:group")
     source = Path(local)
@@ -199,15 +199,6 @@ def plan_push(
         raise UsageError(f"{local} is not a regular file or directory")
     return PushPlan(name, tuple(files), tuple(directories), remote, recursive, mode, mkdir, backup, owner, verify,
                     tuple(links), tuple(skipped), copy_links, checksum)
-
-
-def utf8(name: str) -> bool:
-    """Whether a name (undecodable bytes kept as surrogates, as os gives them) can be sent as UTF-8."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _local_file(path: Path, relative: str) -> LocalFile:

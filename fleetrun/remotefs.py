@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import posixpath
 import secrets
 import shlex
@@ -49,6 +50,20 @@ def _temp_prefix(name: str) -> str:
 
 def is_leftover_of(entry: str, name: str) -> bool:
     return entry.startswith(_temp_prefix(name))
+
+
+def utf8(name: str) -> bool:
+    """Whether a name (undecodable bytes kept as surrogates, as os gives them) can be sent as UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def not_utf8(name: str) -> str:
+    """The refusal of a name `utf8` rejects, its bytes shown as they are (the text cannot be printed)."""
+    return f"{os.fsencode(name)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
 
 
 def describe(error: BaseException, path: str) -> str:

@@ -50,6 +50,9 @@ class _Pusher:
         self.listings: dict[str, list[str]] = {}
         self.details: list[str] = [f"skipped {entry}" for entry in plan.skipped]
         self.deferred: list[tuple[str, int]] = []  # directory modes set last (they forbid writing inside)
+        # Attributes already asked of the host, by path, for paths that are no symlink (their lstat is their
+        # stat): a single file's destination, looked at by _through_links, is not asked about again.
+        self.known: dict[str, Any | None] = {}
 
     @property
     def sftp(self) -> Any:
@@ -62,7 +65,10 @@ class _Pusher:
         into = plan.remote.endswith("/") or is_dir(remote_stat(self.sftp, plan.remote))
         root = posixpath.join(plan.remote, plan.source_name) if into else plan.remote
         if not plan.recursive:
-            root = self._through_links(root)
+            root, attributes = self._through_links(root)
+            # Still true for the quick check: only a missing parent is created in between, and then root was
+            # missing too.
+            self.known[root] = attributes
         parent = posixpath.dirname(root.rstrip("/")) or "/"
         if not is_dir(remote_stat(self.sftp, parent)):
             if not plan.mkdir:
@@ -70,13 +76,14 @@ class _Pusher:
             make_dirs(self.sftp, parent)
         return root
 
-    def _through_links(self, path: str) -> str:
-        """Where a file pushed to `path` lands: a symlink there is written through, as scp and cp do, so an
-        /etc/app.conf linked to a shared file updates that file instead of becoming a copy of it."""
+    def _through_links(self, path: str) -> tuple[str, Any | None]:
+        """Where a file pushed to `path` lands, and that path's attributes (None: nothing there): a symlink
+        there is written through, as scp and cp do, so an /etc/app.conf linked to a shared file updates that
+        file instead of becoming a copy of it."""
         for _ in range(MAX_LINKS):
             current = remote_lstat(self.sftp, path)
             if current is None or not stat.S_ISLNK(current.st_mode or 0):
-                return path
+                return path, current
             # Not normpath: ".." after a symlinked directory is resolved by the host, not by the text.
             path = posixpath.join(posixpath.dirname(path), self._readlink(path) or "")
         raise TransferError(f"{self.plan.remote}: too many levels of symbolic links on the host")
@@ -138,7 +145,7 @@ class _Pusher:
         --checksum, is compared by SHA-256 (remote sha256sum, the local file hashed once per run)."""
         self.link.doing("comparing files")
         look = remote_stat if follow else remote_lstat
-        current = {dest: look(self.sftp, dest) for _, dest in pairs}
+        current = {dest: self.known.pop(dest) if dest in self.known else look(self.sftp, dest) for _, dest in pairs}
         for dest, attributes in current.items():
             if is_dir(attributes):
                 raise TransferError(f"{dest} is a directory on the host; refusing to replace it with a file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_ab import parse_variant  # noqa: E402
+from bench.cpu_ab import Variant, parse_variant  # noqa: E402
+from bench.fleet import Fleet, Target  # noqa: E402
+from bench.peers import Tools  # noqa: E402
 
 
 def test_two_rounds_of_two_checkout_variants_report_each(tmp_path: Path) -> None:
@@ -32,3 +35,34 @@ def test_two_rounds_of_two_checkout_variants_report_each(tmp_path: Path) -> None
 def test_a_variant_that_names_no_checkout_or_peer_is_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_variant(text)
+
+
+def _judge(tmp_path: Path, statuses: dict[str, str], rc: int) -> tuple[list[str], bool]:
+    """A checkout variant's check on a made-up run: one JSON record per host in `statuses` on stdout."""
+    hosts = tuple(Target(f"h{n}", "127.0.0.1", 2200 + n, 0) for n in range(3))
+    fleet = Fleet(hosts, "root", tmp_path / "key", tmp_path / "known_hosts", tmp_path / "inventory.yaml", "all",
+                  tmp_path)
+    call = Variant("one", ROOT).invocation(fleet, 4, Tools())
+    records = [{"type": "host", "host": name, "status": status, "stdout": "", "error": None}
+               for name, status in statuses.items()]
+    stdout, stderr = tmp_path / "out", tmp_path / "err"
+    stdout.write_text("".join(json.dumps(record) + "\n" for record in records) + '{"type": "summary"}\n')
+    stderr.write_text("")
+    return call.argv, call.check(stdout, stderr, rc).success
+
+
+def test_a_checkout_variant_asks_for_json_and_is_judged_by_every_hosts_record(tmp_path: Path) -> None:
+    argv, success = _judge(tmp_path, {"h0": "ok", "h1": "ok", "h2": "ok"}, 0)
+    assert argv[argv.index("--format") + 1] == "json" and success
+
+
+@pytest.mark.parametrize(
+    ("statuses", "rc"),
+    [
+        ({"h0": "ok", "h1": "failed", "h2": "ok"}, 0),  # a host failed although the exit status says 0
+        ({"h0": "ok", "h1": "ok"}, 0),  # a host has no record at all
+        ({"h0": "ok", "h1": "ok", "h2": "ok"}, 1),  # every host ok, yet fleetrun itself failed
+    ],
+)
+def test_a_checkout_variant_fails_when_a_host_did(tmp_path: Path, statuses: dict[str, str], rc: int) -> None:
+    assert not _judge(tmp_path, statuses, rc)[1]

@@ -263,3 +263,30 @@ def test_a_local_file_changed_during_its_upload_fails_the_host_and_keeps_the_tar
         record["error"]), record
     assert srv(host, "big.bin").read_bytes() == b"old"
     assert [p.name for p in srv(host).iterdir()] == ["big.bin"], "the temp file was removed"
+
+
+def stats_asked(logs: Path, host) -> list[str]:
+    """The stat and lstat requests the host's sftp-server logged, in order: 'stat /path', 'lstat /path'."""
+    return [f"{kind} {path}" for kind, path in re.findall(r'(l?stat) name "([^"]*)"', sftp_log(logs, host))]
+
+
+def test_a_file_is_looked_at_once_before_its_quick_check_also_through_a_symlink(logged, tmp_path):
+    lab, logs = logged
+    payload = tmp_path / "app.conf"
+    payload.write_text("v=1\n")
+    assert push(lab, str(payload), "/srv/app.conf", home=tmp_path).code == 0
+    clear_logs(lab, logs)
+    again = push(lab, str(payload), "/srv/app.conf", home=tmp_path)
+    assert details(again) == {h.name: ["unchanged /srv/app.conf (same size and mtime)"] for h in lab.hosts}
+    # REMOTE (a directory?), the final path (a symlink?) and its parent: the final path's lstat is its stat.
+    assert [stats_asked(logs, h) for h in lab.hosts] == [["stat /srv/app.conf", "lstat /srv/app.conf",
+                                                          "stat /srv"]] * 2
+
+    for host in lab.hosts:
+        srv(host, "app.conf").rename(srv(host, "shared.conf"))
+        srv(host, "app.conf").symlink_to("shared.conf")
+    clear_logs(lab, logs)
+    through = push(lab, str(payload), "/srv/app.conf", home=tmp_path)
+    assert details(through) == {h.name: ["unchanged /srv/shared.conf (same size and mtime)"] for h in lab.hosts}
+    assert [stats_asked(logs, h) for h in lab.hosts] == [["stat /srv/app.conf", "lstat /srv/app.conf",
+                                                          "lstat /srv/shared.conf", "stat /srv"]] * 2
