@@ -10,9 +10,9 @@ import pytest
 
 from fleetrun.errors import HostFailure
 from fleetrun.models import Host, Outcome
-from fleetrun.resolve import explain
+from fleetrun.resolve import explain, resolve_hosts
 from fleetrun.ssh.hostkeyorder import DEFAULT, assemble, plain_type, preferred_key_types, uses_known_hosts_order
-from tests.unit.test_sshconfig_resolve import resolved
+from fleetrun.sshconfig import SshConfigSource
 
 PARAMIKO = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
             "rsa-sha2-256"]
@@ -88,7 +88,8 @@ def test_the_value_in_effect_reaches_the_host_and_is_explained(tmp_path: Path) -
     ssh_config.write_text("Host h1\n  HostKeyAlgorithms ecdsa-sha2-nistp256,ssh-ed25519\n"
                           "Host *\n  HostKeyAlgorithms +ssh-rsa\n")
     warnings: list[str] = []
-    hosts = resolved([Host("h1", "h1"), Host("h2", "h2")], ssh_config, warnings)
+    result = resolve_hosts([Host("h1", "h1"), Host("h2", "h2")], SshConfigSource(path=str(ssh_config)), warnings.append)
+    hosts = {host.name: host for host in result.hosts}
     assert hosts["h1"].host_key_algorithms == "ecdsa-sha2-nistp256,ssh-ed25519"  # the first obtained, as ssh
     assert hosts["h2"].host_key_algorithms == "+ssh-rsa"
     assert not [w for w in warnings if "HostKeyAlgorithms" in w]
