@@ -134,7 +134,8 @@ def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: 
     """The KEXINIT lists paramiko's Transport would send this host, as `_handshake` configures it."""
     known = settings.known_hosts
     key_types = preferred_key_types(known.key_types_for(names, files), lean_client.PARAMIKO_KEY_TYPES,
-                                    known.has_authority_for(names, files), host.host_key_algorithms)
+                                    known.has_authority_for(names, files), host.host_key_algorithms,
+                                    ", ".join(host.origins.get("host_key_algorithms", ())))
     # Transport.preferred_keys appends a certificate variant of every name, whatever the list holds already.
     sent_key_types = (*key_types, *(f"{name}-cert-v01@openssh.com" for name in key_types))
     return Offer(

@@ -89,7 +89,7 @@ def uses_known_hosts_order(spec: str | None) -> bool:
 
 
 def preferred_key_types(known: Collection[str], supported: Sequence[str], authority: bool = False,
-                        spec: str | None = None) -> list[str]:
+                        spec: str | None = None, where: str = "") -> list[str]:
     """Host key algorithms in the order ssh asks for them (OpenSSH's order_hostkeyalgs), among `supported`.
 
     `spec` is the host's HostKeyAlgorithms as written (None: ssh's default). Unless it is a list of the user's
@@ -97,7 +97,7 @@ def preferred_key_types(known: Collection[str], supported: Sequence[str], author
     moves the algorithms of the known key types first, each group in its own order. So a host with a stale
     line of one type and a right one of the type ssh prefers is asked for the right one, as ssh asks.
     A @cert-authority line for the host moves every certificate algorithm first too.
-    Raises HostFailure when HostKeyAlgorithms leaves nothing fleetrun can check.
+    Raises HostFailure when HostKeyAlgorithms (set at `where`, a file:line) leaves nothing fleetrun can check.
     """
     order = list(assemble(spec) if spec else DEFAULT)
     if uses_known_hosts_order(spec) and order and plain_type(order[0]) not in known:
@@ -107,6 +107,6 @@ def preferred_key_types(known: Collection[str], supported: Sequence[str], author
     wanted = [alg for alg in order if alg in supported]
     if wanted or not spec:
         return wanted or list(supported)
-    raise HostFailure(Outcome.UNREACHABLE, f"HostKeyAlgorithms {spec} leaves no host key algorithm fleetrun can "
-                      f"check ({', '.join(order) or 'none'}; it checks {', '.join(supported)}): widen it for "
-                      "this host")
+    raise HostFailure(Outcome.UNREACHABLE, f"HostKeyAlgorithms {spec}{f' ({where})' if where else ''} leaves no "
+                      "host key algorithm fleetrun can check (Ed25519, ECDSA, RSA-SHA2 and their certificates): "
+                      "add one there for this host")

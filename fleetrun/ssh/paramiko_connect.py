@@ -154,7 +154,8 @@ def _handshake(
     options = transport.get_security_options()
     supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
     options.key_types = preferred_key_types(known.key_types_for(names, files), supported,
-                                            known.has_authority_for(names, files), host.host_key_algorithms)
+                                            known.has_authority_for(names, files), host.host_key_algorithms,
+                                            ", ".join(host.origins.get("host_key_algorithms", ())))
     options.ciphers = preferred_ciphers(options.ciphers)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())

@@ -478,3 +478,14 @@ def test_accept_new_records_the_key_type_ssh_records(setup: Setup, tmp_path: Pat
         return [line.split()[1] for line in path.read_text().splitlines() if line.strip()]
 
     assert recorded(ours_file) == recorded(theirs_file) and len(recorded(ours_file)) == 1
+
+
+def test_host_key_algorithms_leaving_nothing_to_check_fail_as_for_ssh(setup: Setup, tmp_path: Path) -> None:
+    # The server (OpenSSH 9.2) signs with none of these, and paramiko checks none of them: both give up.
+    config, _ = _config_run(setup, tmp_path, "legacy", "ssh-rsa,ssh-dss", ["rsa"], "yes")
+    done = _ssh_with(config, setup)
+    assert done.returncode == 255 and "no matching host key type found" in done.stderr, done.stderr
+    record = _fleetrun_with(config, setup, tmp_path)
+    assert record["status"] == "unreachable"
+    assert str(record["error"]).startswith(f"HostKeyAlgorithms ssh-rsa,ssh-dss ({config}:5) leaves no host key "
+                                           "algorithm fleetrun can check")

@@ -72,9 +72,11 @@ def test_a_default_based_list_is_still_ordered_by_known_hosts() -> None:
 
 def test_nothing_fleetrun_can_check_fails_the_host_with_what_to_do() -> None:
     with pytest.raises(HostFailure) as caught:
-        preferred_key_types(["ssh-rsa"], PARAMIKO, spec="ssh-rsa,ssh-dss")
+        preferred_key_types(["ssh-rsa"], PARAMIKO, spec="ssh-rsa,ssh-dss", where="/etc/ssh/ssh_config:3")
     assert caught.value.outcome is Outcome.UNREACHABLE
-    assert "HostKeyAlgorithms ssh-rsa,ssh-dss leaves no host key algorithm fleetrun can check" in str(caught.value)
+    assert str(caught.value) == ("HostKeyAlgorithms ssh-rsa,ssh-dss (/etc/ssh/ssh_config:3) leaves no host key "
+                                 "algorithm fleetrun can check (Ed25519, ECDSA, RSA-SHA2 and their certificates): "
+                                 "add one there for this host")
     # Without a HostKeyAlgorithms of its own, the library's list (as before): the server decides.
     assert preferred_key_types([], ["ssh-rsa"]) == ["ssh-rsa"]
 
