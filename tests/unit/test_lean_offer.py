@@ -16,6 +16,7 @@ import fleetrun.ssh  # noqa: F401  # the package first: fleetrun.ssh.connect is 
 from fleetrun.hostkeys import KnownHosts, host_key_files, host_key_names
 from fleetrun.models import Host
 from fleetrun.ssh import lean
+from fleetrun.ssh.hostkeyorder import preferred_key_types
 from fleetrun.ssh.keys import UnsupportedKeyType, load_private_key
 from fleetrun.ssh.lean_wire import Reader, name_list
 
@@ -30,9 +31,9 @@ def _paramiko_kexinit(known: KnownHosts, host: Host) -> bytes:
         transport = paramiko.Transport(a)
         names, (files, _) = host_key_names(host), host_key_files(host)
         options = transport.get_security_options()
-        options.key_types = connect_module._preferred_key_types(
+        options.key_types = preferred_key_types(
             known.key_types_for(names, files), list(paramiko.Transport._key_info),
-            known.has_authority_for(names, files))
+            known.has_authority_for(names, files), host.host_key_algorithms)
         options.ciphers = connect_module.preferred_ciphers(options.ciphers)
         sent: list[bytes] = []
         transport._send_message = lambda message: sent.append(message.asbytes())  # type: ignore[method-assign]
@@ -48,16 +49,18 @@ def _lists(kexinit: bytes) -> list[tuple[str, ...]]:
     return [read.names() for _ in range(10)]
 
 
-@pytest.mark.parametrize("lines", [
-    "",  # nothing known: ssh's default order
-    f"[10.0.0.1]:2222 ssh-ed25519 {ED25519}\n",
-    f"@cert-authority * ssh-ed25519 {ED25519}\n",  # certificates first
+@pytest.mark.parametrize(("lines", "spec"), [
+    ("", None),  # nothing known: ssh's default order
+    (f"[10.0.0.1]:2222 ssh-ed25519 {ED25519}\n", None),
+    (f"@cert-authority * ssh-ed25519 {ED25519}\n", None),  # certificates first
+    (f"[10.0.0.1]:2222 ssh-ed25519 {ED25519}\n", "rsa-sha2-512,ecdsa*"),  # HostKeyAlgorithms of one's own
+    ("", "-ssh-ed25519*"),
 ])
-def test_the_lean_kexinit_lists_are_paramikos(tmp_path, lines):
+def test_the_lean_kexinit_lists_are_paramikos(tmp_path, lines, spec):
     path = tmp_path / "known_hosts"
     path.write_text(lines)
     known = KnownHosts.load([str(path)])
-    host = Host("web1", "10.0.0.1", port=2222, known_hosts=(str(path),))
+    host = Host("web1", "10.0.0.1", port=2222, known_hosts=(str(path),), host_key_algorithms=spec)
     names, (files, _) = host_key_names(host), host_key_files(host)
     offer = connect_module._lean_offer(host, type("S", (), {"known_hosts": known})(), names, files)
     ours, theirs = offer.kexinit(b"\0" * 16), _paramiko_kexinit(known, host)
