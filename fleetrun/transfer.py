@@ -62,26 +62,41 @@ class _Pusher:
         """Where the file or tree goes, scp-style: into REMOTE when it ends in / or is a directory there."""
         plan = self.plan
         self.link.doing(f"looking at {plan.remote}")
-        into = plan.remote.endswith("/") or is_dir(remote_stat(self.sftp, plan.remote))
+        # One lstat says most of it: what is there, and (not a symlink) whether it is a directory. Each SFTP
+        # request is a round trip to the host, so none is asked twice.
+        first = None if plan.remote.endswith("/") else remote_lstat(self.sftp, plan.remote)
+        if plan.remote.endswith("/"):
+            into = True
+        elif first is not None and stat.S_ISLNK(first.st_mode or 0):
+            into = is_dir(remote_stat(self.sftp, plan.remote))  # a symlink: where it leads decides
+        else:
+            into = is_dir(first)
         root = posixpath.join(plan.remote, plan.source_name) if into else plan.remote
+        attributes = None
         if not plan.recursive:
-            root, attributes = self._through_links(root)
+            if into:
+                root, attributes = self._through_links(root)
+            elif first is not None:
+                root, attributes = self._through_links(root, first)
+            # else nothing is at REMOTE: it is where the file goes, and `attributes` says so
             # Still true for the quick check: only a missing parent is created in between, and then root was
             # missing too.
             self.known[root] = attributes
+        # Something is at root: so its directory exists. Otherwise (or for a tree) look.
         parent = posixpath.dirname(root.rstrip("/")) or "/"
-        if not is_dir(remote_stat(self.sftp, parent)):
+        if attributes is None and not is_dir(remote_stat(self.sftp, parent)):
             if not plan.mkdir:
                 raise TransferError(f"directory {parent} does not exist on the host (pass --mkdir to create it)")
             make_dirs(self.sftp, parent)
         return root
 
-    def _through_links(self, path: str) -> tuple[str, Any | None]:
+    def _through_links(self, path: str, first: Any | None = None) -> tuple[str, Any | None]:
         """Where a file pushed to `path` lands, and that path's attributes (None: nothing there): a symlink
         there is written through, as scp and cp do, so an /etc/app.conf linked to a shared file updates that
-        file instead of becoming a copy of it."""
+        file instead of becoming a copy of it. `first`: the lstat of `path` already taken, if any."""
         for _ in range(MAX_LINKS):
-            current = remote_lstat(self.sftp, path)
+            current = first if first is not None else remote_lstat(self.sftp, path)
+            first = None
             if current is None or not stat.S_ISLNK(current.st_mode or 0):
                 return path, current
             # Not normpath: ".." after a symlinked directory is resolved by the host, not by the text.

@@ -278,9 +278,8 @@ def test_a_file_is_looked_at_once_before_its_quick_check_also_through_a_symlink(
     clear_logs(lab, logs)
     again = push(lab, str(payload), "/srv/app.conf", home=tmp_path)
     assert details(again) == {h.name: ["unchanged /srv/app.conf (same size and mtime)"] for h in lab.hosts}
-    # REMOTE (a directory?), the final path (a symlink?) and its parent: the final path's lstat is its stat.
-    assert [stats_asked(logs, h) for h in lab.hosts] == [["stat /srv/app.conf", "lstat /srv/app.conf",
-                                                          "stat /srv"]] * 2
+    # One lstat: no directory, no symlink, so the quick check has its stat, and its directory exists.
+    assert [stats_asked(logs, h) for h in lab.hosts] == [["lstat /srv/app.conf"]] * 2
 
     for host in lab.hosts:
         srv(host, "app.conf").rename(srv(host, "shared.conf"))
@@ -288,5 +287,12 @@ def test_a_file_is_looked_at_once_before_its_quick_check_also_through_a_symlink(
     clear_logs(lab, logs)
     through = push(lab, str(payload), "/srv/app.conf", home=tmp_path)
     assert details(through) == {h.name: ["unchanged /srv/shared.conf (same size and mtime)"] for h in lab.hosts}
-    assert [stats_asked(logs, h) for h in lab.hosts] == [["stat /srv/app.conf", "lstat /srv/app.conf",
-                                                          "lstat /srv/shared.conf", "stat /srv"]] * 2
+    # A symlink: where it leads (a directory?), then the link followed to the file the quick check looks at.
+    assert [stats_asked(logs, h) for h in lab.hosts] == [["lstat /srv/app.conf", "stat /srv/app.conf",
+                                                          "lstat /srv/shared.conf"]] * 2
+
+    clear_logs(lab, logs)
+    assert push(lab, str(payload), "/srv/new.conf", home=tmp_path).code == 0
+    # Nothing there: its directory is looked at (it must exist, or --mkdir), and nothing is asked twice.
+    assert [stats_asked(logs, h)[:2] for h in lab.hosts] == [["lstat /srv/new.conf", "stat /srv"]] * 2
+    assert all(asked.count("lstat /srv/new.conf") == 1 for asked in (stats_asked(logs, h) for h in lab.hosts))
