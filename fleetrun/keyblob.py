@@ -43,6 +43,15 @@ _PLAIN = {
     "ssh-rsa" + _CERT: "ssh-rsa",
 }
 
+
+
+def plain_key_type(name: str) -> str:
+    """The key type a known_hosts line must hold to vouch for a key type or signature algorithm `name`
+    (sshkey_type_plain): `rsa-sha2-512-cert-v01@openssh.com` -> `ssh-rsa`; unknown names stay as they are."""
+    keytype = KEY_TYPES.get(name, name)
+    return _PLAIN.get(keytype, keytype)
+
+
 ED25519_KEY_BYTES = 32
 MAX_BIGNUM_BYTES = 16384 // 8  # SSHBUF_MAX_BIGNUM
 MAX_ECPOINT_BYTES = (528 * 2 // 8) + 1  # SSHBUF_MAX_ECPOINT

@@ -107,7 +107,7 @@ class Host:
     forward_agent: bool | str = False  # ForwardAgent: True forwards the agent in use; a str is a socket path
     send_env: tuple[str, ...] = ()  # SendEnv patterns: local variables sent as `env` requests, as ssh sends them
     set_env: tuple[str, ...] = ()  # SetEnv NAME=value, sent as `env` requests after them
-    host_key_algorithms: str | None = None  # HostKeyAlgorithms as written (fleetrun.ssh.hostkeyorder); None: ssh's
+    host_key_algorithms: str | None = None  # HostKeyAlgorithms as written, +/-/^ too; None: ssh's default
     # The resolved ProxyJump hops (each a Host with its own settings), first to last: fleetrun.route fills it
     # in from `jump`; () means no bastion.
     via: tuple[Host, ...] = field(default=(), compare=False)

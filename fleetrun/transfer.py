@@ -65,12 +65,10 @@ class _Pusher:
         # One lstat says most of it: what is there, and (not a symlink) whether it is a directory. Each SFTP
         # request is a round trip to the host, so none is asked twice.
         first = None if plan.remote.endswith("/") else remote_lstat(self.sftp, plan.remote)
-        if plan.remote.endswith("/"):
-            into = True
-        elif first is not None and stat.S_ISLNK(first.st_mode or 0):
+        if first is not None and stat.S_ISLNK(first.st_mode or 0):
             into = is_dir(remote_stat(self.sftp, plan.remote))  # a symlink: where it leads decides
         else:
-            into = is_dir(first)
+            into = plan.remote.endswith("/") or is_dir(first)
         root = posixpath.join(plan.remote, plan.source_name) if into else plan.remote
         attributes = None
         if not plan.recursive:

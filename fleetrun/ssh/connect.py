@@ -16,7 +16,7 @@ from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files,
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import lean as lean_client
 from fleetrun.ssh.auth import authenticate
-from fleetrun.ssh.hostkeyorder import preferred_key_types
+from fleetrun.ssh.hostkeyorder import CERT, host_key_types
 from fleetrun.ssh.keys import KeyFile
 from fleetrun.ssh.lean import Handover, Offer
 from fleetrun.ssh.lean_session import LeanSession
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from fleetrun.ssh.session import Session
 
 HostKeyPolicy = str  # "yes" | "accept-new" | "no"
-_CERT = "-cert-v01@openssh.com"
 
 
 @dataclass(frozen=True)
@@ -132,12 +131,9 @@ def _lean_eligible(host: Host, settings: ConnectSettings, password: str | None) 
 
 def _lean_offer(host: Host, settings: ConnectSettings, names: list[str], files: tuple[str, ...]) -> Offer:
     """The KEXINIT lists paramiko's Transport would send this host, as `_handshake` configures it."""
-    known = settings.known_hosts
-    key_types = preferred_key_types(known.key_types_for(names, files), lean_client.PARAMIKO_KEY_TYPES,
-                                    known.has_authority_for(names, files), host.host_key_algorithms,
-                                    ", ".join(host.origins.get("host_key_algorithms", ())))
+    key_types = host_key_types(host, settings.known_hosts, names, files, lean_client.PARAMIKO_KEY_TYPES)
     # Transport.preferred_keys appends a certificate variant of every name, whatever the list holds already.
-    sent_key_types = (*key_types, *(f"{name}-cert-v01@openssh.com" for name in key_types))
+    sent_key_types = (*key_types, *(name + CERT for name in key_types))
     return Offer(
         kex=lean_client.paramiko_kex(),
         key_types=sent_key_types,

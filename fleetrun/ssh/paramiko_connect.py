@@ -19,10 +19,10 @@ from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
 from fleetrun.ssh.auth import authenticate
-from fleetrun.ssh.connect import _CERT, ConnectSettings, _settle, preferred_ciphers
+from fleetrun.ssh.connect import ConnectSettings, _settle, preferred_ciphers
 from fleetrun.ssh.diagnose import RecordingSocket
 from fleetrun.ssh.gateway import GatewayFailure
-from fleetrun.ssh.hostkeyorder import preferred_key_types
+from fleetrun.ssh.hostkeyorder import CERT, host_key_types
 from fleetrun.ssh.keepalive import install_keepalive
 from fleetrun.ssh.lean import BANNER
 from fleetrun.ssh.link import Link
@@ -150,12 +150,9 @@ def _handshake(
     let an unverified key through (accept-new recorded it, or checking is off). Raises HostFailure otherwise."""
     names = host_key_names(host)
     files, _ = host_key_files(host)
-    known = settings.known_hosts
     options = transport.get_security_options()
     supported = list(paramiko.Transport._key_info)  # type: ignore[attr-defined]  # certificates included
-    options.key_types = preferred_key_types(known.key_types_for(names, files), supported,
-                                            known.has_authority_for(names, files), host.host_key_algorithms,
-                                            ", ".join(host.origins.get("host_key_algorithms", ())))
+    options.key_types = host_key_types(host, settings.known_hosts, names, files, supported)
     options.ciphers = preferred_ciphers(options.ciphers)
     transport.banner_timeout = remaining()
     transport.start_client(timeout=remaining())
@@ -179,7 +176,7 @@ def _judge(host: Host, known: KnownHosts, key: paramiko.PKey, names: list[str],
            files: Collection[str]) -> tuple[HostKeyCheck, str, bytes]:
     """known_hosts' verdict on the offered key, and the plain key that accept-new would record."""
     offered = key.public_blob
-    if offered is None or not offered.key_type.endswith(_CERT):
+    if offered is None or not offered.key_type.endswith(CERT):
         return known.judge(names, key.get_name(), key.asbytes(), files), key.get_name(), key.asbytes()
     try:
         cert = read_certificate(offered.key_blob)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from fleetrun.errors import HostFailure
+from fleetrun.keyblob import plain_key_type as plain_type
 from fleetrun.models import Host, Outcome
 from fleetrun.resolve import explain, resolve_hosts
-from fleetrun.ssh.hostkeyorder import DEFAULT, assemble, plain_type, preferred_key_types, uses_known_hosts_order
+from fleetrun.ssh.hostkeyorder import DEFAULT, assemble, preferred_key_types, uses_known_hosts_order
 from fleetrun.sshconfig import SshConfigSource
 
 PARAMIKO = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
@@ -72,7 +73,7 @@ def test_a_default_based_list_is_still_ordered_by_known_hosts() -> None:
 
 def test_nothing_fleetrun_can_check_fails_the_host_with_what_to_do() -> None:
     with pytest.raises(HostFailure) as caught:
-        preferred_key_types(["ssh-rsa"], PARAMIKO, spec="ssh-rsa,ssh-dss", where="/etc/ssh/ssh_config:3")
+        preferred_key_types(["ssh-rsa"], PARAMIKO, spec="ssh-rsa,ssh-dss", where=("/etc/ssh/ssh_config:3",))
     assert caught.value.outcome is Outcome.UNREACHABLE
     assert str(caught.value) == ("HostKeyAlgorithms ssh-rsa,ssh-dss (/etc/ssh/ssh_config:3) leaves no host key "
                                  "algorithm fleetrun can check (Ed25519, ECDSA, RSA-SHA2 and their certificates): "

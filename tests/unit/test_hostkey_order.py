@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from fleetrun.ssh.hostkeyorder import OPENSSH_HOST_KEY_ALGORITHMS
+from fleetrun.ssh.hostkeyorder import DEFAULT
 from fleetrun.ssh.hostkeyorder import preferred_key_types as _preferred_key_types
 
 PARAMIKO = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
@@ -66,4 +66,4 @@ def test_the_list_is_ssh_s_default() -> None:
     printed = subprocess.run(["ssh", "-G", "-F", "/dev/null", "example.invalid"], capture_output=True, text=True,
                              check=True, stdin=subprocess.DEVNULL).stdout
     line = next(line for line in printed.splitlines() if line.startswith("hostkeyalgorithms "))
-    assert line.split()[1].split(",") == list(OPENSSH_HOST_KEY_ALGORITHMS)
+    assert line.split()[1].split(",") == list(DEFAULT)

@@ -16,7 +16,7 @@ import fleetrun.ssh  # noqa: F401  # the package first: fleetrun.ssh.connect is 
 from fleetrun.hostkeys import KnownHosts, host_key_files, host_key_names
 from fleetrun.models import Host
 from fleetrun.ssh import lean
-from fleetrun.ssh.hostkeyorder import preferred_key_types
+from fleetrun.ssh.hostkeyorder import host_key_types
 from fleetrun.ssh.keys import UnsupportedKeyType, load_private_key
 from fleetrun.ssh.lean_wire import Reader, name_list
 
@@ -31,9 +31,7 @@ def _paramiko_kexinit(known: KnownHosts, host: Host) -> bytes:
         transport = paramiko.Transport(a)
         names, (files, _) = host_key_names(host), host_key_files(host)
         options = transport.get_security_options()
-        options.key_types = preferred_key_types(
-            known.key_types_for(names, files), list(paramiko.Transport._key_info),
-            known.has_authority_for(names, files), host.host_key_algorithms)
+        options.key_types = host_key_types(host, known, names, files, list(paramiko.Transport._key_info))
         options.ciphers = connect_module.preferred_ciphers(options.ciphers)
         sent: list[bytes] = []
         transport._send_message = lambda message: sent.append(message.asbytes())  # type: ignore[method-assign]
