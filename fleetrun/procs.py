@@ -29,6 +29,7 @@ import dataclasses
 import os
 import pickle
 import queue
+import select
 import signal
 import socket
 import sys
@@ -133,6 +134,14 @@ def _child(index: int, channel: Channel, spec: ChildSpec) -> None:
         os._exit(status)
 
 
+def _exit_watch(pid: int) -> int | None:
+    """A descriptor that becomes readable when child `pid` exits (Linux 5.3+), or None where there is none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, an old kernel, or the child is already reaped
+        return None
+
+
 def _quietly(channel: Channel, record: object) -> None:
     with contextlib.suppress(OSError):
         channel.send(record)
@@ -197,6 +206,7 @@ class Processes:
         self.spec = spec
         spec.forks = split(forks, count)
         self.children: list[_Child] = []
+        self._over_r = self._over_w = -1  # made after the forks (below): the children need no copy
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()  # buffered text would otherwise be written again by a child
@@ -230,7 +240,11 @@ class Processes:
         self.events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
         self.handler_errors: list[BaseException] = []
         self.warn: Callable[[str], None] = lambda text: None
-        self._done = threading.Event()
+        # Readable once the run is over: the forwarder sleeps on it and on the cancel pipe, so the end of a run
+        # waits for no tick. A pipe, not an Event: the main thread writes it, and a signal handler running on
+        # the main thread meanwhile (Cancel.set) takes no lock of it.
+        self._over_r, self._over_w = os.pipe()
+        self._over = False
 
     def run(self, jobs: Iterable[Host], callbacks: PoolCallbacks[Host, HostResult], *, cancel: Cancel,
             deadline_check: Callable[[], None] = lambda: None,
@@ -243,7 +257,8 @@ class Processes:
                    for child in self.children]
         for thread in readers:
             thread.start()
-        forwarder = threading.Thread(target=self._forward_cancel, name="fleetrun-cancel-forwarder")
+        # A daemon: should the run fail before it is woken, it must not keep the interpreter from exiting.
+        forwarder = threading.Thread(target=self._forward_cancel, name="fleetrun-cancel-forwarder", daemon=True)
         forwarder.start()
         try:
             for number, host in enumerate(jobs):
@@ -257,7 +272,7 @@ class Processes:
                 with contextlib.suppress(OSError):
                     child.channel.send(("end",))
             self._wait(lambda: all(c.gone for c in self.children), deadline_check)
-            self._done.set()
+            self._end_forwarding()
             for thread in [*readers, forwarder]:
                 while thread.is_alive():
                     deadline_check()
@@ -326,12 +341,12 @@ class Processes:
 
     def _forward_cancel(self) -> None:
         """Tell every child once the run is cancelled (a signal handler must not write to sockets itself)."""
-        while not self._done.is_set():
-            if self.cancel.wait(TICK):
-                for child in self.children:
-                    with contextlib.suppress(OSError):
-                        child.channel.send(("cancel", self.cancel.reason or "cancelled"))
-                return
+        with contextlib.suppress(OSError, ValueError):  # the pipe closed under it: the run failed around it
+            select.select([self.cancel.fileno(), self._over_r], [], [])
+        if self.cancel.is_set() and not self._over:
+            for child in self.children:
+                with contextlib.suppress(OSError):
+                    child.channel.send(("cancel", self.cancel.reason or "cancelled"))
 
     # -- results -----------------------------------------------------------------------------------------------------
 
@@ -378,25 +393,47 @@ class Processes:
         self._dispatch()
 
     def _reap_one(self, child: _Child) -> str:
-        """Wait for a child whose channel has ended (it is exiting, or was killed); how it ended."""
-        for _ in range(250):
-            try:
-                pid, status = os.waitpid(child.pid, os.WNOHANG)
-            except ChildProcessError:
-                child.reaped = True
-                return "gone"
-            if pid:
-                child.reaped = True
-                code = os.waitstatus_to_exitcode(status)
-                return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-            threading.Event().wait(0.02)
-        return "still running"
+        """Wait for a child whose channel has ended (it is exiting, or was killed), up to 5 s; how it ended."""
+        exited = _exit_watch(child.pid)
+        try:
+            for _ in range(250):
+                try:
+                    pid, status = os.waitpid(child.pid, os.WNOHANG)
+                except ChildProcessError:
+                    child.reaped = True
+                    return "gone"
+                if pid:
+                    child.reaped = True
+                    code = os.waitstatus_to_exitcode(status)
+                    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                if exited is None:
+                    threading.Event().wait(0.02)
+                else:  # readable the moment the child exits: no polling interval at the end of every run
+                    select.select([exited], [], [], 0.02)
+            return "still running"
+        finally:
+            if exited is not None:
+                os.close(exited)
 
     def _reap(self) -> None:
         for child in self.children:
             if not child.reaped:
                 self._reap_one(child)
             child.channel.sock.close()
+        self._close_over()
+
+    def _end_forwarding(self) -> None:
+        self._over = True
+        if self._over_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._over_w, b"x")
+
+    def _close_over(self) -> None:
+        for fd in (self._over_r, self._over_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._over_r = self._over_w = -1
 
     def _collect(self) -> None:
         while (event := self.events.get()) is not _STOP:
@@ -418,3 +455,5 @@ class Processes:
             child.reaped = True
             with contextlib.suppress(OSError):
                 child.channel.sock.close()
+        self._end_forwarding()
+        self._close_over()

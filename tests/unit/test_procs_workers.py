@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,22 @@ def test_children_send_no_started_message_when_nothing_renders_it():
     workers = Processes(2, 4, spec)
     assert workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel) == []
     assert len(results(events)) == len(HOSTS) and not any(isinstance(event, Started) for event in events)
+
+
+def test_the_end_of_a_run_waits_for_no_polling_interval(monkeypatch):
+    """The cancel forwarder and the reaper wake when the run ends and when a child exits, not on a tick: with
+    the tick made 60 s, a run of quick hosts still ends at once (it took up to one tick, 0.2 s, on every run)."""
+    import fleetrun.procs
+
+    monkeypatch.setattr(fleetrun.procs, "TICK", 60.0)
+    spec = make_spec(pid_work)
+    events: list[object] = []
+    workers = Processes(2, 4, spec)
+    started = time.monotonic()
+    assert workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel) == []
+    assert time.monotonic() - started < 30  # generous: a polling wait would be 60 s
+    assert len(results(events)) == len(HOSTS)
+    assert workers._over_r == -1 and workers._over_w == -1  # its pipe is closed with the run
 
 
 def test_the_same_records_as_one_process():
