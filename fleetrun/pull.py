@@ -22,12 +22,13 @@ from fleetrun.remotefs import (
     not_utf8,
     remote_sha256,
     remote_stat,
+    shown,
     special_kind,
     temp_basename,
     transfer_result,
     utf8,
 )
-from fleetrun.ssh.sftpio import download
+from fleetrun.ssh.sftpio import download, list_directory
 
 if TYPE_CHECKING:
     from fleetrun.runner import HostContext, HostTask
@@ -106,16 +107,14 @@ class _Puller:
 
     def _pull_tree(self, remote: str, local: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)
-        self.link.doing(f"listing {remote}")
-        try:
-            entries = sorted(self.sftp.listdir_attr(remote), key=lambda entry: entry.filename)
+        self.link.doing(f"listing {shown(remote)}")
+        try:  # a name that is not UTF-8 is pulled byte for byte, as OpenSSH's sftp and scp do
+            entries = sorted(list_directory(self.sftp, remote), key=lambda entry: entry.filename)
         except OSError as error:
-            raise TransferError(describe(error, remote)) from None
-        except UnicodeDecodeError:  # paramiko decodes every name of a listing as UTF-8, or none
-            raise TransferError(f"{remote} holds a name that is not UTF-8, which fleetrun cannot pull") from None
+            raise TransferError(describe(error, shown(remote))) from None
         for entry in entries:
             if not _safe_component(entry.filename):
-                self.details.append(f"skipped unsafe name {entry.filename!r} in {remote}")
+                self.details.append(f"skipped unsafe name {shown(entry.filename)!r} in {shown(remote)}")
                 continue
             path = posixpath.join(remote, entry.filename)
             mode = entry.st_mode or 0
@@ -124,17 +123,17 @@ class _Puller:
             elif stat.S_ISREG(mode):
                 self._pull_file(path, entry, local / entry.filename)
             else:
-                self.details.append(f"skipped {path} ({special_kind(mode)}, not a regular file)")
+                self.details.append(f"skipped {shown(path)} ({special_kind(mode)}, not a regular file)")
 
     def _pull_file(self, remote: str, attributes: Any, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_file() and local.stat().st_size == attributes.st_size:
             mine = local_sha256(local)
             if remote_sha256(self.link, [remote]).get(remote) == mine:
-                self.details.append(f"unchanged {local}")
+                self.details.append(f"unchanged {shown(local)}")
                 return
         temp = local.with_name(temp_basename(local.name))
-        self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
+        self.link.doing(f"downloading {shown(remote)} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
             size = self._download(remote, attributes.st_size or 0, temp)
             with _local_errors(local.parent):
@@ -144,12 +143,12 @@ class _Puller:
                 os.replace(temp, local)
         except BaseException:
             if self.link.watchdog.reason() is not None:
-                self.link.notes.append(f"no partial file of {remote} kept")
+                self.link.notes.append(f"no partial file of {shown(remote)} kept")
             raise
         finally:
             temp.unlink(missing_ok=True)
         self.changed = True
-        self.details.append(f"changed {local} ({size} bytes)")
+        self.details.append(f"changed {shown(local)} ({size} bytes)")
 
 
     def _download(self, remote: str, size_hint: int, temp: Path) -> int:
@@ -165,7 +164,7 @@ class _Puller:
         except OSError as error:  # an SFTP error reply (the local ones are TransferErrors by now)
             if self.link.watchdog.reason() is not None:
                 raise
-            raise TransferError(describe(error, remote)) from None
+            raise TransferError(describe(error, shown(remote))) from None
         finally:
             with _local_errors(temp.parent):
                 target.close()
@@ -177,7 +176,7 @@ def _local_errors(directory: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise TransferError(f"cannot write in {directory}: {error.strerror or error}") from None
+        raise TransferError(f"cannot write in {shown(directory)}: {error.strerror or error}") from None
 
 
 def pull_task(plan: PullPlan) -> HostTask:

@@ -43,9 +43,14 @@ def temp_basename(name: str) -> str:
 
 
 def _temp_prefix(name: str) -> str:
-    # A name scp can write (up to NAME_MAX bytes) must fit with our marks too: cut it, on a character boundary.
+    # A name scp can write (up to NAME_MAX bytes) must fit with our marks too: cut it, on a character boundary
+    # (a byte that is not UTF-8, kept as a surrogate, is one character of its own).
     room = NAME_MAX - len(f".{TEMP_MARK}") - 8
-    return f".{name.encode()[:room].decode(errors='ignore')}{TEMP_MARK}"
+    data = name.encode("utf-8", "surrogateescape")
+    end = len(data) if len(data) <= room else room
+    while end < len(data) and end > 0 and data[end] & 0xC0 == 0x80:  # inside a character: back to its start
+        end -= 1
+    return f".{data[:end].decode('utf-8', 'surrogateescape')}{TEMP_MARK}"
 
 
 def is_leftover_of(entry: str, name: str) -> bool:
@@ -61,6 +66,13 @@ def utf8(name: str) -> bool:
     return True
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as a line of output may carry it: bytes that are not UTF-8 as `\\xe9` escapes (a surrogate
+    kept for one cannot be written to a terminal or into JSON)."""
+    text = os.fspath(path)
+    return text if utf8(text) else text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def not_utf8(name: str) -> str:
     """The refusal of a name `utf8` rejects, its bytes shown as they are (the text cannot be printed)."""
     return f"{os.fsencode(name)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
@@ -68,7 +80,7 @@ def not_utf8(name: str) -> str:
 
 def describe(error: BaseException, path: str) -> str:
     """An SFTP/OS error as a sentence naming the path."""
-    code = getattr(error, "errno", None)
+    code, path = getattr(error, "errno", None), shown(path)
     if code == errno.EACCES:
         return f"permission denied: {path}"
     if code == errno.ENOENT:
@@ -128,14 +140,14 @@ def remote_sha256(link: Link, paths: Sequence[str]) -> dict[str, str]:
 
 
 def _files(paths: Sequence[str]) -> str:
-    return paths[0] if len(paths) == 1 else f"{len(paths)} files"
+    return shown(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
 
 
 def _read_back_sha256(link: Link, path: str) -> str:
     from fleetrun.ssh.sftpio import download
 
     digest = hashlib.sha256()
-    link.doing(f"reading back {path} to hash it")
+    link.doing(f"reading back {shown(path)} to hash it")
     try:
         download(link.sftp, path, digest.update, size_hint=0, check=link.check)
     except OSError as error:
@@ -145,16 +157,18 @@ def _read_back_sha256(link: Link, path: str) -> str:
 
 def remove_leftovers(sftp: Any, directory: str, names: Sequence[str], listing_cache: dict[str, list[str]]) -> int:
     """Remove temp files that an interrupted earlier push of these names left in `directory`."""
+    from fleetrun.ssh.sftpio import list_directory, wire
+
     if directory not in listing_cache:
-        try:
-            listing_cache[directory] = sftp.listdir(directory)
+        try:  # every name as the host has it: one that is not UTF-8 (any directory may hold one) is no error
+            listing_cache[directory] = [entry.filename for entry in list_directory(sftp, directory)]
         except OSError:
             listing_cache[directory] = []
     removed = 0
     for entry in listing_cache[directory]:
         if any(is_leftover_of(entry, name) for name in names):
             try:
-                sftp.remove(posixpath.join(directory, entry))
+                sftp.remove(wire(posixpath.join(directory, entry)))
                 removed += 1
             except OSError:
                 pass  # another run's live upload, or already gone: not ours to fail on

@@ -8,13 +8,27 @@ both issues and consumes: requests in flight plus replies not yet written never 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
 from collections.abc import Callable, Sequence
 from typing import cast
 
 import paramiko
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_PERMISSION_DENIED
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_HANDLE,
+    CMD_NAME,
+    CMD_OPENDIR,
+    CMD_READ,
+    CMD_READDIR,
+    CMD_STATUS,
+    SFTP_EOF,
+    SFTP_NO_SUCH_FILE,
+    SFTP_PERMISSION_DENIED,
+)
+from paramiko.sftp_attr import SFTPAttributes
 
 CHUNK = 32768  # the largest read every SFTP server must serve (and paramiko's MAX_REQUEST_SIZE)
 WINDOW = 64  # reads in flight per file: 2 MiB, as much as paramiko's channel window lets the server send ahead
@@ -31,6 +45,50 @@ class _Replies:
 
     def _async_response(self, kind: int, message: paramiko.Message, number: int) -> None:
         self.replies[number] = (kind, message)
+
+
+def wire(path: str) -> bytes:
+    """The bytes a path names on the host: UTF-8, with the bytes that are not (kept as surrogates, as
+    os.fsdecode and list_directory keep them) restored as they were, as OpenSSH's sftp and scp send them."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def list_directory(sftp: paramiko.SFTPClient, path: str) -> list[SFTPAttributes]:
+    """A remote directory's entries but . and .., each `filename` as the host has it (see `wire`).
+
+    paramiko's listdir_attr decodes every name as UTF-8 and fails the whole listing on one that is not (and
+    leaves the directory handle open on the host); OpenSSH's sftp lists and fetches such a name byte for byte.
+    """
+    # The same requests as paramiko's listdir_attr, through its public-in-practice _request (paramiko 5.x).
+    kind, message = sftp._request(CMD_OPENDIR, wire(path))  # type: ignore[attr-defined]
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    handle = message.get_binary()
+    entries: list[SFTPAttributes] = []
+    try:
+        _read_listing(sftp, handle, entries)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that stopped the listing is the one to report
+            sftp._request(CMD_CLOSE, handle)  # type: ignore[attr-defined]
+        raise
+    sftp._request(CMD_CLOSE, handle)  # type: ignore[attr-defined]
+    return entries
+
+
+def _read_listing(sftp: paramiko.SFTPClient, handle: bytes, entries: list[SFTPAttributes]) -> None:
+    while True:
+        try:
+            kind, message = sftp._request(CMD_READDIR, handle)  # type: ignore[attr-defined]
+        except EOFError:  # the server's SSH_FX_EOF: the listing is complete
+            return
+        if kind != CMD_NAME:
+            raise paramiko.SFTPError("Expected name response")
+        for _ in range(message.get_int()):
+            name = message.get_string().decode("utf-8", "surrogateescape")
+            longname = message.get_string().decode("utf-8", "replace")
+            attributes = SFTPAttributes._from_msg(message, name, longname)  # type: ignore[attr-defined]
+            if name not in (".", ".."):
+                entries.append(attributes)
 
 
 def _status_error(message: paramiko.Message, path: str) -> OSError:
@@ -80,7 +138,7 @@ def download(
     """
     # paramiko has no public call for an asynchronous read; the private parts used here (_read_response,
     # _expecting, request_number, _lock, sock) are unchanged across paramiko 5.x, which pyproject.toml pins.
-    handle = sftp.open(path, "rb")
+    handle = sftp.open(wire(path), "rb")
     raw_handle = cast(bytes, handle.handle)  # the server's handle string (typed otherwise in types-paramiko)
     replies = _Replies()
     in_flight: dict[int, tuple[int, int]] = {}  # request number -> (offset, length)

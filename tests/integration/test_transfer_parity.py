@@ -163,10 +163,52 @@ def test_non_utf8_names_are_refused_or_skipped_with_a_reason(lab, host, area, tm
     assert any("not a UTF-8 name" in line for line in hosts[host.name]["details"])
     assert os.listdir(root / "f" / "tree") == ["ok.conf"]
 
-    pulled = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s", str(tmp_path / "pulled"), "-r",
+
+def test_a_pull_copies_names_that_are_not_utf8_byte_for_byte_as_scp_does(lab, host, area, tmp_path):
+    remote, root = area
+    tree = os.fsencode(root / "s" / "tree")
+    os.makedirs(tree + b"/d\xefr")
+    for name, data in ((b"/caf\xe9.conf", b"latin-1\n"), (b"/ok.conf", b"ok\n"), (b"/d\xefr/in\xff", b"deep\n")):
+        with open(tree + name, "wb") as handle:
+            handle.write(data)
+    copied = subprocess.run(["scp", *ssh_options(lab, host), "-P", str(host.port), "-r",
+                             f"{lab.user}@{host.address}:{remote}/s/tree", str(tmp_path / "scp")],
+                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    assert copied.returncode == 0, copied.stderr
+    pulled = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s/tree", str(tmp_path / "pulled"), "-r",
                       "-H", host.name, "--format", "json", home=tmp_path)
-    hosts, _ = pulled.json()
-    assert pulled.code == 1 and "not UTF-8" in hosts[host.name]["error"], pulled.out + pulled.err
+    assert pulled.code == 0, pulled.out + pulled.err
+    hosts, _ = pulled.json()  # valid JSON: each name shown with its odd bytes escaped, as \xe9
+    assert any(line.startswith("changed ") and line.endswith("/tree/caf\\xe9.conf (8 bytes)")
+               for line in hosts[host.name]["details"]), hosts[host.name]["details"]
+
+    def listing(top: Path) -> list[tuple[bytes, bytes | None]]:
+        found = []
+        for directory, _, files in os.walk(os.fsencode(top)):
+            found.append((os.path.relpath(directory, os.fsencode(top)), None))
+            for name in files:
+                with open(os.path.join(directory, name), "rb") as handle:
+                    found.append((os.path.relpath(os.path.join(directory, name), os.fsencode(top)), handle.read()))
+        return sorted(found, key=lambda item: item[0])
+
+    ours = listing(tmp_path / "pulled" / host.name / "tree")
+    assert ours == listing(tmp_path / "scp")
+    assert (b"d\xefr/in\xff", b"deep\n") in ours
+    again = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s/tree", str(tmp_path / "pulled"), "-r",
+                     "-H", host.name, home=tmp_path)  # the table, on a terminal's encoding: no surrogate to choke on
+    assert again.code == 0 and "Traceback" not in again.err, again.out + again.err
+
+
+def test_a_push_into_a_directory_holding_a_name_that_is_not_utf8_works(lab, host, area, tmp_path):
+    remote, root = area
+    with open(os.fsencode(root / "f") + b"/caf\xe9.conf", "wb") as handle:
+        handle.write(b"theirs\n")  # any directory may hold one; the push looks there for its own leftovers
+    payload = tmp_path / "app.conf"
+    payload.write_text("ours\n")
+    run = push(lab, host, str(payload), f"{remote}/f/", home=tmp_path)
+    assert run.code == 0, run.out + run.err
+    assert sorted(os.listdir(os.fsencode(root / "f"))) == [b"app.conf", b"caf\xe9.conf"]
+    assert (root / "f" / "app.conf").read_text() == "ours\n"
 
 
 def test_pull_keeps_the_remote_times_and_mode_as_scp_p_does(lab, host, area, tmp_path):
