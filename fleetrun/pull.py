@@ -111,7 +111,7 @@ class _Puller:
         try:  # a name that is not UTF-8 is pulled byte for byte, as OpenSSH's sftp and scp do
             entries = sorted(list_directory(self.sftp, remote), key=lambda entry: entry.filename)
         except OSError as error:
-            raise TransferError(describe(error, shown(remote))) from None
+            raise TransferError(describe(error, remote)) from None
         for entry in entries:
             if not _safe_component(entry.filename):
                 self.details.append(f"skipped unsafe name {shown(entry.filename)!r} in {shown(remote)}")
@@ -164,7 +164,7 @@ class _Puller:
         except OSError as error:  # an SFTP error reply (the local ones are TransferErrors by now)
             if self.link.watchdog.reason() is not None:
                 raise
-            raise TransferError(describe(error, shown(remote))) from None
+            raise TransferError(describe(error, remote)) from None
         finally:
             with _local_errors(temp.parent):
                 target.close()

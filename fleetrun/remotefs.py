@@ -80,7 +80,9 @@ def not_utf8(name: str) -> str:
 
 def describe(error: BaseException, path: str) -> str:
     """An SFTP/OS error as a sentence naming the path."""
-    code, path = getattr(error, "errno", None), shown(path)
+    code = getattr(error, "errno", None)
+    longest = max(len(part.encode("utf-8", "surrogateescape")) for part in path.split("/"))
+    path = shown(path)
     if code == errno.EACCES:
         return f"permission denied: {path}"
     if code == errno.ENOENT:
@@ -88,6 +90,8 @@ def describe(error: BaseException, path: str) -> str:
     text = str(error.args[-1] if error.args else error) or error.__class__.__name__
     if "read-only" in text.lower():
         return f"read-only file system: {path}"
+    if text in ("Bad message", "Failure") and longest > NAME_MAX:  # what sftp-server makes of ENAMETOOLONG
+        return f"name too long: {path} (a name of {longest} bytes; file systems allow {NAME_MAX})"
     return f"{text}: {path}"
 
 

@@ -246,6 +246,22 @@ def test_a_name_of_255_bytes_is_pushed_and_pulled_as_scp_does(lab, host, area, t
     assert (tmp_path / "pulled" / host.name / name).read_text() == "long\n"
 
 
+def test_a_name_longer_than_the_file_system_allows_is_named_as_such(lab, host, area, tmp_path):
+    remote, root = area
+    payload = tmp_path / "app.conf"
+    payload.write_text("x\n")
+    long = "n" * 300
+    theirs = scp(lab, host, str(payload), f"{remote}/s/{long}", home=tmp_path)
+    assert theirs.returncode == 1 and b"Bad message" in theirs.stderr, theirs.stderr  # its word for ENAMETOOLONG
+    for command in (["push", str(payload), f"{remote}/f/{long}"], ["pull", f"{remote}/f/{long}", str(tmp_path)]):
+        run = fleetrun(command[0], "-i", str(lab.inventory), *command[1:], "-H", host.name, "--format", "json",
+                       home=tmp_path)
+        hosts, _ = run.json()
+        assert run.code == 1 and hosts[host.name]["error"] == (
+            f"name too long: {remote}/f/{long} (a name of 300 bytes; file systems allow 255)"), run.out + run.err
+    assert os.listdir(root / "f") == []
+
+
 def test_full_and_read_only_destinations_fail_the_host_and_leave_no_partial_file(lab, host, area, tmp_path):
     remote, root = area
     payload = tmp_path / "big.bin"
