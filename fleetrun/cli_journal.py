@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fleetrun.errors import UsageError
+from fleetrun.errors import UsageError, printable
 from fleetrun.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -40,9 +40,10 @@ def _what(info: dict[str, Any] | Any) -> str:
     if kind == "exec":
         return f"exec {info.get('command')!r}"
     transfer = info.get("transfer") or {}
+    # printable: a path that is not UTF-8 is recorded as it was given (its bytes kept as surrogates)
     if kind == "push":
-        return f"push {transfer.get('local')} {transfer.get('remote')}"
-    return f"pull {transfer.get('remote')} {transfer.get('local_dir')}"
+        return printable(f"push {transfer.get('local')} {transfer.get('remote')}")
+    return printable(f"pull {transfer.get('remote')} {transfer.get('local_dir')}")
 
 
 def _local_time(text: str | None) -> str:

@@ -60,10 +60,12 @@ def _terminal_prompt(text: str, option: str, instead: str) -> Callable[[], str]:
 
 
 def _masked(text: str) -> str:
-    """`text` with every secret this process read masked: an error's text may come from anywhere."""
+    """`text` with every secret this process read masked (an error's text may come from anywhere), and
+    printable whatever bytes a name in it had."""
+    from fleetrun.errors import printable
     from fleetrun.secrets import redact
 
-    return redact(text)
+    return printable(redact(text))
 
 
 def _output_format(params: dict[str, Any]) -> str:

@@ -6,6 +6,16 @@ from fleetrun.models import Outcome
 from fleetrun.status import ExitStatus
 
 
+def printable(text: str) -> str:
+    """`text` as a line of output may carry it: the bytes of a name that are not UTF-8 (kept as surrogates, as
+    os.fsdecode and argv keep them) as `\\xe9` escapes, which a terminal, a pipe and JSON all take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 class FleetrunError(Exception):
     """Base class: a problem reported as one line on stderr with a documented exit status."""
 

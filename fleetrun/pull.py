@@ -19,14 +19,11 @@ from fleetrun.remotefs import (
     TransferError,
     describe,
     local_sha256,
-    not_utf8,
     remote_sha256,
     remote_stat,
-    shown,
     special_kind,
     temp_basename,
     transfer_result,
-    utf8,
 )
 from fleetrun.ssh.sftpio import download, list_directory
 
@@ -48,8 +45,6 @@ def plan_pull(remote: str, local_dir: str, *, recursive: bool = False) -> PullPl
     """Check the local side before connecting: an absolute remote path and a writable local directory."""
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
-    if not utf8(remote):
-        raise UsageError(f"remote path {not_utf8(remote)}")
     if posixpath.basename(remote.rstrip("/")) in ("", ".", ".."):
         raise UsageError(f"remote path {remote!r} must name a file or directory")
     target = Path(local_dir)
@@ -107,14 +102,14 @@ class _Puller:
 
     def _pull_tree(self, remote: str, local: Path) -> None:
         local.mkdir(parents=True, exist_ok=True)
-        self.link.doing(f"listing {shown(remote)}")
+        self.link.doing(f"listing {remote}")
         try:  # a name that is not UTF-8 is pulled byte for byte, as OpenSSH's sftp and scp do
             entries = sorted(list_directory(self.sftp, remote), key=lambda entry: entry.filename)
         except OSError as error:
             raise TransferError(describe(error, remote)) from None
         for entry in entries:
             if not _safe_component(entry.filename):
-                self.details.append(f"skipped unsafe name {shown(entry.filename)!r} in {shown(remote)}")
+                self.details.append(f"skipped unsafe name {entry.filename!r} in {remote}")
                 continue
             path = posixpath.join(remote, entry.filename)
             mode = entry.st_mode or 0
@@ -123,17 +118,17 @@ class _Puller:
             elif stat.S_ISREG(mode):
                 self._pull_file(path, entry, local / entry.filename)
             else:
-                self.details.append(f"skipped {shown(path)} ({special_kind(mode)}, not a regular file)")
+                self.details.append(f"skipped {path} ({special_kind(mode)}, not a regular file)")
 
     def _pull_file(self, remote: str, attributes: Any, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_file() and local.stat().st_size == attributes.st_size:
             mine = local_sha256(local)
             if remote_sha256(self.link, [remote]).get(remote) == mine:
-                self.details.append(f"unchanged {shown(local)}")
+                self.details.append(f"unchanged {local}")
                 return
         temp = local.with_name(temp_basename(local.name))
-        self.link.doing(f"downloading {shown(remote)} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
+        self.link.doing(f"downloading {remote} ({(attributes.st_size or 0) / (1 << 20):.1f} MiB)")
         try:
             size = self._download(remote, attributes.st_size or 0, temp)
             with _local_errors(local.parent):
@@ -143,12 +138,12 @@ class _Puller:
                 os.replace(temp, local)
         except BaseException:
             if self.link.watchdog.reason() is not None:
-                self.link.notes.append(f"no partial file of {shown(remote)} kept")
+                self.link.notes.append(f"no partial file of {remote} kept")
             raise
         finally:
             temp.unlink(missing_ok=True)
         self.changed = True
-        self.details.append(f"changed {shown(local)} ({size} bytes)")
+        self.details.append(f"changed {local} ({size} bytes)")
 
 
     def _download(self, remote: str, size_hint: int, temp: Path) -> int:
@@ -176,7 +171,7 @@ def _local_errors(directory: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise TransferError(f"cannot write in {shown(directory)}: {error.strerror or error}") from None
+        raise TransferError(f"cannot write in {directory}: {error.strerror or error}") from None
 
 
 def pull_task(plan: PullPlan) -> HostTask:

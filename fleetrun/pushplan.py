@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetrun.errors import UsageError
-from fleetrun.remotefs import TransferError, not_utf8, special_kind, utf8
+from fleetrun.remotefs import TransferError, special_kind
 
 HASH_READ = 1 << 20
 SFTP_TIME_MAX = 1 << 32  # SFTP v3 carries times as unsigned 32-bit seconds
@@ -176,9 +176,6 @@ def plan_push(
     """
     if not remote.startswith("/"):
         raise UsageError(f"remote path {remote!r} must be absolute (start with /)")
-    for path in (local, remote):
-        if not utf8(path):
-            raise UsageError(not_utf8(path))
     if owner is not None and (not owner or any(c in owner for c in " \t\n;'\"$`\\")):
         raise UsageError(f"--owner {owner!r} must look like user or user:group")
     source = Path(local)
@@ -240,15 +237,8 @@ class _Walk:
 
     def _entry(self, path: Path, relative: str, is_link: bool) -> None:
         try:
-            if not utf8(relative):
-                self.skipped.append(f"{os.fsencode(relative)!r} (not a UTF-8 name: fleetrun sends SFTP names as UTF-8)")
-                return
-            if is_link and not self.copy_links:
-                target = os.readlink(path)
-                if not utf8(target):
-                    self.skipped.append(f"{relative} (symlink to {os.fsencode(target)!r}, not a UTF-8 name)")
-                    return
-                self.links.append(LocalLink(relative, target))
+            if is_link and not self.copy_links:  # (a name that is not UTF-8 goes as its bytes, as with scp)
+                self.links.append(LocalLink(relative, os.readlink(path)))
                 return
             info = path.stat() if self.copy_links else path.lstat()
         except FileNotFoundError:  # a symlink to nothing, with --copy-links

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import posixpath
 import secrets
 import shlex
 import stat
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fleetrun.cancel import Cancel
-from fleetrun.errors import HostFailure
+from fleetrun.errors import HostFailure, printable
 from fleetrun.models import Host, HostResult, Outcome
 from fleetrun.watchdog import Watchdog
 
@@ -57,32 +57,12 @@ def is_leftover_of(entry: str, name: str) -> bool:
     return entry.startswith(_temp_prefix(name))
 
 
-def utf8(name: str) -> bool:
-    """Whether a name (undecodable bytes kept as surrogates, as os gives them) can be sent as UTF-8."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown(path: str | os.PathLike[str]) -> str:
-    """A path as a line of output may carry it: bytes that are not UTF-8 as `\\xe9` escapes (a surrogate
-    kept for one cannot be written to a terminal or into JSON)."""
-    text = os.fspath(path)
-    return text if utf8(text) else text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def not_utf8(name: str) -> str:
-    """The refusal of a name `utf8` rejects, its bytes shown as they are (the text cannot be printed)."""
-    return f"{os.fsencode(name)!r} is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
 
 
 def describe(error: BaseException, path: str) -> str:
     """An SFTP/OS error as a sentence naming the path."""
     code = getattr(error, "errno", None)
     longest = max(len(part.encode("utf-8", "surrogateescape")) for part in path.split("/"))
-    path = shown(path)
     if code == errno.EACCES:
         return f"permission denied: {path}"
     if code == errno.ENOENT:
@@ -144,14 +124,14 @@ def remote_sha256(link: Link, paths: Sequence[str]) -> dict[str, str]:
 
 
 def _files(paths: Sequence[str]) -> str:
-    return shown(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+    return paths[0] if len(paths) == 1 else f"{len(paths)} files"
 
 
 def _read_back_sha256(link: Link, path: str) -> str:
     from fleetrun.ssh.sftpio import download
 
     digest = hashlib.sha256()
-    link.doing(f"reading back {shown(path)} to hash it")
+    link.doing(f"reading back {path} to hash it")
     try:
         download(link.sftp, path, digest.update, size_hint=0, check=link.check)
     except OSError as error:
@@ -278,7 +258,17 @@ class Mover(Protocol):
 
 def transfer_result(host: Host, session: Session, limit: float | None, cancel: Cancel,
                     make: Callable[[Link], Mover]) -> HostResult:
-    """Run a push or pull on one host within `limit` seconds and turn every way it can end into its result."""
+    """Run a push or pull on one host within `limit` seconds and turn every way it can end into its result.
+
+    Names go to the host as the bytes they are (a name that is not UTF-8 too, as with scp and sftp); the
+    result's text shows such bytes as escapes (errors.printable), so every renderer can write it."""
+    result = _transfer(host, session, limit, cancel, make)
+    return replace(result, error=None if result.error is None else printable(result.error),
+                   details=tuple(printable(line) for line in result.details))
+
+
+def _transfer(host: Host, session: Session, limit: float | None, cancel: Cancel,
+              make: Callable[[Link], Mover]) -> HostResult:
     watchdog = Watchdog(limit, cancel, session.close, name=host.name)
     link = Link(session, watchdog)
     mover: Mover | None = None

@@ -32,6 +32,7 @@ from fleetrun.spill import Capture
 from fleetrun.ssh.agentfwd import agent_socket, request_forwarding
 from fleetrun.ssh.results import ExecResult, OutputCallback, _Output
 from fleetrun.ssh.sendenv import env_requests
+from fleetrun.ssh.sftpio import ByteNamesSFTP
 from fleetrun.ssh.wrapper import ScriptLoad, wrap_command
 from fleetrun.stdin_spool import Feed
 
@@ -88,7 +89,7 @@ class Session:
         return self.alive.failed if self.alive is not None else None
 
     def open_sftp(self) -> paramiko.SFTPClient:
-        client = paramiko.SFTPClient.from_transport(self.transport)
+        client = ByteNamesSFTP.from_transport(self.transport)
         if client is None:
             raise HostFailure(Outcome.UNREACHABLE, "the server refused the SFTP subsystem")
         return client

@@ -53,6 +53,21 @@ def wire(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
+class ByteNamesSFTP(paramiko.SFTPClient):
+    """paramiko's SFTP client with names as bytes (see `wire`): paramiko encodes a str path as strict UTF-8,
+    so a name that is not UTF-8 could not be sent, and a link target that is not comes back as bytes."""
+
+    def _adjust_cwd(self, path: str | bytes) -> bytes:  # every call that takes a path goes through here
+        return super()._adjust_cwd(wire(path) if isinstance(path, str) else path)  # type: ignore[misc, no-any-return]
+
+    def symlink(self, source: str | bytes, dest: str | bytes) -> None:  # its target goes by another way
+        super().symlink(wire(source) if isinstance(source, str) else source, dest)
+
+    def readlink(self, path: str | bytes) -> str | None:
+        target: str | bytes | None = super().readlink(path)
+        return target.decode("utf-8", "surrogateescape") if isinstance(target, bytes) else target
+
+
 def list_directory(sftp: paramiko.SFTPClient, path: str) -> list[SFTPAttributes]:
     """A remote directory's entries but . and .., each `filename` as the host has it (see `wire`).
 

@@ -142,26 +142,56 @@ def test_setuid_bits_are_kept_where_scp_drops_them(lab, host, area, tmp_path):
     assert stat.S_IMODE((root / "f" / "tool").stat().st_mode) == 0o4755
 
 
-def test_non_utf8_names_are_refused_or_skipped_with_a_reason(lab, host, area, tmp_path):
+def tree_of(top: Path | bytes) -> list[tuple[bytes, bytes | None]]:
+    """Every entry under `top` by its bytes: (relative name, content; a directory's None, a link's b'-> target')."""
+    top = os.fsencode(top)
+    found: list[tuple[bytes, bytes | None]] = []
+    for directory, subdirectories, files in os.walk(top):
+        found += [(os.path.relpath(os.path.join(directory, name), top), None) for name in subdirectories
+                  if not os.path.islink(os.path.join(directory, name))]
+        for name in files + [name for name in subdirectories if os.path.islink(os.path.join(directory, name))]:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                found.append((os.path.relpath(path, top), b"-> " + os.readlink(path)))
+            else:
+                with open(path, "rb") as handle:
+                    found.append((os.path.relpath(path, top), handle.read()))
+    return sorted(found, key=lambda item: item[0])
+
+
+def test_a_push_sends_names_that_are_not_utf8_byte_for_byte_as_scp_does(lab, host, area, tmp_path):
     remote, root = area
-    odd = os.fsencode(tmp_path) + b"/caf\xe9.conf"
-    with open(odd, "wb") as handle:
-        handle.write(b"x\n")
-    assert scp(lab, host, odd, f"{remote}/s/".encode(), home=tmp_path).returncode == 0
-    assert os.listdir(os.fsencode(root / "s")) == [b"caf\xe9.conf"]  # scp copies the bytes as they are
-
-    refused = push(lab, host, os.fsdecode(odd), f"{remote}/f/", home=tmp_path)
-    assert refused.code == 2 and "is not valid UTF-8" in refused.err, refused.out + refused.err
-
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "ok.conf").write_text("ok\n")
-    os.rename(odd, os.fsencode(tree) + b"/caf\xe9.conf")
-    run = push(lab, host, str(tree), f"{remote}/f/", "-r", home=tmp_path)
+    tree = os.fsencode(tmp_path) + b"/tree"
+    os.makedirs(tree + b"/d\xefr")
+    for name, data in ((b"/caf\xe9.conf", b"latin-1\n"), (b"/ok.conf", b"ok\n"), (b"/d\xefr/in\xff", b"deep\n")):
+        with open(tree + name, "wb") as handle:
+            handle.write(data)
+    os.symlink(b"caf\xe9.conf", tree + b"/link\xe0")  # a link, and its target, that are not UTF-8
+    copied = subprocess.run(["scp", *ssh_options(lab, host), "-P", str(host.port), "-r", tree,
+                             f"{lab.user}@{host.address}:{remote}/s/"],
+                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=clean_env(tmp_path))
+    assert copied.returncode == 0, copied.stderr
+    run = push(lab, host, os.fsdecode(tree), f"{remote}/f/", "-r", home=tmp_path)
     assert run.code == 0, run.out + run.err
-    hosts, _ = run.json()
-    assert any("not a UTF-8 name" in line for line in hosts[host.name]["details"])
-    assert os.listdir(root / "f" / "tree") == ["ok.conf"]
+    hosts, _ = run.json()  # valid JSON: each name shown with its odd bytes escaped, as \xe9
+    assert f"changed {remote}/f/tree/caf\\xe9.conf (8 bytes)" in hosts[host.name]["details"], run.out
+    ours = tree_of(root / "f" / "tree")
+    scps = tree_of(root / "s" / "tree")  # scp -r follows the link: the same bytes, as a file
+    assert [entry for entry in ours if not entry[0].startswith(b"link")] == [
+        entry for entry in scps if not entry[0].startswith(b"link")]
+    assert (b"d\xefr/in\xff", b"deep\n") in ours and (b"link\xe0", b"-> caf\xe9.conf") in ours
+    single = os.fsencode(tmp_path) + b"/\xe9t\xe9.txt"
+    with open(single, "wb") as handle:
+        handle.write(b"one\n")
+    one = push(lab, host, os.fsdecode(single), os.fsdecode(os.fsencode(f"{remote}/f/") + b"r\xe9sum\xe9"),
+               home=tmp_path)
+    assert one.code == 0, one.out + one.err
+    assert (b"r\xe9sum\xe9", b"one\n") in tree_of(root / "f")
+    again = push(lab, host, os.fsdecode(tree), f"{remote}/f/", "-r", home=tmp_path)  # unchanged; the table
+    again_table = fleetrun("push", "-i", str(lab.inventory), os.fsdecode(tree), f"{remote}/f/", "-r", "-v",
+                           "-H", host.name, home=tmp_path)
+    assert again.code == 0 and again_table.code == 0 and "Traceback" not in again_table.err, again_table.err
+    assert "caf\\xe9.conf" in again_table.out, again_table.out
 
 
 def test_a_pull_copies_names_that_are_not_utf8_byte_for_byte_as_scp_does(lab, host, area, tmp_path):
@@ -182,17 +212,8 @@ def test_a_pull_copies_names_that_are_not_utf8_byte_for_byte_as_scp_does(lab, ho
     assert any(line.startswith("changed ") and line.endswith("/tree/caf\\xe9.conf (8 bytes)")
                for line in hosts[host.name]["details"]), hosts[host.name]["details"]
 
-    def listing(top: Path) -> list[tuple[bytes, bytes | None]]:
-        found = []
-        for directory, _, files in os.walk(os.fsencode(top)):
-            found.append((os.path.relpath(directory, os.fsencode(top)), None))
-            for name in files:
-                with open(os.path.join(directory, name), "rb") as handle:
-                    found.append((os.path.relpath(os.path.join(directory, name), os.fsencode(top)), handle.read()))
-        return sorted(found, key=lambda item: item[0])
-
-    ours = listing(tmp_path / "pulled" / host.name / "tree")
-    assert ours == listing(tmp_path / "scp")
+    ours = tree_of(tmp_path / "pulled" / host.name / "tree")
+    assert ours == tree_of(tmp_path / "scp")
     assert (b"d\xefr/in\xff", b"deep\n") in ours
     again = fleetrun("pull", "-i", str(lab.inventory), f"{remote}/s/tree", str(tmp_path / "pulled"), "-r",
                      "-H", host.name, home=tmp_path)  # the table, on a terminal's encoding: no surrogate to choke on

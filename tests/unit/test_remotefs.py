@@ -1,54 +1,47 @@
-"""The UTF-8 check on names push and pull send over SFTP, and the one refusal both give for a name that fails it."""
+"""Names that are not UTF-8 in push and pull: accepted as bytes, shown as escapes, given temp names that fit."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-
-from fleetrun.errors import UsageError
+from fleetrun.errors import printable
 from fleetrun.pull import plan_pull
 from fleetrun.pushplan import plan_push
-from fleetrun.remotefs import NAME_MAX, is_leftover_of, not_utf8, shown, temp_basename, utf8
+from fleetrun.remotefs import NAME_MAX, is_leftover_of, temp_basename
+from fleetrun.ssh.sftpio import wire
 
-ODD = os.fsdecode(b"/srv/caf\xe9.conf")  # Latin-1 bytes, as os hands them over: a surrogate for \xe9
-
-
-def test_only_names_that_encode_as_utf8_pass() -> None:
-    assert utf8("/srv/café.conf") and utf8("/srv/plain")
-    assert not utf8(ODD)
-    assert not_utf8(ODD) == "b'/srv/caf\\xe9.conf' is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
+ODD = os.fsdecode(b"/srv/caf\xe9.conf")  # Latin-1 bytes, as os and argv hand them over: a surrogate for \xe9
 
 
-def test_push_refuses_a_non_utf8_local_or_remote_path_before_connecting(tmp_path: Path) -> None:
+def test_a_name_goes_to_the_host_as_the_bytes_it_was_and_is_shown_with_escapes() -> None:
+    assert wire(ODD) == b"/srv/caf\xe9.conf" and wire("/srv/café.conf") == "/srv/café.conf".encode()
+    assert printable(ODD) == "/srv/caf\\xe9.conf" and printable("/srv/café.conf") == "/srv/café.conf"
+
+
+def test_push_and_pull_take_paths_that_are_not_utf8_as_scp_does(tmp_path: Path) -> None:
     local = tmp_path / "app.conf"
     local.write_text("x\n")
-    with pytest.raises(UsageError) as caught:
-        plan_push(str(local), ODD)
-    assert str(caught.value) == "b'/srv/caf\\xe9.conf' is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
+    assert plan_push(str(local), ODD).remote == ODD
     odd_local = os.fsencode(tmp_path) + b"/caf\xe9.conf"
     with open(odd_local, "wb") as handle:
         handle.write(b"x\n")
-    with pytest.raises(UsageError, match=r"caf\\xe9.conf' is not valid UTF-8"):
-        plan_push(os.fsdecode(odd_local), "/srv/")
+    assert plan_push(os.fsdecode(odd_local), "/srv/").source_name == os.fsdecode(b"caf\xe9.conf")
+    assert plan_pull(ODD, str(tmp_path)).remote == ODD
 
 
-def test_pull_refuses_a_non_utf8_remote_path_naming_it_the_remote_path(tmp_path: Path) -> None:
-    with pytest.raises(UsageError) as caught:
-        plan_pull(ODD, str(tmp_path))
-    assert str(caught.value) == (
-        "remote path b'/srv/caf\\xe9.conf' is not valid UTF-8: fleetrun sends SFTP names as UTF-8"
-    )
-
-
-def test_a_name_with_bytes_that_are_not_utf8_is_shown_escaped_and_gets_a_temp_name_that_fits() -> None:
-    odd = os.fsdecode(b"caf\xe9.conf")
-    assert shown(odd) == "caf\\xe9.conf" and shown("café.conf") == "café.conf"
-    assert shown(Path(os.fsdecode(b"/srv/d\xefr/x"))) == "/srv/d\\xefr/x"
-    for name in (os.fsdecode(b"\xe9" * 255), "é" * 127 + os.fsdecode(b"\xff"), odd):
+def test_a_temp_name_fits_whatever_bytes_the_name_has() -> None:
+    for name in (os.fsdecode(b"\xe9" * 255), "é" * 127 + os.fsdecode(b"\xff"), os.fsdecode(b"caf\xe9.conf")):
         temp = temp_basename(name)
-        assert len(temp.encode("utf-8", "surrogateescape")) <= NAME_MAX
+        assert len(wire(temp)) <= NAME_MAX
         assert is_leftover_of(temp, name)
     cut = temp_basename("n" + "é" * 127)  # 255 bytes: cut before an é, never inside one
-    assert utf8(cut) and len(cut.encode()) <= NAME_MAX
+    assert len(cut.encode()) <= NAME_MAX
+
+
+def test_runs_list_shows_a_recorded_path_that_is_not_utf8_with_escapes() -> None:
+    from fleetrun.cli_journal import _what
+
+    recorded = {"kind": "push", "transfer": {"local": ODD, "remote": "/srv/"}}  # as run.json gives it back
+    assert _what(recorded) == "push /srv/caf\\xe9.conf /srv/"
+    assert _what({"kind": "pull", "transfer": {"remote": ODD, "local_dir": "/tmp/x"}}).encode("utf-8")
