@@ -42,10 +42,10 @@ def is_ansible(inventory: Inventory, pattern: str) -> bool:
     terms = split(text)
     if not terms:
         return False
-    if "," not in text and ":" in text and len(terms) > 1:
-        return True  # `web:db`, `web:&prod`, `all:!db`
-    if any(term.startswith("~") for term in terms):
-        return True
+    if "," not in text and ":" in text and terms != [text]:
+        return True  # `web:db`, `web:&prod`, `all:!db`, and `web:` (Ansible drops the empty term)
+    if any(term.lstrip("&!").startswith("~") for term in terms):
+        return True  # `~web0[12]`, `!~db` (all but what the regex matches)
     if "," in text and any(term[0] in "&!" for term in terms[1:]):
         return True  # `web,&prod,!web03`: fleetrun's own syntax has no operator after ','
     if text.startswith("&"):
@@ -198,10 +198,10 @@ def _slice(found: list[str], subscript: tuple[str | None, ...], term: str, patte
             raise SelectionError(f"pattern {pattern!r}: {term!r} asks for position {index}, but only "
                                  f"{len(found)} host{'s' if len(found) != 1 else ''} match") from None
     assert start is not None
-    last = int(end) if end else len(found) - 1
-    if not last:  # Ansible's own quirk: `[n:0]` means just position n
+    if end and not int(end):  # Ansible's own quirk: `[n:0]` means just position n
         try:
             return [found[int(start)]]
         except IndexError:
             raise SelectionError(f"pattern {pattern!r}: {term!r} is past the {len(found)} matching hosts") from None
+    last = int(end) if end else len(found) - 1  # `[n:]` runs to the end, even of one host: `[1:]` of it is none
     return found[int(start):last + 1]

@@ -95,7 +95,7 @@ class AnsibleData:
         if host is None:
             host = self.hosts[name] = HostEntry(name, where)
             if port:  # Ansible's Host(name, port) tests it for truth: `web:0` is web on its default port
-                self.set_host_var(name, "ansible_port", port, where)
+                self._set_on_host(name, "ansible_port", port, where)  # the host's own, whatever groups exist
         if group is not None:
             members = self.groups[group]
             if name not in members.host_set:
@@ -125,6 +125,14 @@ class AnsibleData:
         entry.origins[key] = where
 
     def set_host_var(self, host: str, key: Any, value: Any, where: Origin) -> None:
+        """A variable written for host `host` in an inventory file. As Ansible's InventoryData.set_variable
+        looks for a group of that name first, a name that is also a group's (by then) gives it to the group."""
+        if host in self.groups:
+            self.set_group_var(host, key, value, where)
+        else:
+            self._set_on_host(host, key, value, where)
+
+    def _set_on_host(self, host: str, key: Any, value: Any, where: Origin) -> None:
         key = self.var_name(key, where)
         self.check_secret(key, value, where)
         entry = self.hosts[host]
@@ -178,7 +186,11 @@ class AnsibleData:
                 ungrouped.host_set.discard(name)
                 host.groups.remove("ungrouped")
             elif not real and name not in ungrouped.host_set:
-                self.add_host(name, "ungrouped", None, host.where)
+                if name in self.groups:  # Ansible's add_child('ungrouped', name) takes the group of that name
+                    self.add_child("ungrouped", name, NOWHERE)
+                else:
+                    self.add_host(name, "ungrouped", None, host.where)
         for conflict in sorted(self.groups.keys() & self.hosts.keys()):
             self.warnings.append(f"{conflict!r} is both a host and a group (Ansible warns about this too); "
-                                 f"the pattern {conflict!r} means the host, as in Ansible")
+                                 f"as in Ansible, the pattern {conflict!r} means the host, and a variable written "
+                                 "for that name once the group exists is the group's")

@@ -496,6 +496,43 @@ def test_a_name_that_is_both_host_and_group_selects_the_host_as_in_ansible(tmp_p
     assert any("means the host" in warning for warning in inventory.warnings)
 
 
+@pytest.mark.parametrize(("name", "text"), [
+    ("hosts", "[db]\nd1\n[web]\ndb ansible_user=alice\nw1\n"),
+    ("inv.yml", "all:\n  children:\n    db:\n      hosts: {d1: }\n"
+                "    web:\n      hosts:\n        db: {ansible_user: alice}\n"),
+    ("inv.yml", "all:\n  hosts:\n    db: {v: 1}\n  children:\n    db:\n      hosts: {d1: }\n"),
+])
+def test_a_variable_for_a_name_that_is_also_a_group_goes_to_the_group_as_in_ansible(
+        tmp_path: Path, home: Path, name: str, text: str) -> None:
+    """Ansible's set_variable (and its add_child to ungrouped) look for a group of that name first."""
+    path = write(tmp_path, {name: text}) / name
+    inventory = load_sources([str(path)])
+    listed = ansible_list(path, home)
+    if "hosts:\n    db:" not in text:  # (a host only in `all`, as there, is in no group --list shows)
+        assert_same(inventory, listed)
+    assert {name: inventory.hosts[name].user for name in listed["_meta"]["hostvars"]} == {
+        name: values.get("ansible_user") for name, values in listed["_meta"]["hostvars"].items()}
+    patterns = ["ungrouped", "db", "web", "all", "ungrouped:db"]
+    expected = ansible_patterns(path, patterns, home)
+    for pattern in patterns:
+        if not expected[pattern]:  # matching nothing is an error here (on purpose: README)
+            with pytest.raises(SelectionError):
+                select(inventory, pattern)
+            continue
+        assert [host.name for host in select(inventory, pattern)] == expected[pattern], pattern
+
+
+def test_slices_regexes_and_empty_terms_at_the_edges_equal_ansible(tmp_path: Path, home: Path) -> None:
+    path = write(tmp_path, {"hosts": "[g]\nh1\nh2\n[one]\nh3\n[web]\nweb01\nweb02\nweb03\n"}) / "hosts"
+    inventory = load_sources([str(path)])
+    patterns = ["one[1:]:g", "g:!one[1:]", "one[0:]", "g[1:]", "one[0:0]", "!~h1", "!~web0[12]", "&~web",
+                "web:", ":web", "!web:", "web::g"]
+    expected = ansible_patterns(path, patterns, home)
+    for pattern in patterns:
+        assert syntax(inventory, pattern) == "ansible", pattern
+        assert [host.name for host in select(inventory, pattern)] == expected[pattern], pattern
+
+
 def test_a_host_whose_value_is_falsy_has_no_vars_as_in_ansible(tmp_path: Path, home: Path) -> None:
     """Ansible reads a host's value as `value or {}`: `a: 0`, `b: ''`, `c: false`, `d: []` are hosts without
     vars (fleetrun refused them); `a: 1` is still refused by both."""
