@@ -79,6 +79,16 @@ def host_key_files(host: Host) -> tuple[tuple[str, ...], str | None]:
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 
 
+def bare_fallback(host: Host) -> bool:
+    """Whether a host's key may also be found under its bare name when `[host]:port` has none: not under a
+    HostKeyAlias, which ssh looks up as written and never without its port (sshconnect.c check_host_key)."""
+    return not host.host_key_alias
+
+
+def _bare_names(folded: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
+
+
 def _without_port(name: str) -> str | None:
     """The bare host OpenSSH falls back to for `[host]:port` on another port than 22 ("w/out port")."""
     found = _WITH_PORT.fullmatch(name)
@@ -264,7 +274,8 @@ class KnownHosts:
         return errors
 
     def judge(
-        self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None
+        self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None,
+        *, bare_fallback: bool = True,
     ) -> HostKeyCheck:
         """Judge the key a server offered under its lookup names (see `known_hosts_name`), as ssh does.
 
@@ -272,13 +283,15 @@ class KnownHosts:
         matching plain line makes the key known; any other plain line for the name makes it changed; with
         none at all, `[host]:port` falls back to the bare host, where only a match counts. One deliberate
         difference: a key `@revoked` under the bare name is refused even when `[host]:port` vouches for it.
+        Without `bare_fallback` (a HostKeyAlias, which ssh never looks up without its port) the names are
+        all there is.
         """
         try:
             offered = parse_blob(blob)
         except ValueError:
             offered = PublicKey(keytype, blob, blob)  # cannot equal any line's key, which all parsed
         folded = [fold(n) for n in names]
-        bare = list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
+        bare = _bare_names(folded) if bare_fallback else []
         looked_up = self._lookup(folded, files)
         entries = [e for e in looked_up if e.load_key()]
         plain = [e for e in entries if e.marker is None]
@@ -310,13 +323,14 @@ class KnownHosts:
                 return result(Verdict.KNOWN, entry, bare, without_port=True)
         return result(Verdict.UNKNOWN, None, folded)
 
-    def check(self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None) -> Verdict:
+    def check(self, names: Sequence[str], keytype: str, blob: bytes, files: Collection[str] | None = None,
+              *, bare_fallback: bool = True) -> Verdict:
         """`judge`'s verdict alone."""
-        return self.judge(names, keytype, blob, files).verdict
+        return self.judge(names, keytype, blob, files, bare_fallback=bare_fallback).verdict
 
     def judge_certificate(
         self, names: Sequence[str], cert: Certificate, principal: str, files: Collection[str] | None = None,
-        *, now: float | None = None,
+        *, now: float | None = None, bare_fallback: bool = True,
     ) -> HostKeyCheck:
         """Judge a host certificate as ssh's check_host_key does, its CA signature already verified.
 
@@ -327,7 +341,7 @@ class KnownHosts:
         attached. A certificate whose key or CA is `@revoked` under any of the names is refused.
         """
         folded = [fold(n) for n in names]
-        bare = list(dict.fromkeys(b for b in map(_without_port, folded) if b is not None))
+        bare = _bare_names(folded) if bare_fallback else []
         offered = cert.key
         plain_type = parse_blob(offered.plain).keytype
         looked_up = self._lookup([*folded, *bare], files, plain=False)
@@ -356,7 +370,7 @@ class KnownHosts:
                                     without_port=among is bare, bad_lines=bad_lines, by_certificate=True)
             refused = f"{problem} ({cert.describe()}; CA at {signer.location.where}, name {principal!r})"
             break
-        plain = self.judge(names, plain_type, offered.plain, files)
+        plain = self.judge(names, plain_type, offered.plain, files, bare_fallback=bare_fallback)
         return replace(plain, certificate_refused=refused, bad_lines=(*bad_lines, *plain.bad_lines))
 
     def has_authority_for(self, names: Sequence[str], files: Collection[str] | None = None) -> bool:
@@ -365,13 +379,21 @@ class KnownHosts:
         return any(e.marker == "@cert-authority" for e in entries)
 
     def key_types_for(self, names: Sequence[str], files: Collection[str] | None = None) -> list[str]:
-        """Key types of the plain lines for exactly these names, in file order, without repeats.
+        """Key types of the plain lines for exactly these names, in file order, without repeats, that ssh
+        counts as on record: a type whose first plain line holds a key `@revoked` for the names is not.
 
-        Like OpenSSH's order_hostkeyalgs, no bare-name fallback: that is only for judging a key. RSA is
-        `ssh-rsa`; callers choosing host key algorithms offer rsa-sha2-512/256 for it.
+        As OpenSSH's order_hostkeyalgs (check_hostkeys_by_key_or_type then check_key_not_revoked): only the
+        first line of each type counts, and no bare-name fallback (that is only for judging a key). Asking
+        first for a type whose key ssh would not ask first for gets another key, and another verdict. RSA
+        is `ssh-rsa`; callers choosing host key algorithms offer rsa-sha2-512/256 for it.
         """
         entries = self._matching([fold(n) for n in names], files)
-        return list(dict.fromkeys(e.key.keytype for e in entries if e.marker is None))
+        revoked = {e.key.plain for e in entries if e.marker == "@revoked"}
+        first: dict[str, Entry] = {}
+        for entry in entries:
+            if entry.marker is None:
+                first.setdefault(entry.key.keytype, entry)
+        return [keytype for keytype, entry in first.items() if entry.key.plain not in revoked]
 
     def add(
         self, path: str | Path, name: str, keytype: str, blob: bytes, files: Collection[str] | None = None,

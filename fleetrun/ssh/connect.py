@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, overload
 
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
-from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, host_key_files, host_key_names
+from fleetrun.hostkeys import HostKeyCheck, KnownHosts, Verdict, bare_fallback, host_key_files, host_key_names
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import lean as lean_client
 from fleetrun.ssh.auth import authenticate
@@ -209,7 +209,7 @@ def _open_link(host: Host, gateway: Gateway | None, slot: bool, remaining: Calla
 def _check_plain_host_key(host: Host, settings: ConnectSettings, keytype: str, blob: bytes, names: list[str],
                           files: tuple[str, ...], writable: str | None) -> bool:
     """_check_host_key for a plain key (not a certificate), as its type and blob."""
-    check = settings.known_hosts.judge(names, keytype, blob, files)
+    check = settings.known_hosts.judge(names, keytype, blob, files, bare_fallback=bare_fallback(host))
     return _settle(host, settings, check, keytype, blob, names, files, writable)
 
 
@@ -236,7 +236,8 @@ def _settle(host: Host, settings: ConnectSettings, check: HostKeyCheck, keytype:
                           f"{error.strerror or error}); connecting unverified")
             return False
         # Not added: another process recorded a key for this name since we checked; judge against that one.
-        if not added and known.check(names, keytype, blob, files) is not Verdict.KNOWN:
+        if not added and known.check(names, keytype, blob, files, bare_fallback=bare_fallback(host)) \
+                is not Verdict.KNOWN:
             raise HostFailure(Outcome.HOST_KEY, f"host key for {names[0]} changed during the run: refusing",
                               host_key_verified=False)
         return False

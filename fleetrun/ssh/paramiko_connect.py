@@ -14,7 +14,7 @@ from paramiko.packet import Packetizer
 from fleetrun.cancel import Cancel
 from fleetrun.errors import HostFailure
 from fleetrun.hostcert import CertificateError, read_certificate
-from fleetrun.hostkeys import HostKeyCheck, KnownHosts, host_key_files, host_key_names
+from fleetrun.hostkeys import HostKeyCheck, KnownHosts, bare_fallback, host_key_files, host_key_names
 from fleetrun.keyblob import parse_blob
 from fleetrun.models import Host, Outcome
 from fleetrun.ssh import diagnose
@@ -177,7 +177,8 @@ def _judge(host: Host, known: KnownHosts, key: paramiko.PKey, names: list[str],
     """known_hosts' verdict on the offered key, and the plain key that accept-new would record."""
     offered = key.public_blob
     if offered is None or not offered.key_type.endswith(CERT):
-        return known.judge(names, key.get_name(), key.asbytes(), files), key.get_name(), key.asbytes()
+        return (known.judge(names, key.get_name(), key.asbytes(), files, bare_fallback=bare_fallback(host)),
+                key.get_name(), key.asbytes())
     try:
         cert = read_certificate(offered.key_blob)
     except CertificateError as error:
@@ -185,4 +186,5 @@ def _judge(host: Host, known: KnownHosts, key: paramiko.PKey, names: list[str],
         raise HostFailure(Outcome.HOST_KEY, f"the host certificate {names[0]} offered cannot be trusted: {error}",
                           host_key_verified=False) from None
     plain = parse_blob(cert.key.plain)
-    return known.judge_certificate(names, cert, _principal(host), files), plain.keytype, plain.blob
+    return (known.judge_certificate(names, cert, _principal(host), files, bare_fallback=bare_fallback(host)),
+            plain.keytype, plain.blob)

@@ -121,6 +121,27 @@ def test_host_key_alias_is_the_name_keys_are_looked_up_and_recorded_under(lab, t
     assert run.code == 0 and known.read_text().splitlines()[1] == f"web04.alias {key}"
 
 
+def test_a_host_key_alias_with_a_port_is_never_looked_up_without_it_as_ssh_never_does(lab, tmp_path):
+    one = lab.hosts[5]
+    key = " ".join(line_for(lab, one).split()[1:])
+    known = tmp_path / "known_hosts"
+    inventory = inventory_of(tmp_path / "inv.yaml", lab, {"one": {"address": one.address, "port": one.port}})
+    config = tmp_path / "cfg"
+    config.write_text(f"Host *\n  UserKnownHostsFile {known}\n  HostKeyAlias [alias5]:2222\n")
+    ssh_argv = ["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-i", str(lab.client_key), "-p", str(one.port),
+                f"{lab.user}@{one.address}", "true"]
+    base = ("exec", "-i", str(inventory), "--ssh-config", str(config), "true", "-H", "one", "--format", "json")
+    for lines, verdict in ([f"alias5 {key}"], "unknown"), ([f"[alias5]:2222 {key}", f"@revoked alias5 {key}"], "ok"):
+        known.write_text("\n".join(lines) + "\n")
+        ssh = subprocess.run(ssh_argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                             check=False)
+        run = fleetrun(*base, home=tmp_path)
+        record = run.json()[0]["one"]
+        assert (ssh.returncode, run.code) == ((0, 0) if verdict == "ok" else (255, 5)), (ssh.stderr, run.out)
+        assert verdict == "ok" or record["error"].startswith("unknown host key"), record
+
+
 def test_server_alive_ends_a_frozen_host_as_unreachable(make_lab, tmp_path):
     lab = make_lab(2)
     stopping, fine = lab.hosts

@@ -132,6 +132,16 @@ CASES: dict[str, Case] = {
     "two-files": lambda c: [[f"{c.port} {c.stale['ec']}"], [f"{c.port} {c.keys.ed}"]],
     "two-files-stale-second": lambda c: [[f"{c.port} {c.keys.ed}"], [f"{c.port} {c.stale['ed']}"]],
     "empty": lambda c: [["# nothing here"]],
+    # ssh counts a key type as on record by its first line, and not at all when that line's key is @revoked
+    # (order_hostkeyalgs): it then asks for the next type first, and judges that key.
+    "first-ed25519-revoked-stale-ecdsa": lambda c: [[f"{c.port} {c.stale['ed']}", f"{c.port} {c.keys.ed}",
+                                                     f"@revoked {c.port} {c.stale['ed']}",
+                                                     f"{c.port} {c.stale['ec']}"]],
+    "right-ecdsa-right-ed25519-revoked": lambda c: [[f"{c.port} {c.keys.ec}", f"{c.port} {c.keys.ed}",
+                                                     f"@revoked {c.port} {c.keys.ed}"]],
+    "first-ed25519-revoked-in-another-file": lambda c: [[f"{c.port} {c.stale['ed']}", f"{c.port} {c.keys.ed}",
+                                                         f"{c.port} {c.stale['ec']}"],
+                                                        [f"@revoked * {c.stale['ed']}"]],
 }
 # Where fleetrun deliberately differs from ssh 9.2 (README, "Security defaults"): a key @revoked under the bare
 # name is refused even when [host]:port vouches for it; a changed key names the stale line of the offered type,
