@@ -57,8 +57,6 @@ def is_leftover_of(entry: str, name: str) -> bool:
     return entry.startswith(_temp_prefix(name))
 
 
-
-
 def describe(error: BaseException, path: str) -> str:
     """An SFTP/OS error as a sentence naming the path."""
     code = getattr(error, "errno", None)
