@@ -49,11 +49,12 @@ class Lookup:
     """Everything the config files said about one destination, before tokens in values are expanded."""
 
     host_arg: str  # the name looked up: what `ssh <name>` was given
-    hostname: str  # %h: HostName (with %h expanded) or the name, lower-cased unless it is an address
+    hostname: str  # %h: HostName (with %h expanded) or the name, lower-cased unless ssh takes it for an address
     values: dict[str, Applied] = field(default_factory=dict)  # keyword -> first value
     identity_files: list[Listed] = field(default_factory=list)
     certificate_files: list[Listed] = field(default_factory=list)
     others: dict[str, list[Applied]] = field(default_factory=dict)  # other accumulating options (for warnings)
+    forward_agent_path: Applied | None = None  # the first ForwardAgent socket path, apart from the flag
     unsupported: list[Line] = field(default_factory=list)  # lines OpenSSH itself calls unsupported
     newer: list[Line] = field(default_factory=list)  # options of the local, newer ssh: not applied
     final_pass: bool = False
@@ -105,8 +106,13 @@ class Evaluator:
         if given is not None:
             host = _expand(given, {"h": host_arg})
         # ssh.c: names are lower-cased (ASCII letters only, as C's tolower); addresses take their numeric form.
+        # is_addr() takes any name with ':' or '%' for an address, so such a name keeps its case even where
+        # getaddrinfo() then refuses it (`A:B`, `FE80::A%ETH0` with no such interface).
         numeric = numeric_form(host)
-        host = numeric if numeric is not None else ascii_lower(host)
+        if numeric is not None:
+            host = numeric
+        elif ":" not in host and "%" not in host:
+            host = ascii_lower(host)
         canonicalize = state.values.get("canonicalizehostname")
         if canonicalize is not None and canonicalize.value is not False:
             want_final[0] = True  # ssh re-reads the files once it has canonicalized (here: nothing changes)
@@ -136,13 +142,13 @@ class Evaluator:
                                   "'Bad configuration option'); fix the name, or list it in IgnoreUnknown")
             if keyword == "host":
                 active[0] = False
-                if nevermatch:
-                    continue
                 for pattern in line.args:
-                    # readconf.c stops at a negated match, so an empty pattern after it is only refused
-                    # for the hosts that get that far (and never under an inactive Include).
+                    # readconf.c checks each pattern as it gets to it: it stops at a negated match, and under
+                    # an inactive Include right after the first pattern, so an empty one later is not seen.
                     if pattern == "":
                         raise ConfigError(line.path, line.number, "Host: empty pattern; ssh refuses this too")
+                    if nevermatch:
+                        break
                     negated = pattern.startswith("!")
                     if match_pattern(host, pattern[1:] if negated else pattern):
                         if negated:
@@ -193,8 +199,8 @@ class Evaluator:
             elif name == "localuser":
                 matched = match_pattern_list(info.user, arg, lower=False) == 1
             else:  # exec
-                if not result:
-                    continue  # ssh skips the command once an earlier criterion failed
+                # readconf.c expands the command before it looks at the earlier criteria, so a bad token is
+                # refused for every host, under an inactive Include too, even where the command is not run.
                 alias = state.values["hostkeyalias"].value if "hostkeyalias" in state.values else host
                 tokens = {"C": connection_hash(info.hostname, host, port, user), "L": info.short_hostname,
                           "d": info.home, "h": host, "k": alias, "l": info.hostname, "n": state.host_arg,
@@ -203,6 +209,8 @@ class Evaluator:
                     command = percent_expand(arg, tokens)
                 except TokenError as error:
                     raise ConfigError(line.path, line.number, f"Match exec: {error}") from None
+                if not result:
+                    continue  # ssh skips the command once an earlier criterion failed
                 matched = self._exec(command, line)
             if matched == negate:
                 result = False
@@ -254,6 +262,14 @@ def _apply(state: Lookup, line: Line, user_file: bool) -> None:
         return
     if keyword in ACCUMULATE:
         state.others.setdefault(keyword, []).append(Applied(line.value, origin))
+        return
+    if keyword == "forwardagent":
+        # readconf.c keeps two first-value-wins settings: the flag (a path counts as yes) and the socket path.
+        # So `yes` then a path forwards that socket, and `no` then a path forwards nothing.
+        is_path = isinstance(line.value, str)
+        values.setdefault(keyword, Applied(True if is_path else line.value, origin))
+        if is_path and state.forward_agent_path is None:
+            state.forward_agent_path = Applied(line.value, origin)
         return
     if keyword == "proxyjump":
         if line.value == ():  # none: only blocks a later ProxyJump (OpenSSH 10.3 semantics, in Debian's 9.2)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import grp
 import os
+import pwd
 import stat
 
 from fleetrun.sshconfig.checks import CheckError, check_arguments
@@ -32,10 +34,37 @@ def read_required(path: str) -> ConfigFile:
 
 
 def _check_permissions(path: str, info: os.stat_result) -> None:
-    # readconf.c SSHCONF_CHECKPERM: owned by root or us, and not writable by group or others.
-    if (info.st_uid not in (0, os.getuid())) or info.st_mode & 0o022:
+    # readconf.c SSHCONF_CHECKPERM: owned by root or us, and not writable by others.
+    if not _secure_permissions(info, os.getuid()):
         raise ConfigError(path, None, "bad owner or permissions: ssh refuses a config file that others can "
                           "write; fix it with chmod go-w (and chown to you)")
+
+
+def _secure_permissions(info: os.stat_result, uid: int) -> bool:
+    """Debian's secure_permissions() (user-group-modes.patch): group write is allowed when the group holds
+    only the user, as the per-user groups and umask 002 of a Debian system give."""
+    if info.st_uid not in (0, uid) or info.st_mode & 0o002:
+        return False
+    if not info.st_mode & 0o020:
+        return True
+    try:
+        group = grp.getgrgid(info.st_gid)
+        owner = pwd.getpwuid(info.st_uid)
+    except KeyError:
+        return False
+    # The patch's own tests, in its order: every account whose primary group it is must be us (not the
+    # file's owner), and a supplementary member list must be exactly the file's owner.
+    members = 0
+    for entry in pwd.getpwall():
+        if entry.pw_gid == group.gr_gid:
+            members += 1
+            if entry.pw_uid != uid:
+                return False
+    if group.gr_mem:
+        members += 1
+        if group.gr_mem != [owner.pw_name]:
+            return False
+    return members > 0  # a group without members (as setgid programs use) is not the user's own
 
 
 class _Reader:

@@ -371,9 +371,9 @@ ALIASES = {
     "smartcarddevice": "pkcs11provider",
     "hostbasedkeytypes": "hostbasedacceptedalgorithms",
     "pubkeyacceptedkeytypes": "pubkeyacceptedalgorithms",
-    # Debian's keepalive patch
+    # Debian's keepalive patch: both are ServerAliveInterval there (SetupTimeout is not ConnectTimeout)
     "protocolkeepalives": "serveraliveinterval",
-    "setuptimeout": "connecttimeout",
+    "setuptimeout": "serveraliveinterval",
 }
 # Options that add to a list instead of keeping the first value.
 ACCUMULATE = frozenset({"identityfile", "certificatefile", "localforward", "remoteforward", "dynamicforward",

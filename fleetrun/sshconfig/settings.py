@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetrun.sshconfig.checks import assembled_error, forward_paths
-from fleetrun.sshconfig.evaluate import Listed, Lookup
+from fleetrun.sshconfig.evaluate import Applied, Listed, Lookup
 from fleetrun.sshconfig.keywords import MEANINGFUL, environment_agent, format_hop, parse_hop
 from fleetrun.sshconfig.model import ConfigError, Origin
 from fleetrun.sshconfig.patterns import ascii_lower, match_pattern
@@ -115,20 +115,23 @@ def settle(lookup: Lookup) -> Settings:
     listed = lookup.identity_files or [Listed(name, False, DEFAULT) for name in DEFAULT_IDENTITIES]
     identity_files = files(listed)
 
-    def socket_path(keyword: str) -> str | None:
+    def socket_path(applied: Applied) -> str | None:
         # IdentityAgent/ForwardAgent: SSH_AUTH_SOCK or $NAME name a variable; else a path with ~ and tokens.
-        word = get(keyword)
+        word = applied.value
         if word == "SSH_AUTH_SOCK":
             return None
         if word.startswith("$") and not word.startswith("${"):
             return environment_agent(word) or "none"
-        return path(word, origins[keyword])
+        return path(word, applied.origin)
 
     agent = None if get("identityagent") is None else ("none" if get("identityagent") == "none"
-                                                       else socket_path("identityagent"))
-    forward = get("forwardagent", False)
-    if isinstance(forward, str):
-        forward = socket_path("forwardagent") or True
+                                                       else socket_path(values["identityagent"]))
+    forward: bool | str = get("forwardagent", False)
+    if lookup.forward_agent_path is not None:
+        # ssh.c expands a socket path whenever one is set: a bad token is refused after `ForwardAgent no` too
+        socket = socket_path(lookup.forward_agent_path)
+        if forward:
+            forward = socket or True
 
     jump_written: tuple[str, ...] = get("proxyjump", ())
     jump: list[str] = []

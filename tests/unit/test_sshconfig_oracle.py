@@ -9,7 +9,9 @@ file:line. HOME stays the real one (the passwd home) except where a case says wh
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -59,6 +61,11 @@ CASES = {
                                        "Host *\n  IdentityFile /k_%h\n", "a"),
     "host-arg-address-canonical": Case("Host *\n  UserKnownHostsFile /kh_%h\n", "127.1"),
     "hostname-ipv6-case-kept": Case("Host a\n  HostName FE80::A\nMatch final host fe80::a\n  Port 2231\n", "a"),
+    # ssh.c is_addr(): a name with ':' or '%' is an address to it, never lower-cased, even where
+    # getaddrinfo() refuses it
+    "hostname-colon-case-kept": Case("Host *\n  HostName A:B\n", "x"),
+    "host-arg-zone-case-kept": Case("Host *\n  UserKnownHostsFile /k_%h\n", "FE80::A%ETH0"),
+    "hostname-percent-case-kept": Case("Host x\n  HostName Web%%1\n", "x"),
     "hostname-ipv6-compressed": Case("Host a\n  HostName 2001:DB8:0:0::1\n", "a"),
     "hostname-percent": Case("Host x\n  HostName a%%b\n", "x"),
     "key-equals-value": Case("Host=web01\nPort=2022\nUser = \"deploy\"\n", "web01"),
@@ -67,6 +74,9 @@ CASES = {
     "connecttimeout-comment": Case("Host *\n  ConnectTimeout 5 # seconds\n", "x"),
     "connecttimeout-units": Case("Host *\n  ConnectTimeout 1m5s\n", "x"),
     # `none` is readconf.c's -1, "unset": the next ConnectTimeout/ServerAliveInterval line still sets it
+    # Debian's keepalive patch makes SetupTimeout (like ProtocolKeepAlives) ServerAliveInterval
+    "setuptimeout-is-serveraliveinterval": Case("Host *\n  SetupTimeout 9\n  ConnectTimeout 4\n", "x"),
+    "protocolkeepalives-is-serveraliveinterval": Case("Host *\n  ProtocolKeepAlives 8\n", "x"),
     "time-none-is-unset": Case("Host x\n  ConnectTimeout none\n  ServerAliveInterval none\nHost *\n"
                                "  ConnectTimeout 5\n  ServerAliveInterval 7\n", "x"),
     "connecttimeout-bad": Case("Host *\n  ConnectTimeout soon\n", "x", error="invalid time value"),
@@ -95,6 +105,11 @@ CASES = {
     # readconf.c stops reading a Host line at a negated match: an empty pattern after it is not seen
     "host-empty-after-negated-match": Case("Host !x \"\"\n  Port 1\n", "x"),
     "host-empty-pattern": Case("Host !x \"\"\n  Port 1\n", "y", error="empty pattern"),
+    # under an inactive Include, readconf.c checks only the first pattern before it stops reading the line
+    "host-empty-first-inactive-include": Case("Host nope\n  Include {d}/a.conf\n", "x",
+                                              files={"a.conf": "Host \"\" x\n  Port 7\n"}, error="empty pattern"),
+    "host-empty-later-inactive-include": Case("Host nope\n  Include {d}/a.conf\n", "x",
+                                              files={"a.conf": "Host x \"\"\n  Port 7\n"}),
     "identityfile-none": Case("Host *\n  IdentityFile none\n", "x"),
     "proxyjump-chain": Case("Host t\n  ProxyJump u@b1:2222,b2\n", "t"),
     "proxyjump-ssh-uri": Case("Host t\n  ProxyJump ssh://u@b1:2200\n", "t"),
@@ -136,6 +151,11 @@ CASES = {
                                                   error="is not set"),
     "forwardagent-unset-variable-inactive": Case("Host other\n  ForwardAgent ${FLEETRUN_NOT_SET_EVER}\n", "x",
                                                  error="is not set"),
+    # ssh.c expands ForwardAgent's socket path whenever one is set, even where the flag is off
+    "forwardagent-path-bad-token-after-yes": Case("Host *\n  ForwardAgent yes\n  ForwardAgent /tmp/%x\n", "x",
+                                                  error="unknown token %x"),
+    "forwardagent-path-bad-token-after-no": Case("Host *\n  ForwardAgent no\n  ForwardAgent /tmp/%x\n", "x",
+                                                 error="unknown token %x"),
     "identityagent-digit-name": Case("Host other\n  IdentityAgent $1agent\nHost *\n  ForwardAgent $2\n", "x"),
     "knownhosts-none": Case("Host *\n  UserKnownHostsFile none\n  GlobalKnownHostsFile none\n", "x"),
     "knownhosts-none-not-alone": Case("Host *\n  UserKnownHostsFile a none\n", "x", error='"none" must appear'),
@@ -159,6 +179,11 @@ CASES = {
     "match-exec-true-token": Case("Match exec \"test %h = web01 && test %n = web01\"\n  Port 2206\n", "web01"),
     "match-exec-false-negated": Case("Match exec false\n  Port 1\nMatch !exec false\n  Port 2207\n", "x"),
     "match-exec-skipped-after-failure": Case("Match host nope exec \"exit 1\"\n  Port 1\n", "x"),
+    # readconf.c expands the command before it skips it, in any block, so a bad token is always refused
+    "match-exec-bad-token-skipped": Case("Match host y exec \"%x\"\n  Port 7\n", "x", error="unknown token %x"),
+    "match-exec-bad-token-inactive-include": Case("Host nope\n  Include {d}/m.conf\n", "x",
+                                                  files={"m.conf": "Match host y exec \"%x\"\n  Port 7\n"},
+                                                  error="unknown token %x"),
     "match-all-after-one": Case("Match host x all\n  Port 2208\n", "x"),
     "match-all-combined": Case("Match all host x\n  Port 1\n", "x", error="cannot be combined"),
     "match-final-second-pass": Case("Host web01\n  HostName 10.9.9.9\nMatch final host 10.9.9.9\n  Port 2209\n"
@@ -367,6 +392,77 @@ def test_resolution_matches_ssh_G(name: str, tmp_path: Path, monkeypatch: pytest
     assert printed is not None, f"ssh refused the snippet: {stderr.strip()}"
     theirs, ours = _theirs(printed), _ours(config, case)
     assert ours == theirs, {key: (ours[key], theirs[key]) for key in FIELDS if ours[key] != theirs[key]}
+
+
+# readconf.c keeps ForwardAgent's flag and its socket path apart, first value each; ssh -G prints the path
+# when one is set, but ssh.c forwards only when the flag is on (`no` first: nothing is forwarded).
+FORWARD_AGENT = {
+    "yes-then-path": ("Host *\n  ForwardAgent yes\nHost *\n  ForwardAgent /tmp/sock\n", True),
+    "path-then-yes": ("Host *\n  ForwardAgent /tmp/a\n  ForwardAgent yes\n", True),
+    "path-then-path": ("Host *\n  ForwardAgent /tmp/a\nHost x\n  ForwardAgent /tmp/b\n", True),
+    "path-inactive-then-yes": ("Host other\n  ForwardAgent /tmp/a\nHost *\n  ForwardAgent yes\n", True),
+    "no-then-path": ("Host *\n  ForwardAgent no\n  ForwardAgent /tmp/sock\n", False),
+}
+
+
+@pytest.mark.parametrize("name", list(FORWARD_AGENT))
+def test_forward_agent_matches_ssh_G(name: str, tmp_path: Path) -> None:
+    text, flag_on = FORWARD_AGENT[name]
+    config = tmp_path / "ssh_config"
+    config.write_text(text)
+    printed, stderr = _ssh_g(config, Case(text, "x"), {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
+    assert printed is not None, stderr
+    theirs = printed["forwardagent"][0]
+    expected: bool | str = (theirs == "yes" if theirs in ("yes", "no") else theirs) if flag_on else False
+    assert load(SshConfigSource(path=str(config))).resolve("x").forward_agent == expected
+
+
+def _group_with_others() -> int | None:
+    """A group whose members include someone other than us (as a primary or a listed member)."""
+    for entry in pwd.getpwall():
+        if entry.pw_uid != os.getuid():
+            return entry.pw_gid
+    return None
+
+
+def _group_without_members() -> int | None:
+    primary = {entry.pw_gid for entry in pwd.getpwall()}
+    return next((group.gr_gid for group in grp.getgrall() if not group.gr_mem and group.gr_gid not in primary),
+                None)
+
+
+# Debian's user-group-modes patch: a group-writable file is accepted when its group holds only us
+PERMISSIONS = {"own-group-664": (0o664, "own"), "own-group-666": (0o666, "own"),
+               "own-group-646": (0o646, "own"), "shared-group-664": (0o664, "shared"),
+               "empty-group-664": (0o664, "empty"), "shared-group-644": (0o644, "shared")}
+
+
+@pytest.mark.parametrize("name", list(PERMISSIONS))
+def test_include_permissions_match_ssh_G(name: str, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the included file is given to other groups with chown")
+    mode, kind = PERMISSIONS[name]
+    own = pwd.getpwuid(os.getuid()).pw_gid
+    if kind == "own" and (grp.getgrgid(own).gr_mem not in ([], [pwd.getpwuid(os.getuid()).pw_name]) or
+                          any(e.pw_gid == own and e.pw_uid != os.getuid() for e in pwd.getpwall())):
+        pytest.skip("root's primary group has other members here")
+    gid = {"own": own, "shared": _group_with_others(), "empty": _group_without_members()}[kind]
+    if gid is None:
+        pytest.skip(f"no {kind} group on this machine")
+    included = tmp_path / "inc.conf"
+    included.write_text("Port 2234\n")
+    os.chown(included, os.getuid(), gid)
+    included.chmod(mode)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {included}\n")
+    printed, stderr = _ssh_g(config, Case("", "x"), dict(os.environ))
+    if printed is None:
+        assert "Bad owner or permissions" in stderr
+        with pytest.raises(ConfigError, match="bad owner or permissions"):
+            _ours(config, Case("", "x"))
+    else:
+        assert printed["port"] == ["2234"]
+        assert _ours(config, Case("", "x"))["port"] == "2234"
 
 
 # ssh refuses a destination or -l user with shell metacharacters (%h and %r reach ProxyCommand's shell)

@@ -237,7 +237,7 @@ def test_deep_include_chain_is_refused(tmp_path: Path) -> None:
 def test_included_files_must_not_be_writable_by_others(tmp_path: Path) -> None:
     path = config(tmp_path, f"Include {tmp_path}/inc.conf\n")
     included = config(tmp_path, "Port 2\n", "inc.conf")
-    included.chmod(0o664)
+    included.chmod(0o666)  # group write alone can be fine (see test_include_permissions_match_ssh_G)
     with pytest.raises(ConfigError, match="bad owner or permissions"):
         load(SshConfigSource(path=str(path)))
     included.chmod(0o644)
