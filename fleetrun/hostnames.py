@@ -9,8 +9,14 @@ from collections.abc import Iterable
 
 MAX_RANGE = 100_000  # a typo like web[1:10000000] must fail fast, not eat the memory
 # `7`, `1-3` (or `1:3`), and ClusterShell's stepped `1-9/2`; spaces around the numbers are ignored, as there.
-_RANGE_ITEM = re.compile(r"\s*([0-9]+)\s*(?:[:-]\s*([0-9]+)\s*(?:/\s*([0-9]+)\s*)?)?\Z")
+# `\d`, not [0-9]: ClusterShell reads any Unicode decimal digit (`٣` is 3), and so must a fold of such names.
+_RANGE_ITEM = re.compile(r"\s*(\d+)\s*(?:[:-]\s*(\d+)\s*(?:/\s*(\d+)\s*)?)?\Z")
 _GROUPS = re.compile(r"(\D*)(\d*)")
+_ASCII_DIGITS = "0123456789"  # only these glue onto a bracket's bounds (ClusterShell strips string.digits)
+
+
+class _GluedWidths(ValueError):
+    """A range that mixes widths only once the digits next to its bracket are part of its bounds."""
 
 
 # --- expanding ------------------------------------------------------------------------------------------
@@ -22,19 +28,35 @@ def expand_ranges(text: str) -> list[str]:
     `/STEP` takes every STEP-th number, as ClusterShell does: `web[1-9/4]` is web1 web5 web9.
 
     Several brackets multiply: `rack[1-2]-node[1-2]` is four names. A zero-padded range has bounds of one
-    width (`[01-99,100]`, not `[01-100]`), as ClusterShell and Ansible require.
+    width (`[01-99,100]`, not `[01-100]`), as ClusterShell and Ansible require. Digits written next to a
+    bracket are part of each bound, as in ClusterShell: `web1[9-10]` is web[19-110], `web[1-2]0` web10 web20.
+    A name without brackets is kept as written (a host's name is not rewritten, even with digits like `١`).
     """
     if "[" not in text and "]" not in text:
         return [text]
     parts = re.split(r"(\[[^\[\]]*\])", text)
+    if any("[" in part or "]" in part for part in parts[0::2]):
+        raise ValueError(f"unbalanced bracket in {text!r}")
+    literals, brackets = parts[0::2], parts[1::2]
+    # ClusterShell refuses `[1-2][3-4]` and `[1-2]0[3-4]`: no non-digit shows where one number ends.
+    if any(not between.lstrip(_ASCII_DIGITS) for between in literals[1:-1]):
+        raise ValueError(f"{text!r} has brackets with nothing or only digits between them, which ClusterShell "
+                         f"refuses too; {_as_written(literals, brackets)}")
     choices: list[list[str]] = []
-    for index, part in enumerate(parts):
-        if index % 2:
-            choices.append(_expand_bracket(part, text))
-        elif "[" in part or "]" in part:
-            raise ValueError(f"unbalanced bracket in {text!r}")
-        else:
-            choices.append([part])
+    rest = literals[0]
+    for bracket, after in zip(brackets, literals[1:], strict=True):
+        before = rest.rstrip(_ASCII_DIGITS)
+        lead, trail = rest[len(before):], after[:len(after) - len(after.lstrip(_ASCII_DIGITS))]
+        if trail and "/" in bracket:
+            raise ValueError(f"{text!r} has digits after a stepped range ({bracket}{trail}), which ClusterShell "
+                             f"refuses too; {_as_written(literals, brackets)}")
+        try:
+            numbers = _expand_bracket(bracket, text, lead, trail)
+        except _GluedWidths as error:
+            raise ValueError(f"{error}; {_as_written(literals, brackets)}") from None
+        choices += [[_normalized(before)], numbers]
+        rest = after[len(trail):]
+    choices.append([_normalized(rest)])
     if math.prod(len(choice) for choice in choices) > MAX_RANGE:
         raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
     return ["".join(combination) for combination in itertools.product(*choices)]
@@ -52,33 +74,76 @@ def expand(text: str) -> list[str]:
     return list(names)
 
 
+def _width(digits: str) -> int:
+    """The zero-padded width ClusterShell gives a number as written, 0 if unpadded: '007' 3, '00' 2, '7' or '٠٣' 0."""
+    if len(digits) > 1 and (digits[0] == "0" or (not digits.isascii() and int(digits) == 0)):
+        return len(digits)
+    return 0
+
+
 def _padded(digits: str) -> bool:
-    """'007' is zero-padded; '0' and '7' are not."""
-    return len(digits) > 1 and digits.startswith("0")
+    return _width(digits) > 0
 
 
-def _expand_bracket(bracket: str, text: str) -> list[str]:
-    names: list[str] = []
+def _ascii(digits: str) -> str:
+    """A run of digits as ClusterShell prints it: '٣' -> '3', '0٣' -> '03' (ASCII digits are kept as they are)."""
+    return digits if digits.isascii() else f"{int(digits):0{_width(digits)}d}"
+
+
+def _normalized(literal: str) -> str:  # ClusterShell prints every number in a pattern in ASCII
+    return re.sub(r"\d+", lambda match: _ascii(match.group()), literal)
+
+
+def _expand_bracket(bracket: str, text: str, lead: str = "", trail: str = "") -> list[str]:
+    """The numbers in `bracket`, with the digits `lead` before it and `trail` after it glued onto each bound,
+    as ClusterShell does: trailing digits make `1-3` read as 10-30/10; leading ones go onto both ends of each
+    run of consecutive numbers, so `1[9-10]` is 19-110 (92 numbers) and `0[1-10]` is 01-010 (refused)."""
+    numbers: list[str] = []
     for item in bracket[1:-1].split(","):
         match = _RANGE_ITEM.match(item)
         if not match:
             raise ValueError(f"malformed range {bracket!r} in {text!r}: use digits, e.g. [01:12] or [1-3,7]")
-        start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
-        if step < 1:
-            raise ValueError(f"range {bracket!r} in {text!r}: a step must be 1 or more")
-        if end is None:
-            names.append(start)
-        elif int(start) > int(end):
-            raise ValueError(f"range {bracket!r} in {text!r} goes backwards: put the smaller bound first")
-        elif (_padded(start) or _padded(end)) and len(start) != len(end):
-            raise ValueError(f"range {bracket!r} in {text!r}: {start}-{end} mixes widths; "
-                             f"write {_one_width(start, end)}")
-        elif (int(end) - int(start)) // step >= MAX_RANGE:
-            raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
-        else:
-            # Bounds of one width: zero-padded ranges keep it ([01:12] gives 01..12), plain ones need none.
-            names.extend(str(n).zfill(len(start)) for n in range(int(start), int(end) + 1, step))
-    return names
+        start, end, step = match.group(1) + trail, match.group(2), int(match.group(3) or 1)
+        if end is not None:
+            end, step = end + trail, step * 10 ** len(trail)
+        numbers += _expand_item(start, end, step, bracket, text, glued=bool(trail))
+    if not lead:
+        return numbers
+    joined: list[str] = []
+    for first, last, width in _runs(numbers):
+        start, end = lead + f"{first:0{width}d}", lead + f"{last:0{width}d}"
+        joined += _expand_item(start, end if last != first else None, 1, bracket, text, glued=True)
+    return joined
+
+
+def _expand_item(start: str, end: str | None, step: int, bracket: str, text: str, glued: bool) -> list[str]:
+    if step < 1:
+        raise ValueError(f"range {bracket!r} in {text!r}: a step must be 1 or more")
+    if end is None:
+        return [_ascii(start)]
+    if int(start) > int(end):
+        raise ValueError(f"range {bracket!r} in {text!r} goes backwards: put the smaller bound first")
+    if (_padded(start) or _padded(end)) and len(start) != len(end):
+        if glued:
+            raise _GluedWidths(f"range {bracket!r} in {text!r} reads as {start}-{end}, which mixes widths "
+                               f"(digits next to a bracket are part of each bound, as in ClusterShell)")
+        raise ValueError(f"range {bracket!r} in {text!r}: {start}-{end} mixes widths; write {_one_width(start, end)}")
+    if (int(end) - int(start)) // step >= MAX_RANGE:
+        raise ValueError(f"{text!r} expands to more than {MAX_RANGE} names")
+    # Bounds of one width: zero-padded ranges keep it ([01:12] gives 01..12), plain ones need none.
+    return [f"{n:0{_width(start)}d}" for n in range(int(start), int(end) + 1, step)]
+
+
+def _as_written(literals: list[str], brackets: list[str]) -> str:
+    """What to write instead of `a[1-2][3-4]`: its names with each bracket read alone, folded (a[13-14,23-24])."""
+    choices = [[literal] for literal in literals]
+    for index, bracket in enumerate(brackets):
+        choices.insert(2 * index + 1, _expand_bracket(bracket, bracket))
+    if math.prod(len(choice) for choice in choices) <= MAX_RANGE:
+        folded = fold("".join(combination) for combination in itertools.product(*choices))
+        if len(folded) <= 80:
+            return f"write {folded}"
+    return "write each whole number in one bracket, e.g. a[13-14,23-24] for a[1-2][3-4]"
 
 
 def _one_width(start: str, end: str) -> str:
@@ -128,7 +193,7 @@ def _split(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         text += before
         if digits:
             literals.append(text)
-            numbers.append(digits)
+            numbers.append(_ascii(digits))  # ClusterShell reads a١ as a1: the same name, never a step of 0
             text = ""
     return (*literals, text), tuple(numbers)
 
@@ -139,7 +204,12 @@ def _sort_key(digits: str) -> tuple[int, str]:
 
 def _rangeset(values: Iterable[str]) -> str:
     """{'01', …, '99', '100'} -> '01-99,100': runs of consecutive numbers, a zero-padded run of one width."""
-    runs: list[tuple[int, int, int]] = []  # (first, last, zero-padded width or 0)
+    return ",".join(f"{a:0{w}d}" if a == b else f"{a:0{w}d}-{b:0{w}d}" for a, b, w in _runs(values))
+
+
+def _runs(values: Iterable[str]) -> list[tuple[int, int, int]]:
+    """The runs of `_rangeset` (RangeSet.contiguous): (first, last, zero-padded width or 0), sorted."""
+    runs: list[tuple[int, int, int]] = []
     start = last = width = 0
     padded = False
     step: int | None = None
@@ -178,7 +248,7 @@ def _rangeset(values: Iterable[str]) -> str:
             runs.append((start, last, width if padded else 0))
         else:
             flush_stepped(last + 1)
-    return ",".join(f"{a:0{w}d}" if a == b else f"{a:0{w}d}-{b:0{w}d}" for a, b, w in runs)
+    return runs
 
 
 Vector = list[frozenset[str]]  # one set of numbers per digit position: their product is a block of names

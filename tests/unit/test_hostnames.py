@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import pytest
 from ClusterShell.NodeSet import NodeSet  # test oracle only (dev extra), never imported by fleetrun
@@ -93,9 +94,78 @@ def test_fold_and_expand_match_clustershell(generator):
 @pytest.mark.parametrize("text", ["web[01-99,100]", "web[1,01,001]", "rack[1-2]-node[05-06]", "a[1-3],b",
                                   "web[098-101].lan", "n[0-1],n[00-01]", "web-[1-2]-x", "web[1-2]3",
                                   "x[01-03]y[1-2],db", "web[ 1-2, 4]", "web[1 - 3]", "web[1-10/3]",
-                                  "web[01-10/2,20-30/10]", "web[0-100/7].lan", "web[1-3/1]", "web[5-6/9]"])
+                                  "web[01-10/2,20-30/10]", "web[0-100/7].lan", "web[1-3/1]", "web[5-6/9]",
+                                  # digits next to a bracket, where gluing them on changes nothing
+                                  "web0[1-9]", "a0[01-10]", "a1[1-9/2]", "a1[08-10]", "01[1-2]", "a12[3-4]b5",
+                                  "a[1-2]0", "a[9-10]0", "a[01-10]5", "a[1,3]0", "a[1-2]05", "a[1-2]0-1[1-2]",
+                                  "rack[1-2]-node[1-2]", "a[1-3/2]x", "a1[1-3/2]", "a1[1,01]"])
 def test_expand_matches_clustershell(text):
     assert sorted(expand(text)) == sorted(NodeSet(text))
+
+
+@pytest.mark.parametrize("names", [["a1", "a１"], ["a٣", "a3"], ["a1", "a٣", "a3"], ["a٣", "a3", "a03", "a0٣"],
+                                   ["a٠٣", "a٠٠", "a٠", "a1"], ["rack١-node٠٥", "rack2-node05", "rack1-node06"],
+                                   ["web١٢", "web12", "web0١٣"], ["n1-x٢", "n1-x2", "n2-x2"]])
+def test_fold_reads_unicode_digits_as_clustershell(names):
+    """`a１` (a fullwidth 1) is a1 to ClusterShell: the same number, not a step of 0 (it crashed fold)."""
+    assert fold(names) == str(NodeSet.fromlist(names))
+
+
+@pytest.mark.parametrize("text", ["a[٣]", "a[٠٣]", "a[0٣-0٥]", "a[٣-١٢]", "a٣[1-2]", "a[1-2]٣", "a0٣[1-2]",
+                                  "a٠1[1-10]", "x[1-2]-n١٢"])
+def test_ranges_read_unicode_digits_as_clustershell(text):
+    assert sorted(set(expand(text))) == sorted(NodeSet(text))
+
+
+def test_a_name_without_brackets_is_kept_as_written():
+    """A host's own name is never rewritten (nodeset would print a١ as a1; its fold does, see above)."""
+    assert expand_ranges("a١") == ["a١"]
+    assert expand("a١,a1") == ["a١", "a1"]
+
+
+@pytest.mark.parametrize("text", ["a1[9-10]", "a9[9-10]", "a1[9,10]", "a1[10,9]", "a1[0-10]", "web1[5-20].lan",
+                                  "x2[8-12]y[1-2]", "n1[9-10,99-100]", "r7-1[9-11]"])
+def test_digits_before_a_bracket_join_each_bound_as_in_clustershell(text):
+    """ClusterShell reads `a1[9-10]` as a[19-110] (92 names), not as a19 and a110."""
+    names = expand_ranges(text)
+    assert sorted(names) == sorted(NodeSet(text)) and len(names) == len(NodeSet(text))
+    assert fold(names) == str(NodeSet(text))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a0[1-10]", "range '[1-10]' in 'a0[1-10]' reads as 01-010, which mixes widths (digits next to a bracket "
+                 "are part of each bound, as in ClusterShell); write a[01-09,010]"),
+    ("a0[0-10]", "reads as 00-010, which mixes widths"),
+    ("web0[8-12]", "reads as 08-012, which mixes widths"),
+    ("a[0-10]5", "reads as 05-105, which mixes widths"),
+])
+def test_digits_next_to_a_bracket_must_keep_a_padded_range_of_one_width(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        expand_ranges(text)
+    with pytest.raises(Exception, match="padding length mismatch"):
+        NodeSet(text)
+
+
+@pytest.mark.parametrize(("text", "refused", "instead"), [
+    ("a[1-2][3-4]", "illegal reopening bracket", "has brackets with nothing or only digits between them, which "
+                                                 "ClusterShell refuses too; write a[13-14,23-24]"),
+    ("a[1-3]0[1-2]", "illegal reopening bracket", "write a[101-102,201-202,301-302]"),
+    ("a[1-2]1[1-2]", "illegal reopening bracket", "write a[111-112,211-212]"),
+    ("web[1-2][01-02].lan", "illegal reopening bracket", "write web[101-102,201-202].lan"),
+    ("[0-999][0-999]", "illegal reopening bracket", "write each whole number in one bracket"),
+    ("a[1-3/2]0", "illegal trailing digits after range with steps",
+     "has digits after a stepped range ([1-3/2]0), which ClusterShell refuses too; write a[10,30]"),
+    ("a[1-3/1]0", "illegal trailing digits after range with steps", "write a[10,20,30]"),
+    ("a[1-9/4]00x", "illegal trailing digits after range with steps", "write a[100,500,900]x"),
+])
+def test_brackets_clustershell_refuses_are_refused_with_what_to_write(text, refused, instead):
+    with pytest.raises(ValueError, match=re.escape(instead)):
+        expand_ranges(text)
+    with pytest.raises(Exception, match=re.escape(refused)):
+        NodeSet(text)
+    suggested = instead.rsplit("write ", 1)[1]
+    if "[" in suggested and " " not in suggested:  # what it says to write is read alike by both
+        assert sorted(expand(suggested)) == sorted(NodeSet(suggested))
 
 
 def test_expand_keeps_the_written_order_once_per_name():

@@ -52,6 +52,8 @@ CASES = [
     ("a[1-5]^a[3-7]", "b1^b2,a9"),  # ^ is ClusterShell's xor, not part of a name
     ("a[1-10/3],b[01-10/2]", "c[0-20/5]!c10"),  # ClusterShell's stepped ranges
     ("n[ 1 - 3 ]", "m[1 -2, 5]"),  # spaces inside brackets are ignored, as there
+    ("a1[9-10]", "web0[1-9]", "b[1-2]0"),  # digits next to a bracket join each bound: a[19-110] is 92 names
+    ("x[٣-٥]", "y[٠٣-١٢]", "z٣-[1-2]"),  # Unicode digits in a pattern read as ClusterShell reads them
 ]
 
 
@@ -153,12 +155,30 @@ def test_fold_of_the_inventory_with_h(capsys, tmp_path, monkeypatch):
     (("--fold", "web*"), "the glob 'web*' needs an inventory"),
     (("--fold", "!web1"), "a leading '!' needs an inventory"),
     (("--count", "web[01-100]"), "01-100 mixes widths"),
+    (("--fold", "a[1-2][3-4]"), "only digits between them, which ClusterShell refuses too; write a[13-14,23-24]"),
+    (("--expand", "a[1-3]0[1-2]"), "write a[101-102,201-202,301-302]"),
+    (("--count", "a[1-3/2]0"), "digits after a stepped range ([1-3/2]0), which ClusterShell refuses"),
+    (("--count", "a0[1-10]"), "reads as 01-010, which mixes widths"),
     (("--expand", "--seed", "3", "a1"), "--seed only goes with --pick N"),
     (("a1", "b1"), "one PATTERN, not 2"),
 ])
 def test_node_set_mistakes_are_exit_2(capsys, nowhere, args, message):
     code, out, err = run(capsys, "hosts", *args)
     assert (code, out) == (2, "") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("names", [("a1", "a１"), ("a1", "a٣", "a3"), ("web٠٣", "web03", "web3")])
+def test_unicode_digits_fold_and_expand_as_nodeset_does(capsys, nowhere, names):
+    """`a１` is a1 to ClusterShell: the same number, never a range with a step of 0 (it was exit 70)."""
+    for action, long in (("-f", "--fold"), ("-e", "--expand")):
+        assert run(capsys, "hosts", long, *names) == (0, nodeset(action, *names), "")
+
+
+def test_an_inventory_with_unicode_digits_folds(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inventory.yaml").write_text("hosts:\n  a1:\n  a１:\n", encoding="utf-8")
+    assert run(capsys, "hosts", "--fold", "-H", "all") == (0, f"{NodeSet.fromlist(['a1', 'a１'])}\n", "")
+    assert run(capsys, "hosts", "--names", "-H", "all") == (0, "a1\na１\n", "")  # still two hosts
 
 
 def test_a_terminal_on_stdin_is_not_waited_for(capsys, nowhere, monkeypatch):
