@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -417,41 +418,55 @@ def test_forward_agent_matches_ssh_G(name: str, tmp_path: Path) -> None:
     assert load(SshConfigSource(path=str(config))).resolve("x").forward_agent == expected
 
 
-def _group_with_others() -> int | None:
-    """A group whose members include someone other than us (as a primary or a listed member)."""
-    for entry in pwd.getpwall():
-        if entry.pw_uid != os.getuid():
-            return entry.pw_gid
-    return None
+@dataclass(frozen=True)
+class Groups:
+    own: int  # root's own primary group, with no one else in it (a Debian user's per-user group)
+    listed: int  # a group whose only member is root, as a listed member
+    shared: int  # a group that is another account's primary group
+    empty: int  # a group with no member at all (as setgid programs use)
 
 
-def _group_without_members() -> int | None:
-    primary = {entry.pw_gid for entry in pwd.getpwall()}
-    return next((group.gr_gid for group in grp.getgrall() if not group.gr_mem and group.gr_gid not in primary),
-                None)
+@pytest.fixture(scope="module")
+def groups() -> Iterator[Groups]:
+    """Throwaway groups (and one account) made for these cases, so they depend on no group of the machine's."""
+    if os.geteuid() != 0:
+        # Justified: only root can make groups and give a file to them; CI runs as root.
+        pytest.skip("needs root: the cases make throwaway groups and chown files to them (CI runs as root)")
+    tag = os.getpid() % 100000
+    names = {kind: f"frt-{kind}{tag}" for kind in ("listed", "shared", "empty")}
+    account = f"frt-member{tag}"
+    made: list[list[str]] = []
+    try:
+        for kind, group in names.items():
+            subprocess.run(["groupadd", *(["-U", "root"] if kind == "listed" else []), group], check=True,
+                           capture_output=True)
+            made.append(["groupdel", group])
+        subprocess.run(["useradd", "-M", "-N", "-g", names["shared"], "-s", "/usr/sbin/nologin", account],
+                       check=True, capture_output=True)
+        made.insert(0, ["userdel", account])
+        own = pwd.getpwuid(0).pw_gid
+        if grp.getgrgid(own).gr_mem not in ([], ["root"]) or any(
+                entry.pw_gid == own and entry.pw_uid != 0 for entry in pwd.getpwall()):
+            pytest.fail(f"group {own} (root's own) has other members here: the 'own' cases cannot be judged")
+        yield Groups(own, *(grp.getgrnam(names[kind]).gr_gid for kind in ("listed", "shared", "empty")))
+    finally:
+        for command in made:
+            subprocess.run(command, capture_output=True)
 
 
 # Debian's user-group-modes patch: a group-writable file is accepted when its group holds only us
 PERMISSIONS = {"own-group-664": (0o664, "own"), "own-group-666": (0o666, "own"),
-               "own-group-646": (0o646, "own"), "shared-group-664": (0o664, "shared"),
-               "empty-group-664": (0o664, "empty"), "shared-group-644": (0o644, "shared")}
+               "own-group-646": (0o646, "own"), "listed-only-664": (0o664, "listed"),
+               "shared-group-664": (0o664, "shared"), "empty-group-664": (0o664, "empty"),
+               "shared-group-644": (0o644, "shared")}
 
 
 @pytest.mark.parametrize("name", list(PERMISSIONS))
-def test_include_permissions_match_ssh_G(name: str, tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the included file is given to other groups with chown")
+def test_include_permissions_match_ssh_G(name: str, tmp_path: Path, groups: Groups) -> None:
     mode, kind = PERMISSIONS[name]
-    own = pwd.getpwuid(os.getuid()).pw_gid
-    if kind == "own" and (grp.getgrgid(own).gr_mem not in ([], [pwd.getpwuid(os.getuid()).pw_name]) or
-                          any(e.pw_gid == own and e.pw_uid != os.getuid() for e in pwd.getpwall())):
-        pytest.skip("root's primary group has other members here")
-    gid = {"own": own, "shared": _group_with_others(), "empty": _group_without_members()}[kind]
-    if gid is None:
-        pytest.skip(f"no {kind} group on this machine")
     included = tmp_path / "inc.conf"
     included.write_text("Port 2234\n")
-    os.chown(included, os.getuid(), gid)
+    os.chown(included, os.getuid(), getattr(groups, kind))
     included.chmod(mode)
     config = tmp_path / "ssh_config"
     config.write_text(f"Include {included}\n")
@@ -463,6 +478,9 @@ def test_include_permissions_match_ssh_G(name: str, tmp_path: Path) -> None:
     else:
         assert printed["port"] == ["2234"]
         assert _ours(config, Case("", "x"))["port"] == "2234"
+    # Each kind of group is judged as ssh judges it: accepted are the group-writable file of root's own group
+    # and of a group listing only root, and any file not group-writable; refused the rest.
+    assert (printed is not None) == (mode & 0o002 == 0 and (kind in ("own", "listed") or mode & 0o020 == 0))
 
 
 # ssh refuses a destination or -l user with shell metacharacters (%h and %r reach ProxyCommand's shell)
