@@ -207,6 +207,7 @@ class Processes:
         spec.forks = split(forks, count)
         self.children: list[_Child] = []
         self._over_r = self._over_w = -1  # made after the forks (below): the children need no copy
+        self._collector: threading.Thread | None = None  # while a run's collector has not been told to stop
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()  # buffered text would otherwise be written again by a child
@@ -251,7 +252,7 @@ class Processes:
             warn: Callable[[str], None] = lambda text: None) -> list[BaseException]:
         """Run every job in the children, one Finished event per job to `callbacks.handle`: run_pool's contract."""
         self.callbacks, self.cancel, self.warn = callbacks, cancel, warn
-        collector = threading.Thread(target=self._collect, name="fleetrun-collector")
+        collector = self._collector = threading.Thread(target=self._collect, name="fleetrun-collector")
         collector.start()
         readers = [threading.Thread(target=self._read, args=(child,), name=f"fleetrun-reader-{child.index}")
                    for child in self.children]
@@ -278,7 +279,7 @@ class Processes:
                     deadline_check()
                     thread.join(TICK)
             self._reap()
-            self.events.put(_STOP)
+            self._stop_collector()
             while collector.is_alive():
                 collector.join(TICK)
         return self.handler_errors
@@ -457,3 +458,9 @@ class Processes:
                 child.channel.sock.close()
         self._end_forwarding()
         self._close_over()
+        self._stop_collector()  # it renders what is queued, then ends: no thread outlives a failed run
+
+    def _stop_collector(self) -> None:
+        if self._collector is not None:
+            self._collector = None
+            self.events.put(_STOP)

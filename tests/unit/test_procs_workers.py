@@ -98,6 +98,34 @@ def test_the_end_of_a_run_waits_for_no_polling_interval(monkeypatch):
     assert workers._over_r == -1 and workers._over_w == -1  # its pipe is closed with the run
 
 
+def test_a_run_that_fails_around_its_children_leaves_no_thread_or_child_behind():
+    """The caller's own failure mid-run (here a deadline check that raises, also in the run's own ending) ends
+    in kill(): it must also wake the cancel forwarder, which otherwise sleeps until the run is over, stop the
+    collector, and close the run's pipe, or a later fork (and the interpreter's exit) would find them."""
+    spec = make_spec(pid_work)
+    workers = Processes(2, 4, spec)
+    calls = [0]
+
+    def failing_check():
+        calls[0] += 1
+        if calls[0] >= 3:  # and on every call after: the run's own end (its finally) fails too
+            raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        try:
+            workers.run(iter(HOSTS), callbacks(spec, []), cancel=spec.cancel, deadline_check=failing_check)
+        except BaseException:
+            workers.kill()
+            raise
+    ours = ("fleetrun-cancel-forwarder", "fleetrun-collector", "fleetrun-reader-0", "fleetrun-reader-1")
+    deadline = time.monotonic() + 30
+    while any(t.name in ours for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name in ours]
+    assert workers._over_r == -1 and workers._over_w == -1
+    assert all(child.reaped for child in workers.children)
+
+
 def test_the_same_records_as_one_process():
     def work(host, emit):
         number = int(host.name[1:])
