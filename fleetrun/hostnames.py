@@ -91,7 +91,7 @@ def _ascii(digits: str) -> str:
 
 
 def _normalized(literal: str) -> str:  # ClusterShell prints every number in a pattern in ASCII
-    return re.sub(r"\d+", lambda match: _ascii(match.group()), literal)
+    return literal if literal.isascii() else re.sub(r"\d+", lambda match: _ascii(match.group()), literal)
 
 
 def _expand_bracket(bracket: str, text: str, lead: str = "", trail: str = "") -> list[str]:

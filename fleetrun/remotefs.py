@@ -60,7 +60,6 @@ def is_leftover_of(entry: str, name: str) -> bool:
 def describe(error: BaseException, path: str) -> str:
     """An SFTP/OS error as a sentence naming the path."""
     code = getattr(error, "errno", None)
-    longest = max(len(part.encode("utf-8", "surrogateescape")) for part in path.split("/"))
     if code == errno.EACCES:
         return f"permission denied: {path}"
     if code == errno.ENOENT:
@@ -68,6 +67,7 @@ def describe(error: BaseException, path: str) -> str:
     text = str(error.args[-1] if error.args else error) or error.__class__.__name__
     if "read-only" in text.lower():
         return f"read-only file system: {path}"
+    longest = max(len(part.encode("utf-8", "surrogateescape")) for part in path.split("/"))
     if text in ("Bad message", "Failure") and longest > NAME_MAX:  # what sftp-server makes of ENAMETOOLONG
         return f"name too long: {path} (a name of {longest} bytes; file systems allow {NAME_MAX})"
     return f"{text}: {path}"
@@ -139,7 +139,7 @@ def _read_back_sha256(link: Link, path: str) -> str:
 
 def remove_leftovers(sftp: Any, directory: str, names: Sequence[str], listing_cache: dict[str, list[str]]) -> int:
     """Remove temp files that an interrupted earlier push of these names left in `directory`."""
-    from fleetrun.ssh.sftpio import list_directory, wire
+    from fleetrun.ssh.sftpio import list_directory
 
     if directory not in listing_cache:
         try:  # every name as the host has it: one that is not UTF-8 (any directory may hold one) is no error
@@ -150,7 +150,7 @@ def remove_leftovers(sftp: Any, directory: str, names: Sequence[str], listing_ca
     for entry in listing_cache[directory]:
         if any(is_leftover_of(entry, name) for name in names):
             try:
-                sftp.remove(wire(posixpath.join(directory, entry)))
+                sftp.remove(posixpath.join(directory, entry))
                 removed += 1
             except OSError:
                 pass  # another run's live upload, or already gone: not ours to fail on

@@ -153,7 +153,7 @@ def download(
     """
     # paramiko has no public call for an asynchronous read; the private parts used here (_read_response,
     # _expecting, request_number, _lock, sock) are unchanged across paramiko 5.x, which pyproject.toml pins.
-    handle = sftp.open(wire(path), "rb")
+    handle = sftp.open(path, "rb")  # (ByteNamesSFTP sends a name that is not UTF-8 as its bytes)
     raw_handle = cast(bytes, handle.handle)  # the server's handle string (typed otherwise in types-paramiko)
     replies = _Replies()
     in_flight: dict[int, tuple[int, int]] = {}  # request number -> (offset, length)
