@@ -423,7 +423,11 @@ def execute(
     # Everything made so far (modules, inventory, known_hosts, keys) lives for the whole run: frozen, the
     # garbage collector stops re-scanning it every few hundred allocations of the connections (and, before a
     # fork, stops writing to pages the worker processes share). Undone after the run, for library callers.
+    # Collection itself is on from here (fleetrun.cli.main turns it off for the start-up): a finished
+    # paramiko connection is garbage only a collection finds.
     gc.freeze()
+    collecting = gc.isenabled()
+    gc.enable()
     procs = max(1, min(options.procs, forks, len(hosts)))
     if any(host.via for host in hosts):
         # A bastion's one login carries every host behind it (issue 9), and --forks/--max-per-gateway count
@@ -464,6 +468,8 @@ def execute(
         raise
     finally:
         gc.unfreeze()
+        if not collecting:
+            gc.disable()
         if settings.gateways is not None:
             settings.gateways.close()  # every host through them is done
     cancel.close()

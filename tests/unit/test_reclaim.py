@@ -75,3 +75,25 @@ def test_a_full_collection_runs_every_reclaim_every_closed_sessions_and_frees_fi
     # By the end, every session but the last few (closed after the last reclaim) is gone without a collection.
     alive = [ref for ref in CyclicSession.gone if ref() is not None]
     assert len(alive) < runner.RECLAIM_EVERY + 4
+
+
+def test_a_run_collects_garbage_though_start_up_turned_collection_off_and_gives_it_back_off(mocker):
+    """fleetrun.cli.main turns the collector off while it starts up; the run itself must collect (a finished
+    paramiko transport is a cycle), and a library caller that had it off finds it off again."""
+    seen: list[bool] = []
+
+    def work(session, host, context) -> HostResult:
+        seen.append(gc.isenabled())
+        return HostResult(host, Outcome.OK)
+
+    mocker.patch("fleetrun.ssh.connect", side_effect=lambda *args, **kwargs: CyclicSession())
+    mocker.patch("fleetrun.runner.connect_settings", return_value=mocker.Mock(gateways=None))
+    hosts = [Host(f"h{n}", f"10.0.0.{n + 1}") for n in range(5)]
+    gc.disable()
+    try:
+        summary = execute(hosts, work, RunOptions(forks=2), Collect(), io.StringIO())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert summary.counts[Outcome.OK] == 5
+    assert seen == [True] * 5

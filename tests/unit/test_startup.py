@@ -80,3 +80,63 @@ def test_a_run_imports_neither_logging_nor_secrets_nor_the_idna_codec(tmp_path: 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert done.stderr.strip().splitlines()[-1] == "4 []", done.stderr
+
+
+_PROGRAM = "import sys; sys.argv = ['fleetrun', *sys.argv[1:]]; from fleetrun.cli import main; main()"
+
+
+def test_the_program_skips_the_interpreter_teardown_but_runs_atexit_handlers_and_keeps_its_status():
+    """Python's own exit frees every object one by one (~25 ms of every run); fleetrun ends with os._exit once
+    the atexit handlers ran and the streams are flushed. An object only the teardown would finalise stays
+    silent; a handler registered by anyone still runs, after fleetrun's own output."""
+    code = ("import atexit\n"
+            "class Noisy:\n"
+            "    def __del__(self):\n"
+            "        print('torn down', flush=True)\n"
+            "kept = Noisy()\n"
+            "atexit.register(print, 'handler ran')\n" + _PROGRAM.replace("; ", "\n"))
+    done = subprocess.run([sys.executable, "-c", code, "hosts", "-i", "/nonexistent.yaml"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2, done.stderr
+    assert "fleetrun: error:" in done.stderr and "/nonexistent.yaml" in done.stderr
+    assert done.stdout == "handler ran\n"
+    # The same program without fleetrun's exit is torn down: the check above would see it.
+    plain = subprocess.run([sys.executable, "-c", code.replace("main()", "pass")], capture_output=True, text=True)
+    assert plain.stdout == "handler ran\ntorn down\n"
+
+
+def test_the_program_waits_for_a_thread_that_is_not_done_as_python_would():
+    code = ("import threading, time\n"
+            "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))).start()\n"
+            + _PROGRAM.replace("; ", "\n"))
+    done = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "thread done"
+
+
+def test_everything_a_program_prints_reaches_a_pipe_before_it_ends(tmp_path: Path):
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts:\n" + "".join(f"  web{n:04}: {{address: 127.0.{n // 250}.{n % 250 + 1}}}\n"
+                                             for n in range(3000)))
+    done = subprocess.run([sys.executable, "-c", _PROGRAM, "hosts", "-i", str(inventory), "--names"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"web{n:04}" for n in range(3000)]
+
+
+def test_main_called_with_arguments_raises_systemexit_and_gives_the_collector_back_as_it_was():
+    import gc
+
+    from fleetrun.cli import main
+
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            try:
+                main(["--version"])
+            except SystemExit as done:
+                assert done.code == 0
+            else:
+                raise AssertionError("main(argv) must end in SystemExit")
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
