@@ -1,31 +1,34 @@
-"""Several worker processes (--procs): children run hosts in their own thread pools, the parent stays in charge.
+"""Several worker processes (--procs): the hosts dealt out over N processes, the parent stays in charge.
 
-One Python process runs Python code on one core at a time, whatever the machine has: paramiko's packet
-handling is Python, so a controller with N cores runs N children. The parent keeps everything that must be
-global, exactly as with one process: it iterates the dispatcher (batches, barriers, --pause, --confirm), admits
-each host just before it starts and settles each result (the failure budget), and its one collector thread
-renders every event. Children only run `work` for the hosts they are handed.
+One Python process runs Python code on one core at a time, whatever the machine has: SSH's packet handling is
+Python, so a controller with N cores runs N shares. Share 0 runs in the parent itself, on worker threads like
+one process's; shares 1..N-1 run in forked children (fleetrun.procs_child). The parent keeps everything that
+must be global, exactly as with one process: it iterates the dispatcher (batches, barriers, --pause,
+--confirm), admits each host just before it starts and settles each result (the failure budget), and its one
+collector thread renders every event. Children only run `work` for the hosts they are handed.
 
-    parent main thread:  dispatcher.jobs() -> host k goes to child k mod N (a deterministic share), queued in order
-    parent, per child:   a host is sent only when that child has an idle worker (credit), so it starts at once,
-                         and the parent's admit() is the last word on whether it starts
-    child:               forks/N worker threads; Started, output lines and the Finished result go back
-    parent reader:       settle() the result, hand the freed worker its next host, queue the event
+    parent main thread:  dispatcher.jobs() -> host k goes to share k mod N (a deterministic share), in order
+    parent, per share:   a host is handed over only when that share has an idle worker (credit), so it starts
+                         at once, and the parent's admit() is the last word on whether it starts
+    share 0:             forks/N worker threads in the parent: the host's events go straight to the collector
+    child (share k>0):   forks/N worker threads; Started, output lines and the Finished result come back
+                         over its channel, and the parent's reader for it settles them
     parent collector:    renders, in arrival order, as with one process
 
-The channel is a Unix socketpair per child carrying pickled records. A host travels as its index in the
-selection (both sides hold the same list, inherited by fork); an open file (a spilled line or output) travels
-as a file descriptor (SCM_RIGHTS), so big outputs never cross as bytes. Children ignore SIGINT, SIGTERM and
-SIGHUP (a terminal's Ctrl-C reaches the whole process group): the parent handles the signal and sends
-"cancel" with its reason. A child whose parent is gone (its socket reads EOF, e.g. after a second Ctrl-C)
-exits at once; its connections close, and each host's wrapper kills its command.
+Why the parent works too: a child costs its fork, the pages it copies, a reader thread and a round trip per
+host, and the parent would otherwise spend its core waiting. At 200 hosts on 2 cores that was ~0.3 ms of
+client CPU per host for the second process (bench/cpu_ab.py).
+
+The channel is a Unix socketpair per child carrying pickled records (fleetrun.procs_channel). Children ignore
+SIGINT, SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole process group): the parent handles the signal
+and sends "cancel" with its reason. A child whose parent is gone (its socket reads EOF, e.g. after a second
+Ctrl-C) exits at once; its connections close, and each host's wrapper kills its command.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import os
 import pickle
 import queue
@@ -34,19 +37,18 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fleetrun.cancel import Cancel
-from fleetrun.lines import Lines
 from fleetrun.models import Host, HostResult, Outcome
 from fleetrun.pool import TICK, Finished, PoolCallbacks, Started
-from fleetrun.procs_channel import Channel, is_plain
+from fleetrun.procs_channel import Channel
+from fleetrun.procs_child import STOP, ChildSpec, Work, child_main
 
-_STOP = object()
+__all__ = ["CannotFork", "ChildSpec", "Processes", "Work", "WorkerDied", "split"]
+
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-Work = Callable[[Host, Callable[[object], None]], HostResult]
 
 
 class CannotFork(Exception):
@@ -60,78 +62,45 @@ class WorkerDied(Exception):
 # -- records over a socket -------------------------------------------------------------------------------------------
 
 
+# -- the parent ------------------------------------------------------------------------------------------------------
+
+
 @dataclass
-class ChildSpec:
-    """What a child needs besides its socket; all of it inherited by fork, nothing pickled."""
+class _Child:
+    """A share run by a forked child: hosts go over its channel."""
 
-    hosts: Sequence[Host]
-    work: Work
-    crashed: Callable[[Host, BaseException], HostResult]
-    not_started: Callable[[Host], HostResult]
-    cancel: Cancel
-    setup: Callable[[int, Callable[[str], None]], None]  # (child index, warn over the channel): per-process state
-    forks: list[int] = field(default_factory=list)  # worker threads per child
-    announce_started: bool = True  # a "started" message per host (PoolCallbacks.announce_started)
+    index: int
+    pid: int
+    channel: Channel
+    free: int  # idle worker threads
+    running: dict[str, Host] = field(default_factory=dict)  # handed over, no result yet
+    gone: bool = False  # its socket reached EOF
+    bye: bool = False  # it said goodbye after its last result
+    reaped: bool = False  # waited for: its pid may belong to another process now
+
+    def hand(self, job: int) -> None:
+        self.channel.send(("run", job))
 
 
-def _child(index: int, channel: Channel, spec: ChildSpec) -> None:
-    """A worker process's whole life; never returns (os._exit: no atexit, no flushing the parent's buffers)."""
-    status = 0
-    try:
-        spec.cancel.after_fork()  # a pipe of its own: setting it here must not wake the parent's waiters
-        spec.setup(index, lambda text: _quietly(channel, ("warn", text)))
-        jobs: queue.Queue[object] = queue.Queue()
+@dataclass
+class _Local:
+    """Share 0, run by the parent's own worker threads: hosts go on a queue, results come back as calls."""
 
-        def emit(event: object) -> None:
-            if isinstance(event, Lines):
-                _send_and_release(channel, ("lines", event), event)
-            else:  # nothing else is emitted by the runner's work today; say so rather than drop it
-                raise TypeError(f"cannot send a {type(event).__name__} event to the parent")
+    index: int
+    free: int
+    jobs: queue.Queue[object] = field(default_factory=queue.Queue)
+    threads: list[threading.Thread] = field(default_factory=list)
+    running: dict[str, Host] = field(default_factory=dict)
+    gone: bool = False  # its threads have ended
 
-        def worker() -> None:
-            while (job := jobs.get()) is not _STOP:
-                assert isinstance(job, int)
-                host = spec.hosts[job]
-                if spec.cancel.is_set():
-                    result = spec.not_started(host)
-                else:
-                    if spec.announce_started:
-                        channel.send(("started", job))
-                    try:
-                        result = spec.work(host, emit)
-                    except BaseException as error:  # a worker never dies from a job
-                        result = spec.crashed(host, error)
-                _send_result(channel, job, result)
+    def hand(self, job: int) -> None:
+        self.jobs.put(job)
 
-        workers = [threading.Thread(target=worker, name=f"fleetrun-worker-{index}.{n}")
-                   for n in range(spec.forks[index])]
-        for thread in workers:
-            thread.start()
-        while True:
-            try:
-                message = channel.receive()
-            except (EOFError, OSError):
-                os._exit(3)  # the parent is gone: nobody to report to; closing our sockets stops the hosts
-            assert isinstance(message, tuple)
-            if message[0] == "run":
-                jobs.put(message[1])
-            elif message[0] == "cancel":
-                spec.cancel.set(message[1])
-            elif message[0] == "end":
-                break
-        for _ in workers:
-            jobs.put(_STOP)
-        for thread in workers:
-            thread.join()
-        channel.send(("bye",))
-    except BaseException:  # a bug of ours: the parent reports each host this child still had
-        status = 70
-        with contextlib.suppress(BaseException):
-            import traceback
 
-            _quietly(channel, ("warn", f"worker process {index} failed: {traceback.format_exc().strip()}"))
-    finally:
-        os._exit(status)
+def split(total: int, parts: int) -> list[int]:
+    """`total` worker threads over `parts` processes: differ by at most one, each at least one."""
+    base, extra = divmod(total, parts)
+    return [max(1, base + (1 if index < extra else 0)) for index in range(parts)]
 
 
 def _exit_watch(pid: int) -> int | None:
@@ -142,60 +111,9 @@ def _exit_watch(pid: int) -> int | None:
         return None
 
 
-def _quietly(channel: Channel, record: object) -> None:
-    with contextlib.suppress(OSError):
-        channel.send(record)
-
-
-# A result usually crosses as the plain values of its fields after the host (procs_channel.PLAIN), the
-# outcome by its value; one with a spill file or a become status goes whole, through the pickler's hooks.
-_RESULT_FIELDS = tuple(item.name for item in dataclasses.fields(HostResult) if item.name != "host")
-assert _RESULT_FIELDS[0] == "outcome" and all(item.init for item in dataclasses.fields(HostResult))
-
-
-def _send_result(channel: Channel, job: int, result: HostResult) -> None:
-    packed = ("done", job, result.outcome.value, *(getattr(result, name) for name in _RESULT_FIELDS[1:]))
-    try:
-        if is_plain(packed):
-            channel.send_plain(packed)
-        else:
-            channel.send(("finished", job, result))
-    finally:
-        for spill in (result.stdout_file, result.stderr_file):
-            if spill is not None:
-                spill.close()  # the parent has its own descriptor now
-
-
-def _send_and_release(channel: Channel, record: object, lines: Lines) -> None:
-    try:
-        channel.send(record)
-    finally:
-        lines.release()
-
-
-# -- the parent ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Child:
-    index: int
-    pid: int
-    channel: Channel
-    free: int  # idle worker threads
-    running: dict[str, Host] = field(default_factory=dict)  # sent, no result yet
-    gone: bool = False  # its socket reached EOF
-    bye: bool = False  # it said goodbye after its last result
-    reaped: bool = False  # waited for: its pid may belong to another process now
-
-
-def split(total: int, parts: int) -> list[int]:
-    """`total` worker threads over `parts` processes: differ by at most one, each at least one."""
-    base, extra = divmod(total, parts)
-    return [max(1, base + (1 if index < extra else 0)) for index in range(parts)]
-
-
 class Processes:
-    """The worker processes of one run, forked before any thread of the run starts."""
+    """The shares of one run: share 0 in this process, the others in children forked before any thread of
+    the run starts."""
 
     def __init__(self, count: int, forks: int, spec: ChildSpec) -> None:
         if threading.active_count() != 1:
@@ -211,9 +129,10 @@ class Processes:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()  # buffered text would otherwise be written again by a child
+        self.local = _Local(0, spec.forks[0])
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            for index in range(count):
+            for index in range(1, count):
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 pid = os.fork()
                 if pid == 0:  # the child
@@ -223,7 +142,7 @@ class Processes:
                     for signum in _SIGNALS:
                         signal.signal(signum, signal.SIG_IGN)
                     signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-                    _child(index, Channel(theirs, spec.hosts), spec)
+                    child_main(index, Channel(theirs, spec.hosts), spec)
                 theirs.close()
                 self.children.append(_Child(index, pid, Channel(ours, spec.hosts), spec.forks[index]))
         except BaseException:
@@ -231,12 +150,15 @@ class Processes:
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        spec.setup(0, None)  # only now: the children had to inherit the state from before any share's setup
+        self.shares: list[_Child | _Local] = [self.local, *self.children]
+        self.position = {host.name: position for position, host in enumerate(spec.hosts)}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         # One dispatch at a time, results included: two threads dispatching at once could otherwise deliver
         # their not-started hosts out of dispatch order.
         self.dispatching = threading.Lock()
-        self.pending: collections.deque[tuple[Host, _Child]] = collections.deque()  # dispatch order
+        self.pending: collections.deque[tuple[Host, _Child | _Local]] = collections.deque()  # dispatch order
         self.stopping = False
         self.events: queue.Queue[object] = queue.Queue(maxsize=max(2 * forks, 16))
         self.handler_errors: list[BaseException] = []
@@ -250,13 +172,18 @@ class Processes:
     def run(self, jobs: Iterable[Host], callbacks: PoolCallbacks[Host, HostResult], *, cancel: Cancel,
             deadline_check: Callable[[], None] = lambda: None,
             warn: Callable[[str], None] = lambda text: None) -> list[BaseException]:
-        """Run every job in the children, one Finished event per job to `callbacks.handle`: run_pool's contract."""
+        """Run every job in the shares, one Finished event per job to `callbacks.handle`: run_pool's contract."""
         self.callbacks, self.cancel, self.warn = callbacks, cancel, warn
         collector = self._collector = threading.Thread(target=self._collect, name="fleetrun-collector")
         collector.start()
         readers = [threading.Thread(target=self._read, args=(child,), name=f"fleetrun-reader-{child.index}")
                    for child in self.children]
         for thread in readers:
+            thread.start()
+        local = self.local
+        local.threads = [threading.Thread(target=self._work_locally, args=(local,), name=f"fleetrun-worker-0.{n}")
+                         for n in range(local.free)]
+        for thread in local.threads:
             thread.start()
         # A daemon: should the run fail before it is woken, it must not keep the interpreter from exiting.
         forwarder = threading.Thread(target=self._forward_cancel, name="fleetrun-cancel-forwarder", daemon=True)
@@ -265,13 +192,21 @@ class Processes:
             for number, host in enumerate(jobs):
                 deadline_check()
                 with self.lock:
-                    self.pending.append((host, self.children[number % len(self.children)]))
+                    self.pending.append((host, self.shares[number % len(self.shares)]))
                 self._dispatch()
-            self._wait(lambda: not self.pending and all(not c.running for c in self.children), deadline_check)
+            self._wait(lambda: not self.pending and all(not share.running for share in self.shares), deadline_check)
         finally:
             for child in self.children:
                 with contextlib.suppress(OSError):
                     child.channel.send(("end",))
+            for _ in local.threads:
+                local.jobs.put(STOP)
+            for thread in local.threads:  # as run_pool's workers: each ends once its host has its result
+                while thread.is_alive():
+                    deadline_check()
+                    thread.join(TICK)
+            with self.changed:
+                local.gone = True
             self._wait(lambda: all(c.gone for c in self.children), deadline_check)
             self._end_forwarding()
             for thread in [*readers, forwarder]:
@@ -287,32 +222,32 @@ class Processes:
     # -- dispatch ----------------------------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Hand out pending hosts, in dispatch order, to their children's idle workers; hosts the run no longer
+        """Hand out pending hosts, in dispatch order, to their shares' idle workers; hosts the run no longer
         starts get their result here, in order.
 
-        Strictly in order, as one process's queue hands them out: a host whose child has no idle worker holds
+        Strictly in order, as one process's queue hands them out: a host whose share has no idle worker holds
         back the hosts after it, so admit() (batches, the failure budget) sees them in the order one process
         would, and a stopped rollout never starts a host after one it left out."""
         with self.dispatching:
             local: list[tuple[Host, HostResult]] = []
             with self.lock:
                 while self.pending:
-                    host, child = self.pending[0]
-                    if child.gone:
+                    host, share = self.pending[0]
+                    if share.gone:
                         local.append((host, self.callbacks.crashed(host, WorkerDied(
-                            f"worker process {child.index} died before this host was started"))))
+                            f"worker process {share.index} died before this host was started"))))
                     elif self.stopping or self.cancel.is_set():
                         local.append((host, self.callbacks.not_started(host)))
-                    elif child.free <= 0:
-                        break  # its child is busy: it, and every host after it, waits
+                    elif share.free <= 0:
+                        break  # its share is busy: it, and every host after it, waits
                     elif not self.callbacks.admit(host):
                         self.stopping = True  # admit() said no once: the rollout stopped; so it stays
                         local.append((host, self.callbacks.not_started(host)))
                     else:
-                        child.free -= 1
-                        child.running[host.name] = host
+                        share.free -= 1
+                        share.running[host.name] = host
                         try:
-                            child.channel.send(("run", child.channel.index[host.name]))
+                            share.hand(self.position[host.name])
                         except OSError:
                             pass  # the child is gone: its reader accounts for every host it had
                     self.pending.popleft()
@@ -326,8 +261,16 @@ class Processes:
             self.handler_errors.append(error)
         self.events.put(Finished(host, result))
         with self.changed:
-            if not self.pending and not any(child.running for child in self.children):
+            if not self.pending and not any(share.running for share in self.shares):
                 self.changed.notify_all()  # all the run's waiter waits for: no wake-up of it per host
+
+    def _done(self, share: _Child | _Local, host: Host, result: HostResult) -> None:
+        """A host of `share` has its result: settle it, and hand the freed worker its next host."""
+        with self.lock:
+            share.running.pop(host.name, None)
+            share.free += 1
+        self._finish(host, result)
+        self._dispatch()
 
     def _wait(self, done: Callable[[], bool], deadline_check: Callable[[], None]) -> None:
         """Until `done()`; hosts still pending once the run is cancelled are given their result meanwhile."""
@@ -349,7 +292,26 @@ class Processes:
                 with contextlib.suppress(OSError):
                     child.channel.send(("cancel", self.cancel.reason or "cancelled"))
 
-    # -- results -----------------------------------------------------------------------------------------------------
+    # -- share 0, in this process ------------------------------------------------------------------------------------
+
+    def _work_locally(self, local: _Local) -> None:
+        """One of the parent's worker threads: what a child's worker does, with no channel in between."""
+        spec = self.spec
+        while (job := local.jobs.get()) is not STOP:
+            assert isinstance(job, int)
+            host = spec.hosts[job]
+            if self.cancel.is_set():
+                result = spec.not_started(host)
+            else:
+                if spec.announce_started:
+                    self.events.put(Started(host))
+                try:
+                    result = spec.work(host, self.events.put)
+                except BaseException as error:  # a worker never dies from a job
+                    result = spec.crashed(host, error)
+            self._done(local, host, result)
+
+    # -- the children's results --------------------------------------------------------------------------------------
 
     def _read(self, child: _Child) -> None:
         try:
@@ -365,11 +327,7 @@ class Processes:
                     host: Host = self.spec.hosts[message[1]]
                     result = message[2] if kind == "finished" else HostResult(host, Outcome(message[2]),
                                                                               *message[3:])
-                    with self.lock:
-                        child.running.pop(host.name, None)
-                        child.free += 1
-                    self._finish(host, result)
-                    self._dispatch()
+                    self._done(child, host, result)
                 elif kind == "warn":
                     self.warn(message[1])
                 elif kind == "bye":
@@ -437,7 +395,7 @@ class Processes:
         self._over_r = self._over_w = -1
 
     def _collect(self) -> None:
-        while (event := self.events.get()) is not _STOP:
+        while (event := self.events.get()) is not STOP:
             try:
                 self.callbacks.handle(event)
             except BaseException as error:
@@ -456,6 +414,9 @@ class Processes:
             child.reaped = True
             with contextlib.suppress(OSError):
                 child.channel.sock.close()
+        for thread in self.local.threads:  # normally ended by run() already; else each ends after its host
+            if thread.is_alive():
+                self.local.jobs.put(STOP)
         self._end_forwarding()
         self._close_over()
         self._stop_collector()  # it renders what is queued, then ends: no thread outlives a failed run
@@ -463,4 +424,4 @@ class Processes:
     def _stop_collector(self) -> None:
         if self._collector is not None:
             self._collector = None
-            self.events.put(_STOP)
+            self.events.put(STOP)

@@ -439,14 +439,15 @@ def execute(
     if procs > 1:
         from fleetrun.procs import CannotFork, ChildSpec, Processes
 
-        def in_child(index: int, send_warning: Callable[[str], None]) -> None:
+        def for_share(index: int, send_warning: Callable[[str], None] | None) -> None:
             nonlocal admission
             admission = Admission(share(handshakes, procs, index))  # the slots dealt out like the hosts
-            warn_to[0] = send_warning
+            if send_warning is not None:  # a child: over its channel; share 0 is the parent itself
+                warn_to[0] = send_warning
 
         # Forked here, before the renderers start any thread (progress) or open any file (journal).
         try:
-            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, in_child,
+            workers = Processes(procs, forks, ChildSpec(hosts, work, crashed, not_started, cancel, for_share,
                                                         announce_started=announce_started))
         except CannotFork as why:  # a library caller with threads of its own: one process is always right
             warn(f"running in one process, not {procs} (--procs): {why}")

@@ -64,13 +64,15 @@ def test_every_host_once_each_started_before_it_finished_and_dealt_out_by_positi
     order = [event.job.name if isinstance(event, Started) else event.result.host.name for event in events]
     for host in HOSTS:
         assert order.index(host.name) < len(order) - order[::-1].index(host.name) - 1  # Started, then Finished
-    # Host k ran in worker process k mod 3: three pids, each with its own share.
-    pid_of = {r.host.name: r.stdout.split()[-1] for r in done}
-    assert len(set(pid_of.values())) == 3 and os.getpid() not in {int(p) for p in pid_of.values()}
+    # Host k ran in share k mod 3: share 0 in this process, shares 1 and 2 in two children, each its own.
+    pid_of = {r.host.name: int(r.stdout.split()[-1]) for r in done}
+    assert len(set(pid_of.values())) == 3
     for index, host in enumerate(HOSTS):
         assert pid_of[host.name] == pid_of[HOSTS[index % 3].name]
+        assert (pid_of[host.name] == os.getpid()) == (index % 3 == 0)
+    assert [child.pid for child in workers.children] == [pid_of["h02"], pid_of["h03"]]
     assert not any(os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
-                   for p in pid_of.values())
+                   for p in pid_of.values() if p != os.getpid())
 
 
 def test_children_send_no_started_message_when_nothing_renders_it():
@@ -117,11 +119,14 @@ def test_a_run_that_fails_around_its_children_leaves_no_thread_or_child_behind()
         except BaseException:
             workers.kill()
             raise
-    ours = ("fleetrun-cancel-forwarder", "fleetrun-collector", "fleetrun-reader-0", "fleetrun-reader-1")
+    def ours(thread: threading.Thread) -> bool:  # share 0's workers run here: they must be gone too
+        return thread.name.startswith(("fleetrun-cancel-forwarder", "fleetrun-collector", "fleetrun-reader-",
+                                       "fleetrun-worker-"))
+
     deadline = time.monotonic() + 30
-    while any(t.name in ours for t in threading.enumerate()) and time.monotonic() < deadline:
+    while any(ours(t) for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not [t.name for t in threading.enumerate() if t.name in ours]
+    assert not [t.name for t in threading.enumerate() if ours(t)]
     assert workers._over_r == -1 and workers._over_w == -1
     assert all(child.reaped for child in workers.children)
 
@@ -199,8 +204,11 @@ def test_cancel_reaches_the_children_and_every_host_is_accounted_for():
 
 
 def test_a_killed_child_fails_its_hosts_and_the_others_go_on():
+    parent = os.getpid()
+
     def work(host, emit):
-        if host.name == "h03":
+        if host.name == "h04":  # the 4th host: share 1, a child
+            assert os.getpid() != parent
             os.kill(os.getpid(), signal.SIGKILL)
         return HostResult(host, Outcome.OK)
 
@@ -211,11 +219,12 @@ def test_a_killed_child_fails_its_hosts_and_the_others_go_on():
     done = results(events)
     assert sorted(r.host.name for r in done) == [h.name for h in HOSTS]
     lost = [r for r in done if r.outcome is Outcome.FAILED]
-    assert "h03" in {r.host.name for r in lost}
-    assert all("worker process 0" in (r.error or "") for r in lost)
+    assert "h04" in {r.host.name for r in lost}
+    assert all("worker process 1" in (r.error or "") for r in lost)
     assert any("killed by signal 9" in (r.error or "") for r in lost)
-    # The other child's share ran to the end.
-    assert all(r.outcome is Outcome.OK for r in done if int(r.host.name[1:]) % 2 == 0)
+    assert {r.host.name for r in lost} <= {h.name for h in HOSTS[1::2]}
+    # Share 0, the parent's own, ran to the end.
+    assert all(r.outcome is Outcome.OK for r in done if int(r.host.name[1:]) % 2 == 1)
 
 
 def test_spilled_outputs_and_long_lines_cross_as_descriptors_and_warnings_reach_the_parent():
@@ -223,7 +232,7 @@ def test_spilled_outputs_and_long_lines_cross_as_descriptors_and_warnings_reach_
     sent: dict[str, object] = {}
 
     def setup(index, warn):
-        sent["warn"] = warn
+        sent["warn"] = warn or warnings.append  # share 0 is the parent: its warnings go where they always go
 
     def work(host, emit):
         spill = Spill.create()
@@ -318,3 +327,23 @@ def test_plain_records_cross_in_one_write_without_the_pickler_hooks_and_keep_the
         finally:
             result.release()
         assert receiver.receive() == ("bye",)
+
+
+def test_each_share_sets_up_its_own_state_and_no_child_inherits_share_0s():
+    """setup(0) runs in the parent after the forks: a child starts from the state before any share's setup,
+    and only share 0 is told that its warnings need no channel."""
+    seen: list[tuple[int, bool]] = []
+
+    def setup(index, warn):
+        seen.append((index, warn is None))
+
+    def work(host, emit):
+        return HostResult(host, Outcome.OK, stdout=repr(seen).encode())
+
+    spec = make_spec(work, setup=setup)
+    events: list[object] = []
+    workers = Processes(3, 3, spec)
+    assert workers.run(iter(HOSTS), callbacks(spec, events), cancel=spec.cancel) == []
+    state = {r.host.name: r.stdout.decode() for r in results(events)}
+    for index, host in enumerate(HOSTS):
+        assert state[host.name] == repr([(index % 3, index % 3 == 0)])
