@@ -154,8 +154,8 @@ def run_options(function: F) -> F:
         click.option("-f", "--forks", type=click.IntRange(1, 4096), default=64, show_default=True,
                      help="Hosts worked on at once."),
         click.option("--procs", type=click.IntRange(1, 256), default=None, metavar="N",
-                     help="Worker processes, each with its share of the hosts and of --forks; one collector. "
-                          "Default: the usable cores (1 on a 1-core machine)."),
+                     help="Processes, each with its share of the hosts and of --forks: fleetrun runs the first and "
+                          "forks N-1 workers; one collector. Default: the usable cores (1 on a 1-core machine)."),
         click.option("--max-handshakes", type=click.IntRange(1, 4096), default=None, metavar="N",
                      help="Hosts connecting at once (TCP connect to authenticated), apart from --forks: the "
                           "others wait their turn without their connect timeout running. Default: 16 per "

@@ -66,7 +66,7 @@ class RunOptions:
     use_agent: bool = True
     raw: bool = False
     max_per_gateway: int | None = None  # channels at once through one bastion (default: forks)
-    # Worker processes (fleetrun.procs); 1 runs every host in this process. The CLI defaults to the usable cores.
+    # Processes (fleetrun.procs): share 0 here, N-1 forked; 1 runs every host in this process. CLI default: the cores.
     procs: int = 1
 
 
