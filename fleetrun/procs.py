@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from fleetrun.cancel import Cancel
 from fleetrun.models import Host, HostResult, Outcome
 from fleetrun.pool import TICK, Finished, PoolCallbacks, Started
-from fleetrun.procs_channel import Channel
-from fleetrun.procs_child import STOP, ChildSpec, Work, child_main
+from fleetrun.procs_channel import Channel, positions
+from fleetrun.procs_child import STOP, ChildSpec, Work, child_main, run_host
 
 __all__ = ["CannotFork", "ChildSpec", "Processes", "Work", "WorkerDied", "split"]
 
@@ -127,6 +127,7 @@ class Processes:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()  # buffered text would otherwise be written again by a child
         self.local = _Local(0, spec.forks[0])
+        self.position = positions(spec.hosts)  # one map for every channel, and for share 0's hand-outs
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for index in range(1, count):
@@ -139,9 +140,10 @@ class Processes:
                     for signum in _SIGNALS:
                         signal.signal(signum, signal.SIG_IGN)
                     signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-                    child_main(index, Channel(theirs, spec.hosts), spec)
+                    child_main(index, Channel(theirs, spec.hosts, self.position), spec)
                 theirs.close()
-                self.children.append(_Child(index, pid, Channel(ours, spec.hosts), spec.forks[index]))
+                self.children.append(_Child(index, pid, Channel(ours, spec.hosts, self.position),
+                                            spec.forks[index]))
         except BaseException:
             self.kill()
             raise
@@ -149,7 +151,6 @@ class Processes:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         spec.setup(0, None)  # only now: the children had to inherit the state from before any share's setup
         self.shares: list[_Child | _Local] = [self.local, *self.children]
-        self.position = {host.name: position for position, host in enumerate(spec.hosts)}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         # One dispatch at a time, results included: two threads dispatching at once could otherwise deliver
@@ -293,20 +294,14 @@ class Processes:
 
     def _work_locally(self, local: _Local) -> None:
         """One of the parent's worker threads: what a child's worker does, with no channel in between."""
-        spec = self.spec
+        hosts = self.spec.hosts
+
+        def started(job: int) -> None:
+            self.events.put(Started(hosts[job]))
+
         while (job := local.jobs.get()) is not STOP:
             assert isinstance(job, int)
-            host = spec.hosts[job]
-            if self.cancel.is_set():
-                result = spec.not_started(host)
-            else:
-                if spec.announce_started:
-                    self.events.put(Started(host))
-                try:
-                    result = spec.work(host, self.events.put)
-                except BaseException as error:  # a worker never dies from a job
-                    result = spec.crashed(host, error)
-            self._done(local, host, result)
+            self._done(local, hosts[job], run_host(self.spec, job, self.cancel, started, self.events.put))
 
     # -- the children's results --------------------------------------------------------------------------------------
 

@@ -31,6 +31,11 @@ def is_plain(record: tuple[Any, ...]) -> bool:
     return True
 
 
+def positions(hosts: Sequence[Host]) -> dict[str, int]:
+    """Each host's position in the selection: how a host travels between the processes."""
+    return {host.name: position for position, host in enumerate(hosts)}
+
+
 class _Pickler(pickle.Pickler):
     """Hosts by their index in the selection, open files by descriptor: neither is copied byte by byte."""
 
@@ -75,9 +80,10 @@ class _Unpickler(pickle.Unpickler):
 class Channel:
     """One end of a parent-child socketpair: whole records in, whole records out; sends are serialised."""
 
-    def __init__(self, sock: socket.socket, hosts: Sequence[Host]) -> None:
+    def __init__(self, sock: socket.socket, hosts: Sequence[Host], index: dict[str, int] | None = None) -> None:
+        """`index`, each host's position in `hosts`, when the caller has it already (one for all channels)."""
         self.sock, self.hosts = sock, hosts
-        self.index = {host.name: position for position, host in enumerate(hosts)}
+        self.index = index if index is not None else positions(hosts)
         self.send_lock = threading.Lock()
 
     def send(self, record: object) -> list[int]:

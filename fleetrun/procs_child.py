@@ -57,20 +57,13 @@ def child_main(index: int, channel: Channel, spec: ChildSpec) -> NoReturn:
             else:  # nothing else is emitted by the runner's work today; say so rather than drop it
                 raise TypeError(f"cannot send a {type(event).__name__} event to the parent")
 
+        def started(job: int) -> None:
+            channel.send(("started", job))
+
         def worker() -> None:
             while (job := jobs.get()) is not STOP:
                 assert isinstance(job, int)
-                host = spec.hosts[job]
-                if spec.cancel.is_set():
-                    result = spec.not_started(host)
-                else:
-                    if spec.announce_started:
-                        channel.send(("started", job))
-                    try:
-                        result = spec.work(host, emit)
-                    except BaseException as error:  # a worker never dies from a job
-                        result = spec.crashed(host, error)
-                _send_result(channel, job, result)
+                _send_result(channel, job, run_host(spec, job, spec.cancel, started, emit))
 
         workers = [threading.Thread(target=worker, name=f"fleetrun-worker-{index}.{n}")
                    for n in range(spec.forks[index])]
@@ -101,6 +94,21 @@ def child_main(index: int, channel: Channel, spec: ChildSpec) -> NoReturn:
             _quietly(channel, ("warn", f"worker process {index} failed: {traceback.format_exc().strip()}"))
     finally:
         os._exit(status)
+
+
+def run_host(spec: ChildSpec, job: int, cancel: Cancel, started: Callable[[int], None],
+             emit: Callable[[object], None]) -> HostResult:
+    """Host `job` of the selection, as every share's workers run it (a child's, and share 0's in the parent):
+    not started once the run is cancelled, else announced (if anything shows it) and worked on."""
+    host = spec.hosts[job]
+    if cancel.is_set():
+        return spec.not_started(host)
+    if spec.announce_started:
+        started(job)
+    try:
+        return spec.work(host, emit)
+    except BaseException as error:  # a worker never dies from a job
+        return spec.crashed(host, error)
 
 
 def _quietly(channel: Channel, record: object) -> None:
